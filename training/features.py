@@ -1,0 +1,95 @@
+"""Cleaning and feature engineering.
+
+`prepare` turns a raw snapshot into model inputs (typed features) and a 0/1 label. Everything that
+must also happen at prediction time (filling missing values, one-hot encoding with rare categories
+grouped, scaling) is a step of the sklearn `Pipeline` built here, so the served artifact is
+self-contained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from training.config import DatasetConfig
+
+MISSING_CATEGORY = "__missing__"
+
+
+def coerce_features(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
+    """Feature columns in config order, numeric and binary as float64, categorical as str (NaN kept)."""
+    out = {}
+    for feature in config.features:
+        col = frame[feature.name]
+        if feature.type == "categorical":
+            out[feature.name] = col.astype(object).where(col.notna(), np.nan).map(
+                lambda v: v if v is np.nan or isinstance(v, str) else str(v))
+        else:
+            out[feature.name] = pd.to_numeric(col, errors="coerce").astype("float64")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def labels(frame: pd.DataFrame, config: DatasetConfig) -> pd.Series:
+    return (frame[config.target].astype(str) == str(config.positive_class)).astype(int).rename("label")
+
+
+def prepare(frame: pd.DataFrame, config: DatasetConfig) -> tuple[pd.DataFrame, pd.Series]:
+    return coerce_features(frame, config), labels(frame, config)
+
+
+def build_preprocessor(config: DatasetConfig, *, scale: bool) -> ColumnTransformer:
+    """One-hot for categoricals (declared categories, rare ones grouped, unseen ones ignored).
+
+    Numeric columns with a configured fill value get it; other missing numbers are left as NaN for
+    XGBoost (which learns a default direction) or median-imputed for the linear baseline (`scale`).
+    """
+    fill = config.cleaning.get("fill") or {}
+    numeric = [*config.of_type("numeric"), *config.of_type("binary")]
+    filled = [c for c in numeric if c in fill]
+    rest = [c for c in numeric if c not in fill]
+    categorical = config.of_type("categorical")
+    min_frequency = config.cleaning.get("rare_category_min_frequency")
+    transformers: list = [
+        (f"fill_{col}", SimpleImputer(strategy="constant", fill_value=float(fill[col])), [col]) for col in filled
+    ]
+    if rest:
+        numeric_step = (
+            Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+            if scale else "passthrough"
+        )
+        transformers.append(("numeric", numeric_step, rest))
+    if categorical:
+        encoder = OneHotEncoder(
+            categories=[[*config.feature(c).categories, MISSING_CATEGORY] for c in categorical],
+            handle_unknown="infrequent_if_exist" if min_frequency else "ignore",
+            min_frequency=min_frequency,
+            sparse_output=False,
+        )
+        transformers.append((
+            "categorical",
+            Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+                      ("onehot", encoder)]),
+            categorical,
+        ))
+    preprocessor = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
+    if scale and filled:
+        # the linear model also needs the filled columns on a comparable scale
+        preprocessor = ColumnTransformer(
+            [*[(n, Pipeline([("fill", t), ("scale", StandardScaler())]), c) for n, t, c in transformers[:len(filled)]],
+             *transformers[len(filled):]],
+            remainder="drop", verbose_feature_names_out=True,
+        )
+    return preprocessor
+
+
+def original_feature(transformed_name: str, config: DatasetConfig) -> str:
+    """Map an output column of the preprocessor (e.g. `categorical__contract_Two year`) to its input."""
+    bare = transformed_name.split("__", 1)[-1]
+    for name in sorted(config.feature_names, key=len, reverse=True):
+        if bare == name or bare.startswith(name + "_"):
+            return name
+    return bare

@@ -1,0 +1,162 @@
+"""MLflow tracking and model registry: set-up, aliases, promotion and rollback.
+
+Aliases: `challenger` is the newest trained candidate, `champion` is what the service serves. Every
+promotion and rollback is recorded as tags on the model version it moves `champion` to
+(`replaced_version`, `promoted_at`, `promoted_by`, `promotion_reason`), so the previous champion is
+always known and a rollback is one alias move.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from training.settings import TrainingSettings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+log = logging.getLogger(__name__)
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (unknown version, no previous champion, ...)."""
+
+
+def configure(settings: TrainingSettings) -> str:
+    """Point MLflow at the configured store and return the experiment id (created if needed)."""
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    # Local stores get an explicit artifact folder; a tracking server chooses (and proxies) its own.
+    location = None if uri.startswith(("http://", "https://")) else settings.artifact_root.as_uri()
+    if location:
+        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    try:
+        return mlflow.create_experiment(settings.experiment, artifact_location=location)
+    except MlflowException:  # created concurrently
+        return mlflow.get_experiment_by_name(settings.experiment).experiment_id
+
+
+def version_by_alias(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:
+    client = client or MlflowClient()
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def get_version(name: str, version: str | int, client: MlflowClient | None = None) -> ModelVersion:
+    client = client or MlflowClient()
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"model '{name}' has no version '{version}'") from exc
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    from_version: str | None
+    to_version: str
+    at: str
+    by: str
+    reason: str
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"
+
+
+def promote(name: str, version: str | int, reason: str, by: str | None = None) -> AliasMove:
+    """Move `champion` to `version`, recording the version it replaced for rollback."""
+    client = MlflowClient()
+    target = get_version(name, version, client)
+    current = version_by_alias(name, CHAMPION, client)
+    move = AliasMove(CHAMPION, current.version if current else None, target.version,
+                     datetime.now(UTC).isoformat(timespec="seconds"), by or _who(), reason)
+    if current is not None and current.version == target.version:
+        return move
+    client.set_registered_model_alias(name, CHAMPION, target.version)
+    tags = {"promoted_at": move.at, "promoted_by": move.by, "promotion_reason": reason,
+            "replaced_version": move.from_version or ""}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, target.version, key, value)
+    _append_history(client, name, move)
+    return move
+
+
+def previous_champion(name: str) -> str | None:
+    current = version_by_alias(name, CHAMPION)
+    if current is None:
+        return None
+    return current.tags.get("replaced_version") or None
+
+
+def rollback(name: str, to_version: str | int | None = None, reason: str = "rollback",
+             by: str | None = None) -> AliasMove:
+    """Move `champion` back to the version it replaced, or to `to_version`."""
+    client = MlflowClient()
+    current = version_by_alias(name, CHAMPION, client)
+    if current is None:
+        raise RegistryError(f"model '{name}' has no champion to roll back from")
+    if to_version is None:
+        to_version = current.tags.get("replaced_version") or None
+        if to_version is None:
+            raise RegistryError(f"champion v{current.version} of '{name}' replaced no earlier version")
+    target = get_version(name, to_version, client)
+    if target.version == current.version:
+        raise RegistryError(f"v{target.version} is already the champion of '{name}'")
+    move = AliasMove(CHAMPION, current.version, target.version,
+                     datetime.now(UTC).isoformat(timespec="seconds"), by or _who(), reason)
+    client.set_registered_model_alias(name, CHAMPION, target.version)
+    tags = {"rolled_back_at": move.at, "rolled_back_by": move.by, "rollback_reason": reason,
+            "rolled_back_from": current.version,
+            # the version it replaced stays the one before it, so repeated rollbacks walk back in time
+            }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, target.version, key, value)
+    _append_history(client, name, move)
+    return move
+
+
+def _append_history(client: MlflowClient, name: str, move: AliasMove) -> None:
+    """Keep the last alias moves as a registered-model tag (MLflow tags are limited to 5000 chars)."""
+    model = client.get_registered_model(name)
+    history: list[dict[str, Any]] = json.loads(model.tags.get("champion_history", "[]"))
+    history.append(move.__dict__)
+    while history and len(json.dumps(history)) > 4500:
+        history.pop(0)
+    client.set_registered_model_tag(name, "champion_history", json.dumps(history))
+
+
+def champion_history(name: str) -> list[dict[str, Any]]:
+    model = MlflowClient().get_registered_model(name)
+    return json.loads(model.tags.get("champion_history", "[]"))
+
+
+def model_uri(name: str, version: str | int) -> str:
+    return f"models:/{name}/{version}"
+
+
+def model_metadata(name: str, version: str | int) -> dict[str, Any]:
+    """Metadata stored with the logged model: threshold, feature schema, data hash, git commit."""
+    return dict(mlflow.models.get_model_info(model_uri(name, version)).metadata or {})
