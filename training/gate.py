@@ -1,0 +1,180 @@
+"""The promotion gate: `python -m training.gate` (`make gate`).
+
+Judges the `challenger` against absolute floors, the current `champion` on the same held-out test set
+(the challenger's), behavioural tests and a one-record latency budget, all from the data set's config
+(`gate:`). Prints a table of every check and writes it as JSON. Exit 0 and `champion` moved to the
+challenger when every check passes; exit 1 with `champion` untouched otherwise; exit 2 when the gate
+cannot run (no challenger, unreadable config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from training import registry
+from training.behaviour import Check, run_behaviour_tests
+from training.config import ConfigError, DatasetConfig, load_config
+from training.evaluate import classification_metrics
+from training.settings import TrainingSettings
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    threshold: float
+    model: mlflow.pyfunc.PyFuncModel
+    columns: list[str]
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        out = self.model.predict(frame[self.columns])
+        out = out.to_numpy() if isinstance(out, pd.DataFrame) else np.asarray(out)
+        return out[:, 1] if out.ndim == 2 else out
+
+
+def load_version(name: str, version: str) -> LoadedModel:
+    meta = registry.model_metadata(name, version)
+    model = mlflow.pyfunc.load_model(registry.model_uri(name, version))
+    columns = [f["name"] for f in meta["feature_schema"]]
+    return LoadedModel(version, float(meta["threshold"]), model, columns)
+
+
+def test_set_of(version) -> pd.DataFrame:
+    path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="data/test.parquet")
+    return pd.read_parquet(path)
+
+
+def latency_p95_ms(model: LoadedModel, record: pd.DataFrame, repeats: int = 200) -> float:
+    for _ in range(10):
+        model.score(record)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.score(record)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 95))
+
+
+@dataclass
+class GateResult:
+    model_name: str
+    challenger: str
+    champion: str | None
+    checks: list[Check] = field(default_factory=list)
+    challenger_metrics: dict = field(default_factory=dict)
+    champion_metrics: dict | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def table(self) -> str:
+        width = max(len(c.name) for c in self.checks) + 2
+        lines = [f"gate: {self.model_name} challenger v{self.challenger} vs champion "
+                 f"{'v' + self.champion if self.champion else '(none: first model)'}",
+                 f"{'check':<{width}} {'value':>10}  {'limit':<14} result  detail"]
+        lines += [f"{c.name:<{width}} {c.value:>10}  {c.limit:<14} {'PASS' if c.passed else 'FAIL':<7} {c.detail}"
+                  for c in self.checks]
+        lines.append(f"verdict: {'PASSED' if self.passed else 'FAILED'} "
+                     f"({sum(not c.passed for c in self.checks)} of {len(self.checks)} checks failed)")
+        return "\n".join(lines)
+
+
+def evaluate_gate(settings: TrainingSettings, config: DatasetConfig, challenger_version: str | None = None) -> GateResult:
+    name = settings.model_name
+    client = mlflow.MlflowClient()
+    if challenger_version:
+        challenger_mv = registry.get_version(name, challenger_version, client)
+    else:
+        challenger_mv = registry.version_by_alias(name, registry.CHALLENGER, client)
+        if challenger_mv is None:
+            raise registry.RegistryError(f"model '{name}' has no '{registry.CHALLENGER}' alias: run `make train` first")
+    champion_mv = registry.version_by_alias(name, registry.CHAMPION, client)
+    gate = config.gate
+    test = test_set_of(challenger_mv)
+    y = test["label"].to_numpy()
+    challenger = load_version(name, challenger_mv.version)
+    scores = challenger.score(test)
+    metrics = classification_metrics(y, scores, challenger.threshold, config.fp_cost, config.fn_cost)
+    result = GateResult(name, challenger_mv.version, champion_mv.version if champion_mv else None,
+                        challenger_metrics=metrics)
+    checks = result.checks
+    for metric, floor in (gate.get("floors") or {}).items():
+        checks.append(Check(f"floor: {metric}", metrics[metric] >= floor, f"{metrics[metric]:.4f}", f">= {floor}",
+                            f"test set, {len(y)} rows, threshold {challenger.threshold:.3f}"))
+    if champion_mv is not None and champion_mv.version != challenger_mv.version:
+        try:
+            champion = load_version(name, champion_mv.version)
+            champ_scores = champion.score(test)
+        except Exception as exc:  # noqa: BLE001 - any failure to score is reported, not raised
+            checks.append(Check("champion scores the same test set", False, "error", "", str(exc)[:120]))
+        else:
+            result.champion_metrics = classification_metrics(y, champ_scores, champion.threshold,
+                                                             config.fp_cost, config.fn_cost)
+            for metric, tolerance in (gate.get("max_regression") or {}).items():
+                ours, theirs = metrics[metric], result.champion_metrics[metric]
+                checks.append(Check(f"vs champion: {metric}", ours >= theirs - tolerance, f"{ours:.4f}",
+                                    f">= {theirs - tolerance:.4f}",
+                                    f"champion v{champion_mv.version} {theirs:.4f} minus tolerance {tolerance}"))
+    checks.extend(run_behaviour_tests(challenger.score, test[challenger.columns], config, challenger.threshold))
+    budget = gate.get("latency_p95_ms")
+    if budget is not None:
+        p95 = latency_p95_ms(challenger, test[challenger.columns].head(1))
+        checks.append(Check("latency: one record p95 (ms)", p95 <= budget, f"{p95:.2f}", f"<= {budget}",
+                            "in-process pyfunc predict, 200 calls"))
+    return result
+
+
+def record(result: GateResult, settings: TrainingSettings) -> Path:
+    body = {"passed": result.passed, **asdict(result)}
+    path = settings.reports_dir / f"gate-{result.model_name}-v{result.challenger}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2, default=str) + "\n")
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(result.model_name, result.challenger, "gate", "passed" if result.passed else "failed")
+    run_id = client.get_model_version(result.model_name, result.challenger).run_id
+    client.log_artifact(run_id, str(path), "gate")
+    (path.with_suffix(".txt")).write_text(result.table() + "\n")
+    client.log_artifact(run_id, str(path.with_suffix(".txt")), "gate")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__)
+    parser.add_argument("--version", help="gate this model version instead of the 'challenger' alias")
+    parser.add_argument("--no-promote", action="store_true", help="judge only; never move 'champion'")
+    args = parser.parse_args(argv)
+    settings = TrainingSettings.from_env()
+    try:
+        config = load_config(settings.dataset_config)
+        registry.configure(settings)
+        result = evaluate_gate(settings, config, args.version)
+    except (ConfigError, registry.RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.table())
+    path = record(result, settings)
+    print(f"report: {path}")
+    if not result.passed:
+        print(f"champion unchanged: v{result.champion}" if result.champion else "no champion promoted")
+        return 1
+    if args.no_promote:
+        return 0
+    if result.champion == result.challenger:
+        print(f"v{result.challenger} is already the champion")
+        return 0
+    move = registry.promote(settings.model_name, result.challenger, reason="gate passed")
+    print(f"promoted: champion v{move.from_version or '-'} -> v{move.to_version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
