@@ -95,3 +95,201 @@ def champion_env(trained_champion: TrainedStore, monkeypatch: pytest.MonkeyPatch
     mlflow.set_tracking_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
     return trained_champion
+
+
+# --- real servers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL 15 cluster (Debian's postgresql-common tools) on a free loopback port."""
+
+    name: str
+    port: int
+    user: str = "postgres"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        import subprocess
+
+        out = subprocess.run(
+            [
+                "su",
+                "postgres",
+                "-c",
+                f'psql -p {self.port} -h /var/run/postgresql -d {database} -tAc "{sql}"',
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    def create_database(self, database: str) -> str:
+        self.psql(f"CREATE DATABASE {database}")
+        return self.url(database)
+
+    def stop(self) -> None:
+        import subprocess
+
+        subprocess.run(
+            ["pg_ctlcluster", "15", self.name, "stop", "-m", "fast"], check=True, capture_output=True
+        )
+
+    def start(self) -> None:
+        import subprocess
+
+        subprocess.run(["pg_ctlcluster", "15", self.name, "start"], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Creates and starts a PostgreSQL cluster for the session; dropped at the end.
+
+    Host connections from loopback are trusted (a test cluster holding no data worth a password).
+    """
+    import shutil
+    import subprocess
+
+    if not shutil.which("pg_createcluster") or not Path("/usr/lib/postgresql/15/bin/postgres").exists():
+        require_server("PostgreSQL 15 (apt-get install postgresql) is not installed")
+    name, port = f"test{os.getpid()}", free_port()
+    made = subprocess.run(
+        ["pg_createcluster", "15", name, "-p", str(port), "--", "--auth-local=trust", "--auth-host=trust"],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        require_server(f"pg_createcluster failed: {made.stderr.strip()[:200]}")
+    server = PostgresServer(name, port)
+    try:
+        server.start()
+        yield server
+    finally:
+        subprocess.run(["pg_dropcluster", "15", name, "--stop"], capture_output=True)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's S3-compatible server on loopback (stands in for MinIO; objects live in memory)."""
+
+    endpoint: str
+    access_key: str = "testing"
+    secret_key: str = "testing"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def make_bucket(self, bucket: str) -> None:
+        from minio import Minio
+
+        client = Minio(
+            self.endpoint.removeprefix("http://"),
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+
+
+def wait_for_http(url: str, timeout: float = 60.0, process=None) -> bool:
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return True
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    import subprocess
+    import sys
+
+    moto = Path(sys.executable).parent / "moto_server"
+    if not moto.exists():
+        require_server("moto_server (pip moto[server]) is not installed")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        if not wait_for_http(f"http://127.0.0.1:{port}/", 30, proc):
+            require_server(f"moto_server did not answer on port {port}")
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    process: object
+    log_path: Path
+
+
+def start_mlflow_server(
+    backend_uri: str, artifacts_destination: str, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> MlflowServer:
+    """A real `mlflow server` process (proxied artifacts, one worker, background jobs off)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    log_path = log_dir / f"mlflow-{port}.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        artifacts_destination,
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
+    if not wait_for_http(f"http://127.0.0.1:{port}/health", 120, proc):
+        proc.terminate()
+        tail = log_path.read_text()[-600:]
+        require_server(f"mlflow server did not start on port {port}: {tail}")
+    return MlflowServer(f"http://127.0.0.1:{port}", proc, log_path)
+
+
+def stop_process(process, timeout: float = 20) -> None:
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)

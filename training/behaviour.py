@@ -63,8 +63,13 @@ def invariance(score: Scorer, frame: pd.DataFrame, config: DatasetConfig, spec: 
     delta = score(_perturb(base, config, spec)) - score(base)
     mean_abs = float(np.mean(np.abs(delta))) if len(delta) else 0.0
     bound = float(spec["max_mean_abs_change"])
-    return Check(f"invariance: {spec['feature']}", mean_abs <= bound, f"{mean_abs:.4f}", f"<= {bound}",
-                 f"mean |score change| over {len(base)} rows")
+    return Check(
+        f"invariance: {spec['feature']}",
+        mean_abs <= bound,
+        f"{mean_abs:.4f}",
+        f"<= {bound}",
+        f"mean |score change| over {len(base)} rows",
+    )
 
 
 def directional(score: Scorer, frame: pd.DataFrame, config: DatasetConfig, spec: dict) -> Check:
@@ -72,17 +77,26 @@ def directional(score: Scorer, frame: pd.DataFrame, config: DatasetConfig, spec:
     changed = _perturb(base, config, spec)
     moved = (changed[spec["feature"]] != base[spec["feature"]]).to_numpy()
     base, changed = base[moved], changed[moved]
-    label = f"directional: {spec['feature']} -> {spec.get('set_to', spec.get('delta'))} {spec['expect']}s score"
+    label = (
+        f"directional: {spec['feature']} -> {spec.get('set_to', spec.get('delta'))} {spec['expect']}s score"
+    )
     if not len(base):
-        return Check(label, False, "no rows", f">= {spec['min_share']}", "no test row was changed by the perturbation")
+        return Check(
+            label, False, "no rows", f">= {spec['min_share']}", "no test row was changed by the perturbation"
+        )
     delta = score(changed) - score(base)
     sign = -1.0 if spec["expect"] == "decrease" else 1.0
     tolerance = float(spec.get("tolerance", 0.005))
     share = float(np.mean(sign * delta >= -tolerance))
     mean = float(np.mean(delta))
     ok = share >= float(spec["min_share"]) and sign * mean > 0
-    return Check(label, ok, f"{share:.3f}", f">= {spec['min_share']}",
-                 f"share of {len(base)} rows not moving against it; mean change {mean:+.4f}")
+    return Check(
+        label,
+        ok,
+        f"{share:.3f}",
+        f">= {spec['min_share']}",
+        f"share of {len(base)} rows not moving against it; mean change {mean:+.4f}",
+    )
 
 
 def minimum_functionality(score: Scorer, config: DatasetConfig, spec: dict, threshold: float) -> Check:
@@ -95,14 +109,21 @@ def minimum_functionality(score: Scorer, config: DatasetConfig, spec: dict, thre
     value = float(score(record[config.feature_names])[0])
     want_positive = spec["expect"] == "positive"
     ok = value >= threshold if want_positive else value < threshold
-    return Check(f"minimum functionality: {spec['name']}", ok, f"{value:.3f}",
-                 f"{'>=' if want_positive else '<'} {threshold:.3f}")
+    return Check(
+        f"minimum functionality: {spec['name']}",
+        ok,
+        f"{value:.3f}",
+        f"{'>=' if want_positive else '<'} {threshold:.3f}",
+    )
 
 
-def run_behaviour_tests(score: Scorer, test_features: pd.DataFrame, config: DatasetConfig,
-                        threshold: float) -> list[Check]:
+def run_behaviour_tests(
+    score: Scorer, test_features: pd.DataFrame, config: DatasetConfig, threshold: float
+) -> list[Check]:
     spec = config.gate.get("behaviour") or {}
     checks = [invariance(score, test_features, config, s) for s in spec.get("invariance", [])]
     checks += [directional(score, test_features, config, s) for s in spec.get("directional", [])]
-    checks += [minimum_functionality(score, config, s, threshold) for s in spec.get("minimum_functionality", [])]
+    checks += [
+        minimum_functionality(score, config, s, threshold) for s in spec.get("minimum_functionality", [])
+    ]
     return checks

@@ -76,7 +76,11 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 
 def write_snapshot(
-    frame: pd.DataFrame, config: DatasetConfig, data_dir: Path, *, parent: str | None = None,
+    frame: pd.DataFrame,
+    config: DatasetConfig,
+    data_dir: Path,
+    *,
+    parent: str | None = None,
     note: str = "",
 ) -> Snapshot:
     frame = frame.reset_index(drop=True)
@@ -141,18 +145,25 @@ def assign_split(features: pd.DataFrame, valid_share: float, test_share: float) 
     """
     hashes = pd.util.hash_pandas_object(features.reset_index(drop=True), index=False).to_numpy()
     bucket = (hashes % np.uint64(10_000)).astype(np.float64) / 10_000.0
-    return np.where(bucket < test_share, "test", np.where(bucket < test_share + valid_share, "valid", "train"))
+    return np.where(
+        bucket < test_share, "test", np.where(bucket < test_share + valid_share, "valid", "train")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__)
-    parser.add_argument("command", choices=["ingest", "show"], help="ingest the source, or show the latest snapshot")
+    parser.add_argument(
+        "command", choices=["ingest", "show"], help="ingest the source, or show the latest snapshot"
+    )
     args = parser.parse_args(argv)
     settings = TrainingSettings.from_env()
     try:
         config = load_config(settings.dataset_config)
-        snap = ingest(config, settings.data_dir) if args.command == "ingest" else latest_snapshot(
-            config, settings.data_dir)
+        snap = (
+            ingest(config, settings.data_dir)
+            if args.command == "ingest"
+            else latest_snapshot(config, settings.data_dir)
+        )
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -47,7 +47,9 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, fp_cost: float, fn_
     return float(sorted_scores[best])
 
 
-def classification_metrics(y_true, scores, threshold: float, fp_cost: float = 0.0, fn_cost: float = 0.0) -> dict:
+def classification_metrics(
+    y_true, scores, threshold: float, fp_cost: float = 0.0, fn_cost: float = 0.0
+) -> dict:
     y_true = np.asarray(y_true).astype(int)
     predicted = (np.asarray(scores) >= threshold).astype(int)
     both = len(np.unique(y_true)) == 2
@@ -59,7 +61,10 @@ def classification_metrics(y_true, scores, threshold: float, fp_cost: float = 0.
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
         "brier": float(brier_score_loss(y_true, scores)),
-        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
         "positive_rate": float(predicted.mean()),
         "cost_per_customer": float((fp_cost * fp + fn_cost * fn) / max(len(y_true), 1)),
         "n": len(y_true),
@@ -74,13 +79,24 @@ def segment_metrics(features: pd.DataFrame, y_true, scores, threshold: float, co
         for value in sorted(set(values)):
             mask = values == value
             m = classification_metrics(y_true[mask], scores[mask], threshold)
-            rows.append({"column": column, "segment": value, "n": int(mask.sum()),
-                         "churn_rate": float(y_true[mask].mean()), "roc_auc": m["roc_auc"],
-                         "recall": m["recall"], "precision": m["precision"], "positive_rate": m["positive_rate"]})
+            rows.append(
+                {
+                    "column": column,
+                    "segment": value,
+                    "n": int(mask.sum()),
+                    "churn_rate": float(y_true[mask].mean()),
+                    "roc_auc": m["roc_auc"],
+                    "recall": m["recall"],
+                    "precision": m["precision"],
+                    "positive_rate": m["positive_rate"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def segment_gaps(table: pd.DataFrame, metrics=("recall", "precision", "positive_rate")) -> dict[str, dict[str, float]]:
+def segment_gaps(
+    table: pd.DataFrame, metrics=("recall", "precision", "positive_rate")
+) -> dict[str, dict[str, float]]:
     """Largest difference between segments of the same column, per metric."""
     gaps: dict[str, dict[str, float]] = {}
     for column, group in table.groupby("column"):
@@ -101,8 +117,13 @@ def save_plots(y_true, scores, threshold: float, importances: pd.Series | None, 
     axes[0].legend()
     axes[1].plot(recall, precision, label=f"AP {average_precision_score(y_true, scores):.3f}")
     pred = np.asarray(scores) >= threshold
-    axes[1].scatter([recall_score(y_true, pred)], [precision_score(y_true, pred, zero_division=0)],
-                    color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    axes[1].scatter(
+        [recall_score(y_true, pred)],
+        [precision_score(y_true, pred, zero_division=0)],
+        color="red",
+        zorder=3,
+        label=f"threshold {threshold:.3f}",
+    )
     axes[1].set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
     axes[1].legend()
     axes[2].plot(prob_pred, prob_true, "o-")

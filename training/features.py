@@ -26,8 +26,11 @@ def coerce_features(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
     for feature in config.features:
         col = frame[feature.name]
         if feature.type == "categorical":
-            out[feature.name] = col.astype(object).where(col.notna(), np.nan).map(
-                lambda v: v if v is np.nan or isinstance(v, str) else str(v))
+            out[feature.name] = (
+                col.astype(object)
+                .where(col.notna(), np.nan)
+                .map(lambda v: v if v is np.nan or isinstance(v, str) else str(v))
+            )
         else:
             out[feature.name] = pd.to_numeric(col, errors="coerce").astype("float64")
     return pd.DataFrame(out, index=frame.index)
@@ -54,12 +57,14 @@ def build_preprocessor(config: DatasetConfig, *, scale: bool) -> ColumnTransform
     categorical = config.of_type("categorical")
     min_frequency = config.cleaning.get("rare_category_min_frequency")
     transformers: list = [
-        (f"fill_{col}", SimpleImputer(strategy="constant", fill_value=float(fill[col])), [col]) for col in filled
+        (f"fill_{col}", SimpleImputer(strategy="constant", fill_value=float(fill[col])), [col])
+        for col in filled
     ]
     if rest:
         numeric_step = (
             Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-            if scale else "passthrough"
+            if scale
+            else "passthrough"
         )
         transformers.append(("numeric", numeric_step, rest))
     if categorical:
@@ -69,19 +74,31 @@ def build_preprocessor(config: DatasetConfig, *, scale: bool) -> ColumnTransform
             min_frequency=min_frequency,
             sparse_output=False,
         )
-        transformers.append((
-            "categorical",
-            Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
-                      ("onehot", encoder)]),
-            categorical,
-        ))
+        transformers.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+                        ("onehot", encoder),
+                    ]
+                ),
+                categorical,
+            )
+        )
     preprocessor = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
     if scale and filled:
         # the linear model also needs the filled columns on a comparable scale
         preprocessor = ColumnTransformer(
-            [*[(n, Pipeline([("fill", t), ("scale", StandardScaler())]), c) for n, t, c in transformers[:len(filled)]],
-             *transformers[len(filled):]],
-            remainder="drop", verbose_feature_names_out=True,
+            [
+                *[
+                    (n, Pipeline([("fill", t), ("scale", StandardScaler())]), c)
+                    for n, t, c in transformers[: len(filled)]
+                ],
+                *transformers[len(filled) :],
+            ],
+            remainder="drop",
+            verbose_feature_names_out=True,
         )
     return preprocessor
 

@@ -78,17 +78,25 @@ class GateResult:
 
     def table(self) -> str:
         width = max(len(c.name) for c in self.checks) + 2
-        lines = [f"gate: {self.model_name} challenger v{self.challenger} vs champion "
-                 f"{'v' + self.champion if self.champion else '(none: first model)'}",
-                 f"{'check':<{width}} {'value':>10}  {'limit':<14} result  detail"]
-        lines += [f"{c.name:<{width}} {c.value:>10}  {c.limit:<14} {'PASS' if c.passed else 'FAIL':<7} {c.detail}"
-                  for c in self.checks]
-        lines.append(f"verdict: {'PASSED' if self.passed else 'FAILED'} "
-                     f"({sum(not c.passed for c in self.checks)} of {len(self.checks)} checks failed)")
+        lines = [
+            f"gate: {self.model_name} challenger v{self.challenger} vs champion "
+            f"{'v' + self.champion if self.champion else '(none: first model)'}",
+            f"{'check':<{width}} {'value':>10}  {'limit':<14} result  detail",
+        ]
+        lines += [
+            f"{c.name:<{width}} {c.value:>10}  {c.limit:<14} {'PASS' if c.passed else 'FAIL':<7} {c.detail}"
+            for c in self.checks
+        ]
+        lines.append(
+            f"verdict: {'PASSED' if self.passed else 'FAILED'} "
+            f"({sum(not c.passed for c in self.checks)} of {len(self.checks)} checks failed)"
+        )
         return "\n".join(lines)
 
 
-def evaluate_gate(settings: TrainingSettings, config: DatasetConfig, challenger_version: str | None = None) -> GateResult:
+def evaluate_gate(
+    settings: TrainingSettings, config: DatasetConfig, challenger_version: str | None = None
+) -> GateResult:
     name = settings.model_name
     client = mlflow.MlflowClient()
     if challenger_version:
@@ -96,7 +104,9 @@ def evaluate_gate(settings: TrainingSettings, config: DatasetConfig, challenger_
     else:
         challenger_mv = registry.version_by_alias(name, registry.CHALLENGER, client)
         if challenger_mv is None:
-            raise registry.RegistryError(f"model '{name}' has no '{registry.CHALLENGER}' alias: run `make train` first")
+            raise registry.RegistryError(
+                f"model '{name}' has no '{registry.CHALLENGER}' alias: run `make train` first"
+            )
     champion_mv = registry.version_by_alias(name, registry.CHAMPION, client)
     gate = config.gate
     test = test_set_of(challenger_mv)
@@ -104,12 +114,20 @@ def evaluate_gate(settings: TrainingSettings, config: DatasetConfig, challenger_
     challenger = load_version(name, challenger_mv.version)
     scores = challenger.score(test)
     metrics = classification_metrics(y, scores, challenger.threshold, config.fp_cost, config.fn_cost)
-    result = GateResult(name, challenger_mv.version, champion_mv.version if champion_mv else None,
-                        challenger_metrics=metrics)
+    result = GateResult(
+        name, challenger_mv.version, champion_mv.version if champion_mv else None, challenger_metrics=metrics
+    )
     checks = result.checks
     for metric, floor in (gate.get("floors") or {}).items():
-        checks.append(Check(f"floor: {metric}", metrics[metric] >= floor, f"{metrics[metric]:.4f}", f">= {floor}",
-                            f"test set, {len(y)} rows, threshold {challenger.threshold:.3f}"))
+        checks.append(
+            Check(
+                f"floor: {metric}",
+                metrics[metric] >= floor,
+                f"{metrics[metric]:.4f}",
+                f">= {floor}",
+                f"test set, {len(y)} rows, threshold {challenger.threshold:.3f}",
+            )
+        )
     if champion_mv is not None and champion_mv.version != challenger_mv.version:
         try:
             champion = load_version(name, champion_mv.version)
@@ -117,19 +135,35 @@ def evaluate_gate(settings: TrainingSettings, config: DatasetConfig, challenger_
         except Exception as exc:  # noqa: BLE001 - any failure to score is reported, not raised
             checks.append(Check("champion scores the same test set", False, "error", "", str(exc)[:120]))
         else:
-            result.champion_metrics = classification_metrics(y, champ_scores, champion.threshold,
-                                                             config.fp_cost, config.fn_cost)
+            result.champion_metrics = classification_metrics(
+                y, champ_scores, champion.threshold, config.fp_cost, config.fn_cost
+            )
             for metric, tolerance in (gate.get("max_regression") or {}).items():
                 ours, theirs = metrics[metric], result.champion_metrics[metric]
-                checks.append(Check(f"vs champion: {metric}", ours >= theirs - tolerance, f"{ours:.4f}",
-                                    f">= {theirs - tolerance:.4f}",
-                                    f"champion v{champion_mv.version} {theirs:.4f} minus tolerance {tolerance}"))
-    checks.extend(run_behaviour_tests(challenger.score, test[challenger.columns], config, challenger.threshold))
+                checks.append(
+                    Check(
+                        f"vs champion: {metric}",
+                        ours >= theirs - tolerance,
+                        f"{ours:.4f}",
+                        f">= {theirs - tolerance:.4f}",
+                        f"champion v{champion_mv.version} {theirs:.4f} minus tolerance {tolerance}",
+                    )
+                )
+    checks.extend(
+        run_behaviour_tests(challenger.score, test[challenger.columns], config, challenger.threshold)
+    )
     budget = gate.get("latency_p95_ms")
     if budget is not None:
         p95 = latency_p95_ms(challenger, test[challenger.columns].head(1))
-        checks.append(Check("latency: one record p95 (ms)", p95 <= budget, f"{p95:.2f}", f"<= {budget}",
-                            "in-process pyfunc predict, 200 calls"))
+        checks.append(
+            Check(
+                "latency: one record p95 (ms)",
+                p95 <= budget,
+                f"{p95:.2f}",
+                f"<= {budget}",
+                "in-process pyfunc predict, 200 calls",
+            )
+        )
     return result
 
 
@@ -139,7 +173,9 @@ def record(result: GateResult, settings: TrainingSettings) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
     client = mlflow.MlflowClient()
-    client.set_model_version_tag(result.model_name, result.challenger, "gate", "passed" if result.passed else "failed")
+    client.set_model_version_tag(
+        result.model_name, result.challenger, "gate", "passed" if result.passed else "failed"
+    )
     run_id = client.get_model_version(result.model_name, result.challenger).run_id
     client.log_artifact(run_id, str(path), "gate")
     (path.with_suffix(".txt")).write_text(result.table() + "\n")

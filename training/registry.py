@@ -91,13 +91,23 @@ def promote(name: str, version: str | int, reason: str, by: str | None = None) -
     client = MlflowClient()
     target = get_version(name, version, client)
     current = version_by_alias(name, CHAMPION, client)
-    move = AliasMove(CHAMPION, current.version if current else None, target.version,
-                     datetime.now(UTC).isoformat(timespec="seconds"), by or _who(), reason)
+    move = AliasMove(
+        CHAMPION,
+        current.version if current else None,
+        target.version,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        by or _who(),
+        reason,
+    )
     if current is not None and current.version == target.version:
         return move
     client.set_registered_model_alias(name, CHAMPION, target.version)
-    tags = {"promoted_at": move.at, "promoted_by": move.by, "promotion_reason": reason,
-            "replaced_version": move.from_version or ""}
+    tags = {
+        "promoted_at": move.at,
+        "promoted_by": move.by,
+        "promotion_reason": reason,
+        "replaced_version": move.from_version or "",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(name, target.version, key, value)
     _append_history(client, name, move)
@@ -111,8 +121,9 @@ def previous_champion(name: str) -> str | None:
     return current.tags.get("replaced_version") or None
 
 
-def rollback(name: str, to_version: str | int | None = None, reason: str = "rollback",
-             by: str | None = None) -> AliasMove:
+def rollback(
+    name: str, to_version: str | int | None = None, reason: str = "rollback", by: str | None = None
+) -> AliasMove:
     """Move `champion` back to the version it replaced, or to `to_version`."""
     client = MlflowClient()
     current = version_by_alias(name, CHAMPION, client)
@@ -125,13 +136,22 @@ def rollback(name: str, to_version: str | int | None = None, reason: str = "roll
     target = get_version(name, to_version, client)
     if target.version == current.version:
         raise RegistryError(f"v{target.version} is already the champion of '{name}'")
-    move = AliasMove(CHAMPION, current.version, target.version,
-                     datetime.now(UTC).isoformat(timespec="seconds"), by or _who(), reason)
+    move = AliasMove(
+        CHAMPION,
+        current.version,
+        target.version,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        by or _who(),
+        reason,
+    )
     client.set_registered_model_alias(name, CHAMPION, target.version)
-    tags = {"rolled_back_at": move.at, "rolled_back_by": move.by, "rollback_reason": reason,
-            "rolled_back_from": current.version,
-            # the version it replaced stays the one before it, so repeated rollbacks walk back in time
-            }
+    tags = {
+        "rolled_back_at": move.at,
+        "rolled_back_by": move.by,
+        "rollback_reason": reason,
+        "rolled_back_from": current.version,
+        # the version it replaced stays the one before it, so repeated rollbacks walk back in time
+    }
     for key, value in tags.items():
         client.set_model_version_tag(name, target.version, key, value)
     _append_history(client, name, move)

@@ -44,7 +44,10 @@ def _git_commit() -> str:
         if out.returncode == 0:
             dirty = subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=REPO_ROOT, capture_output=True, text=True, timeout=5,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
             ).stdout.strip()
             return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

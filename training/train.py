@@ -75,23 +75,36 @@ def split_data(frame: pd.DataFrame, config: DatasetConfig) -> Splits:
 
 
 def baseline_pipeline(config: DatasetConfig, seed: int) -> Pipeline:
-    return Pipeline([
-        ("preprocess", build_preprocessor(config, scale=True)),
-        ("model", LogisticRegression(max_iter=2000, C=1.0, random_state=seed)),
-    ])
+    return Pipeline(
+        [
+            ("preprocess", build_preprocessor(config, scale=True)),
+            ("model", LogisticRegression(max_iter=2000, C=1.0, random_state=seed)),
+        ]
+    )
 
 
 def xgb_pipeline(config: DatasetConfig, params: dict, seed: int, threads: int) -> Pipeline:
-    return Pipeline([
-        ("preprocess", build_preprocessor(config, scale=False)),
-        ("model", XGBClassifier(
-            **params, objective="binary:logistic", eval_metric="logloss", tree_method="hist",
-            random_state=seed, n_jobs=threads,
-        )),
-    ])
+    return Pipeline(
+        [
+            ("preprocess", build_preprocessor(config, scale=False)),
+            (
+                "model",
+                XGBClassifier(
+                    **params,
+                    objective="binary:logistic",
+                    eval_metric="logloss",
+                    tree_method="hist",
+                    random_state=seed,
+                    n_jobs=threads,
+                ),
+            ),
+        ]
+    )
 
 
-def tune_xgb(config: DatasetConfig, X: pd.DataFrame, y: pd.Series, settings: TrainingSettings) -> tuple[dict, float]:
+def tune_xgb(
+    config: DatasetConfig, X: pd.DataFrame, y: pd.Series, settings: TrainingSettings
+) -> tuple[dict, float]:
     """Optuna TPE search, objective: mean cross-validated PR AUC on the train split."""
     folds = StratifiedKFold(settings.cv_folds, shuffle=True, random_state=settings.seed)
 
@@ -109,8 +122,11 @@ def tune_xgb(config: DatasetConfig, X: pd.DataFrame, y: pd.Series, settings: Tra
         return float(cross_val_score(pipe, X, y, cv=folds, scoring="average_precision").mean())
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        print(f"  tuning trial {trial.number + 1}/{settings.optuna_trials}: cv PR AUC {trial.value:.4f}"
-              f" (best {study.best_value:.4f})", flush=True)
+        print(
+            f"  tuning trial {trial.number + 1}/{settings.optuna_trials}: cv PR AUC {trial.value:.4f}"
+            f" (best {study.best_value:.4f})",
+            flush=True,
+        )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
@@ -142,6 +158,49 @@ def _log_frame(frame: pd.DataFrame, artifact_path: str, filename: str) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
+def log_model_version(
+    pipe: Pipeline,
+    config: DatasetConfig,
+    settings: TrainingSettings,
+    *,
+    threshold: float,
+    sample: pd.DataFrame,
+    test_set: pd.DataFrame,
+    reference: pd.DataFrame,
+    tags: dict,
+    metadata: dict,
+) -> str:
+    """Inside an active run: log the held-out test set (for the gate), the drift reference, and the model
+    with its signature, input example, threshold and feature schema; register it and alias it
+    `challenger`. Returns the new version."""
+    run = mlflow.active_run()
+    _log_frame(test_set, "data", "test.parquet")
+    _log_frame(reference, "reference", "reference.parquet")
+    signature = infer_signature(sample, pipe.predict_proba(sample))
+    metadata = {
+        **metadata,
+        "threshold": float(threshold),
+        "feature_schema": feature_schema(config),
+        "trained_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+    }
+    info = mlflow.sklearn.log_model(
+        pipe,
+        name="model",
+        serialization_format="cloudpickle",
+        pyfunc_predict_fn="predict_proba",
+        signature=signature,
+        input_example=sample.head(3),
+        metadata=metadata,
+        registered_model_name=settings.model_name,
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in {**tags, "run_id": run.info.run_id, "threshold": f"{threshold:.6f}"}.items():
+        client.set_model_version_tag(settings.model_name, version, key, str(value))
+    client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
+    return version
+
+
 def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainResult:
     config = load_config(settings.dataset_config)
     snapshot = resolve_snapshot(config, settings, snapshot_ref)
@@ -155,16 +214,34 @@ def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainR
     print(f"data {config.name} snapshot {snapshot.hash[:16]}: {len(frame)} rows, split {sizes}", flush=True)
 
     experiment_id = registry.configure(settings)
-    tags = {"git_commit": settings.git_commit, "data_hash": snapshot.hash, "dataset": config.name,
-            "data_snapshot": snapshot.hash[:16]}
-    Xtr, ytr, Xva, yva, Xte, yte = (splits.X["train"], splits.y["train"], splits.X["valid"],
-                                    splits.y["valid"], splits.X["test"], splits.y["test"])
+    tags = {
+        "git_commit": settings.git_commit,
+        "data_hash": snapshot.hash,
+        "dataset": config.name,
+        "data_snapshot": snapshot.hash[:16],
+    }
+    Xtr, ytr, Xva, yva, Xte, yte = (
+        splits.X["train"],
+        splits.y["train"],
+        splits.X["valid"],
+        splits.y["valid"],
+        splits.X["test"],
+        splits.y["test"],
+    )
     started = time.perf_counter()
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{config.name}", tags=tags) as run:
-        mlflow.log_params({"dataset": config.name, "rows": len(frame), "seed": settings.seed,
-                           "optuna_trials": settings.optuna_trials, "cv_folds": settings.cv_folds,
-                           "fp_cost": config.fp_cost, "fn_cost": config.fn_cost,
-                           **{f"rows_{k}": v for k, v in sizes.items()}})
+        mlflow.log_params(
+            {
+                "dataset": config.name,
+                "rows": len(frame),
+                "seed": settings.seed,
+                "optuna_trials": settings.optuna_trials,
+                "cv_folds": settings.cv_folds,
+                "fp_cost": config.fp_cost,
+                "fn_cost": config.fn_cost,
+                **{f"rows_{k}": v for k, v in sizes.items()},
+            }
+        )
         mlflow.log_artifact(str(report_path), "validation")
         mlflow.log_artifact(str(config.path), "config")
 
@@ -189,16 +266,26 @@ def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainR
             cand["valid_pr_auc"] = float(average_precision_score(yva, valid_scores))
             cand["valid_scores"] = valid_scores
             cand["test_scores"] = pipe.predict_proba(Xte)[:, 1]
-            cand["test"] = classification_metrics(yte, cand["test_scores"], cand["threshold"],
-                                                  config.fp_cost, config.fn_cost)
-            mlflow.log_metrics({f"{name}_valid_pr_auc": cand["valid_pr_auc"], f"{name}_threshold": cand["threshold"],
-                                **{f"{name}_test_{k}": v for k, v in cand["test"].items()}})
+            cand["test"] = classification_metrics(
+                yte, cand["test_scores"], cand["threshold"], config.fp_cost, config.fn_cost
+            )
+            mlflow.log_metrics(
+                {
+                    f"{name}_valid_pr_auc": cand["valid_pr_auc"],
+                    f"{name}_threshold": cand["threshold"],
+                    **{f"{name}_test_{k}": v for k, v in cand["test"].items()},
+                }
+            )
 
         chosen = max(candidates, key=lambda n: candidates[n]["valid_pr_auc"])
         best = candidates[chosen]
         pipe, threshold, test = best["pipe"], best["threshold"], best["test"]
-        print(f"chosen: {chosen} (valid PR AUC {best['valid_pr_auc']:.4f} vs "
-              + ", ".join(f"{n} {c['valid_pr_auc']:.4f}" for n, c in candidates.items()) + ")", flush=True)
+        print(
+            f"chosen: {chosen} (valid PR AUC {best['valid_pr_auc']:.4f} vs "
+            + ", ".join(f"{n} {c['valid_pr_auc']:.4f}" for n, c in candidates.items())
+            + ")",
+            flush=True,
+        )
         mlflow.log_params({"model": chosen, "threshold": threshold})
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
@@ -211,44 +298,61 @@ def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainR
             save_plots(yte.to_numpy(), best["test_scores"], threshold, importance, folder / "plots")
             segments.to_csv(folder / "segment_metrics.csv", index=False)
             importance.rename("importance").to_csv(folder / "feature_importance.csv")
-            evaluation = {"chosen": chosen, "threshold": threshold, "test": test, "segment_gaps": gaps,
-                          "candidates": {n: {"valid_pr_auc": c["valid_pr_auc"], "threshold": c["threshold"],
-                                             "test": c["test"]} for n, c in candidates.items()},
-                          "best_params": best_params, "cv_pr_auc": cv_score}
+            evaluation = {
+                "chosen": chosen,
+                "threshold": threshold,
+                "test": test,
+                "segment_gaps": gaps,
+                "candidates": {
+                    n: {"valid_pr_auc": c["valid_pr_auc"], "threshold": c["threshold"], "test": c["test"]}
+                    for n, c in candidates.items()
+                },
+                "best_params": best_params,
+                "cv_pr_auc": cv_score,
+            }
             (folder / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
             mlflow.log_artifacts(str(folder), "evaluation")
 
-        # The held-out test set (for the gate) and the drift reference (valid split: its scores are
-        # out-of-sample, unlike scores on the rows the model was fitted on).
-        _log_frame(Xte.assign(label=yte.to_numpy()), "data", "test.parquet")
+        metadata = {
+            "dataset": config.name,
+            "target": config.target,
+            "positive_class": str(config.positive_class),
+            "data_hash": snapshot.hash,
+            "git_commit": tags["git_commit"],
+            "algorithm": chosen,
+            "test_metrics": test,
+            "feature_importance": importance.round(6).to_dict(),
+        }
         reference = Xva.assign(label=yva.to_numpy(), score=best["valid_scores"])
-        _log_frame(reference.sample(min(REFERENCE_ROWS, len(reference)), random_state=settings.seed),
-                   "reference", "reference.parquet")
-
-        signature = infer_signature(Xtr.head(100), pipe.predict_proba(Xtr.head(100)))
-        metadata = {"threshold": threshold, "feature_schema": feature_schema(config), "dataset": config.name,
-                    "target": config.target, "positive_class": str(config.positive_class),
-                    "data_hash": snapshot.hash, "git_commit": tags["git_commit"], "algorithm": chosen,
-                    "test_metrics": test, "feature_importance": importance.round(6).to_dict(),
-                    "trained_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}
-        info = mlflow.sklearn.log_model(
-            pipe, name="model", serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
-            signature=signature, input_example=Xte.head(3), metadata=metadata,
-            registered_model_name=settings.model_name,
+        reference = reference.sample(min(REFERENCE_ROWS, len(reference)), random_state=settings.seed)
+        version = log_model_version(
+            pipe,
+            config,
+            settings,
+            threshold=threshold,
+            sample=Xtr.head(100),
+            test_set=Xte.assign(label=yte.to_numpy()),
+            reference=reference,
+            tags={**tags, "algorithm": chosen},
+            metadata=metadata,
         )
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for key, value in {**tags, "run_id": run.info.run_id, "threshold": f"{threshold:.6f}",
-                           "algorithm": chosen}.items():
-            client.set_model_version_tag(settings.model_name, version, key, value)
-        client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
-    return TrainResult(run.info.run_id, settings.model_name, version, chosen, threshold, test,
-                       candidates["logreg"]["test"], snapshot.hash)
+    return TrainResult(
+        run.info.run_id,
+        settings.model_name,
+        version,
+        chosen,
+        threshold,
+        test,
+        candidates["logreg"]["test"],
+        snapshot.hash,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
-    parser.add_argument("--snapshot", help="train on this snapshot (hash prefix) instead of ingesting the source")
+    parser.add_argument(
+        "--snapshot", help="train on this snapshot (hash prefix) instead of ingesting the source"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = TrainingSettings.from_env()
@@ -258,9 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     m = result.test_metrics
-    print(f"registered {result.model_name} v{result.version} ({result.chosen}) as '{registry.CHALLENGER}'; "
-          f"test ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, recall {m['recall']:.3f}, "
-          f"precision {m['precision']:.3f} at threshold {result.threshold:.3f}; run {result.run_id}")
+    print(
+        f"registered {result.model_name} v{result.version} ({result.chosen}) as '{registry.CHALLENGER}'; "
+        f"test ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, recall {m['recall']:.3f}, "
+        f"precision {m['precision']:.3f} at threshold {result.threshold:.3f}; run {result.run_id}"
+    )
     return 0
 
 

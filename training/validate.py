@@ -84,8 +84,14 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> ValidationReport:
         stat: dict = {"type": feature.type, "missing": n_missing}
         columns_stats[name] = stat
         if share > feature.max_missing_share:
-            fail(Failure(name, "missing", f"{n_missing} missing values ({share:.2%}), at most "
-                                          f"{feature.max_missing_share:.2%} allowed"))
+            fail(
+                Failure(
+                    name,
+                    "missing",
+                    f"{n_missing} missing values ({share:.2%}), at most "
+                    f"{feature.max_missing_share:.2%} allowed",
+                )
+            )
         present = series.dropna()
         if feature.type in ("numeric", "binary"):
             values = _numeric(present)
@@ -98,8 +104,12 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> ValidationReport:
                 if bad:
                     fail(Failure(name, "binary_values", f"{bad} values other than 0/1"))
                 continue
-            stat.update(min=float(values.min()), max=float(values.max()), mean=float(values.mean()),
-                        median=float(values.median()))
+            stat.update(
+                min=float(values.min()),
+                max=float(values.max()),
+                mean=float(values.mean()),
+                median=float(values.median()),
+            )
             q1, q3 = values.quantile([0.25, 0.75])
             iqr = q3 - q1
             stat["iqr_outliers"] = int(((values < q1 - 1.5 * iqr) | (values > q3 + 1.5 * iqr)).sum())
@@ -124,20 +134,35 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> ValidationReport:
         classes = sorted(labels.dropna().astype(str).unique())
         positive = str(config.positive_class)
         if positive not in classes or len(classes) != 2:
-            fail(Failure(target, "label_classes", f"expected two classes including '{positive}', found {classes}"))
+            fail(
+                Failure(
+                    target, "label_classes", f"expected two classes including '{positive}', found {classes}"
+                )
+            )
         else:
             share = float((labels.astype(str) == positive).mean())
             report.stats["positive_share"] = share
-            lo, hi = (rules.get("label_share") or {}).get("min", 0.0), (rules.get("label_share") or {}).get("max", 1.0)
+            lo, hi = (
+                (rules.get("label_share") or {}).get("min", 0.0),
+                (rules.get("label_share") or {}).get("max", 1.0),
+            )
             if not lo <= share <= hi:
-                fail(Failure(target, "label_balance", f"positive share {share:.2%} outside [{lo:.0%}, {hi:.0%}]"))
+                fail(
+                    Failure(
+                        target, "label_balance", f"positive share {share:.2%} outside [{lo:.0%}, {hi:.0%}]"
+                    )
+                )
 
     known = [c for c in [*config.feature_names, target] if c in frame.columns]
     dup = int(frame[known].duplicated().sum())
     report.stats["duplicates"] = dup
     max_dup = float(rules.get("max_duplicate_share", 0.0))
     if len(frame) and dup / len(frame) > max_dup:
-        fail(Failure("*", "duplicates", f"{dup} duplicate rows ({dup / len(frame):.2%}), at most {max_dup:.2%}"))
+        fail(
+            Failure(
+                "*", "duplicates", f"{dup} duplicate rows ({dup / len(frame):.2%}), at most {max_dup:.2%}"
+            )
+        )
     return report
 
 
