@@ -1,0 +1,42 @@
+# Monitor image: `python -m monitoring.monitor loop` (a check every MONITOR_INTERVAL_SECONDS), its
+# Prometheus metrics and the Alertmanager webhook (POST /alerts) on MONITOR_METRICS_PORT (9108).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml requirements.lock ./
+RUN mkdir common training model_service monitoring \
+ && pip install --no-cache-dir -c requirements.lock . \
+ && pip uninstall --yes churnops
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG GIT_COMMIT=unknown
+LABEL org.opencontainers.image.title="churnops-monitor" \
+      org.opencontainers.image.revision="${GIT_COMMIT}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY common common
+COPY config config
+COPY training training
+COPY model_service model_service
+COPY monitoring monitoring
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    GIT_COMMIT=${GIT_COMMIT} \
+    MONITOR_METRICS_PORT=9108
+USER 10001:10001
+EXPOSE 9108
+HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/metrics', timeout=2)"]
+CMD ["python", "-m", "monitoring.monitor", "loop"]
