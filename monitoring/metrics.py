@@ -1,0 +1,75 @@
+"""Prometheus metrics of the monitor (served by `python -m monitoring.monitor loop` on MONITOR_METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry()
+LABELS = ("model_name",)
+
+runs = Counter("monitor_runs_total", "Monitor checks by outcome", ["model_name", "status"], registry=REGISTRY)
+last_run = Gauge(
+    "monitor_last_run_timestamp_seconds", "When the last check finished", LABELS, registry=REGISTRY
+)
+last_status = Gauge(
+    "monitor_last_run_status",
+    "1 for the outcome of the last check (ok, drift, skipped, error)",
+    ["model_name", "status"],
+    registry=REGISTRY,
+)
+window = Gauge("monitor_window_records", "Records in the last checked window", LABELS, registry=REGISTRY)
+drift_share = Gauge(
+    "monitor_drift_share", "Share of features whose drift test flagged drift", LABELS, registry=REGISTRY
+)
+drifted_features = Gauge("monitor_drifted_features", "Number of drifted features", LABELS, registry=REGISTRY)
+feature_drift = Gauge(
+    "monitor_feature_drift_score",
+    "Drift score per feature (method and threshold as labels)",
+    ["model_name", "feature", "method", "threshold"],
+    registry=REGISTRY,
+)
+feature_drifted = Gauge(
+    "monitor_feature_drifted",
+    "1 when the feature's drift test flagged drift",
+    ["model_name", "feature"],
+    registry=REGISTRY,
+)
+prediction_drift = Gauge(
+    "monitor_prediction_drift_score",
+    "Drift score of the model score",
+    ["model_name", "method", "threshold"],
+    registry=REGISTRY,
+)
+alarm = Gauge("monitor_alarm", "1 when the last check crossed a threshold", LABELS, registry=REGISTRY)
+quality = Gauge(
+    "monitor_live_quality",
+    "Live quality from feedback labels, at the model threshold",
+    ["model_name", "metric"],
+    registry=REGISTRY,
+)
+labelled = Gauge(
+    "monitor_labelled_records", "Records of the window with a feedback label", LABELS, registry=REGISTRY
+)
+model_version = Gauge(
+    "monitor_model_version_info",
+    "Champion version the last check compared against",
+    ["model_name", "version"],
+    registry=REGISTRY,
+)
+triggers = Counter(
+    "monitor_retrain_triggers_total",
+    "Retrain trigger decisions",
+    ["model_name", "backend", "status", "source"],
+    registry=REGISTRY,
+)
+alerts_received = Counter(
+    "monitor_alert_webhooks_total", "Alertmanager webhook alerts received", ["status"], registry=REGISTRY
+)
+
+STATUSES = ("ok", "drift", "skipped", "error")
+
+
+def record_status(model_name: str, status: str) -> None:
+    runs.labels(model_name, status).inc()
+    for s in STATUSES:
+        last_status.labels(model_name, s).set(1 if s == status else 0)
