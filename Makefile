@@ -28,6 +28,7 @@ install: $(STAMP) ## create .venv and install the locked dependencies
 lint: $(STAMP) ## ruff (and the stack's validators)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory validate-stack
 
 test: $(STAMP) ## the whole test suite (starts or installs the servers it needs)
 	$(BIN)/pytest
@@ -66,3 +67,56 @@ clean-state: ## delete the embedded default's state (var/): snapshots, MLflow st
 
 clean: clean-state ## also delete the virtual environment
 	rm -rf $(VENV)
+
+# --- the on-prem stack and the pipeline (docs/deploy.md) -------------------------------------------
+GIT_COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+REGISTRY       ?= localhost:5000
+IMAGE_TAG      ?= $(GIT_COMMIT)
+STACK_ENV_FILE ?= .env
+COMPOSE        ?= docker compose
+STACK          := $(COMPOSE) --env-file $(STACK_ENV_FILE) -f compose/docker-compose.yml
+IMAGES         := service monitor training
+LOAD_TEST_DIR  ?= var/reports/load-test
+export REGISTRY IMAGE_TAG
+
+.PHONY: validate-stack images push deploy smoke load-test stack-up stack-down stack-native
+
+validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
+	$(PY) compose/validate_stack.py
+
+images: ## build the images, tagged with the git commit (and latest)
+	@for image in $(IMAGES); do \
+	  echo "building $(REGISTRY)/churnops-$$image:$(IMAGE_TAG)"; \
+	  docker build -f docker/$$image.Dockerfile --build-arg GIT_COMMIT=$(IMAGE_TAG) \
+	    -t $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) -t $(REGISTRY)/churnops-$$image:latest . || exit 1; \
+	done
+
+push: images ## push the commit-tagged images to the stack's registry
+	@for image in $(IMAGES); do \
+	  docker push $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) && docker push $(REGISTRY)/churnops-$$image:latest || exit 1; \
+	done
+
+deploy: ## roll the service replicas and the monitor to IMAGE_TAG (compose up, no rebuild)
+	$(STACK) up -d --no-build --no-deps --wait model-service monitor
+
+smoke: $(STAMP) ## the deployed service: ready + one prediction of a held-out record (SERVICE_URL)
+	$(PY) -m load_tests.smoke
+
+load-test: $(STAMP) ## Locust headless against SERVICE_URL; fails past load_tests/thresholds.yaml
+	@mkdir -p $(LOAD_TEST_DIR)
+	LOAD_TEST_REPORT=$(LOAD_TEST_DIR)/summary.json $(BIN)/locust -f load_tests/locustfile.py --headless \
+	  --host $${SERVICE_URL:-http://127.0.0.1:8000} \
+	  --users $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['users'])") \
+	  --spawn-rate $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['spawn_rate'])") \
+	  --run-time $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['run_time'])") \
+	  --csv $(LOAD_TEST_DIR)/locust --html $(LOAD_TEST_DIR)/locust.html --only-summary
+
+stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example)
+	@test -f $(STACK_ENV_FILE) || { echo "no $(STACK_ENV_FILE): cp .env.example .env and fill it"; exit 1; }
+	$(STACK) up -d --wait
+
+stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops them)
+	$(STACK) down
+
+stack-native: $(STAMP) ## the same services natively on loopback (Procfile, honcho); Ctrl-C stops them
+	$(PY) compose/native.py up
