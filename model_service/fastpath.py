@@ -1,0 +1,315 @@
+"""A numpy fast path compiled from the fitted sklearn pipeline, and the pipeline path it stands in for.
+
+Where one-record latency goes with the pipeline (measured, design notes): ColumnTransformer ~8 ms,
+pandas category cast ~5 ms, XGBoost's pandas path ~4.5 ms; `booster.inplace_predict` on numpy
+~0.3 ms. `compile_pipeline` reads the fitted steps and rebuilds the same arithmetic on numpy:
+
+- numeric columns: the fitted fill value of each `SimpleImputer`, then `(x - mean_) / scale_` of each
+  `StandardScaler` (identity `FunctionTransformer`/passthrough steps skipped);
+- categorical columns: the fitted categorical transformer is *probed* once per input column with every
+  known category, a missing value and an unseen category; the rows it returns become a lookup table,
+  so a batch is one-hot encoded by dict lookups and one fancy index per column (this reproduces
+  whatever the fitted encoder does with rare, unknown and missing categories);
+- the estimator: `XGBClassifier` -> `booster.inplace_predict`, `LogisticRegression` -> the linear
+  formula with `expit`.
+
+Anything else (another transformer or estimator, a non-separable encoder) raises `CompileError` and
+the service uses the pipeline itself. A compiled model is also checked against the pipeline on
+synthetic records at load time (`verify`); if it differs by more than 1e-6 it is not used.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from model_service.schema import CATEGORICAL, FieldSpec, Validated
+
+TOLERANCE = 1e-6
+_UNSEEN = "\x00unseen-category-probe\x00"
+
+
+class CompileError(ValueError):
+    """The pipeline holds a step the fast path does not reproduce; use the pipeline."""
+
+
+# --------------------------------------------------------------------------- pipeline path
+def to_frame(batch: Validated, specs: list[FieldSpec]) -> pd.DataFrame:
+    """The batch as the pipeline was trained on it: numbers float64 (NaN), categories object (NaN)."""
+    cols: dict[str, Any] = {}
+    for spec in specs:
+        if spec.type == CATEGORICAL:
+            values = batch.categorical[spec.name]
+            cols[spec.name] = pd.Series([np.nan if v is None else v for v in values], dtype=object)
+        else:
+            cols[spec.name] = batch.numeric[spec.name]
+    return pd.DataFrame(cols)
+
+
+def positive_column(estimator: Any) -> int:
+    classes = list(getattr(estimator, "classes_", [0, 1]))
+    if len(classes) != 2:
+        raise CompileError(f"estimator has {len(classes)} classes, expected 2")
+    return 1
+
+
+class PipelinePredictor:
+    kind = "pipeline"
+
+    def __init__(self, pipeline: Any, specs: list[FieldSpec]):
+        self.pipeline = pipeline
+        self.specs = specs
+
+    def predict(self, batch: Validated) -> np.ndarray:
+        proba = self.pipeline.predict_proba(to_frame(batch, self.specs))
+        return np.asarray(proba, dtype=np.float64)[:, 1]
+
+
+# --------------------------------------------------------------------------- compiled path
+@dataclass
+class NumericBlock:
+    columns: list[str]
+    out: slice
+    fill: np.ndarray | None  # per column, applied where NaN
+    ops: list[tuple[str, np.ndarray]]  # ("fill", v) | ("sub", v) | ("div", v), in order
+
+
+@dataclass
+class CategoricalBlock:
+    columns: list[str]
+    out: slice
+    base: np.ndarray  # the block's output row for the base record
+    tables: list[tuple[dict[str, int], int, int, np.ndarray, np.ndarray]]
+    # per column: (value -> code, code of a missing value, code of an unseen value, output column
+    # indices owned by this input column, table[code] -> values of those columns)
+
+
+def _numeric_ops(trans: Any) -> list[tuple[str, np.ndarray]]:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    if isinstance(trans, str):
+        if trans == "passthrough":
+            return []
+        raise CompileError(f"numeric transformer {trans!r}")
+    if isinstance(trans, Pipeline):
+        return [op for _, step in trans.steps for op in _numeric_ops(step)]
+    if isinstance(trans, FunctionTransformer):
+        if trans.func is None:
+            return []
+        raise CompileError("FunctionTransformer with a function")
+    if isinstance(trans, SimpleImputer):
+        missing = trans.missing_values
+        if trans.add_indicator or not (isinstance(missing, float) and math.isnan(missing)):
+            raise CompileError("SimpleImputer with an indicator or a non-NaN missing marker")
+        stats = np.asarray(trans.statistics_, dtype=np.float64)
+        if np.isnan(stats).any():
+            raise CompileError("SimpleImputer dropped an all-missing column")
+        return [("fill", stats)]
+    if isinstance(trans, StandardScaler):
+        ops = []
+        if trans.with_mean:
+            ops.append(("sub", np.asarray(trans.mean_, dtype=np.float64)))
+        if trans.with_std:
+            ops.append(("div", np.asarray(trans.scale_, dtype=np.float64)))
+        return ops
+    raise CompileError(f"numeric transformer {type(trans).__name__}")
+
+
+def _known_categories(trans: Any) -> list[list[str]]:
+    """Categories the fitted encoder knows per column (they may include e.g. a missing token)."""
+    steps = getattr(trans, "steps", None) or [("", trans)]
+    for _, step in reversed(steps):
+        cats = getattr(step, "categories_", None)
+        if cats is not None:
+            return [[str(c) for c in col if isinstance(c, str)] for col in cats]
+    return []
+
+
+def _dense(x: Any) -> np.ndarray:
+    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+
+
+def _categorical_block(
+    trans: Any, columns: list[str], out: slice, specs: dict[str, FieldSpec]
+) -> CategoricalBlock:
+    known = _known_categories(trans)
+    values: list[list[Any]] = []
+    for j, col in enumerate(columns):
+        cats = list(dict.fromkeys([*specs[col].categories, *(known[j] if j < len(known) else [])]))
+        values.append([*cats, np.nan, _UNSEEN])
+    base_record = {c: [values[j][0]] for j, c in enumerate(columns)}
+    try:
+        base = _dense(trans.transform(pd.DataFrame(base_record, dtype=object)))[0]
+    except Exception as exc:  # noqa: BLE001 - any failure means: not compilable
+        raise CompileError(f"categorical transformer fails on a probe: {exc}") from exc
+    width = out.stop - out.start
+    if base.shape[0] != width:
+        raise CompileError("categorical block width differs from the ColumnTransformer's slice")
+    tables, owned = [], np.zeros(width, dtype=bool)
+    for j, col in enumerate(columns):
+        probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
+        probe[col] = values[j]
+        try:
+            table = _dense(trans.transform(pd.DataFrame(probe, dtype=object)))
+        except Exception as exc:  # noqa: BLE001 - e.g. handle_unknown="error"
+            raise CompileError(f"categorical transformer fails on probe of {col}: {exc}") from exc
+        idx = np.flatnonzero((table != base).any(axis=0))
+        if owned[idx].any():
+            raise CompileError(f"categorical output columns of {col} overlap another column's")
+        owned[idx] = True
+        n_cats = len(values[j]) - 2
+        lookup = {v: i for i, v in enumerate(values[j][:n_cats])}
+        tables.append((lookup, n_cats, n_cats + 1, idx, np.ascontiguousarray(table[:, idx])))
+    return CategoricalBlock(columns, out, base, tables)
+
+
+class CompiledPredictor:
+    kind = "numpy"
+
+    def __init__(self, blocks: list, width: int, score: Any, algorithm: str):
+        self.blocks = blocks
+        self.width = width
+        self._score = score
+        self.algorithm = algorithm
+
+    def transform(self, batch: Validated) -> np.ndarray:
+        n = batch.n
+        X = np.empty((n, self.width), dtype=np.float64)
+        for block in self.blocks:
+            if isinstance(block, NumericBlock):
+                sub = (
+                    np.column_stack([batch.numeric[c] for c in block.columns])
+                    if len(block.columns) > 1
+                    else batch.numeric[block.columns[0]].reshape(-1, 1).copy()
+                )
+                for op, v in block.ops:
+                    if op == "fill":
+                        nan = np.isnan(sub)
+                        if nan.any():
+                            sub = np.where(nan, v, sub)
+                    elif op == "sub":
+                        sub = sub - v
+                    else:
+                        sub = sub / v
+                X[:, block.out] = sub
+            else:
+                out = X[:, block.out]
+                out[:] = block.base
+                for col, (lookup, missing, unseen, idx, table) in zip(
+                    block.columns, block.tables, strict=True
+                ):
+                    get = lookup.get
+                    codes = np.fromiter(
+                        (missing if v is None else get(v, unseen) for v in batch.categorical[col]),
+                        dtype=np.intp,
+                        count=n,
+                    )
+                    out[:, idx] = table[codes]
+        return X
+
+    def predict(self, batch: Validated) -> np.ndarray:
+        return self._score(self.transform(batch))
+
+
+def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) -> CompiledPredictor:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    steps = getattr(pipeline, "steps", None)
+    if not steps or len(steps) != 2:
+        raise CompileError("expected Pipeline([preprocess, model])")
+    pre, est = steps[0][1], steps[1][1]
+    if not isinstance(pre, ColumnTransformer):
+        raise CompileError(f"preprocess step is {type(pre).__name__}, not a ColumnTransformer")
+    by_name = {s.name: s for s in specs}
+    width = int(len(pre.get_feature_names_out()))
+    blocks: list = []
+    covered = np.zeros(width, dtype=bool)
+    for name, trans, cols in pre.transformers_:
+        if isinstance(trans, str) and trans == "drop":
+            continue
+        out = pre.output_indices_[name]
+        if out.stop == out.start:
+            continue
+        if not isinstance(cols, list | tuple) or not all(isinstance(c, str) and c in by_name for c in cols):
+            raise CompileError(f"transformer {name} selects columns {cols!r} not in the feature schema")
+        kinds = {by_name[c].type == CATEGORICAL for c in cols}
+        if kinds == {False}:
+            if out.stop - out.start != len(cols):
+                raise CompileError(f"numeric transformer {name} changes the number of columns")
+            blocks.append(NumericBlock(list(cols), out, None, _numeric_ops(trans)))
+        elif kinds == {True}:
+            blocks.append(_categorical_block(trans, list(cols), out, by_name))
+        else:
+            raise CompileError(f"transformer {name} mixes numeric and categorical columns")
+        covered[out] = True
+    if not covered.all():
+        raise CompileError("some output columns come from no compiled block")
+
+    positive_column(est)
+    if type(est).__name__ == "XGBClassifier":
+        booster = est.get_booster()
+        objective = est.get_params().get("objective")
+        if objective not in ("binary:logistic", None):
+            raise CompileError(f"XGBoost objective {objective!r}")
+        booster.set_param({"nthread": threads})
+        try:
+            best = est.best_iteration
+            iteration_range = (0, int(best) + 1)
+        except AttributeError:
+            iteration_range = (0, 0)
+
+        def score(X: np.ndarray) -> np.ndarray:
+            out = booster.inplace_predict(X, iteration_range=iteration_range)
+            return np.asarray(out, dtype=np.float64).reshape(-1)
+
+        algorithm = "xgboost"
+    elif isinstance(est, LogisticRegression):
+        coef = np.asarray(est.coef_, dtype=np.float64)
+        if coef.shape != (1, width):
+            raise CompileError(f"LogisticRegression coef_ shape {coef.shape}")
+        w, b = coef[0].copy(), float(est.intercept_[0])
+
+        def score(X: np.ndarray) -> np.ndarray:
+            return expit(X @ w + b)
+
+        algorithm = "logistic_regression"
+    else:
+        raise CompileError(f"estimator {type(est).__name__}")
+    return CompiledPredictor(blocks, width, score, algorithm)
+
+
+def synthetic_records(specs: list[FieldSpec], n: int = 256, seed: int = 0) -> list[dict[str, Any]]:
+    """Records covering every category, unseen categories, nulls and the numeric ranges."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        rec: dict[str, Any] = {}
+        for s in specs:
+            if s.nullable and rng.random() < 0.1:
+                rec[s.name] = None
+            elif s.type == CATEGORICAL:
+                cats = list(s.categories) or ["x"]
+                rec[s.name] = cats[i % len(cats)] if rng.random() < 0.9 else f"unseen-{rng.randint(0, 9)}"
+            elif s.type == "binary":
+                rec[s.name] = rng.randint(0, 1)
+            else:
+                lo = s.min if s.min is not None else -1000.0
+                hi = s.max if s.max is not None else 1000.0
+                rec[s.name] = rng.uniform(lo, hi) if rng.random() < 0.9 else rng.choice([lo, hi])
+        records.append(rec)
+    return records
+
+
+def max_difference(
+    a: PipelinePredictor | CompiledPredictor, b: PipelinePredictor | CompiledPredictor, batch: Validated
+) -> float:
+    return float(np.max(np.abs(a.predict(batch) - b.predict(batch))))

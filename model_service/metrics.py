@@ -1,0 +1,146 @@
+"""Prometheus metrics of the service.
+
+HTTP latency histograms and request counts by endpoint and status come from prometheus-flask-exporter
+(`flask_http_request_duration_seconds`, `flask_http_request_total`). The service's own metrics are
+defined here once per process (they are not registered in the default registry, so the app factory can
+run several times in one process, e.g. in tests); each app gets a fresh registry holding them.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set (by gunicorn_conf.py) before this module is imported,
+so every value lives in the shared multiprocess folder and `/metrics` on any worker aggregates all
+workers. Gauges say how they aggregate (`multiprocess_mode`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "model_service"
+
+PREDICTIONS = Counter(
+    f"{PREFIX}_predictions",
+    "Records scored, by model version and predicted label",
+    ["model_version", "label"],
+    registry=None,
+)
+SCORES = Histogram(
+    f"{PREFIX}_prediction_score",
+    "Predicted probability of the positive class",
+    ["model_version"],
+    buckets=[i / 20 for i in range(1, 21)],
+    registry=None,
+)
+BATCH_SIZE = Histogram(
+    f"{PREFIX}_batch_size",
+    "Records per predict request",
+    buckets=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+    registry=None,
+)
+PREDICT_SECONDS = Histogram(
+    f"{PREFIX}_model_predict_seconds",
+    "Validation plus model time of a predict request",
+    ["path"],
+    registry=None,
+    buckets=[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+)
+VALIDATION_ERRORS = Counter(
+    f"{PREFIX}_validation_errors", "Rejected requests, by kind and feature", ["kind", "field"], registry=None
+)
+UNKNOWN_CATEGORIES = Counter(
+    f"{PREFIX}_unknown_categories",
+    "Accepted records with a category the model did not see, by feature",
+    ["feature"],
+    registry=None,
+)
+MODEL_INFO = Gauge(
+    f"{PREFIX}_model_info",
+    "1 for the model version each worker serves",
+    ["model_name", "model_version", "algorithm", "predictor"],
+    multiprocess_mode="livemax",
+    registry=None,
+)
+MODEL_LOADED = Gauge(
+    f"{PREFIX}_model_loaded", "Workers with a model loaded", multiprocess_mode="livesum", registry=None
+)
+RELOADS = Counter(
+    f"{PREFIX}_reloads", "Model reload attempts, by result and reason", ["result", "reason"], registry=None
+)
+RELOAD_FAILING = Gauge(
+    f"{PREFIX}_reload_failing",
+    "1 while the last reload attempt of a worker failed",
+    multiprocess_mode="livemax",
+    registry=None,
+)
+LOG_QUEUE = Gauge(
+    f"{PREFIX}_log_queue_depth",
+    "Records waiting in memory for the prediction log",
+    multiprocess_mode="livesum",
+    registry=None,
+)
+LOG_WRITTEN = Counter(
+    f"{PREFIX}_log_written_records", "Records written to the prediction log database", registry=None
+)
+LOG_SPOOLED = Counter(
+    f"{PREFIX}_log_spooled_records", "Records written to the local spool file", registry=None
+)
+LOG_REPLAYED = Counter(
+    f"{PREFIX}_log_replayed_records", "Spooled records replayed into the database", registry=None
+)
+LOG_DROPPED = Counter(
+    f"{PREFIX}_log_dropped_records", "Records lost: neither database nor spool took them", registry=None
+)
+LOG_DB_UP = Gauge(
+    f"{PREFIX}_log_database_up",
+    "1 when the prediction log database answers (min over workers)",
+    multiprocess_mode="livemin",
+    registry=None,
+)
+FEEDBACK = Counter(f"{PREFIX}_feedback", "Feedback requests, by outcome", ["outcome"], registry=None)
+
+ALL = [
+    PREDICTIONS,
+    SCORES,
+    BATCH_SIZE,
+    PREDICT_SECONDS,
+    VALIDATION_ERRORS,
+    UNKNOWN_CATEGORIES,
+    MODEL_INFO,
+    MODEL_LOADED,
+    RELOADS,
+    RELOAD_FAILING,
+    LOG_QUEUE,
+    LOG_WRITTEN,
+    LOG_SPOOLED,
+    LOG_REPLAYED,
+    LOG_DROPPED,
+    LOG_DB_UP,
+    FEEDBACK,
+]
+
+
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=True)
+    for metric in ALL:
+        reg.register(metric)
+    return reg
+
+
+class LogMetrics:
+    """The prediction log's view of the metrics."""
+
+    def queue_depth(self, n: int) -> None:
+        LOG_QUEUE.set(n)
+
+    def written(self, n: int) -> None:
+        LOG_WRITTEN.inc(n)
+
+    def spooled(self, n: int) -> None:
+        LOG_SPOOLED.inc(n)
+
+    def replayed(self, n: int) -> None:
+        LOG_REPLAYED.inc(n)
+
+    def dropped(self, n: int) -> None:
+        LOG_DROPPED.inc(n)
+
+    def db_up(self, ok: bool) -> None:
+        LOG_DB_UP.set(1 if ok else 0)
