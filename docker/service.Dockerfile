@@ -39,6 +39,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     GIT_COMMIT=${GIT_COMMIT} \
+    HOST=0.0.0.0 \
+    PORT=8000 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus-multiproc \
     SPOOL_DIR=/tmp/spool
 USER 10001:10001

@@ -146,7 +146,7 @@ def service() -> Board:
     b.prom(
         "stat",
         "Model version served",
-        [("max by (model_version) (churn_model_info)", "v{{model_version}}")],
+        [("max by (model_version) (model_service_model_info)", "v{{model_version}}")],
         w=6,
         h=4,
         options={"textMode": "name", "reduceOptions": {"calcs": ["lastNotNull"]}},
@@ -162,7 +162,7 @@ def service() -> Board:
         "Latency of /v1/predict",
         [
             (
-                f'histogram_quantile({q}, sum by (le) (rate(flask_http_request_duration_seconds_bucket{{path="/v1/predict"}}[5m])))',
+                f'histogram_quantile({q}, sum by (le) (rate(flask_http_request_duration_seconds_bucket{{endpoint="v1.predict"}}[5m])))',
                 f"p{int(q * 100)}",
             )
             for q in (0.5, 0.95, 0.99)
@@ -174,8 +174,8 @@ def service() -> Board:
         "Latency p95 by endpoint",
         [
             (
-                "histogram_quantile(0.95, sum by (le, path) (rate(flask_http_request_duration_seconds_bucket[5m])))",
-                "{{path}}",
+                "histogram_quantile(0.95, sum by (le, endpoint) (rate(flask_http_request_duration_seconds_bucket[5m])))",
+                "{{endpoint}}",
             )
         ],
         defaults={"unit": "s"},
@@ -183,7 +183,7 @@ def service() -> Board:
     b.prom(
         "timeseries",
         "Predictions/s by model version",
-        [("sum by (model_version) (rate(churn_predictions_total[5m]))", "v{{model_version}}")],
+        [("sum by (model_version) (rate(model_service_predictions_total[5m]))", "v{{model_version}}")],
         defaults={"unit": "ops"},
     )
     b.prom(
@@ -195,7 +195,7 @@ def service() -> Board:
     b.prom(
         "timeseries",
         "Model reloads",
-        [("sum by (outcome) (increase(churn_model_reloads_total[15m]))", "{{outcome}}")],
+        [("sum by (result) (increase(model_service_reloads_total[15m]))", "{{result}}")],
     )
     return b
 
@@ -212,7 +212,7 @@ def model() -> Board:
         "Score quantiles",
         [
             (
-                f"histogram_quantile({q}, sum by (le) (rate(churn_prediction_score_bucket[15m])))",
+                f"histogram_quantile({q}, sum by (le) (rate(model_service_prediction_score_bucket[15m])))",
                 f"q{int(q * 100)}",
             )
             for q in (0.1, 0.5, 0.9)
@@ -222,7 +222,7 @@ def model() -> Board:
     b.prom(
         "bargauge",
         "Score distribution (last hour)",
-        [("sum by (le) (increase(churn_prediction_score_bucket[1h]))", "{{le}}")],
+        [("sum by (le) (increase(model_service_prediction_score_bucket[1h]))", "{{le}}")],
         options={"displayMode": "gradient", "orientation": "vertical"},
     )
     b.prom(
@@ -230,7 +230,7 @@ def model() -> Board:
         "Predicted churn share",
         [
             (
-                'sum(rate(churn_predictions_total{label="1"}[15m])) / clamp_min(sum(rate(churn_predictions_total[15m])), 1e-9)',
+                'sum(rate(model_service_predictions_total{label="1"}[15m])) / clamp_min(sum(rate(model_service_predictions_total[15m])), 1e-9)',
                 "churn share",
             )
         ],
@@ -241,7 +241,7 @@ def model() -> Board:
         "Predictions/s by label and version",
         [
             (
-                "sum by (label, model_version) (rate(churn_predictions_total[5m]))",
+                "sum by (label, model_version) (rate(model_service_predictions_total[5m]))",
                 "label {{label}} v{{model_version}}",
             )
         ],
@@ -261,21 +261,21 @@ def drift() -> Board:
     b.prom(
         "timeseries",
         "Share of drifted features",
-        [("churn_drift_share", "drift share")],
+        [("monitor_drift_share", "drift share")],
         defaults={"unit": "percentunit", "min": 0, "max": 1},
     )
-    b.prom("timeseries", "Drift score by feature", [("churn_feature_drift_score", "{{feature}}")])
-    b.prom("timeseries", "Prediction (score) drift", [("churn_prediction_drift_score", "score drift")])
+    b.prom("timeseries", "Drift score by feature", [("monitor_feature_drift_score", "{{feature}}")])
+    b.prom("timeseries", "Prediction (score) drift", [("monitor_prediction_drift_score", "score drift")])
     b.prom(
         "timeseries",
         "Live quality (labelled feedback)",
-        [("churn_live_quality", "{{metric}}")],
+        [("monitor_live_quality", "{{metric}}")],
         defaults={"min": 0, "max": 1},
     )
     b.prom(
         "stat",
         "Minutes since the last monitoring run",
-        [("(time() - churn_monitor_last_run_timestamp_seconds) / 60", "minutes")],
+        [("(time() - monitor_last_run_timestamp_seconds) / 60", "minutes")],
         w=6,
         h=4,
     )
