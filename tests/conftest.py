@@ -75,7 +75,9 @@ def trained_champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Train
         settings = TrainingSettings.from_env()
         result = train.train(settings)
         assert gate.main([]) == 0, "the first model must pass the gate on its floors"
-        assert registry.version_by_alias(settings.model_name, registry.CHAMPION).version == result.version
+        assert (
+            str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == result.version
+        )
     finally:
         for key, value in saved.items():
             if value is None:

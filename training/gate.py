@@ -111,11 +111,14 @@ def evaluate_gate(
     gate = config.gate
     test = test_set_of(challenger_mv)
     y = test["label"].to_numpy()
-    challenger = load_version(name, challenger_mv.version)
+    challenger = load_version(name, str(challenger_mv.version))
     scores = challenger.score(test)
     metrics = classification_metrics(y, scores, challenger.threshold, config.fp_cost, config.fn_cost)
     result = GateResult(
-        name, challenger_mv.version, champion_mv.version if champion_mv else None, challenger_metrics=metrics
+        name,
+        str(challenger_mv.version),
+        str(champion_mv.version) if champion_mv else None,
+        challenger_metrics=metrics,
     )
     checks = result.checks
     for metric, floor in (gate.get("floors") or {}).items():
@@ -128,9 +131,9 @@ def evaluate_gate(
                 f"test set, {len(y)} rows, threshold {challenger.threshold:.3f}",
             )
         )
-    if champion_mv is not None and champion_mv.version != challenger_mv.version:
+    if champion_mv is not None and str(champion_mv.version) != str(challenger_mv.version):
         try:
-            champion = load_version(name, champion_mv.version)
+            champion = load_version(name, str(champion_mv.version))
             champ_scores = champion.score(test)
         except Exception as exc:  # noqa: BLE001 - any failure to score is reported, not raised
             checks.append(Check("champion scores the same test set", False, "error", "", str(exc)[:120]))
@@ -146,7 +149,7 @@ def evaluate_gate(
                         ours >= theirs - tolerance,
                         f"{ours:.4f}",
                         f">= {theirs - tolerance:.4f}",
-                        f"champion v{champion_mv.version} {theirs:.4f} minus tolerance {tolerance}",
+                        f"champion v{str(champion_mv.version)} {theirs:.4f} minus tolerance {tolerance}",
                     )
                 )
     checks.extend(

@@ -93,15 +93,15 @@ def promote(name: str, version: str | int, reason: str, by: str | None = None) -
     current = version_by_alias(name, CHAMPION, client)
     move = AliasMove(
         CHAMPION,
-        current.version if current else None,
-        target.version,
+        str(current.version) if current else None,
+        str(target.version),
         datetime.now(UTC).isoformat(timespec="seconds"),
         by or _who(),
         reason,
     )
-    if current is not None and current.version == target.version:
+    if current is not None and str(current.version) == str(target.version):
         return move
-    client.set_registered_model_alias(name, CHAMPION, target.version)
+    client.set_registered_model_alias(name, CHAMPION, str(target.version))
     tags = {
         "promoted_at": move.at,
         "promoted_by": move.by,
@@ -109,7 +109,7 @@ def promote(name: str, version: str | int, reason: str, by: str | None = None) -
         "replaced_version": move.from_version or "",
     }
     for key, value in tags.items():
-        client.set_model_version_tag(name, target.version, key, value)
+        client.set_model_version_tag(name, str(target.version), key, value)
     _append_history(client, name, move)
     return move
 
@@ -132,28 +132,28 @@ def rollback(
     if to_version is None:
         to_version = current.tags.get("replaced_version") or None
         if to_version is None:
-            raise RegistryError(f"champion v{current.version} of '{name}' replaced no earlier version")
+            raise RegistryError(f"champion v{str(current.version)} of '{name}' replaced no earlier version")
     target = get_version(name, to_version, client)
-    if target.version == current.version:
-        raise RegistryError(f"v{target.version} is already the champion of '{name}'")
+    if str(target.version) == str(current.version):
+        raise RegistryError(f"v{str(target.version)} is already the champion of '{name}'")
     move = AliasMove(
         CHAMPION,
-        current.version,
-        target.version,
+        str(current.version),
+        str(target.version),
         datetime.now(UTC).isoformat(timespec="seconds"),
         by or _who(),
         reason,
     )
-    client.set_registered_model_alias(name, CHAMPION, target.version)
+    client.set_registered_model_alias(name, CHAMPION, str(target.version))
     tags = {
         "rolled_back_at": move.at,
         "rolled_back_by": move.by,
         "rollback_reason": reason,
-        "rolled_back_from": current.version,
+        "rolled_back_from": str(current.version),
         # the version it replaced stays the one before it, so repeated rollbacks walk back in time
     }
     for key, value in tags.items():
-        client.set_model_version_tag(name, target.version, key, value)
+        client.set_model_version_tag(name, str(target.version), key, value)
     _append_history(client, name, move)
     return move
 

@@ -1,0 +1,87 @@
+"""The gate blocks bad models every time and leaves `champion` untouched."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from training import gate, registry, train
+from training.config import load_config
+from training.data import latest_snapshot
+from training.settings import TrainingSettings
+
+
+def _register(pipe, threshold: float, settings: TrainingSettings) -> str:
+    """Log a given pipeline as a new challenger, with the same test set and reference as training."""
+    config = load_config(settings.dataset_config)
+    splits = train.split_data(latest_snapshot(config, settings.data_dir).load(), config)
+    registry.configure(settings)
+    with mlflow.start_run(run_name="deliberately-bad"):
+        return train.log_model_version(
+            pipe,
+            config,
+            settings,
+            threshold=threshold,
+            sample=splits.X["train"].head(50),
+            test_set=splits.X["test"].assign(label=splits.y["test"].to_numpy()),
+            reference=splits.X["valid"].head(50),
+            tags={"purpose": "test"},
+            metadata={},
+        )
+
+
+def _fit(settings, labels_fn):
+    config = load_config(settings.dataset_config)
+    splits = train.split_data(latest_snapshot(config, settings.data_dir).load(), config)
+    params = {"n_estimators": 60, "max_depth": 3, "learning_rate": 0.1}
+    pipe = train.xgb_pipeline(config, params, settings.seed, settings.threads)
+    return pipe.fit(splits.X["train"], labels_fn(splits.y["train"].to_numpy(), splits.X["train"]))
+
+
+@pytest.mark.parametrize("kind", ["shuffled labels", "inverted labels", "ignores contract"])
+def test_gate_blocks_a_bad_model(champion_env, capsys, kind):
+    settings = TrainingSettings.from_env()
+    before = str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version)
+    rng = np.random.default_rng(0)
+    if kind == "shuffled labels":
+        pipe = _fit(settings, lambda y, X: rng.permutation(y))
+    elif kind == "inverted labels":
+        pipe = _fit(settings, lambda y, X: 1 - y)
+    else:  # learns the opposite of the contract effect: monthly contracts are loyal
+        pipe = _fit(
+            settings, lambda y, X: np.where(X["contract"] == "Month-to-month", 0, y | (X["tenure"] < 40))
+        )
+    version = _register(pipe, 0.3, settings)
+    assert gate.main([]) == 1
+    out = capsys.readouterr().out
+    assert "verdict: FAILED" in out and f"challenger v{version}" in out
+    assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == before
+    assert mlflow.MlflowClient().get_model_version(settings.model_name, version).tags["gate"] == "failed"
+
+
+def test_gate_compares_with_the_champion_and_rolls_back(champion_env, capsys):
+    settings = TrainingSettings.from_env()
+    champion = str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version)
+    threshold = float(registry.model_metadata(settings.model_name, champion)["threshold"])
+    same = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, champion))
+    version = _register(same, threshold, settings)
+    assert gate.main([]) == 0
+    out = capsys.readouterr().out
+    assert "vs champion: roc_auc" in out and "PASS" in out
+    assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == version
+    assert registry.previous_champion(settings.model_name) == champion
+    move = registry.rollback(settings.model_name, reason="test")
+    assert (move.from_version, move.to_version) == (version, champion)
+    assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == champion
+    with pytest.raises(registry.RegistryError, match="has no version '999'"):
+        registry.rollback(settings.model_name, to_version=999)
+    assert [m["to_version"] for m in registry.champion_history(settings.model_name)][-2:] == [
+        version,
+        champion,
+    ]
+
+
+def test_gate_without_a_challenger_exits_2(embedded_env, capsys):
+    assert gate.main([]) == 2
+    assert "no 'challenger' alias" in capsys.readouterr().err

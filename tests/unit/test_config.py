@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.config import ConfigError, load_config
+from training.settings import REPO_ROOT
+
+TELCO = REPO_ROOT / "config" / "telco_churn.yaml"
+
+
+def test_telco_config_declares_the_19_features():
+    config = load_config(TELCO)
+    assert len(config.features) == 19
+    assert config.target == "churn" and config.positive_class == "Yes"
+    assert set(config.of_type("numeric")) == {"tenure", "monthly_charges", "total_charges"}
+    assert config.fn_cost > config.fp_cost
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(TELCO.read_text())
+    mutate(raw)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.pop("target"), "missing required key 'target'"),
+        (lambda r: r["features"]["tenure"].update(type="number"), "features.tenure.type 'number'"),
+        (lambda r: r["features"]["contract"].pop("categories"), "features.contract is categorical"),
+        (lambda r: r["features"]["tenure"].update(min=10, max=1), "features.tenure has min 10 > max 1"),
+        (lambda r: r.update(segments=["nope"]), "segments lists 'nope'"),
+        (lambda r: r["features"].update(churn={"type": "binary"}), "target 'churn' is also listed"),
+        (lambda r: r["source"].update(kind="ftp"), "source.kind 'ftp'"),
+        (lambda r: r["features"]["tenure"].update(maximum=3), "unknown key(s) ['maximum']"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, mutate, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, mutate))
+    assert message in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")

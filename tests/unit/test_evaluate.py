@@ -1,0 +1,44 @@
+import numpy as np
+import pandas as pd
+
+from training.evaluate import choose_threshold, classification_metrics, segment_gaps, segment_metrics
+
+
+def _cost(y, s, t, fp, fn):
+    pred = s >= t
+    return fp * np.sum(pred & (y == 0)) + fn * np.sum(~pred & (y == 1))
+
+
+def test_threshold_minimises_cost_like_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 300)
+        s = np.clip(y * 0.3 + rng.normal(0.4, 0.25, 300), 0, 1).round(2)  # ties on purpose
+        fp, fn = rng.uniform(1, 10), rng.uniform(1, 10)
+        t = choose_threshold(y, s, fp, fn)
+        best = min(_cost(y, s, c, fp, fn) for c in [*np.unique(s), np.inf])
+        assert np.isclose(_cost(y, s, t, fp, fn), best)
+
+
+def test_expensive_misses_lower_the_threshold():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 1000)
+    s = np.clip(y * 0.35 + rng.normal(0.3, 0.2, 1000), 0, 1)
+    assert choose_threshold(y, s, 1, 10) < choose_threshold(y, s, 1, 1) < choose_threshold(y, s, 10, 1)
+
+
+def test_metrics_confusion_counts():
+    y = np.array([1, 1, 0, 0, 1])
+    s = np.array([0.9, 0.2, 0.8, 0.1, 0.6])
+    m = classification_metrics(y, s, 0.5, fp_cost=2, fn_cost=5)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 1, 1)
+    assert np.isclose(m["recall"], 2 / 3) and np.isclose(m["precision"], 2 / 3)
+    assert np.isclose(m["cost_per_customer"], (2 * 1 + 5 * 1) / 5)
+
+
+def test_segment_gap_is_max_minus_min():
+    features = pd.DataFrame({"g": ["a", "a", "b", "b"]})
+    table = segment_metrics(features, [1, 0, 1, 0], [0.9, 0.1, 0.2, 0.1], 0.5, ["g"])
+    assert table.set_index("segment").loc["a", "recall"] == 1.0
+    assert table.set_index("segment").loc["b", "recall"] == 0.0
+    assert segment_gaps(table)["g"]["recall"] == 1.0

@@ -1,0 +1,49 @@
+import numpy as np
+import pandas as pd
+
+from training.config import load_config
+from training.features import build_preprocessor, coerce_features, original_feature
+from training.settings import REPO_ROOT
+
+CONFIG = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
+
+
+def _frame(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    data = {}
+    for f in CONFIG.features:
+        if f.type == "categorical":
+            data[f.name] = rng.choice(list(f.categories), n)
+        elif f.type == "binary":
+            data[f.name] = rng.integers(0, 2, n)
+        else:
+            data[f.name] = rng.uniform(f.min, min(f.max, 500), n)
+    return pd.DataFrame(data)
+
+
+def test_coerce_makes_numbers_float_and_categories_strings():
+    frame = _frame()
+    frame["senior_citizen"] = frame["senior_citizen"].astype(bool)
+    out = coerce_features(frame, CONFIG)
+    assert list(out.columns) == CONFIG.feature_names
+    assert out["senior_citizen"].dtype == "float64"
+    assert out["contract"].map(type).eq(str).all()
+
+
+def test_preprocessor_fills_configured_value_and_ignores_unseen_categories():
+    frame = coerce_features(_frame(), CONFIG)
+    pre = build_preprocessor(CONFIG, scale=False).fit(frame)
+    names = list(pre.get_feature_names_out())
+    probe = frame.head(2).copy()
+    probe.loc[0, "total_charges"] = np.nan
+    probe.loc[1, "contract"] = "Ten year"
+    out = pre.transform(probe)
+    assert out[0, names.index("fill_total_charges__total_charges")] == 0.0
+    contract_cols = [i for i, n in enumerate(names) if original_feature(n, CONFIG) == "contract"]
+    assert out[1, contract_cols].sum() <= 1.0  # unseen: no column or the infrequent one, never an error
+
+
+def test_original_feature_maps_one_hot_columns_back():
+    assert original_feature("categorical__payment_method_Mailed check", CONFIG) == "payment_method"
+    assert original_feature("numeric__tenure", CONFIG) == "tenure"
+    assert original_feature("categorical__streaming_tv_No internet service", CONFIG) == "streaming_tv"
