@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote demo bench bench-train clean clean-state
+        promote demo bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,10 +57,16 @@ gate: $(STAMP) ## judge 'challenger' against floors, 'champion', behaviour, late
 demo: $(STAMP) ## the main job on the embedded default
 	$(PY) -m scripts.demo
 
-bench: bench-train ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve ## every benchmark; tables go to docs/benchmarks.md
 
 bench-train: $(STAMP) ## training wall time and peak memory -> docs/benchmarks.md
 	$(PY) -m scripts.bench_train
+
+bench-serve: $(STAMP) ## this service vs `mlflow models serve` (wrk) -> docs/benchmarks.md "## Serving"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m scripts.bench_serve
+
+serve: $(STAMP) ## the model service under gunicorn on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
+	$(BIN)/gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"
 
 clean-state: ## delete the embedded default's state (var/): snapshots, MLflow store, logs
 	rm -rf var

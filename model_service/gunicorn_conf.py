@@ -1,0 +1,80 @@
+"""gunicorn configuration: `gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"`.
+
+Every value comes from `model_service.settings` (environment variables). What this file adds:
+
+- refuses to start with a one-line error (exit 2) when the settings are inconsistent, e.g. auth on
+  without API_KEYS, before any worker boots;
+- Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set before prometheus_client is imported
+  anywhere (a fresh temporary folder unless configured) and emptied at start; a dead worker's live
+  gauges are removed (`child_exit`);
+- graceful shutdown: on SIGTERM the workers stop accepting, finish their requests within
+  GRACEFUL_TIMEOUT and then flush the prediction log (`worker_exit`), so nothing accepted is lost;
+- gthread workers (keep-alive connections; the GIL makes more threads useless for CPU work, but they
+  keep slow clients from blocking a worker). No preload: each worker loads the model itself, because
+  the reload and log-writer threads must start after the fork.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+from model_service.settings import ServiceSettings, SettingsError
+
+try:
+    _settings = ServiceSettings.from_env().check()
+except SettingsError as _exc:
+    print(f"model_service: configuration error: {_exc}", file=sys.stderr)
+    sys.exit(2)
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-service-metrics-")
+    _own_metrics_dir = True
+else:
+    _own_metrics_dir = False
+_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+bind = [f"{_settings.host}:{_settings.port}"]
+workers = _settings.workers
+worker_class = "gthread"
+threads = _settings.threads
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = 5
+backlog = 2048
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # e.g. "-" for stdout; off by default (throughput)
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+proc_name = "model-service"
+preload_app = False
+control_socket_disable = True  # gunicorn 26's control socket has one default path per user: instances would collide
+
+
+def on_starting(server):
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for name in os.listdir(_metrics_dir):
+        path = os.path.join(_metrics_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+    server.log.info("model service: metrics in %s, %d workers x %d threads", _metrics_dir, workers, threads)
+
+
+def child_exit(server, worker):
+    from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+
+    GunicornPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
+def worker_exit(server, worker):
+    from model_service.app import shutdown_all
+
+    shutdown_all()
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
