@@ -126,7 +126,9 @@ def engine_for(url: str) -> Engine:
                 from pathlib import Path
 
                 Path(url_.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            kwargs = {"connect_args": {"timeout": 30}} if url_.startswith("sqlite") else {"pool_pre_ping": True}
+            kwargs = (
+                {"connect_args": {"timeout": 30}} if url_.startswith("sqlite") else {"pool_pre_ping": True}
+            )
             engine = sa.create_engine(url_, **kwargs)
         metadata.create_all(engine)
         _engines[url] = engine

@@ -6,7 +6,7 @@ RETRAIN_TRIGGER=jenkins, JENKINS_*).
 
 | variable                  | default                                  | meaning                                       |
 |---------------------------|------------------------------------------|-----------------------------------------------|
-| DATABASE_URL              | sqlite:///var/service/predictions.db     | prediction log + monitoring history           |
+| DATABASE_URL              | sqlite:///var/service/service.db         | prediction log + monitoring history           |
 | MLFLOW_TRACKING_URI       | training default (sqlite under var/)     | registry: champion, reference sample          |
 | MODEL_NAME                | telco-churn                              | registered model name                         |
 | MONITOR_WINDOW_SIZE       | 500                                      | at most this many most recent predictions     |
@@ -43,6 +43,7 @@ RETRAIN_TRIGGER=jenkins, JENKINS_*).
 | AWS_ACCESS_KEY_ID         | (empty)                                  | S3 credentials                                |
 | AWS_SECRET_ACCESS_KEY     | (empty)                                  | S3 credentials                                |
 | SERVICE_URL               | http://127.0.0.1:8000                    | model service (rollback asks it to reload)    |
+| SERVICE_API_KEY           | first of API_KEYS                        | X-API-Key for GET /v1/model, predict, feedback|
 | ADMIN_TOKEN               | (empty)                                  | bearer token of POST /v1/admin/reload         |
 | ROLLBACK_TIMEOUT_SECONDS  | 60                                       | wait this long for the service to serve it    |
 """
@@ -61,7 +62,7 @@ TRIGGER_BACKENDS = ("local", "jenkins", "log")
 
 
 def default_database_url() -> str:
-    return f"sqlite:///{_path('var/service/predictions.db')}"
+    return f"sqlite:///{_path('var/service/service.db')}"
 
 
 def _float(name: str, default: float) -> float:
@@ -125,6 +126,7 @@ class MonitorSettings:
     s3_secret_key: str
     service_url: str
     admin_token: str
+    api_key: str
     rollback_timeout: float
 
     @classmethod
@@ -185,6 +187,7 @@ class MonitorSettings:
             s3_secret_key=env("AWS_SECRET_ACCESS_KEY") or "",
             service_url=(env("SERVICE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             admin_token=env("ADMIN_TOKEN") or "",
+            api_key=env("SERVICE_API_KEY") or (env("API_KEYS") or "").split(",")[0].strip(),
             rollback_timeout=_float("ROLLBACK_TIMEOUT_SECONDS", 60),
         )
 

@@ -1,0 +1,166 @@
+"""Roll the champion back: `scripts/rollback.sh [VERSION] [--reason TEXT]` (`make rollback`).
+
+Moves the `champion` alias back to the version it replaced (or to VERSION), records who, when, why, from
+and to (registry tags, by training.registry.rollback, and a row of the `rollbacks` table), asks the
+service to reload (POST /v1/admin/reload with ADMIN_TOKEN), and waits until GET /v1/model reports the
+version. Exit 0 when served, 1 when the service does not serve it within ROLLBACK_TIMEOUT_SECONDS,
+2 when the rollback is refused (no such version, nothing to roll back to) or cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import socket
+import sys
+import time
+
+import requests
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from monitoring import db
+from monitoring.settings import MonitorSettings
+from training import registry
+
+
+def served_version(settings: MonitorSettings, timeout: float = 3.0) -> str | None:
+    """The version GET /v1/model reports, or None when the service does not answer."""
+    try:
+        response = requests.get(
+            f"{settings.service_url}/v1/model", headers={"X-API-Key": settings.api_key}, timeout=timeout
+        )
+    except requests.RequestException:
+        return None
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    for key in ("version", "model_version"):
+        if body.get(key) is not None:
+            return str(body[key])
+    model = body.get("model")
+    return str(model.get("version")) if isinstance(model, dict) and model.get("version") is not None else None
+
+
+def request_reload(settings: MonitorSettings) -> str:
+    try:
+        response = requests.post(
+            f"{settings.service_url}/v1/admin/reload",
+            headers={"Authorization": f"Bearer {settings.admin_token}"},
+            timeout=30,
+        )
+    except requests.RequestException as exc:
+        return f"reload request failed ({type(exc).__name__}); waiting for the service's own poll"
+    return f"reload requested: HTTP {response.status_code}"
+
+
+def wait_served(
+    settings: MonitorSettings, version: str, timeout: float, confirmations: int = 4
+) -> tuple[bool, str | None, float]:
+    """Until `confirmations` answers in a row (separate connections, so several workers) report `version`."""
+    started = time.monotonic()
+    seen, streak = None, 0
+    while time.monotonic() - started < timeout:
+        seen = served_version(settings)
+        streak = streak + 1 if seen == str(version) else 0
+        if streak >= confirmations:
+            return True, seen, time.monotonic() - started
+        time.sleep(0.25 if streak else 0.5)
+    return False, seen, time.monotonic() - started
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def known_versions(name: str) -> list[str]:
+    try:
+        found = MlflowClient().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []
+    return sorted((v.version for v in found), key=lambda v: int(v) if str(v).isdigit() else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/rollback.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "version", nargs="?", help="version to serve (default: the one the champion replaced)"
+    )
+    parser.add_argument("--reason", default="manual rollback", help="why (recorded)")
+    parser.add_argument("--by", help="who (default: user@host)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds to wait for the service (ROLLBACK_TIMEOUT_SECONDS)"
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="move the alias and record it; do not call the service"
+    )
+    args = parser.parse_args(argv)
+    settings = MonitorSettings.from_env()
+    timeout = args.timeout if args.timeout is not None else settings.rollback_timeout
+    from monitoring.monitor import use_registry
+
+    use_registry(settings)
+    name = settings.model_name
+    by = args.by or who()
+    if args.version is not None:
+        try:
+            registry.get_version(name, args.version)
+        except registry.RegistryError:
+            versions = known_versions(name)
+            print(
+                f"error: refused: model '{name}' has no version '{args.version}' "
+                f"(registered versions: {', '.join(versions) or 'none'})",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        move = registry.rollback(name, args.version, reason=args.reason, by=by)
+    except registry.RegistryError as exc:
+        print(f"error: refused: {exc}", file=sys.stderr)
+        return 2
+    engine = db.engine_for(settings.database_url)
+    with engine.begin() as conn:
+        row_id = conn.execute(
+            db.rollbacks.insert().values(
+                at=db.utcnow(),
+                by=by,
+                reason=args.reason,
+                model_name=name,
+                from_version=move.from_version,
+                to_version=move.to_version,
+            )
+        ).inserted_primary_key[0]
+    print(
+        f"rollback {row_id}: champion of '{name}' v{move.from_version} -> v{move.to_version} "
+        f"by {by} at {move.at} ({args.reason})",
+        flush=True,
+    )
+    if args.no_wait:
+        return 0
+    print(request_reload(settings), flush=True)
+    ok, seen, waited = wait_served(settings, move.to_version, timeout)
+    detail = (
+        f"served v{seen} after {waited:.1f} s"
+        if ok
+        else f"service at {settings.service_url} reports {'v' + seen if seen else 'nothing'} after {timeout:.0f} s"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(db.rollbacks).where(db.rollbacks.c.id == row_id).values(served=ok, detail=detail)
+        )
+    if not ok:
+        print(f"error: {detail}; the alias is moved, the service has not followed", file=sys.stderr)
+        return 1
+    print(detail)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Retrain on the original data plus the labelled production records: `python -m training.retrain`
+(`make retrain`; the local retrain trigger and the Jenkins retrain job run this).
+
+1. Base: the root snapshot (the one ingested from the source) of the current champion's training data
+   (its `data_hash` tag; the latest snapshot when there is no champion).
+2. Production records: every logged prediction with a feedback label (`predictions` joined with
+   `feedback` on request id and record index, DATABASE_URL), mapped back to the raw columns of the
+   data set config: features from the logged record, the target from the label (1 -> positive class),
+   dropped columns (e.g. the row id) continued after the base's.
+   Left out, and counted: records outside the declared schema (an unseen category, a value out of range),
+   records with a missing feature value (a missing-value spike is an upstream incident to fix, not a
+   pattern to learn, and would fail validation), and records identical (features and label) to a row
+   already in the data (replayed held-out records add nothing new).
+3. New snapshot = base rows + the kept production rows, content-hashed, with the base as its parent.
+4. Train on it, gate the new version, promote it when the gate passes (training.train, training.gate).
+   The running service picks the new champion up by its own reload poll.
+
+Exit codes: 0 promoted (or nothing new to learn from), 1 gate failed (champion unchanged),
+2 cannot run (config, data, registry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from training import gate, registry
+from training.config import ConfigError, DatasetConfig, load_config
+from training.data import DataError, Snapshot, ingest, latest_snapshot, open_snapshot, write_snapshot
+from training.settings import TrainingSettings
+from training.train import train
+
+
+@dataclass
+class RetrainData:
+    frame: pd.DataFrame
+    base: Snapshot
+    labelled: int = 0
+    added: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        out = ", ".join(f"{n} {why}" for why, n in self.left_out.items() if n)
+        return (
+            f"base snapshot {self.base.hash[:16]} ({self.base.manifest['rows']} rows) + {self.added} of "
+            f"{self.labelled} labelled production records" + (f" (left out: {out})" if out else "")
+        )
+
+
+def root_snapshot(snapshot: Snapshot, data_dir: Path) -> Snapshot:
+    seen = set()
+    while snapshot.manifest.get("parent") and snapshot.hash not in seen:
+        seen.add(snapshot.hash)
+        try:
+            snapshot = open_snapshot(snapshot.manifest["parent"], data_dir)
+        except DataError:
+            break
+    return snapshot
+
+
+def base_snapshot(settings: TrainingSettings, config: DatasetConfig) -> Snapshot:
+    champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+    data_hash = champion.tags.get("data_hash") if champion is not None else None
+    try:
+        snap = (
+            open_snapshot(data_hash, settings.data_dir)
+            if data_hash
+            else latest_snapshot(config, settings.data_dir)
+        )
+    except DataError:
+        snap = ingest(config, settings.data_dir)
+    return root_snapshot(snap, settings.data_dir)
+
+
+def labelled_records(database_url: str) -> pd.DataFrame:
+    """Logged features + feedback label of every labelled prediction (oldest first)."""
+    from monitoring import db
+
+    engine = db.engine_for(database_url)
+    p, f = db.predictions, db.feedback
+    query = (
+        sa.select(p.c.features, f.c.label, p.c.created_at)
+        .select_from(
+            p.join(f, sa.and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index))
+        )
+        .order_by(p.c.created_at, p.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    import json
+
+    features = [r.features if isinstance(r.features, dict) else json.loads(r.features) for r in rows]
+    frame = pd.DataFrame(features)
+    frame["__label__"] = [int(r.label) for r in rows]
+    return frame
+
+
+def _negative_class(base: pd.DataFrame, config: DatasetConfig):
+    values = [v for v in base[config.target].dropna().unique() if str(v) != str(config.positive_class)]
+    if len(values) != 1:
+        raise DataError(f"cannot tell the negative class of '{config.target}' from the base data: {values}")
+    return values[0]
+
+
+def to_raw(
+    records: pd.DataFrame, base: pd.DataFrame, config: DatasetConfig
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Production records (feature dicts + `__label__`) as raw rows of the data set, schema-checked."""
+    left_out = {"outside the declared schema": 0, "with a missing feature value": 0}
+    if records.empty:
+        return base.iloc[0:0].copy(), left_out
+    ok = pd.Series(True, index=records.index)
+    missing = pd.Series(False, index=records.index)
+    for feature in config.features:
+        col = records[feature.name] if feature.name in records else pd.Series(np.nan, index=records.index)
+        missing |= col.isna()
+        present = col.notna()
+        if feature.type == "categorical":
+            ok &= ~present | col.astype(str).isin(feature.categories)
+        else:
+            num = pd.to_numeric(col, errors="coerce")
+            ok &= ~present | num.notna()
+            if feature.type == "binary":
+                ok &= ~present | num.isin([0, 1])
+            if feature.min is not None:
+                ok &= ~present | (num >= feature.min)
+            if feature.max is not None:
+                ok &= ~present | (num <= feature.max)
+    left_out["outside the declared schema"] = int((~ok).sum())
+    left_out["with a missing feature value"] = int((ok & missing).sum())
+    kept = records[ok & ~missing]
+    out = pd.DataFrame(index=range(len(kept)))
+    positive, negative = config.positive_class, _negative_class(base, config)
+    for column in base.columns:
+        dtype = base[column].dtype
+        if column == config.target:
+            out[column] = np.where(kept["__label__"].to_numpy() == 1, positive, negative)
+        elif column in config.feature_names:
+            values = kept[column].reset_index(drop=True)
+            if config.feature(column).type == "categorical":
+                out[column] = values.astype(str).astype(object)
+            else:
+                num = pd.to_numeric(values, errors="coerce")
+                if pd.api.types.is_integer_dtype(dtype) and (num.round() == num).all():
+                    out[column] = num.round().astype(dtype)
+                else:
+                    out[column] = num.astype("float64")
+        elif pd.api.types.is_numeric_dtype(dtype) and len(base):  # a row id: continue the numbering
+            start = int(pd.to_numeric(base[column], errors="coerce").max()) + 1
+            out[column] = np.arange(start, start + len(kept)).astype(dtype)
+        else:
+            out[column] = None
+    return out, left_out
+
+
+def build_training_data(settings: TrainingSettings, config: DatasetConfig, database_url: str) -> RetrainData:
+    base = base_snapshot(settings, config)
+    base_frame = base.load()
+    records = labelled_records(database_url)
+    raw, left_out = to_raw(records, base_frame, config)
+    key = [*config.feature_names, config.target]
+    combined = pd.concat([base_frame, raw], ignore_index=True)
+    dup = combined[key].astype(str).duplicated(keep="first").to_numpy()[len(base_frame) :]
+    left_out["already in the data (same features and label)"] = int(dup.sum())
+    new_rows = raw[~dup]
+    frame = pd.concat([base_frame, new_rows], ignore_index=True)
+    for column in base_frame.columns:  # keep the base's dtypes where the new rows allow it
+        if frame[column].dtype != base_frame[column].dtype and not frame[column].isna().any():
+            with contextlib.suppress(TypeError, ValueError):
+                frame[column] = frame[column].astype(base_frame[column].dtype)
+    return RetrainData(frame, base, labelled=len(records), added=len(new_rows), left_out=left_out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.retrain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--force", action="store_true", help="retrain even without new labelled records")
+    parser.add_argument("--dry-run", action="store_true", help="write the new snapshot, do not train")
+    args = parser.parse_args(argv)
+    from monitoring.settings import MonitorSettings
+
+    settings = TrainingSettings.from_env()
+    # the local trigger sets RETRAIN_*; the Jenkins retrain job passes its build parameters as they are
+    reason = os.environ.get("RETRAIN_REASON") or os.environ.get("REASON") or "manual retrain"
+    run_id = os.environ.get("RETRAIN_MONITORING_RUN_ID") or os.environ.get("MONITORING_RUN_ID") or ""
+    try:
+        config = load_config(settings.dataset_config)
+        registry.configure(settings)
+        data = build_training_data(settings, config, MonitorSettings.from_env().database_url)
+        print(f"retrain ({reason}): {data.summary()}", flush=True)
+        if data.added == 0 and not args.force:
+            print("no new labelled production records: nothing to retrain on (use --force to retrain anyway)")
+            return 0
+        snapshot = write_snapshot(
+            data.frame,
+            config,
+            settings.data_dir,
+            parent=data.base.hash,
+            note=f"retrain: base + {data.added} labelled production records; {reason}"[:500],
+        )
+        print(
+            f"new snapshot {snapshot.hash[:16]}: {snapshot.manifest['rows']} rows (parent {data.base.hash[:16]})",
+            flush=True,
+        )
+        if args.dry_run:
+            return 0
+        result = train(settings, snapshot.hash[:16])
+    except (ConfigError, DataError, registry.RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    client = registry.MlflowClient()
+    tags = {
+        "retrain_reason": reason[:500],
+        "retrain_production_rows": str(data.added),
+        "monitoring_run_id": run_id,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(result.model_name, result.version, key, value)
+    m = result.test_metrics
+    print(
+        f"trained {result.model_name} v{result.version} ({result.chosen}): test ROC AUC {m['roc_auc']:.4f}, "
+        f"recall {m['recall']:.3f}",
+        flush=True,
+    )
+    code = gate.main(["--version", result.version])
+    if code == 0:
+        print(f"retrain done: v{result.version} is the champion", flush=True)
+    else:
+        print(
+            f"retrain done: v{result.version} did not pass the gate (exit {code}); champion unchanged",
+            flush=True,
+        )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
