@@ -54,6 +54,9 @@ train: validate ## train baseline + tuned XGBoost, log to MLflow, register as 'c
 gate: $(STAMP) ## judge 'challenger' against floors, 'champion', behaviour, latency; promote on pass
 	$(PY) -m training.gate
 
+model-card: $(STAMP) ## rewrite the measured tables of docs/model_card.md from the champion
+	$(PY) -m scripts.model_card
+
 demo: $(STAMP) ## the main job on the embedded default
 	$(PY) -m scripts.demo
 

@@ -1,0 +1,36 @@
+"""Write one section of docs/benchmarks.md, leaving the other sections as they are.
+
+A section runs from its `## Heading` line to the next `## ` heading. Every benchmark script calls
+`update_section` with its own heading and a Markdown body (table plus how it was measured).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Measured on this project's reference machine (2 cores, 24 GiB, no GPU) by the `make bench-*` targets;
+each section below is rewritten by its own script. Figures are from one run each: the machines are
+shared and noisy, so read them as orders of magnitude, not as a contract. No test asserts a time.
+"""
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def update_section(heading: str, body: str, path: Path = BENCHMARKS) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = f"## {heading}\n\n_Measured {stamp} on {machine()}._\n\n{body.strip()}\n"
+    text = path.read_text() if path.exists() else HEADER
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip() + "\n")
+    return path
