@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote demo bench bench-train bench-serve serve clean clean-state
+        promote model-card demo bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
