@@ -1,0 +1,319 @@
+"""The whole loop on the embedded default, one command: `make demo` (`python -m scripts.demo`).
+
+Train and promote v1, start the service (gunicorn), normal traffic, a monitor run that raises no alarm,
+drifted traffic (covariate shift), a monitor run that detects it, one retrain trigger (local backend),
+the retrain on the new labelled data, the gate, v2 promoted and served, a second monitor run that
+the cooldown keeps from triggering again, then a rollback to v1 and v1 served. Prints a timeline with
+timestamps and the time from drift onset to v2 serving; stops what it started; exits non-zero if any
+step fails.
+
+State goes to DEMO_DIR (default var/demo, emptied first), so the demo never touches `make train`'s
+state. Settings (environment): DEMO_DIR, DEMO_PORT (default: a free port), DEMO_RECORDS (records per
+traffic phase, 300), DEMO_RATE (records/s, 150), DEMO_TIMEOUT (seconds for the retrain + reload, 240),
+OPTUNA_TRIALS (3) and CV_FOLDS (2) for both trainings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class DemoFailure(RuntimeError):
+    pass
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.t0 = time.time()
+        self.events: list[tuple[float, str, str]] = []
+
+    def mark(self, step: str, detail: str = "") -> float:
+        now = time.time()
+        self.events.append((now, step, detail))
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
+        print(f"[{stamp} +{now - self.t0:6.1f}s] {step}" + (f": {detail}" if detail else ""), flush=True)
+        return now
+
+    def table(self) -> str:
+        lines = ["", "timeline", "--------"]
+        for at, step, _ in self.events:
+            lines.append(f"{datetime.fromtimestamp(at, UTC):%H:%M:%S}Z  +{at - self.t0:6.1f}s  {step}")
+        return "\n".join(lines)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def configure_environment() -> dict[str, str]:
+    state = Path(os.environ.get("DEMO_DIR") or REPO / "var" / "demo").resolve()
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    port = int(os.environ.get("DEMO_PORT") or free_port())
+    api_key, admin = secrets.token_hex(16), secrets.token_hex(16)
+    env = {
+        "DATA_DIR": str(state / "data"),
+        "REPORTS_DIR": str(state / "reports"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+        "MLFLOW_ARTIFACT_ROOT": str(state / "artifacts"),
+        "DATABASE_URL": f"sqlite:///{state / 'service.db'}",
+        "MONITOR_REPORTS_URI": str(state / "reports" / "monitoring"),
+        "RETRAIN_LOG_DIR": str(state / "logs"),
+        "SPOOL_DIR": str(state / "spool"),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "OPTUNA_TRIALS": os.environ.get("OPTUNA_TRIALS") or "3",
+        "CV_FOLDS": os.environ.get("CV_FOLDS") or "2",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SERVICE_URL": f"http://127.0.0.1:{port}",
+        "API_KEYS": api_key,
+        "SERVICE_API_KEY": api_key,
+        "ADMIN_TOKEN": admin,
+        "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS") or "2",
+        "RELOAD_INTERVAL_SECONDS": "2",
+        "RETRAIN_TRIGGER": "local",
+        "TRIGGER_COOLDOWN_SECONDS": "3600",
+        "TRIGGER_DEDUPE_SECONDS": "21600",
+        "MONITOR_WINDOW_SIZE": os.environ.get("DEMO_RECORDS") or "300",
+        "MONITOR_MIN_WINDOW": "200",
+        "MONITOR_WINDOW_MINUTES": "60",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    return env
+
+
+def run_step(timeline: Timeline, step: str, cmd: list[str], log_file: Path, timeout: float) -> None:
+    started = time.time()
+    with log_file.open("wb") as out:
+        try:
+            code = subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise DemoFailure(f"{step}: no result within {timeout:.0f} s (log: {log_file})") from exc
+    tail = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()][-1:]
+    if code != 0:
+        raise DemoFailure(f"{step}: exit {code} (log: {log_file}): {tail[0] if tail else ''}")
+    timeline.mark(step, f"{time.time() - started:.1f} s; {tail[0][:150] if tail else ''}")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise DemoFailure(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def main() -> int:
+    env = configure_environment()
+    state = Path(env["DATA_DIR"]).parent
+    logs = Path(env["RETRAIN_LOG_DIR"])
+    logs.mkdir(parents=True, exist_ok=True)
+    timeline = Timeline()
+    timeline.mark("demo start", f"state in {state}, service on {env['SERVICE_URL']}")
+    py = sys.executable
+    service: subprocess.Popen | None = None
+    retrain_pid: int | None = None
+    records = int(os.environ.get("DEMO_RECORDS") or 300)
+    rate = float(os.environ.get("DEMO_RATE") or 150)
+    budget = float(os.environ.get("DEMO_TIMEOUT") or 240)
+    try:
+        # -- 1. v1
+        run_step(
+            timeline, "v1 trained (make train)", [py, "-m", "training.train"], logs / "train-v1.log", 600
+        )
+        run_step(
+            timeline,
+            "v1 gated and promoted (make gate)",
+            [py, "-m", "training.gate"],
+            logs / "gate-v1.log",
+            300,
+        )
+
+        # imports after the environment is set: every settings module reads it
+        import sqlalchemy as sa
+
+        from monitoring import db, monitor
+        from monitoring.scenarios import Scenario
+        from monitoring.settings import MonitorSettings
+        from scripts.rollback import served_version
+        from scripts.simulate import held_out_records, simulate
+        from training.config import load_config
+        from training.settings import TrainingSettings
+
+        msettings = MonitorSettings.from_env()
+        tsettings = TrainingSettings.from_env()
+        config = load_config(tsettings.dataset_config)
+
+        # -- 2. the service
+        service_log = (logs / "service.log").open("wb")
+        service = subprocess.Popen(
+            [py, "-m", "gunicorn", "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"],
+            cwd=REPO,
+            stdout=service_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: service.poll() is not None or served_version(msettings) == "1",
+            90,
+            "the service to serve v1",
+        )
+        if service.poll() is not None:
+            raise DemoFailure(f"the service exited with {service.returncode} (log: {logs / 'service.log'})")
+        timeline.mark("service up, serving v1", f"gunicorn pid {service.pid}")
+
+        pool = held_out_records(tsettings, config)
+        normal = pool.sample(records, replace=records > len(pool), random_state=1).reset_index(drop=True)
+        drifted = pool.sample(records, replace=records > len(pool), random_state=2).reset_index(drop=True)
+        url, key = msettings.service_url, msettings.api_key
+
+        def quiet(line: str) -> None:
+            timeline.mark("traffic done", line)
+
+        # -- 3. normal traffic and a quiet monitor run
+        timeline.mark("normal traffic", f"{records} held-out records at {rate:g}/s, labels back after 1 s")
+        stats = simulate(
+            url,
+            key,
+            normal,
+            config,
+            rate=rate,
+            batch=10,
+            feedback_delay=1.0,
+            seed=1,
+            reference=pool,
+            log=quiet,
+        )
+        if stats.rejected or stats.accepted < records:
+            raise DemoFailure(f"normal traffic: {stats.line()}")
+        time.sleep(1.0)  # the service writes its log in batches (<= 0.25 s)
+        outcome = monitor.run_once(msettings, config, summary_table=False)
+        timeline.mark(f"monitor run {outcome.run_id}: {outcome.status}", outcome.reason[:220])
+        if outcome.status != "ok":
+            raise DemoFailure(f"the monitor run on normal traffic should raise no alarm: {outcome.line()}")
+
+        # -- 4. drift
+        onset = timeline.mark(
+            "drift onset", f"{records} records, covariate shift on monthly_charges, tenure (+1 sd)"
+        )
+        scenario = Scenario("covariate", ("monthly_charges", "tenure"), strength=1.0)
+        stats = simulate(
+            url,
+            key,
+            drifted,
+            config,
+            scenario=scenario,
+            rate=rate,
+            batch=10,
+            feedback_delay=1.0,
+            seed=2,
+            reference=pool,
+            log=quiet,
+        )
+        if stats.rejected or stats.accepted < records:
+            raise DemoFailure(f"drifted traffic: {stats.line()}")
+        time.sleep(1.0)
+        outcome = monitor.run_once(msettings, config, summary_table=False)
+        timeline.mark(f"monitor run {outcome.run_id}: {outcome.status}", outcome.reason[:220])
+        if outcome.status != "drift" or outcome.trigger is None:
+            raise DemoFailure(
+                f"the monitor run on drifted traffic should alarm and trigger: {outcome.line()}"
+            )
+        if not outcome.trigger.fired:
+            raise DemoFailure(f"the retrain trigger did not fire: {outcome.trigger}")
+        detail = json.loads(outcome.trigger.detail)
+        retrain_pid = detail["pid"]
+        timeline.mark(
+            f"retrain triggered (local backend, event {outcome.trigger.id})", f"log {detail['log']}"
+        )
+
+        # -- 5. retrain, gate, v2 served
+        status_file = Path(detail["status_file"])
+        wait_for(
+            lambda: status_file.exists() or served_version(msettings) == "2",
+            budget,
+            "the retrain to finish",
+            1.0,
+        )
+        if status_file.exists():
+            code = json.loads(status_file.read_text())["exit_code"]
+            lines = Path(detail["log"]).read_text(errors="replace").splitlines()
+            gate_line = next((ln for ln in lines if ln.startswith("verdict:")), "no gate verdict")
+            timeline.mark("retrain + gate finished", f"exit {code}; {gate_line}")
+            if code != 0:
+                tail = "\n    ".join(lines[-15:])
+                raise DemoFailure(f"the retrain failed (exit {code}, log {detail['log']}):\n    {tail}")
+        wait_for(lambda: served_version(msettings) == "2", 60, "the service to serve v2")
+        served_v2 = timeline.mark("v2 served", "picked up by the service's reload poll")
+        onset_to_v2 = served_v2 - onset
+
+        # -- 6. the cooldown keeps a second alarm from starting another retrain
+        again = monitor.run_once(msettings, config, summary_table=False)
+        trig = again.trigger.status if again.trigger else "not called"
+        timeline.mark(f"monitor run {again.run_id}: {again.status}", f"trigger {trig}")
+        if again.trigger is not None and again.trigger.fired:
+            raise DemoFailure("a second retrain was triggered inside the cooldown")
+
+        # -- 7. rollback to v1
+        run_step(
+            timeline,
+            "rollback to v1 (scripts/rollback.sh 1)",
+            ["bash", "scripts/rollback.sh", "1", "--reason", "demo: rollback drill", "--timeout", "60"],
+            logs / "rollback.log",
+            120,
+        )
+        if served_version(msettings) != "1":
+            raise DemoFailure("after the rollback the service does not report v1")
+        timeline.mark("v1 served again")
+
+        with db.engine_for(msettings.database_url).connect() as conn:
+            n_runs = conn.execute(sa.select(sa.func.count()).select_from(db.monitoring_runs)).scalar()
+            n_events = conn.execute(sa.select(sa.func.count()).select_from(db.trigger_events)).scalar()
+        total = time.time() - timeline.t0
+        print(timeline.table())
+        print(f"\ndrift onset -> v2 serving: {onset_to_v2:.1f} s")
+        print(
+            f"demo total: {total:.1f} s; {n_runs} monitoring runs, {n_events} trigger events; state in {state}"
+        )
+        print("DEMO PASSED")
+        return 0
+    except DemoFailure as exc:
+        timeline.mark("FAILED", str(exc))
+        print(timeline.table())
+        print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if retrain_pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(retrain_pid, signal.SIGTERM)  # still running only when the demo failed
+        if service is not None and service.poll() is None:
+            service.send_signal(signal.SIGTERM)
+            try:
+                service.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait()
+            print(f"service stopped (exit {service.returncode})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
