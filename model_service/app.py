@@ -232,6 +232,13 @@ class ReadyQuery(Schema):
 class ServiceApi(Api):
     """flask-smorest Api whose /openapi.json shows the record schema of the model being served."""
 
+    def handle_http_exception(self, error):
+        payload, code, headers = super().handle_http_exception(error)
+        allowed = getattr(error, "valid_methods", None)
+        if code == 405 and allowed:  # RFC 9110: a 405 lists the allowed methods
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return payload, code, headers
+
     def _openapi_json(self):
         spec = self.spec.to_dict()
         st = current_app.extensions.get("model_service")

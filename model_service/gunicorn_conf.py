@@ -49,7 +49,9 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "model-service"
 preload_app = False
-control_socket_disable = True  # gunicorn 26's control socket has one default path per user: instances would collide
+control_socket_disable = (
+    True  # gunicorn 26's control socket has one default path per user: instances would collide
+)
 
 
 def on_starting(server):

@@ -1,0 +1,140 @@
+"""A real gunicorn process running the model service, for the integration tests (tests/integration/test_service_*)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from tests.conftest import REPO, free_port, wait_for_http
+
+API_KEY = "test-key-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-0123456789abcdef"
+
+RECORD = {
+    "female": 0, "senior_citizen": 1, "partner": 0, "dependents": 0, "tenure": 1, "phone_service": 1,
+    "multiple_lines": "No", "internet_service": "Fiber optic", "online_security": "No", "online_backup": "No",
+    "device_protection": "No", "tech_support": "No", "streaming_tv": "Yes", "streaming_movies": "Yes",
+    "contract": "Month-to-month", "paperless_billing": 1, "payment_method": "Electronic check",
+    "monthly_charges": 95.0, "total_charges": 95.0,
+}  # fmt: skip
+
+
+def private_store(trained_env: dict[str, str], root: Path) -> dict[str, str]:
+    """A copy of the session's MLflow store, so these tests may move aliases without touching others'."""
+    root.mkdir(parents=True, exist_ok=True)
+    src = trained_env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
+    dst = root / "mlflow.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return {**trained_env, "MLFLOW_TRACKING_URI": f"sqlite:///{dst}"}
+
+
+@dataclass
+class Service:
+    root: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 120.0) -> Service:
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        env.setdefault("SPOOL_DIR", str(self.root / "spool"))
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.root / f"metrics-{self.port}")
+        self.log_path = self.root / f"gunicorn-{self.port}.log"
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        self.process = subprocess.Popen(
+            [gunicorn, "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"],
+            cwd=REPO,
+            env=env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        if wait and not self.wait_ready(timeout):
+            self.stop()
+            raise RuntimeError(f"service did not become ready; log:\n{self.log()[-3000:]}")
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Ready in every worker: /metrics counts one loaded model per worker."""
+        if not wait_for_http(self.url + "/health", timeout, self.process):
+            return False
+        workers = int(self.env.get("GUNICORN_WORKERS", "2"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            text = requests.get(self.url + "/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith("model_service_model_loaded ") and float(line.split()[1]) >= workers:
+                    return True
+            time.sleep(0.3)
+        return False
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root / f"metrics-{self.port}", ignore_errors=True)
+
+    # ---- client helpers
+    def predict(self, records: list[dict], key: str = API_KEY, **kw) -> requests.Response:
+        return requests.post(
+            self.url + "/v1/predict",
+            json={"records": records},
+            headers={"X-API-Key": key},
+            timeout=kw.pop("timeout", 30),
+            **kw,
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in requests.get(self.url + "/metrics", timeout=5).text.splitlines():
+            if not line.startswith(name):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, rest = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += float(value)
+        return total
+
+
+def service_env(store_env: dict[str, str], root: Path, **extra: str) -> dict[str, str]:
+    return {
+        **store_env,
+        "DATABASE_URL": f"sqlite:///{root / 'service.db'}",
+        "API_KEYS": API_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "4",
+        "RELOAD_INTERVAL_SECONDS": "1",
+        "GRACEFUL_TIMEOUT": "20",
+        "LOG_FLUSH_SECONDS": "0.1",
+        **extra,
+    }
