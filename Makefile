@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote model-card demo bench bench-train bench-serve serve clean clean-state
+        promote model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,18 @@ model-card: $(STAMP) ## rewrite the measured tables of docs/model_card.md from t
 
 demo: $(STAMP) ## the main job on the embedded default
 	$(PY) -m scripts.demo
+
+monitor: $(STAMP) ## one drift + live-quality check of the recent predictions (history row, report, trigger)
+	$(PY) -m monitoring.monitor run
+
+retrain: $(STAMP) ## original data + labelled production records -> new snapshot, train, gate, promote
+	$(PY) -m training.retrain
+
+simulate: $(STAMP) ## traffic to the service: SCENARIO=none|covariate|unseen_category|missing|label_shift
+	$(PY) -m scripts.simulate --scenario $(or $(SCENARIO),none) $(SIMULATE_ARGS)
+
+rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
+	scripts/rollback.sh $(VERSION) $(ROLLBACK_ARGS)
 
 bench: bench-train bench-serve ## every benchmark; tables go to docs/benchmarks.md
 
