@@ -1,0 +1,344 @@
+"""The stack's services natively (`make stack-native`: Procfile under honcho), end to end.
+
+Brings the whole stack up on free loopback ports (PostgreSQL, moto S3, MLflow server, gunicorn service,
+monitor loop, Prometheus, Alertmanager), trains and gates a model into it, serves and predicts held-out
+records, sends feedback and drifted traffic, and checks that the monitor sees it, that Prometheus scrapes
+the service and the monitor, that the DataDrift alert travels Prometheus -> Alertmanager -> monitor
+POST /alerts -> retrain trigger, and that every PromQL expression of the dashboards and alert rules
+parses and returns data from this real Prometheus. Then it tears everything down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import FAST_TRAINING, REPO, free_port, require_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PORT_NAMES = ("PG", "S3", "MLFLOW", "SERVICE", "MONITOR", "PROMETHEUS", "ALERTMANAGER")
+# Expressions that have data only after something went wrong (a 5xx, a failed reload): they must parse,
+# and the metric they select must exist, but an empty answer is the healthy one.
+ONLY_ON_FAILURE = ('status=~"5.."', 'result="failure"')
+
+
+def _wait(what: str, probe, timeout: float, log: Path | None = None, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            result = probe()
+            if result:
+                return result
+        except (requests.RequestException, OSError) as exc:
+            last = exc
+        time.sleep(1)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what} ({last})\n--- stack log tail ---\n{tail}")
+
+
+def _ok(url: str) -> bool:
+    return requests.get(url, timeout=3).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def stack():
+    missing = [
+        name
+        for name, present in {
+            "PostgreSQL 15 (apt-get install postgresql)": Path("/usr/lib/postgresql/15/bin/initdb").exists(),
+            "prometheus (apt-get install prometheus)": shutil.which("prometheus"),
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)": shutil.which(
+                "prometheus-alertmanager"
+            ),
+            "honcho (dev extras)": Path(sys.executable).with_name("honcho").exists(),
+            "moto_server (dev extras)": Path(sys.executable).with_name("moto_server").exists(),
+        }.items()
+        if not present
+    ]
+    if missing:
+        require_server(", ".join(missing))
+    # not under pytest's tmp (mode 700): the postgres user must reach its data folder
+    root = Path(tempfile.mkdtemp(prefix="churnops-stack-"))
+    root.chmod(0o755)
+    env = {
+        **os.environ,
+        "STACK_DIR": str(root),
+        **{f"NATIVE_{name}_PORT": str(free_port()) for name in PORT_NAMES},
+        "NATIVE_SCRAPE_INTERVAL": "1s",
+        "MONITOR_INTERVAL_SECONDS": "4",
+        "MONITOR_MIN_WINDOW": "100",
+        "MONITOR_WINDOW_SIZE": "300",
+        "MONITOR_WINDOW_MINUTES": "0",
+        "QUALITY_MIN_LABELLED": "50",
+        "RELOAD_INTERVAL_SECONDS": "2",
+        "RETRAIN_TRIGGER": "log",
+        "GUNICORN_WORKERS": "2",
+        **FAST_TRAINING,
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = root / "stack.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "compose" / "native.py"), "up"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    settings = dict(
+        line.split("=", 1)
+        for line in subprocess.run(
+            [sys.executable, str(REPO / "compose" / "native.py"), "env"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    )
+    info = {"env": env, "settings": settings, "root": root, "log": log, "proc": proc}
+    try:
+        _wait("MLflow", lambda: _ok(f"{settings['MLFLOW_TRACKING_URI']}/health"), 180, log, proc)
+        _wait(
+            "Prometheus",
+            lambda: _ok(f"http://127.0.0.1:{env['NATIVE_PROMETHEUS_PORT']}/-/ready"),
+            60,
+            log,
+            proc,
+        )
+        _wait(
+            "Alertmanager",
+            lambda: _ok(f"http://127.0.0.1:{env['NATIVE_ALERTMANAGER_PORT']}/-/ready"),
+            60,
+            log,
+        )
+        _wait(
+            "monitor", lambda: _ok(f"http://127.0.0.1:{env['NATIVE_MONITOR_PORT']}/healthz"), 120, log, proc
+        )
+        _wait("service", lambda: _ok(f"{settings['SERVICE_URL']}/health"), 120, log, proc)
+        yield info
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # honcho stops every child on SIGTERM
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        still = []
+        for name in PORT_NAMES:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", int(env[f"NATIVE_{name}_PORT"]))) == 0:
+                    still.append(name)
+        assert not still, f"still listening after teardown: {still}"
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _job_env(stack) -> dict[str, str]:
+    return {**stack["env"], **stack["settings"]}
+
+
+def _run(stack, *args: str, timeout: float = 900) -> str:
+    out = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=_job_env(stack),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def _prom(stack, query: str) -> dict:
+    url = f"http://127.0.0.1:{stack['env']['NATIVE_PROMETHEUS_PORT']}/api/v1/query"
+    return requests.get(url, params={"query": query}, timeout=10).json()
+
+
+def _test_frame(stack):
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    os.environ["MLFLOW_TRACKING_URI"] = stack["settings"]["MLFLOW_TRACKING_URI"]
+    mlflow.set_tracking_uri(stack["settings"]["MLFLOW_TRACKING_URI"])
+    version = MlflowClient().get_model_version_by_alias(stack["settings"]["MODEL_NAME"], "champion")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path="data/test.parquet", dst_path=str(stack["root"] / "downloads")
+    )
+    return pd.read_parquet(path)
+
+
+def _records(frame) -> list[dict]:
+    features = frame.drop(columns=[c for c in ("label", "score") if c in frame.columns])
+    return [
+        {k: (None if v != v else v) for k, v in row.items()} for row in features.to_dict(orient="records")
+    ]
+
+
+def _predict(stack, records: list[dict]) -> list[str]:
+    url, key = stack["settings"]["SERVICE_URL"], stack["settings"]["API_KEYS"]
+    ids = []
+    for start in range(0, len(records), 50):
+        resp = requests.post(
+            f"{url}/v1/predict",
+            json={"records": records[start : start + 50]},
+            headers={"X-API-Key": key},
+            timeout=30,
+        )
+        assert resp.status_code == 200, resp.text
+        ids.append(resp.json()["request_id"])
+    return ids
+
+
+def _db(stack, sql: str) -> list:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(stack["settings"]["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(sql)))
+    finally:
+        engine.dispose()
+
+
+def _promql_expressions() -> list[tuple[str, str]]:
+    exprs = []
+    for path in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                # the alert's condition without its threshold: the measured value must exist
+                lhs = re.split(r"\s(?:>=|<=|==|!=|>|<)\s*[-0-9.e]+\s*$", rule["expr"].strip())[0]
+                exprs.append((f"rule {rule['alert']}", lhs))
+    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                if "expr" in target:
+                    exprs.append((f"{path.stem}: {panel['title']}", target["expr"]))
+    rules = yaml.safe_load((REPO / "grafana" / "provisioning" / "alerting" / "rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            for data in rule["data"]:
+                if data["datasourceUid"] == "prometheus":
+                    exprs.append((f"grafana rule {rule['uid']}", data["model"]["expr"]))
+    return exprs
+
+
+def test_native_stack_end_to_end(stack) -> None:
+    settings = stack["settings"]
+
+    # train and gate into the stack (MLflow on PostgreSQL, artifacts proxied to the S3 server)
+    for module in ("training.data", "training.validate", "training.train", "training.gate"):
+        _run(stack, "-m", module, *(["ingest"] if module == "training.data" else []))
+
+    # the service picks the champion up by itself
+    _wait("service ready", lambda: _ok(f"{settings['SERVICE_URL']}/ready"), 120, stack["log"])
+    model = requests.get(
+        f"{settings['SERVICE_URL']}/v1/model", headers={"X-API-Key": settings["API_KEYS"]}, timeout=10
+    ).json()
+    assert model["version"] == "1", model
+
+    # held-out traffic, with feedback labels for part of it
+    frame = _test_frame(stack)
+    normal = frame.sample(n=min(300, len(frame)), random_state=1).reset_index(drop=True)
+    ids = _predict(stack, _records(normal))
+    url, key = settings["SERVICE_URL"], settings["API_KEYS"]
+    for i in range(100):
+        resp = requests.post(
+            f"{url}/v1/feedback",
+            headers={"X-API-Key": key},
+            timeout=10,
+            json={"request_id": ids[i // 50], "record_index": i % 50, "label": int(normal.loc[i, "label"])},
+        )
+        assert resp.status_code == 201, resp.text
+
+    # the monitor loop checks the window (Postgres history, S3 report, metrics)
+    def monitored():
+        rows = _db(
+            stack,
+            "SELECT status, reason, report_uri FROM monitoring_runs WHERE status IN ('ok', 'drift', 'error') "
+            "ORDER BY id DESC LIMIT 1",
+        )
+        return rows[0] if rows else None
+
+    status, reason, report = _wait("a monitoring run", monitored, 120, stack["log"])
+    assert status in ("ok", "drift"), f"{status}: {reason}"
+    assert report and report.startswith("s3://monitoring/"), report
+
+    # Prometheus scrapes the service and the monitor
+    def scraped():
+        data = _prom(stack, 'up{job=~"model-service|monitor"} == 1')["data"]["result"]
+        return len(data) == 2 and _prom(stack, "flask_http_request_total")["data"]["result"]
+
+    _wait("Prometheus scraping service and monitor", scraped, 60, stack["log"])
+
+    # drifted traffic: the loop flags it, Prometheus fires DataDrift, Alertmanager calls POST /alerts
+    drifted = normal.copy()
+    drifted["tenure"] = 70.0
+    drifted["contract"] = "Two year"
+    drifted["monthly_charges"] = drifted["monthly_charges"] * 1.8
+    drifted["total_charges"] = drifted["monthly_charges"] * 70
+    drifted["internet_service"] = "Fiber optic"
+    drifted["payment_method"] = "Mailed check"
+    drift_ids = _predict(stack, _records(drifted))
+    for i in range(100):  # labelled too, so that live quality is measured on the drifted window
+        requests.post(
+            f"{url}/v1/feedback",
+            headers={"X-API-Key": key},
+            timeout=10,
+            json={
+                "request_id": drift_ids[i // 50],
+                "record_index": i % 50,
+                "label": int(drifted.loc[i, "label"]),
+            },
+        ).raise_for_status()
+    _wait(
+        "drift in the monitor's metrics",
+        lambda: (
+            float(
+                (_prom(stack, "max(monitor_drift_share)")["data"]["result"] or [[0, [0, "0"]]])[0]["value"][1]
+            )
+            >= 0.3
+        ),
+        120,
+        stack["log"],
+    )
+    events = _wait(
+        "an Alertmanager alert reaching the retrain trigger",
+        lambda: _db(stack, "SELECT status, reason FROM trigger_events WHERE source = 'alertmanager'"),
+        120,
+        stack["log"],
+    )
+    assert any("DataDrift" in reason for _, reason in events), events
+
+    # every PromQL expression of the dashboards and alert rules parses and returns data here
+    problems = []
+    for where, expr in _promql_expressions():
+        answer = _prom(stack, expr)
+        if answer.get("status") != "success":
+            problems.append(f"{where}: {answer.get('error')} in {expr}")
+        elif not answer["data"]["result"]:
+            if any(marker in expr for marker in ONLY_ON_FAILURE):
+                metric = re.search(r"([a-z_:]+)\{", expr).group(1)
+                if not _prom(stack, metric)["data"]["result"]:
+                    problems.append(f"{where}: metric {metric} does not exist")
+            else:
+                problems.append(f"{where}: no data for {expr}")
+    assert not problems, "\n".join(problems)
