@@ -23,7 +23,7 @@ import pandas as pd
 from training import registry
 from training.behaviour import Check, run_behaviour_tests
 from training.config import ConfigError, DatasetConfig, load_config
-from training.evaluate import classification_metrics
+from training.evaluate import classification_metrics, segment_metrics
 from training.settings import TrainingSettings
 
 
@@ -52,20 +52,27 @@ def test_set_of(version) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def latency_p95_ms(model: LoadedModel, record: pd.DataFrame, rounds: int = 3, calls: int = 100) -> float:
-    """p95 of one-record predict, best of `rounds` rounds: noise from other processes only ever adds
-    time, so the best round is the closest to what the model itself costs."""
+def latency_p95_ms(
+    model: LoadedModel, record: pd.DataFrame, rounds: int = 3, calls: int = 100
+) -> tuple[float, float]:
+    """p95 of one-record predict in milliseconds: (CPU time of this process, wall time), best of `rounds`.
+
+    The gate judges CPU time: on a shared machine the wall time also counts the time spent waiting for
+    a core, which says more about the neighbours than about the model. Wall time is reported beside it.
+    """
     for _ in range(10):
         model.score(record)
-    best = float("inf")
+    best_cpu = best_wall = float("inf")
     for _ in range(rounds):
-        times = []
+        cpu, wall = [], []
         for _ in range(calls):
-            start = time.perf_counter()
+            c0, w0 = time.process_time(), time.perf_counter()
             model.score(record)
-            times.append((time.perf_counter() - start) * 1000)
-        best = min(best, float(np.percentile(times, 95)))
-    return best
+            cpu.append((time.process_time() - c0) * 1000)
+            wall.append((time.perf_counter() - w0) * 1000)
+        best_cpu = min(best_cpu, float(np.percentile(cpu, 95)))
+        best_wall = min(best_wall, float(np.percentile(wall, 95)))
+    return best_cpu, best_wall
 
 
 @dataclass
@@ -76,6 +83,7 @@ class GateResult:
     checks: list[Check] = field(default_factory=list)
     challenger_metrics: dict = field(default_factory=dict)
     champion_metrics: dict | None = None
+    segments: pd.DataFrame | None = None
 
     @property
     def passed(self) -> bool:
@@ -97,6 +105,34 @@ class GateResult:
             f"({sum(not c.passed for c in self.checks)} of {len(self.checks)} checks failed)"
         )
         return "\n".join(lines)
+
+
+def fairness_checks(segments: pd.DataFrame, spec: dict) -> list[Check]:
+    """One check per protected column and metric: max minus min over segments with enough rows."""
+    judged = segments[segments["n"] >= int(spec.get("min_segment_rows", 30))]
+    checks = []
+    for column in spec.get("columns", []):
+        rows = judged[judged["column"] == column]
+        for metric, bound in (spec.get("max_gap") or {}).items():
+            if len(rows) < 2:
+                checks.append(
+                    Check(
+                        f"fairness: {metric} gap by {column}",
+                        True,
+                        "n/a",
+                        f"<= {bound}",
+                        "fewer than two segments large enough to compare",
+                    )
+                )
+                continue
+            gap = float(rows[metric].max() - rows[metric].min())
+            detail = ", ".join(f"{r.segment}: {getattr(r, metric):.3f} (n={r.n})" for r in rows.itertuples())
+            checks.append(
+                Check(
+                    f"fairness: {metric} gap by {column}", gap <= bound, f"{gap:.4f}", f"<= {bound}", detail
+                )
+            )
+    return checks
 
 
 def evaluate_gate(
@@ -157,26 +193,32 @@ def evaluate_gate(
                         f"champion v{str(champion_mv.version)} {theirs:.4f} minus tolerance {tolerance}",
                     )
                 )
+    fairness = gate.get("fairness") or {}
+    if fairness:
+        result.segments = segment_metrics(test, y, scores, challenger.threshold, fairness.get("columns", []))
+        checks.extend(fairness_checks(result.segments, fairness))
     checks.extend(
         run_behaviour_tests(challenger.score, test[challenger.columns], config, challenger.threshold)
     )
     budget = gate.get("latency_p95_ms")
     if budget is not None:
-        p95 = latency_p95_ms(challenger, test[challenger.columns].head(1))
+        cpu, wall = latency_p95_ms(challenger, test[challenger.columns].head(1))
         checks.append(
             Check(
-                "latency: one record p95 (ms)",
-                p95 <= budget,
-                f"{p95:.2f}",
+                "latency: one record p95 CPU (ms)",
+                cpu <= budget,
+                f"{cpu:.2f}",
                 f"<= {budget}",
-                "in-process pyfunc predict, best of 3 x 100 calls",
+                f"in-process pyfunc predict, best of 3 x 100 calls; wall p95 {wall:.2f} ms",
             )
         )
     return result
 
 
 def record(result: GateResult, settings: TrainingSettings) -> Path:
-    body = {"passed": result.passed, **asdict(result)}
+    body = {"passed": result.passed, **{k: v for k, v in asdict(result).items() if k != "segments"}}
+    if result.segments is not None:
+        body["segments"] = result.segments.to_dict(orient="records")
     path = settings.reports_dir / f"gate-{result.model_name}-v{result.challenger}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")

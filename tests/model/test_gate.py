@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -39,23 +41,37 @@ def _fit(settings, labels_fn):
     return pipe.fit(splits.X["train"], labels_fn(splits.y["train"].to_numpy(), splits.X["train"]))
 
 
-@pytest.mark.parametrize("kind", ["shuffled labels", "inverted labels", "ignores contract"])
+BAD_MODELS = {
+    # kind: (label transform, name of a check that must fail)
+    "shuffled labels": (lambda y, X, rng: rng.permutation(y), "floor: roc_auc"),
+    "inverted labels": (lambda y, X, rng: 1 - y, "floor: roc_auc"),
+    # learns the opposite of the contract effect: monthly contracts look loyal
+    "reversed contract effect": (
+        lambda y, X, rng: np.where(X["contract"] == "Month-to-month", 0, y | (X["tenure"] < 40)),
+        "directional: contract -> Two year decreases score",
+    ),
+    # trained on data where most female churners were never recorded: finds fewer of them
+    "biased against women": (
+        lambda y, X, rng: np.where((X["female"] == 1) & (rng.random(len(y)) < 0.8), 0, y),
+        "fairness: recall gap by female",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_MODELS))
 def test_gate_blocks_a_bad_model(champion_env, capsys, kind):
     settings = TrainingSettings.from_env()
     before = str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version)
+    relabel, must_fail = BAD_MODELS[kind]
     rng = np.random.default_rng(0)
-    if kind == "shuffled labels":
-        pipe = _fit(settings, lambda y, X: rng.permutation(y))
-    elif kind == "inverted labels":
-        pipe = _fit(settings, lambda y, X: 1 - y)
-    else:  # learns the opposite of the contract effect: monthly contracts are loyal
-        pipe = _fit(
-            settings, lambda y, X: np.where(X["contract"] == "Month-to-month", 0, y | (X["tenure"] < 40))
-        )
+    pipe = _fit(settings, lambda y, X: relabel(y, X, rng))
     version = _register(pipe, 0.3, settings)
     assert gate.main([]) == 1
     out = capsys.readouterr().out
     assert "verdict: FAILED" in out and f"challenger v{version}" in out
+    report = json.loads((settings.reports_dir / f"gate-{settings.model_name}-v{version}.json").read_text())
+    failed = {c["name"] for c in report["checks"] if not c["passed"]}
+    assert must_fail in failed, failed
     assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == before
     assert mlflow.MlflowClient().get_model_version(settings.model_name, version).tags["gate"] == "failed"
 

@@ -42,3 +42,26 @@ def test_segment_gap_is_max_minus_min():
     assert table.set_index("segment").loc["a", "recall"] == 1.0
     assert table.set_index("segment").loc["b", "recall"] == 0.0
     assert segment_gaps(table)["g"]["recall"] == 1.0
+
+
+def test_fairness_checks_judge_gaps_of_large_enough_segments():
+    from training.gate import fairness_checks
+
+    table = pd.DataFrame(
+        [
+            {"column": "female", "segment": "0", "n": 500, "recall": 0.90},
+            {"column": "female", "segment": "1", "n": 480, "recall": 0.70},
+            {"column": "senior", "segment": "0", "n": 900, "recall": 0.90},
+            {"column": "senior", "segment": "1", "n": 10, "recall": 0.10},  # too small to judge
+        ]
+    )
+    checks = {
+        c.name: c
+        for c in fairness_checks(table, {"columns": ["female", "senior"], "max_gap": {"recall": 0.1}})
+    }
+    assert not checks["fairness: recall gap by female"].passed
+    assert checks["fairness: recall gap by female"].value == "0.2000"
+    assert (
+        checks["fairness: recall gap by senior"].passed
+        and checks["fairness: recall gap by senior"].value == "n/a"
+    )
