@@ -419,9 +419,7 @@ def _blueprints(settings: ServiceSettings) -> list[Blueprint]:
             m.PREDICTIONS.labels(model.version, "1").inc(positives)
         if positives < batch.n:
             m.PREDICTIONS.labels(model.version, "0").inc(batch.n - positives)
-        hist = m.SCORES.labels(model.version)
-        for s in score_list[:1000]:
-            hist.observe(s)
+        m.observe_many(m.SCORES.labels(model.version), scores)
         m.BATCH_SIZE.observe(batch.n)
         body = json.dumps(
             {

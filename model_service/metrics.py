@@ -12,6 +12,7 @@ workers. Gauges say how they aggregate (`multiprocess_mode`).
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "model_service"
@@ -144,3 +145,26 @@ class LogMetrics:
 
     def db_up(self, ok: bool) -> None:
         LOG_DB_UP.set(1 if ok else 0)
+
+
+def observe_many(histogram, values: np.ndarray) -> None:
+    """Observe a batch at once: one increment per bucket instead of one observe per value.
+
+    A multiprocess observe writes to a memory-mapped file; for 1,000 scores that was ~1,000 writes per
+    request. Uses the histogram's bucket counters (prometheus_client internals, stable for years);
+    falls back to plain observes if they are not there.
+    """
+    buckets = getattr(histogram, "_upper_bounds", None)
+    counters = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or counters is None or total is None or len(buckets) != len(counters):
+        for v in values.tolist():
+            histogram.observe(v)
+        return
+    # bucket i counts values <= upper bound i (and > the previous bound): like observe()
+    idx = np.searchsorted(np.asarray(buckets), values, side="left")
+    counts = np.bincount(idx, minlength=len(buckets))
+    for i, c in enumerate(counts.tolist()):
+        if c:
+            counters[i].inc(c)
+    total.inc(float(values.sum()))

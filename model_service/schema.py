@@ -336,15 +336,17 @@ class RecordValidator:
             numeric[name] = arr
         if count:
             raise RecordErrors(errors, count)
-        out = [dict(r) for r in records]
+        out = records  # parsed from this request's JSON: ours to normalise in place
         for spec in self.specs:
             if spec.nullable:
                 for r in out:
-                    r.setdefault(spec.name, None)
+                    if spec.name not in r:
+                        r[spec.name] = None
             if spec.type == BINARY:
-                arr = numeric[spec.name]
-                for r, v in zip(out, arr, strict=True):
-                    r[spec.name] = int(v)
+                name = spec.name
+                for r in out:
+                    if type(r[name]) is not int:  # 1.0 -> 1
+                        r[name] = int(r[name])
         return Validated(len(records), numeric, categorical, out, unknown)
 
     def reference_errors(self, record: Any) -> dict[str, list[str]]:

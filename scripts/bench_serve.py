@@ -1,0 +1,294 @@
+"""Serving benchmark: `make bench-serve` (this service vs `mlflow models serve`, same model, same workers).
+
+Starts the model service (gunicorn, GUNICORN_WORKERS workers) and `mlflow models serve` for the same
+champion version with the same number of workers, drives both with wrk (same connections, threads and
+duration) with one record per request and with batches of 100, and measures the in-process predict time
+of one record (the floor). Writes the table under `## Serving` in docs/benchmarks.md (only that
+section; the rest of the file belongs to the other benchmarks) and prints it.
+
+Needs: a champion in the registry (`make train gate`), wrk (`apt-get install wrk`), and the venv's
+bin on PATH for `mlflow models serve` (the make target sets it). Settings: BENCH_SECONDS (15),
+BENCH_CONNECTIONS (8), BENCH_THREADS (2), GUNICORN_WORKERS (2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "benchmarks.md"
+HEADING = "## Serving"
+RECORD = {
+    "female": 0, "senior_citizen": 1, "partner": 0, "dependents": 0, "tenure": 1, "phone_service": 1,
+    "multiple_lines": "No", "internet_service": "Fiber optic", "online_security": "No", "online_backup": "No",
+    "device_protection": "No", "tech_support": "No", "streaming_tv": "Yes", "streaming_movies": "Yes",
+    "contract": "Month-to-month", "paperless_billing": 1, "payment_method": "Electronic check",
+    "monthly_charges": 95.0, "total_charges": 95.0,
+}  # fmt: skip
+
+LUA = """
+wrk.method = "POST"
+wrk.body = io.open("{body}"):read("*a")
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d seconds=%f non2xx=%d socket=%d p50=%d p95=%d p99=%d\\n",
+    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited ({proc.returncode})")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrk(
+    url: str, body: str, headers: dict[str, str], work: Path, seconds: int, conns: int, threads: int
+) -> dict:
+    body_path = work / f"body-{abs(hash(body))}.json"
+    body_path.write_text(body)
+    script = work / "bench.lua"
+    script.write_text(
+        LUA.format(
+            body=body_path, headers="\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+        )
+    )
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    match = re.search(r"RESULT (.*)", out.stdout)
+    if not match:
+        raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
+    r = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+    r["rps"] = r["requests"] / r["seconds"]
+    return r
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def in_process_floor(name: str, version: str) -> tuple[float, float]:
+    """Median ms for one record: the service's predictor (validation + model), and the raw pipeline."""
+    import mlflow
+    import pandas as pd
+
+    from model_service.model import build_loaded_model
+    from training.registry import model_metadata, model_uri
+
+    meta = model_metadata(name, version)
+    pipe = mlflow.sklearn.load_model(model_uri(name, version))
+    loaded = build_loaded_model(name, version, "champion", pipe, meta)
+
+    def timed(fn, n=300) -> float:
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        times.sort()
+        return times[len(times) // 2] * 1000
+
+    fast = timed(lambda: loaded.predict(loaded.validator.validate([RECORD])))
+    frame = pd.DataFrame([RECORD]).astype({k: "float64" for k, v in RECORD.items() if not isinstance(v, str)})
+    slow = timed(lambda: pipe.predict_proba(frame), 100)
+    return fast, slow
+
+
+def write_section(text: str) -> None:
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
+    section = f"{HEADING}\n\n{text.strip()}\n\n"
+    updated = (
+        pattern.sub(lambda _m: section, current)
+        if pattern.search(current)
+        else current.rstrip("\n") + "\n\n" + section
+    )
+    DOC.write_text(updated.rstrip("\n") + "\n")
+
+
+def main() -> int:
+    if not shutil.which("wrk"):
+        print("bench-serve: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    import mlflow
+
+    from model_service.settings import ServiceSettings
+    from training.registry import version_by_alias
+
+    settings = ServiceSettings.from_env()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    mv = version_by_alias(settings.model_name, "champion")
+    if mv is None:
+        print(
+            f"bench-serve: model '{settings.model_name}' has no champion: run `make train gate` first",
+            file=sys.stderr,
+        )
+        return 2
+    version = str(mv.version)
+    workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+    seconds = int(os.environ.get("BENCH_SECONDS", "15"))
+    conns = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+    threads = int(os.environ.get("BENCH_THREADS", "2"))
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    key = secrets.token_hex(16)
+    ours_port, mlflow_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PORT": str(ours_port),
+        "API_KEYS": key,
+        "GUNICORN_WORKERS": str(workers),
+        "DATABASE_URL": f"sqlite:///{work / 'service.db'}",
+        "SPOOL_DIR": str(work / "spool"),
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
+        "LOG_LEVEL": "WARNING",
+    }
+    ours = theirs = None
+    results: dict[tuple[str, str], dict] = {}
+    try:
+        ours = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "-c",
+                "model_service/gunicorn_conf.py",
+                "model_service.app:create_app()",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=(work / "ours.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        theirs = subprocess.Popen(
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.model_name}/{version}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+                "-w",
+                str(workers),
+            ],
+            cwd=work,
+            env={**os.environ},
+            stdout=(work / "mlflow.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"http://127.0.0.1:{ours_port}/ready", 180, ours)
+        wait_http(f"http://127.0.0.1:{mlflow_port}/ping", 180, theirs)
+        time.sleep(8)  # every worker of both servers loaded (each loads at boot)
+        floats = {k: float(v) if not isinstance(v, str) else v for k, v in RECORD.items()}
+        for batch in (1, 100):
+            ours_body = json.dumps({"records": [RECORD] * batch})
+            theirs_body = json.dumps({"dataframe_records": [floats] * batch})
+            check = requests.post(
+                f"http://127.0.0.1:{mlflow_port}/invocations",
+                data=theirs_body,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            check.raise_for_status()
+            results[("this service", str(batch))] = wrk(
+                f"http://127.0.0.1:{ours_port}/v1/predict",
+                ours_body,
+                {"X-API-Key": key},
+                work,
+                seconds,
+                conns,
+                threads,
+            )
+            results[("mlflow models serve", str(batch))] = wrk(
+                f"http://127.0.0.1:{mlflow_port}/invocations", theirs_body, {}, work, seconds, conns, threads
+            )
+    finally:
+        stop(ours)
+        stop(theirs)
+    fast_ms, pipe_ms = in_process_floor(settings.model_name, version)
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench-serve` on {os.cpu_count()} cores "
+        f"({platform.machine()}, Python {platform.python_version()}): model `{settings.model_name}` v{version} "
+        f"({mv.tags.get('algorithm', '?')}), {workers} workers each, wrk {threads} threads / {conns} connections / "
+        f"{seconds} s per row, load generator on the same machine. The machine is shared with other work, so "
+        "treat the figures as indicative; ratios between rows are more stable than absolute values.",
+        "",
+        "| server | records per request | requests/s | records/s | p50 ms | p95 ms | p99 ms | non-2xx | socket errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (server, batch), r in results.items():
+        lines.append(
+            f"| {server} | {batch} | {r['rps']:,.0f} | {r['rps'] * int(batch):,.0f} | {r['p50'] / 1000:.2f} | "
+            f"{r['p95'] / 1000:.2f} | {r['p99'] / 1000:.2f} | {int(r['non2xx'])} | {int(r['socket'])} |"
+        )
+    o1, t1 = results[("this service", "1")], results[("mlflow models serve", "1")]
+    o100 = results[("this service", "100")]
+    lines += [
+        "",
+        f"In-process floor, one record (median): the service's predictor (validation + numpy fast path) "
+        f"{fast_ms:.3f} ms; the sklearn pipeline's `predict_proba` on a one-row DataFrame {pipe_ms:.2f} ms.",
+        "",
+        f"Targets: throughput >= 10x mlflow models serve: **{o1['rps'] / t1['rps']:.1f}x** "
+        f"({'met' if o1['rps'] >= 10 * t1['rps'] else 'NOT met'}); p99 <= 1/5 of its p99: "
+        f"**{o1['p99'] / t1['p99']:.2f}** of it ({'met' if o1['p99'] <= t1['p99'] / 5 else 'NOT met'}); batch scoring "
+        f">= 100k records/s: **{o100['rps'] * 100:,.0f} records/s** "
+        f"({'met' if o100['rps'] * 100 >= 100_000 else 'NOT met'}).",
+    ]
+    text = "\n".join(lines)
+    write_section(text)
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

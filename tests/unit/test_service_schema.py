@@ -1,0 +1,162 @@
+"""Schema derivation from a feature schema, and the request-path validator against the marshmallow reference."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from model_service.schema import (
+    FieldSpec,
+    RecordErrors,
+    RecordValidator,
+    SchemaError,
+    field_specs,
+    predict_request_schema,
+    record_schema,
+)
+from training.config import load_config
+from training.settings import REPO_ROOT
+
+FEATURES = [f.as_dict() for f in load_config(REPO_ROOT / "config" / "telco_churn.yaml").features]
+VALID = {
+    "female": 0, "senior_citizen": 1, "partner": 0, "dependents": 0, "tenure": 1, "phone_service": 1,
+    "multiple_lines": "No", "internet_service": "Fiber optic", "online_security": "No", "online_backup": "No",
+    "device_protection": "No", "tech_support": "No", "streaming_tv": "Yes", "streaming_movies": "Yes",
+    "contract": "Month-to-month", "paperless_billing": 1, "payment_method": "Electronic check",
+    "monthly_charges": 95.0, "total_charges": 95.0,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def validator() -> RecordValidator:
+    return RecordValidator(field_specs(FEATURES))
+
+
+def test_specs_follow_the_feature_schema():
+    specs = {s.name: s for s in field_specs(FEATURES)}
+    assert list(specs) == list(VALID)
+    assert specs["tenure"] == FieldSpec("tenure", "numeric", False, 0.0, 120.0)
+    assert specs["total_charges"].nullable and not specs["total_charges"].required
+    assert specs["contract"].categories == ("Month-to-month", "One year", "Two year")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        [{"type": "numeric"}],
+        [{"name": "x", "type": "date"}],
+        [{"name": "x", "type": "binary"}, {"name": "x", "type": "binary"}],
+    ],
+)
+def test_malformed_feature_schema_is_refused(bad):
+    with pytest.raises(SchemaError):
+        field_specs(bad)
+
+
+def test_openapi_properties_are_derived(validator):
+    from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
+
+    converter = OpenAPIConverter("3.0.3", lambda s: None, MarshmallowPlugin())
+    js = converter.schema2jsonschema(record_schema(validator.specs)())
+    props = js["properties"]
+    assert props["tenure"]["type"] == "number" and (
+        props["tenure"]["minimum"],
+        props["tenure"]["maximum"],
+    ) == (0, 120)
+    assert props["female"]["enum"] == [0, 1]
+    assert props["contract"]["type"] == "string" and "Two year" in props["contract"]["description"]
+    assert props["total_charges"]["nullable"] is True
+    assert set(js["required"]) == set(VALID) - {"total_charges"}
+    assert js["additionalProperties"] is False
+    request = converter.schema2jsonschema(predict_request_schema(validator.specs, 7)())
+    assert (
+        request["properties"]["records"]["maxItems"] == 7
+        and request["properties"]["records"]["minItems"] == 1
+    )
+
+
+def test_valid_batch_is_columnar_and_normalised(validator):
+    rec = {**VALID, "female": 1.0}
+    rec.pop("total_charges")
+    batch = validator.validate([VALID, rec, {**VALID, "contract": "Weekly"}])
+    assert batch.n == 3
+    assert batch.numeric["tenure"].tolist() == [1.0, 1.0, 1.0]
+    assert math.isnan(batch.numeric["total_charges"][1])
+    assert batch.records[1]["total_charges"] is None and batch.records[1]["female"] == 1
+    assert type(batch.records[1]["female"]) is int
+    assert batch.unknown == {"contract": [2]}  # unknown categories are accepted and reported
+
+
+def test_errors_name_record_index_and_field(validator):
+    with pytest.raises(RecordErrors) as err:
+        validator.validate([VALID, {**VALID, "tenure": "3"}, {**VALID, "female": 2, "colour": "red"}, "x"])
+    msgs = err.value.messages
+    assert set(msgs) == {1, 2, 3}
+    assert msgs[1] == {"tenure": ["Not a number."]}
+    assert msgs[2] == {"female": ["Must be 0 or 1."], "colour": ["Unknown field."]}
+    assert "_schema" in msgs[3]
+
+
+def _mutations(rng: random.Random, specs: list[FieldSpec]):
+    bad_values = [
+        None,
+        "x",
+        "",
+        True,
+        False,
+        [],
+        {},
+        2,
+        -1,
+        0.5,
+        1.0,
+        0,
+        1,
+        1e9,
+        -1e9,
+        math.nan,
+        math.inf,
+        -math.inf,
+        10**400,
+        121,
+        120,
+        0.0,
+        50,
+        "Yes",
+        "No",
+        "Two year",
+    ]
+    yield dict(VALID)
+    for spec in specs:
+        for v in bad_values:
+            yield {**VALID, spec.name: v}
+        missing = dict(VALID)
+        missing.pop(spec.name)
+        yield missing
+    for _ in range(200):
+        rec = dict(VALID)
+        for spec in rng.sample(specs, 3):
+            rec[spec.name] = rng.choice(bad_values)
+        if rng.random() < 0.1:
+            rec["unknown_field"] = 1
+        yield rec
+
+
+def test_validator_agrees_with_the_marshmallow_schema(validator):
+    """Same accept/reject verdict and the same fields named, on ~700 valid and invalid records."""
+    rng = random.Random(0)
+    checked = 0
+    for rec in _mutations(rng, validator.specs):
+        reference = validator.reference_errors(rec)
+        try:
+            validator.validate([rec])
+            ours: dict = {}
+        except RecordErrors as exc:
+            ours = exc.messages[0]
+        assert set(ours) == set(reference), (rec, ours, reference)
+        checked += 1
+    assert checked > 600
