@@ -214,7 +214,9 @@ def check_compose_model() -> list[str]:
 
 
 def check_hadolint() -> list[str]:
-    rc, out = run([tool("hadolint"), "--no-color", "--config", str(REPO / ".hadolint.yaml"), *map(str, DOCKERFILES)])
+    rc, out = run(
+        [tool("hadolint"), "--no-color", "--config", str(REPO / ".hadolint.yaml"), *map(str, DOCKERFILES)]
+    )
     problems = [f"hadolint: {out}"] if rc != 0 else []
     for path in DOCKERFILES:
         text = path.read_text()
