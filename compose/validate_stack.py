@@ -272,7 +272,17 @@ def check_jenkins_jobs() -> list[str]:
     retrain = rendered.get("churn-retrain", "")
     if "<authToken>" not in retrain:
         problems.append("churn-retrain has no remote trigger token")
-    for param in ("REASON", "DRIFT_SHARE", "MONITORING_RUN_ID"):
+    # every parameter the monitor's Jenkins backend sends must be declared (Jenkins drops the others)
+    for param in (
+        "REASON",
+        "TRIGGER_SOURCE",
+        "MONITORING_RUN_ID",
+        "DRIFT_SHARE",
+        "DRIFTED_FEATURES",
+        "PREDICTION_DRIFT_SCORE",
+        "LIVE_ROC_AUC",
+        "LIVE_RECALL",
+    ):
         if f"<name>{param}</name>" not in retrain:
             problems.append(f"churn-retrain lacks parameter {param}")
     for job, script in (("churn-pipeline", "Jenkinsfile"), ("churn-retrain", "jenkins/retrain.Jenkinsfile")):
