@@ -83,7 +83,7 @@ def known_versions(name: str) -> list[str]:
         found = MlflowClient().search_model_versions(f"name='{name}'")
     except MlflowException:
         return []
-    return sorted((v.version for v in found), key=lambda v: int(v) if str(v).isdigit() else 0)
+    return sorted((str(v.version) for v in found), key=lambda v: int(v) if v.isdigit() else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 by=by,
                 reason=args.reason,
                 model_name=name,
-                from_version=move.from_version,
-                to_version=move.to_version,
+                from_version=None if move.from_version is None else str(move.from_version),
+                to_version=str(move.to_version),
             )
         ).inserted_primary_key[0]
     print(
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_wait:
         return 0
     print(request_reload(settings), flush=True)
-    ok, seen, waited = wait_served(settings, move.to_version, timeout)
+    ok, seen, waited = wait_served(settings, str(move.to_version), timeout)
     detail = (
         f"served v{seen} after {waited:.1f} s"
         if ok

@@ -1,0 +1,81 @@
+"""Retraining data: the original snapshot's rows plus the labelled production records (feedback joined
+with the logged features), mapped back to the raw columns; schema violations, missing values and
+replayed rows left out and counted; written as a new snapshot whose parent is the original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from monitoring import db
+from monitoring.scenarios import Scenario, apply
+from monitoring.settings import MonitorSettings
+from tests.loop_helpers import champion_data, log_predictions, score
+from training import retrain
+from training.config import load_config
+from training.data import open_snapshot
+from training.settings import TrainingSettings
+
+
+@pytest.fixture
+def store(champion_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # a fresh prediction log and data folder: the shared session store is only read
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'loop.db'}")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    return champion_env
+
+
+def test_retraining_data_includes_the_feedback_rows(store):
+    settings = TrainingSettings.from_env()
+    config = load_config(settings.dataset_config)
+    _, test, model = champion_data(store.model_name)
+    engine = db.engine_for(MonitorSettings.from_env().database_url)
+
+    replayed = test.iloc[:50]  # held-out records as they are: already in the original data
+    drifted = apply(
+        test.iloc[50:150], Scenario("covariate", ("monthly_charges", "tenure")), config, reference=test
+    )
+    unseen = apply(test.iloc[150:170], Scenario("unseen_category", ("payment_method",), share=1.0), config)
+    missing = apply(test.iloc[170:180], Scenario("missing", ("total_charges",), share=1.0), config)
+    unlabelled = apply(test.iloc[180:200], Scenario("covariate", ("tenure",)), config, reference=test)
+    for frame, fb in (
+        (replayed, True),
+        (drifted, True),
+        (unseen, True),
+        (missing, True),
+        (unlabelled, False),
+    ):
+        log_predictions(
+            engine, frame, score(model, frame, config), config, store.model_name, store.version, feedback=fb
+        )
+
+    data = retrain.build_training_data(settings, config, MonitorSettings.from_env().database_url)
+    base_rows = data.base.manifest["rows"]
+    assert data.labelled == 180  # the unlabelled records are not training data
+    assert data.left_out == {
+        "outside the declared schema": 20,
+        "with a missing feature value": 10,
+        "already in the data (same features and label)": 50,
+    }
+    assert data.added == 100 and len(data.frame) == base_rows + 100
+
+    added = data.frame.iloc[base_rows:].reset_index(drop=True)
+    expected = drifted.reset_index(drop=True)
+    pd.testing.assert_series_equal(added["monthly_charges"], expected["monthly_charges"], check_names=False)
+    assert (added[config.target] == expected["label"].map({1: "Yes", 0: "No"})).all()
+    assert added["rownames"].min() > data.frame.iloc[:base_rows]["rownames"].max()
+    assert list(data.frame.columns) == list(data.base.load().columns)
+
+    assert retrain.main(["--dry-run"]) == 0
+    pointer = (Path(settings.data_dir) / f"LATEST-{config.name}").read_text().strip()
+    snap = open_snapshot(pointer, settings.data_dir)
+    assert snap.manifest["parent"] == data.base.hash
+    assert snap.manifest["rows"] == base_rows + 100
+    assert "100 labelled production records" in snap.manifest["note"]
+
+
+def test_nothing_new_means_no_retrain(store, capsys):
+    assert retrain.main([]) == 0
+    assert "nothing to retrain on" in capsys.readouterr().out

@@ -1,0 +1,154 @@
+"""scripts/rollback.sh against a fresh registry (two tiny registered versions) and a stand-in service
+that follows the `champion` alias on reload (or never does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sklearn.linear_model import LogisticRegression
+
+from monitoring import db
+from tests.conftest import REPO
+from training import registry
+
+NAME = "rollback-test"
+
+
+class StandInService:
+    """GET /v1/model answers the version it loaded; POST /v1/admin/reload reloads the alias (if `follow`)."""
+
+    def __init__(self, tracking_uri: str, follow: bool = True):
+        self.version = None
+        self.follow = follow
+        self.reloads = 0
+        outer = self
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+        def load():
+            outer.version = str(client.get_model_version_by_alias(NAME, "champion").version)
+
+        load()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.headers.get("X-API-Key") != "key":
+                    return self._reply(401, {"message": "bad key"})
+                self._reply(200, {"name": NAME, "version": outer.version})
+
+            def do_POST(self):  # noqa: N802
+                if self.headers.get("Authorization") != "Bearer admin":
+                    return self._reply(403, {"message": "bad token"})
+                outer.reloads += 1
+                if outer.follow:
+                    load()
+                self._reply(200, {"version": outer.version, "error": None})
+
+            def _reply(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MODEL_NAME": NAME,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'loop.db'}",
+        "API_KEYS": "key",
+        "ADMIN_TOKEN": "admin",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("rollback", artifact_location=(tmp_path / "artifacts").as_uri())
+    X, y = np.arange(20.0).reshape(-1, 1), np.array([0, 1] * 10)
+    for _ in range(2):
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.sklearn.log_model(
+                LogisticRegression().fit(X, y),
+                name="model",
+                registered_model_name=NAME,
+                serialization_format="cloudpickle",
+            )
+    registry.promote(NAME, "1", "first")
+    registry.promote(NAME, "2", "second")
+    return env
+
+
+def rollback(env, *args, timeout=60):
+    return subprocess.run(
+        ["bash", "scripts/rollback.sh", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_rollback_moves_champion_records_it_and_waits_until_served(two_versions):
+    service = StandInService(two_versions["MLFLOW_TRACKING_URI"])
+    try:
+        assert service.version == "2"
+        out = rollback(
+            {**two_versions, "SERVICE_URL": service.url}, "--reason", "bad recall in prod", "--by", "alice"
+        )
+        assert out.returncode == 0, out.stderr
+        assert "v2 -> v1" in out.stdout and "served v1" in out.stdout
+        assert service.version == "1" and service.reloads >= 1
+    finally:
+        service.close()
+    mv = registry.version_by_alias(NAME, registry.CHAMPION)
+    assert str(mv.version) == "1"
+    assert mv.tags["rolled_back_from"] == "2" and mv.tags["rolled_back_by"] == "alice"
+    assert mv.tags["rollback_reason"] == "bad recall in prod"
+    with db.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
+        row = conn.execute(sa.select(db.rollbacks)).mappings().one()
+    assert (row["from_version"], row["to_version"], row["by"], row["served"]) == ("2", "1", "alice", True)
+    assert row["reason"] == "bad recall in prod" and row["at"] is not None
+
+
+def test_rollback_refuses_a_version_that_does_not_exist(two_versions):
+    out = rollback({**two_versions, "SERVICE_URL": "http://127.0.0.1:9"}, "99")
+    assert out.returncode == 2
+    assert "has no version '99'" in out.stderr and "registered versions: 1, 2" in out.stderr
+    assert str(registry.version_by_alias(NAME, registry.CHAMPION).version) == "2"
+
+
+def test_rollback_fails_when_the_service_does_not_follow(two_versions):
+    service = StandInService(two_versions["MLFLOW_TRACKING_URI"], follow=False)
+    try:
+        out = rollback({**two_versions, "SERVICE_URL": service.url}, "1", "--timeout", "3")
+    finally:
+        service.close()
+    assert out.returncode == 1
+    assert "reports v2 after 3 s" in out.stderr
+    with db.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
+        assert conn.execute(sa.select(db.rollbacks.c.served)).scalar_one() is False
