@@ -30,7 +30,11 @@ def update_section(heading: str, body: str, path: Path = BENCHMARKS) -> Path:
     section = f"## {heading}\n\n_Measured {stamp} on {machine()}._\n\n{body.strip()}\n"
     text = path.read_text() if path.exists() else HEADER
     pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    text = (
+        pattern.sub(lambda _: section + "\n", text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip() + "\n")
     return path

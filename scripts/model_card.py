@@ -26,35 +26,61 @@ def render(name: str) -> str:
     if champion is None:
         raise SystemExit(f"error: model '{name}' has no champion: run `make train gate` first")
     run_id = champion.run_id
-    evaluation = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="evaluation/evaluation.json")).read_text())
-    segments = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="evaluation/segment_metrics.csv"))
+    evaluation = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/evaluation.json")
+        ).read_text()
+    )
+    segments = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/segment_metrics.csv")
+    )
     run = mlflow.get_run(run_id)
-    lines = [f"Champion: **{name} v{champion.version}** ({evaluation['chosen']}), run `{run_id}`, data "
-             f"`{champion.tags.get('data_hash', '?')[:16]}`, commit `{champion.tags.get('git_commit', '?')[:12]}`, "
-             f"{run.data.params.get('optuna_trials')} Optuna trials x {run.data.params.get('cv_folds')} folds.",
-             "", "### Baseline vs tuned XGBoost (held-out test split; threshold chosen on validation)", "",
-             "| model | valid PR AUC | threshold | test ROC AUC | test PR AUC | precision | recall | F1 | Brier "
-             "| cost / customer |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Champion: **{name} v{champion.version}** ({evaluation['chosen']}), run `{run_id}`, data "
+        f"`{champion.tags.get('data_hash', '?')[:16]}`, commit `{champion.tags.get('git_commit', '?')[:12]}`, "
+        f"{run.data.params.get('optuna_trials')} Optuna trials x {run.data.params.get('cv_folds')} folds.",
+        "",
+        "### Baseline vs tuned XGBoost (held-out test split; threshold chosen on validation)",
+        "",
+        "| model | valid PR AUC | threshold | test ROC AUC | test PR AUC | precision | recall | F1 | Brier "
+        "| cost / customer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for model, cand in evaluation["candidates"].items():
         t = cand["test"]
         mark = " (chosen)" if model == evaluation["chosen"] else ""
-        lines.append(f"| {model}{mark} | {cand['valid_pr_auc']:.4f} | {cand['threshold']:.3f} | {t['roc_auc']:.4f} | "
-                     f"{t['pr_auc']:.4f} | {t['precision']:.3f} | {t['recall']:.3f} | {t['f1']:.3f} | "
-                     f"{t['brier']:.4f} | {t['cost_per_customer']:.2f} |")
+        lines.append(
+            f"| {model}{mark} | {cand['valid_pr_auc']:.4f} | {cand['threshold']:.3f} | {t['roc_auc']:.4f} | "
+            f"{t['pr_auc']:.4f} | {t['precision']:.3f} | {t['recall']:.3f} | {t['f1']:.3f} | "
+            f"{t['brier']:.4f} | {t['cost_per_customer']:.2f} |"
+        )
     t = evaluation["test"]
-    lines += ["", f"Confusion matrix of the champion on the {t['n']} test rows: TP {t['tp']}, FP {t['fp']}, "
-              f"FN {t['fn']}, TN {t['tn']}.", "", "### Metrics by segment (bias audit, test split)", "",
-              "| column | segment | n | churn rate | ROC AUC | recall | precision | offer rate |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"Confusion matrix of the champion on the {t['n']} test rows: TP {t['tp']}, FP {t['fp']}, "
+        f"FN {t['fn']}, TN {t['tn']}.",
+        "",
+        "### Metrics by segment (bias audit, test split)",
+        "",
+        "| column | segment | n | churn rate | ROC AUC | recall | precision | offer rate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in segments.itertuples():
-        lines.append(f"| {row.column} | {row.segment} | {row.n} | {row.churn_rate:.3f} | {row.roc_auc:.3f} | "
-                     f"{row.recall:.3f} | {row.precision:.3f} | {row.positive_rate:.3f} |")
-    lines += ["", "Largest gap between segments of a column:", "",
-              "| column | recall gap | precision gap | offer-rate gap |", "|---|---:|---:|---:|"]
+        lines.append(
+            f"| {row.column} | {row.segment} | {row.n} | {row.churn_rate:.3f} | {row.roc_auc:.3f} | "
+            f"{row.recall:.3f} | {row.precision:.3f} | {row.positive_rate:.3f} |"
+        )
+    lines += [
+        "",
+        "Largest gap between segments of a column:",
+        "",
+        "| column | recall gap | precision gap | offer-rate gap |",
+        "|---|---:|---:|---:|",
+    ]
     for column, gaps in evaluation["segment_gaps"].items():
-        lines.append(f"| {column} | {gaps['recall']:.3f} | {gaps['precision']:.3f} | {gaps['positive_rate']:.3f} |")
+        lines.append(
+            f"| {column} | {gaps['recall']:.3f} | {gaps['precision']:.3f} | {gaps['positive_rate']:.3f} |"
+        )
     return "\n".join(lines)
 
 
