@@ -17,6 +17,7 @@ swagger-ui-bundle package, no CDN):
 from __future__ import annotations
 
 import atexit
+import hashlib
 import hmac
 import json
 import logging
@@ -94,11 +95,12 @@ def state() -> ServiceState:
 
 # --------------------------------------------------------------------------- auth
 def _matches(given: str, secrets: tuple[str, ...]) -> bool:
-    """Constant-time: every configured secret is compared, whatever matched before."""
-    given_b = given.encode()
+    """Constant-time: digests of equal length are compared (no length leak), and every configured
+    secret is compared whatever matched before."""
+    given_d = hashlib.sha256(given.encode()).digest()
     found = False
     for secret in secrets:
-        found |= hmac.compare_digest(given_b, secret.encode())
+        found |= hmac.compare_digest(given_d, hashlib.sha256(secret.encode()).digest())
     return found
 
 

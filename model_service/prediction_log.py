@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import secrets
 import threading
 import time
@@ -142,10 +143,21 @@ def _insert_ignoring_duplicates(engine: Engine, table: Table):
 
 
 # --------------------------------------------------------------------------- request ids
+_RNG: tuple[int, random.Random] | None = None
+
+
+def _rng() -> random.Random:
+    """A per-process generator seeded from os.urandom (reseeded after a fork): ids must be unique, not secret."""
+    global _RNG
+    if _RNG is None or _RNG[0] != os.getpid():
+        _RNG = (os.getpid(), random.Random(secrets.token_bytes(32)))
+    return _RNG[1]
+
+
 def new_request_id() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sortable by time."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    rand = _rng().getrandbits(80)
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64  # version 7, rand_a
     value |= 0b10 << 62 | (rand & ((1 << 62) - 1))  # variant, rand_b
@@ -423,6 +435,9 @@ class PredictionLog:
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         if not self._ensure_tables():
             raise SQLAlchemyError(self.last_db_error or "cannot create tables")
+        if self.engine.dialect.name == "sqlite":
+            self._insert_sqlite(rows)
+            return
         stmt = _insert_ignoring_duplicates(self.engine, predictions)
         with self.engine.begin() as conn:
             if stmt is not None:
@@ -434,6 +449,35 @@ class PredictionLog:
                         conn.execute(insert(predictions), row)
                 except IntegrityError:
                     pass
+
+    _SQLITE_COLUMNS = (
+        "request_id",
+        "record_index",
+        "created_at",
+        "model_name",
+        "model_version",
+        "features",
+        "score",
+        "label",
+        "latency_ms",
+    )
+
+    def _insert_sqlite(self, rows: list[dict[str, Any]]) -> None:
+        """SQLite: one DBAPI executemany of tuples, values bound by the columns' own SQLAlchemy type
+        processors (so rows read back exactly as Core would have written them), ~10x cheaper per row than
+        Core's executemany of dicts."""
+        dialect = self.engine.dialect
+        procs = [predictions.c[c].type._cached_bind_processor(dialect) for c in self._SQLITE_COLUMNS]
+        params = [
+            tuple(p(row[c]) if p else row[c] for c, p in zip(self._SQLITE_COLUMNS, procs, strict=True))
+            for row in rows
+        ]
+        sql = (
+            f"INSERT OR IGNORE INTO predictions ({', '.join(self._SQLITE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(self._SQLITE_COLUMNS))})"
+        )
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(sql, params)
 
     # ---- spool
     def _spool(self, rows: list[dict[str, Any]], reason: str) -> None:

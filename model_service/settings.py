@@ -13,7 +13,7 @@ Switching from the embedded default to the on-prem stack is only a change of the
 | PORT                      | 8000                                      | port of gunicorn                               |
 | GUNICORN_WORKERS          | 2                                         | worker processes                               |
 | GUNICORN_THREADS          | 4                                         | threads per worker (gthread)                   |
-| GUNICORN_TIMEOUT          | 30                                        | seconds a request may take before a restart    |
+| GUNICORN_TIMEOUT          | 60                                        | silent worker limit (also covers model loading at boot) |
 | GRACEFUL_TIMEOUT          | 30                                        | seconds a worker has to finish and flush       |
 | API_KEYS                  | (none)                                    | comma-separated keys for predict and feedback  |
 | ADMIN_TOKEN               | (none: admin endpoints answer 403)        | bearer token for /v1/admin/*                   |
@@ -117,7 +117,7 @@ class ServiceSettings:
             port=_number("PORT", "8000", int, 1),
             workers=_number("GUNICORN_WORKERS", "2", int, 1),
             threads=_number("GUNICORN_THREADS", "4", int, 1),
-            timeout=_number("GUNICORN_TIMEOUT", "30", int, 1),
+            timeout=_number("GUNICORN_TIMEOUT", "60", int, 1),
             graceful_timeout=_number("GRACEFUL_TIMEOUT", "30", int, 1),
             api_keys=keys,
             admin_token=(env("ADMIN_TOKEN") or "").strip() or None,

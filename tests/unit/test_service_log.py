@@ -99,3 +99,30 @@ def test_a_full_queue_spools_instead_of_dropping(tmp_path):
     assert log.queued() == 3
     assert sum(len(p.read_text().splitlines()) for p in log.spooled_files()) == 3
     log.close(timeout=5)
+
+
+def test_sqlite_fast_insert_reads_back_like_core(tmp_path):
+    """The SQLite executemany path stores exactly what SQLAlchemy Core's insert would."""
+    from model_service.prediction_log import _insert_ignoring_duplicates, _Item
+
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "spool")
+    log._ensure_tables()
+    row = _Item(
+        new_request_id(),
+        datetime.now(UTC),
+        "m",
+        "7",
+        [{"a": 1, "b": None, "c": "x"}],
+        np.array([0.3]),
+        np.array([1]),
+        2.5,
+    ).rows()[0]
+    log._insert([row])
+    log._insert([row])  # a replayed duplicate is ignored
+    with log.engine.begin() as conn:
+        conn.execute(_insert_ignoring_duplicates(log.engine, predictions), [{**row, "request_id": "core"}])
+        fast, core = conn.execute(select(predictions).order_by(predictions.c.id)).all()
+    assert fast._mapping["request_id"] == row["request_id"]
+    assert {k: v for k, v in fast._mapping.items() if k not in ("id", "request_id")} == {
+        k: v for k, v in core._mapping.items() if k not in ("id", "request_id")
+    }
