@@ -66,7 +66,7 @@ def test_false_alarm_rate_on_undrifted_windows(world, record_property, capsys):
 
 SCENARIOS = {
     "covariate": Scenario("covariate", ("monthly_charges", "tenure"), strength=1.0),
-    "covariate_categorical": Scenario("covariate", ("contract", "internet_service"), strength=0.8),
+    "covariate_categorical": Scenario("covariate", ("contract", "internet_service"), strength=1.6),
     "unseen_category": Scenario("unseen_category", ("payment_method",), share=0.2),
     "missing": Scenario("missing", ("total_charges",), share=0.3),
     "label_shift": Scenario("label_shift", share=0.6),
