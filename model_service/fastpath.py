@@ -82,12 +82,20 @@ class NumericBlock:
 
 @dataclass
 class CategoricalBlock:
+    """Lookup tables of a categorical transformer, one gather for the whole block.
+
+    Every input column owns a disjoint set of output columns (checked when probing). `gather` has one
+    row per (input column, code): the owned columns' values for that code, zeros elsewhere; `rest`
+    holds the output columns no input column moves (their constant value). The block's output is
+    `gather[codes].sum(axis=0) + rest`: each output column receives one non-zero term at most, so
+    the sum is exact.
+    """
+
     columns: list[str]
     out: slice
-    base: np.ndarray  # the block's output row for the base record
-    tables: list[tuple[dict[str, int], int, int, np.ndarray, np.ndarray]]
-    # per column: (value -> code, code of a missing value, code of an unseen value, output column
-    # indices owned by this input column, table[code] -> values of those columns)
+    lookups: list[tuple[dict[str, int], int, int]]  # per column: value -> row, row of missing, row of unseen
+    gather: np.ndarray
+    rest: np.ndarray
 
 
 def _numeric_ops(trans: Any) -> list[tuple[str, np.ndarray]]:
@@ -153,7 +161,7 @@ def _categorical_block(
     width = out.stop - out.start
     if base.shape[0] != width:
         raise CompileError("categorical block width differs from the ColumnTransformer's slice")
-    tables, owned = [], np.zeros(width, dtype=bool)
+    rows, lookups, owned, offset = [], [], np.zeros(width, dtype=bool), 0
     for j, col in enumerate(columns):
         probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
         probe[col] = values[j]
@@ -165,10 +173,16 @@ def _categorical_block(
         if owned[idx].any():
             raise CompileError(f"categorical output columns of {col} overlap another column's")
         owned[idx] = True
+        part = np.zeros_like(table)
+        part[:, idx] = table[:, idx]
+        rows.append(part)
         n_cats = len(values[j]) - 2
-        lookup = {v: i for i, v in enumerate(values[j][:n_cats])}
-        tables.append((lookup, n_cats, n_cats + 1, idx, np.ascontiguousarray(table[:, idx])))
-    return CategoricalBlock(columns, out, base, tables)
+        lookups.append(
+            ({v: offset + i for i, v in enumerate(values[j][:n_cats])}, offset + n_cats, offset + n_cats + 1)
+        )
+        offset += len(values[j])
+    rest = np.where(owned, 0.0, base)
+    return CategoricalBlock(columns, out, lookups, np.ascontiguousarray(np.vstack(rows)), rest)
 
 
 class CompiledPredictor:
@@ -183,13 +197,13 @@ class CompiledPredictor:
     def transform(self, batch: Validated) -> np.ndarray:
         n = batch.n
         X = np.empty((n, self.width), dtype=np.float64)
+        matrix, index = batch.matrix, batch.column_index
         for block in self.blocks:
             if isinstance(block, NumericBlock):
-                sub = (
-                    np.column_stack([batch.numeric[c] for c in block.columns])
-                    if len(block.columns) > 1
-                    else batch.numeric[block.columns[0]].reshape(-1, 1).copy()
-                )
+                if matrix is not None:
+                    sub = matrix[:, [index[c] for c in block.columns]]
+                else:
+                    sub = np.column_stack([batch.numeric[c] for c in block.columns])
                 for op, v in block.ops:
                     if op == "fill":
                         nan = np.isnan(sub)
@@ -201,18 +215,14 @@ class CompiledPredictor:
                         sub = sub / v
                 X[:, block.out] = sub
             else:
-                out = X[:, block.out]
-                out[:] = block.base
-                for col, (lookup, missing, unseen, idx, table) in zip(
-                    block.columns, block.tables, strict=True
-                ):
-                    get = lookup.get
-                    codes = np.fromiter(
-                        (missing if v is None else get(v, unseen) for v in batch.categorical[col]),
-                        dtype=np.intp,
-                        count=n,
-                    )
-                    out[:, idx] = table[codes]
+                codes = np.array(
+                    [
+                        [missing if v is None else lookup.get(v, unseen) for v in batch.categorical[col]]
+                        for col, (lookup, missing, unseen) in zip(block.columns, block.lookups, strict=True)
+                    ],
+                    dtype=np.intp,
+                ).reshape(len(block.columns), n)
+                X[:, block.out] = block.gather[codes].sum(axis=0) + block.rest
         return X
 
     def predict(self, batch: Validated) -> np.ndarray:
@@ -268,7 +278,8 @@ def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) ->
             iteration_range = (0, 0)
 
         def score(X: np.ndarray) -> np.ndarray:
-            out = booster.inplace_predict(X, iteration_range=iteration_range)
+            # width checked at compile time, result checked at load: no per-call feature validation
+            out = booster.inplace_predict(X, iteration_range=iteration_range, validate_features=False)
             return np.asarray(out, dtype=np.float64).reshape(-1)
 
         algorithm = "xgboost"

@@ -199,6 +199,8 @@ class Validated:
     categorical: dict[str, list[str | None]]
     records: list[dict[str, Any]]  # normalised records, as logged
     unknown: dict[str, list[int]]  # feature -> indices of records with an unknown category
+    matrix: np.ndarray | None = None  # numeric and binary columns as one (n, k) array (fast path)
+    column_index: dict[str, int] = field(default_factory=dict)  # feature -> column of `matrix`
 
 
 class RecordErrors(Exception):
@@ -223,8 +225,82 @@ class RecordValidator:
         self.names = [s.name for s in specs]
         self.name_set = frozenset(self.names)
         self.schema = record_schema(specs)()
+        self.numeric_names = [s.name for s in specs if s.type != CATEGORICAL]
+        self.categorical_specs = [s for s in specs if s.type == CATEGORICAL]
+        self.column_index = {name: j for j, name in enumerate(self.numeric_names)}
+        num = [s for s in specs if s.type != CATEGORICAL]
+        self._lo = np.array([-np.inf if s.min is None else s.min for s in num], dtype=np.float64)
+        self._hi = np.array([np.inf if s.max is None else s.max for s in num], dtype=np.float64)
+        self._binary = np.array([s.type == BINARY for s in num], dtype=bool)
+        self._nullable = [s.nullable for s in num]
+        self._binary_names = [s.name for s in num if s.type == BINARY]
 
     def validate(self, records: list[Any]) -> Validated:
+        """Validate a batch; raises RecordErrors naming every invalid record and field."""
+        fast = self._validate_complete(records)
+        return fast if fast is not None else self._validate_general(records)
+
+    def _validate_complete(self, records: list[Any]) -> Validated | None:
+        """The common case in a handful of array operations: every record an object with exactly the
+        model's fields, no nulls, every value valid. Anything else returns None and goes through
+        `_validate_general` (which also writes the error messages); the two agree (unit-tested)."""
+        names, name_set = self.numeric_names, self.name_set
+        for r in records:
+            if type(r) is not dict or r.keys() != name_set:
+                return None
+        try:
+            rows = [[r[n] for n in names] for r in records]
+        except KeyError:
+            return None
+        nulls = []  # (row, column) of a null in a nullable column: 0.0 while checking, NaN after
+        nullable = self._nullable
+        for i, row in enumerate(rows):
+            for v in row:
+                if type(v) is not float and type(v) is not int:
+                    break
+            else:
+                continue
+            for j, v in enumerate(row):
+                if type(v) is not float and type(v) is not int:
+                    if v is None and nullable[j]:
+                        row[j] = 0.0
+                        nulls.append((i, j))
+                    else:
+                        return None
+        try:
+            matrix = np.array(rows, dtype=np.float64).reshape(len(records), len(names))
+        except OverflowError:
+            return None
+        with np.errstate(invalid="ignore"):
+            if not np.isfinite(matrix).all() or (matrix < self._lo).any() or (matrix > self._hi).any():
+                return None
+            if self._binary.any():
+                b = matrix[:, self._binary]
+                if not ((b == 0.0) | (b == 1.0)).all():
+                    return None
+        if nulls:
+            rows_idx, cols_idx = zip(*nulls, strict=True)
+            matrix[list(rows_idx), list(cols_idx)] = np.nan
+        categorical: dict[str, list[str | None]] = {}
+        unknown: dict[str, list[int]] = {}
+        for spec in self.categorical_specs:
+            col = [r[spec.name] for r in records]
+            for v in col:
+                if type(v) is not str and not (v is None and spec.nullable):
+                    return None
+            known = spec.category_set
+            miss = [i for i, v in enumerate(col) if v is not None and v not in known]
+            if miss:
+                unknown[spec.name] = miss
+            categorical[spec.name] = col
+        for name in self._binary_names:  # 1.0 -> 1 in the logged record
+            for r in records:
+                if type(r[name]) is not int:
+                    r[name] = int(r[name])
+        numeric = {name: matrix[:, j] for j, name in enumerate(names)}
+        return Validated(len(records), numeric, categorical, records, unknown, matrix, self.column_index)
+
+    def _validate_general(self, records: list[Any]) -> Validated:
         errors: dict[int, dict[str, list[str]]] = {}
         count = 0
 

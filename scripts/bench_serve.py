@@ -41,9 +41,7 @@ RECORD = {
 }  # fmt: skip
 
 LUA = """
-wrk.method = "POST"
-wrk.body = io.open("{body}"):read("*a")
-wrk.headers["Content-Type"] = "application/json"
+{request}
 {headers}
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -77,16 +75,23 @@ def free_port() -> int:
 
 
 def wrk(
-    url: str, body: str, headers: dict[str, str], work: Path, seconds: int, conns: int, threads: int
+    url: str, body: str | None, headers: dict[str, str], work: Path, seconds: int, conns: int, threads: int
 ) -> dict:
-    body_path = work / f"body-{abs(hash(body))}.json"
-    body_path.write_text(body)
+    request = ""
+    if body is not None:
+        body_path = work / f"body-{abs(hash(body))}.json"
+        body_path.write_text(body)
+        request = (
+            f'wrk.method = "POST"\nwrk.body = io.open("{body_path}"):read("*a")\n'
+            'wrk.headers["Content-Type"] = "application/json"'
+        )
     script = work / "bench.lua"
     script.write_text(
         LUA.format(
-            body=body_path, headers="\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+            request=request, headers="\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         )
     )
+
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "-s", str(script), url],
         capture_output=True,
@@ -251,6 +256,9 @@ def main() -> int:
             results[("mlflow models serve", str(batch))] = wrk(
                 f"http://127.0.0.1:{mlflow_port}/invocations", theirs_body, {}, work, seconds, conns, threads
             )
+        results[("this service, GET /health (no model work: HTTP ceiling)", "0")] = wrk(
+            f"http://127.0.0.1:{ours_port}/health", None, {}, work, seconds, conns, threads
+        )
     finally:
         stop(ours)
         stop(theirs)
@@ -266,8 +274,9 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (server, batch), r in results.items():
+        records = f"{r['rps'] * int(batch):,.0f}" if batch != "0" else "-"
         lines.append(
-            f"| {server} | {batch} | {r['rps']:,.0f} | {r['rps'] * int(batch):,.0f} | {r['p50'] / 1000:.2f} | "
+            f"| {server} | {batch if batch != '0' else '-'} | {r['rps']:,.0f} | {records} | {r['p50'] / 1000:.2f} | "
             f"{r['p95'] / 1000:.2f} | {r['p99'] / 1000:.2f} | {int(r['non2xx'])} | {int(r['socket'])} |"
         )
     o1, t1 = results[("this service", "1")], results[("mlflow models serve", "1")]

@@ -160,3 +160,27 @@ def test_validator_agrees_with_the_marshmallow_schema(validator):
         assert set(ours) == set(reference), (rec, ours, reference)
         checked += 1
     assert checked > 600
+
+
+def test_complete_and_general_paths_give_the_same_batch(validator):
+    rng = random.Random(1)
+    records = []
+    for _ in range(300):
+        rec = dict(VALID)
+        rec["tenure"] = rng.choice([0, 1, 70.5, 120])
+        rec["female"] = rng.choice([0, 1, 1.0, 0.0])
+        rec["contract"] = rng.choice(["Two year", "One year", "Weekly", ""])
+        records.append(rec)
+    fast = validator._validate_complete([dict(r) for r in records])
+    general = validator._validate_general([dict(r) for r in records])
+    assert fast is not None and fast.matrix is not None
+    assert fast.records == general.records and fast.unknown == general.unknown
+    assert fast.categorical == general.categorical
+    for name in general.numeric:
+        assert fast.numeric[name].tolist() == general.numeric[name].tolist()
+    nullable = validator._validate_complete([{**VALID, "total_charges": None}])
+    assert math.isnan(nullable.numeric["total_charges"][0]) and nullable.records[0]["total_charges"] is None
+    # anything unusual takes the general path
+    assert validator._validate_complete([{**VALID, "tenure": None}]) is None
+    assert validator._validate_complete([{**VALID, "total_charges": math.nan}]) is None
+    assert validator._validate_complete([{**VALID, "tenure": 200}]) is None
