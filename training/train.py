@@ -257,6 +257,9 @@ def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainR
             mlflow.log_params(best_params)
             mlflow.log_metric("cv_pr_auc", cv_score)
             xgb = xgb_pipeline(config, best_params, settings.seed, settings.threads).fit(Xtr, ytr)
+            # Served models predict on one thread: a gunicorn worker is one process per core, and for a
+            # handful of rows OpenMP's thread hand-off costs more than it saves.
+            xgb.named_steps["model"].set_params(n_jobs=1)
             candidates["xgboost"] = {"pipe": xgb}
 
         for name, cand in candidates.items():
