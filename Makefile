@@ -83,6 +83,21 @@ bench-serve: $(STAMP) ## this service vs `mlflow models serve` (wrk) -> docs/ben
 serve: $(STAMP) ## the model service under gunicorn on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
 	$(BIN)/gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"
 
+# Pictures in docs/images (docs/walkthrough.md): headless Debian chromium driven by playwright-core; the npm
+# packages stay out of the repository, in NODE_DIR. The store is a throwaway folder under /tmp.
+NODE_DIR ?= /tmp/churnops-node
+NODE_PACKAGES := playwright-core@1.65.1 mermaid@11.17.2
+.PHONY: screenshots diagram node-packages
+node-packages:
+	@test -d $(NODE_DIR)/node_modules/playwright-core -a -d $(NODE_DIR)/node_modules/mermaid || \
+	  { mkdir -p $(NODE_DIR) && cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --no-save $(NODE_PACKAGES); }
+
+screenshots: $(STAMP) node-packages ## retake docs/images/*.png: demo on a /tmp store, serve, MLflow UI, shoot
+	NODE_DIR=$(NODE_DIR) $(PY) -m scripts.screenshots
+
+diagram: $(STAMP) node-packages ## render the Mermaid diagram of docs/architecture.md to docs/images/architecture.png
+	NODE_DIR=$(NODE_DIR) $(PY) -m scripts.screenshots --only diagram
+
 clean-state: ## delete the embedded default's state (var/): snapshots, MLflow store, logs
 	rm -rf var
 
