@@ -121,6 +121,7 @@ async function anyPage(page, job) {
   if (job.hide && job.hide.length) {
     await page.addStyleTag({ content: job.hide.map((s) => `${s}{display:none !important}`).join("\n") });
   }
+  await page.mouse.move(WIDTH - 1, 1); // no hover effects in the picture
   await page.waitForTimeout(job.settle_ms || 1500);
   await page.screenshot({ path: job.out, fullPage: false });
 }
