@@ -6,7 +6,8 @@ swagger-ui-bundle package, no CDN):
 | method | path               | auth            | what                                                     |
 |--------|--------------------|-----------------|----------------------------------------------------------|
 | POST   | /v1/predict        | X-API-Key       | probability and label for 1..MAX_BATCH_SIZE records      |
-| GET    | /v1/model          | X-API-Key       | the version served: metrics, schema, commit, data hash   |
+| POST   | /v1/explain        | X-API-Key       | per-feature contributions (log-odds) to those scores     |
+| GET    | /v1/model          | X-API-Key       | the version served: metrics, schema, importance, commit  |
 | POST   | /v1/feedback       | X-API-Key       | the true label of a (request id, record index)           |
 | POST   | /v1/admin/reload   | Bearer token    | check the alias now and load it (admin)                  |
 | GET    | /health            | open            | the process answers                                      |
@@ -34,6 +35,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from model_service import metrics as m
+from model_service.explain import UNITS, records_payload
 from model_service.model import LoadedModel, ModelManager
 from model_service.prediction_log import (
     PredictionLog,
@@ -43,7 +45,13 @@ from model_service.prediction_log import (
     predictions,
     request_id_age,
 )
-from model_service.schema import MAX_ERRORS, PredictResponse, RecordErrors, predict_request_schema
+from model_service.schema import (
+    MAX_ERRORS,
+    PredictResponse,
+    RecordErrors,
+    Validated,
+    predict_request_schema,
+)
 from model_service.settings import ServiceSettings, SettingsError
 
 log = logging.getLogger("model_service")
@@ -169,6 +177,14 @@ class FeedbackResponse(Schema):
     received_at = fields.String(required=True)
 
 
+class FeatureImportance(Schema):
+    feature = fields.String(required=True, metadata={"description": "input feature (one-hot columns summed)"})
+    importance = fields.Float(
+        required=True,
+        metadata={"description": "share of the total (sums to 1): XGBoost gain, or |coefficient| for LR"},
+    )
+
+
 class ModelResponse(Schema):
     name = fields.String(required=True)
     version = fields.String(required=True)
@@ -186,6 +202,71 @@ class ModelResponse(Schema):
     predictor = fields.String(required=True, metadata={"description": "numpy (fast path) or pipeline"})
     fast_path_note = fields.String()
     loaded_at = fields.String(required=True)
+    feature_importance = fields.List(
+        fields.Nested(FeatureImportance),
+        required=True,
+        metadata={"description": "global importance per input feature (computed in training), largest first"},
+    )
+    explanation_method = fields.String(
+        allow_none=True, metadata={"description": "what /v1/explain uses: tree_shap, linear or null"}
+    )
+    explanation_note = fields.String()
+
+
+class Contribution(Schema):
+    feature = fields.String(required=True, metadata={"description": "input feature of the request record"})
+    value = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the record's value of that feature, as validated (null if missing)"},
+    )
+    contribution = fields.Float(
+        required=True,
+        metadata={
+            "description": "additive contribution to the score in log-odds (positive: raises the "
+            "probability); a categorical feature's one-hot columns are summed"
+        },
+    )
+
+
+class Explanation(Schema):
+    index = fields.Integer(required=True, metadata={"description": "position of the record in the request"})
+    probability = fields.Float(required=True, metadata={"description": "as /v1/predict answers it"})
+    label = fields.Integer(required=True, metadata={"description": "1 when probability >= threshold"})
+    base_value = fields.Float(
+        required=True,
+        metadata={
+            "description": "log-odds before any feature: XGBoost's expected margin over the training data "
+            "(tree SHAP bias), or the logistic regression's intercept"
+        },
+    )
+    logit = fields.Float(
+        required=True,
+        metadata={"description": "base_value + sum(contributions) = log(p / (1 - p)), the model's margin"},
+    )
+    contributions = fields.List(
+        fields.Nested(Contribution),
+        required=True,
+        metadata={"description": "one per input feature, largest absolute contribution first"},
+    )
+    unknown_categories = fields.List(
+        fields.String(), metadata={"description": "features whose category the model did not see"}
+    )
+
+
+class ExplainResponse(Schema):
+    request_id = fields.String(required=True, metadata={"description": "also in the X-Request-ID header"})
+    model_name = fields.String(required=True)
+    model_version = fields.String(required=True)
+    threshold = fields.Float(required=True)
+    method = fields.String(
+        required=True,
+        metadata={
+            "description": "tree_shap (exact, XGBoost pred_contribs) or linear (coef * x, base = intercept)"
+        },
+    )
+    units = fields.String(required=True, metadata={"description": "always log-odds"})
+    explanations = fields.List(fields.Nested(Explanation), required=True)
 
 
 class ReloadResponse(Schema):
@@ -284,6 +365,7 @@ ERRORS = {
     409: "this record already has a label",
     413: "body or batch over the limit",
     422: "invalid input: the message and `errors` name the record index and field",
+    501: "the served model has no exact explainer (neither XGBoost nor logistic regression)",
     503: "not available now (no model loaded, or the database is down)",
 }
 
@@ -335,6 +417,56 @@ def _current_model() -> LoadedModel:
     return model
 
 
+def _validated_batch(model: LoadedModel, max_batch_size: int) -> Validated:
+    """The request body of /v1/predict and /v1/explain, checked: 400 malformed JSON, 413 over a limit,
+    422 naming the record index and field; validation errors counted in the metrics."""
+    body = _read_json()
+    if type(body) is not dict or "records" not in body:
+        m.VALIDATION_ERRORS.labels("shape", "").inc()
+        abort(
+            422,
+            message="body must be a JSON object with a 'records' list",
+            errors={"json": {"records": ["Missing data for required field."]}},
+        )
+    extra = sorted(k for k in body if k != "records")
+    records = body["records"]
+    if extra or type(records) is not list or not records:
+        m.VALIDATION_ERRORS.labels("shape", "").inc()
+        errs = {k: ["Unknown field."] for k in extra[:10]}
+        if type(records) is not list:
+            errs["records"] = ["Not a valid list."]
+        elif not records:
+            errs["records"] = ["Shorter than minimum length 1."]
+        abort(422, message="; ".join(f"{k}: {v[0]}" for k, v in errs.items()), errors={"json": errs})
+    if len(records) > max_batch_size:
+        m.VALIDATION_ERRORS.labels("too_large", "").inc()
+        abort(
+            413,
+            message=f"{len(records)} records: at most {max_batch_size} per request (MAX_BATCH_SIZE)",
+        )
+    try:
+        batch = model.validator.validate(records)
+    except RecordErrors as exc:
+        for name in exc.fields()[:MAX_ERRORS]:
+            m.VALIDATION_ERRORS.labels("record", name if name in model.validator.name_set else "_other").inc()
+        abort(
+            422,
+            message=f"{exc.count} invalid value(s); first: {_first_error(exc.messages)}",
+            errors={"json": {"records": {str(i): e for i, e in exc.messages.items()}}},
+        )
+    return batch
+
+
+def _unknown_by_row(batch: Validated) -> dict[int, list[str]]:
+    """Record index -> features with a category the model did not see (and counted in the metrics)."""
+    unknown_by_row: dict[int, list[str]] = {}
+    for feature, rows in batch.unknown.items():
+        m.UNKNOWN_CATEGORIES.labels(feature).inc(len(rows))
+        for i in rows:
+            unknown_by_row.setdefault(i, []).append(feature)
+    return unknown_by_row
+
+
 # --------------------------------------------------------------------------- blueprints
 def _blueprints(settings: ServiceSettings) -> list[Blueprint]:
     v1 = Blueprint("v1", __name__, url_prefix="/v1", description="Predictions, model information, feedback")
@@ -361,51 +493,11 @@ def _blueprints(settings: ServiceSettings) -> list[Blueprint]:
     def predict():
         started = time.perf_counter()
         model = _current_model()
-        body = _read_json()
-        if type(body) is not dict or "records" not in body:
-            m.VALIDATION_ERRORS.labels("shape", "").inc()
-            abort(
-                422,
-                message="body must be a JSON object with a 'records' list",
-                errors={"json": {"records": ["Missing data for required field."]}},
-            )
-        extra = sorted(k for k in body if k != "records")
-        records = body["records"]
-        if extra or type(records) is not list or not records:
-            m.VALIDATION_ERRORS.labels("shape", "").inc()
-            errs = {k: ["Unknown field."] for k in extra[:10]}
-            if type(records) is not list:
-                errs["records"] = ["Not a valid list."]
-            elif not records:
-                errs["records"] = ["Shorter than minimum length 1."]
-            abort(422, message="; ".join(f"{k}: {v[0]}" for k, v in errs.items()), errors={"json": errs})
-        if len(records) > settings.max_batch_size:
-            m.VALIDATION_ERRORS.labels("too_large", "").inc()
-            abort(
-                413,
-                message=f"{len(records)} records: at most {settings.max_batch_size} per request "
-                "(MAX_BATCH_SIZE)",
-            )
-        try:
-            batch = model.validator.validate(records)
-        except RecordErrors as exc:
-            for name in exc.fields()[:MAX_ERRORS]:
-                m.VALIDATION_ERRORS.labels(
-                    "record", name if name in model.validator.name_set else "_other"
-                ).inc()
-            abort(
-                422,
-                message=f"{exc.count} invalid value(s); first: {_first_error(exc.messages)}",
-                errors={"json": {"records": {str(i): e for i, e in exc.messages.items()}}},
-            )
+        batch = _validated_batch(model, settings.max_batch_size)
         scores = model.predict(batch)
         labels = model.labels(scores)
         m.PREDICT_SECONDS.labels(model.predictor.kind).observe(time.perf_counter() - started)
-        unknown_by_row: dict[int, list[str]] = {}
-        for feature, rows in batch.unknown.items():
-            m.UNKNOWN_CATEGORIES.labels(feature).inc(len(rows))
-            for i in rows:
-                unknown_by_row.setdefault(i, []).append(feature)
+        unknown_by_row = _unknown_by_row(batch)
         score_list, label_list = scores.tolist(), labels.tolist()
         out = [
             {"index": i, "probability": s, "label": lab}
@@ -430,6 +522,57 @@ def _blueprints(settings: ServiceSettings) -> list[Blueprint]:
                 "model_version": model.version,
                 "threshold": model.threshold,
                 "predictions": out,
+            },
+            separators=(",", ":"),
+        )
+        return Response(
+            body, status=200, mimetype="application/json", headers={"X-Model-Version": model.version}
+        )
+
+    @v1.route("/explain", methods=["POST"])
+    @v1.doc(
+        security=API_KEY,
+        summary="Per-feature contributions (log-odds) to the score of one or many records",
+        description=(
+            "Same body, limits, validation and auth as /v1/predict. For each record: the probability, "
+            "the base value and one additive contribution per input feature (one-hot columns summed), "
+            "in log-odds, with base_value + sum(contributions) = logit(probability). XGBoost: exact tree "
+            "SHAP (XGBoost's pred_contribs); logistic regression: coef * x with base = intercept. "
+            "Explain requests are not written to the prediction log (no feedback on them)."
+        ),
+        requestBody=_json_body("PredictRequest", f"1 to {settings.max_batch_size} records"),
+    )
+    @v1.alt_response(
+        200,
+        schema=ExplainResponse,
+        success=True,
+        description="one explanation per record",
+        headers={"X-Request-ID": {"description": "the request id", "schema": {"type": "string"}}},
+    )
+    @_errors(v1, 400, 401, 403, 413, 422, 501, 503)
+    @require_api_key
+    def explain():
+        model = _current_model()
+        batch = _validated_batch(model, settings.max_batch_size)
+        explainer = model.explainer
+        if explainer is None:
+            abort(501, message=f"no explanations for {model.name} v{model.version}: {model.explain_note}")
+        exp = explainer.explain(batch)
+        scores = model.predict(batch)
+        labels = model.labels(scores)
+        out = records_payload(exp, batch.records, scores, labels)
+        for i, feats in _unknown_by_row(batch).items():
+            out[i]["unknown_categories"] = feats
+        m.EXPLAINED.labels(model.version, explainer.method).inc(batch.n)
+        body = json.dumps(
+            {
+                "request_id": g.request_id,
+                "model_name": model.name,
+                "model_version": model.version,
+                "threshold": model.threshold,
+                "method": explainer.method,
+                "units": UNITS,
+                "explanations": out,
             },
             separators=(",", ":"),
         )

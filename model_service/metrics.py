@@ -46,6 +46,12 @@ PREDICT_SECONDS = Histogram(
 VALIDATION_ERRORS = Counter(
     f"{PREFIX}_validation_errors", "Rejected requests, by kind and feature", ["kind", "field"], registry=None
 )
+EXPLAINED = Counter(
+    f"{PREFIX}_explained_records",
+    "Records explained by /v1/explain, by model version and method (not in the prediction counters)",
+    ["model_version", "method"],
+    registry=None,
+)
 UNKNOWN_CATEGORIES = Counter(
     f"{PREFIX}_unknown_categories",
     "Accepted records with a category the model did not see, by feature",
@@ -104,6 +110,7 @@ ALL = [
     PREDICT_SECONDS,
     VALIDATION_ERRORS,
     UNKNOWN_CATEGORIES,
+    EXPLAINED,
     MODEL_INFO,
     MODEL_LOADED,
     RELOADS,

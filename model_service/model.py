@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from model_service import metrics as m
+from model_service.explain import Explainer, build_explainer
 from model_service.fastpath import (
     TOLERANCE,
     CompiledPredictor,
@@ -56,6 +57,8 @@ class LoadedModel:
     run_id: str | None = None
     fast_path_note: str = ""
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    explainer: Explainer | None = None  # None: /v1/explain answers 501 (explain_note says why)
+    explain_note: str = ""
 
     def predict(self, batch: Validated) -> np.ndarray:
         return self.predictor.predict(batch)
@@ -86,7 +89,24 @@ class LoadedModel:
             "predictor": self.predictor.kind,
             "fast_path_note": self.fast_path_note,
             "loaded_at": self.loaded_at,
+            "feature_importance": importance_list(meta.get("feature_importance")),
+            "explanation_method": self.explainer.method if self.explainer else None,
+            "explanation_note": self.explain_note,
         }
+
+
+def importance_list(raw: Any) -> list[dict[str, Any]]:
+    """The training-time global importance per input feature, largest first (ties by name)."""
+    if not isinstance(raw, dict):
+        return []
+    items = []
+    for name, value in raw.items():
+        try:
+            items.append((str(name), float(value)))
+        except (TypeError, ValueError):
+            continue
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return [{"feature": name, "importance": value} for name, value in items]
 
 
 def build_loaded_model(
@@ -129,8 +149,27 @@ def build_loaded_model(
                 "model %s v%s: fast path not compiled (%s); serving through the pipeline", name, version, exc
             )
     predictor.predict(validator.validate(synthetic_records(specs, 1, seed=1)))  # warm-up
+    explainer, explain_note = None, ""
+    try:  # checked for additivity on the probe; a model without an explainer still serves predictions
+        explainer = build_explainer(pipeline, specs, predictor, probe)
+        explain_note = f"{explainer.method}: contributions add up to the log-odds on 256 synthetic records"
+    except Exception as exc:  # noqa: BLE001 - ExplainUnavailable or a library error: predictions still serve
+        explain_note = f"explanations unavailable: {exc}"
+        log.warning("model %s v%s: %s", name, version, explain_note)
     return LoadedModel(
-        name, str(version), alias, metadata, pipeline, specs, validator, predictor, threshold, run_id, note
+        name,
+        str(version),
+        alias,
+        metadata,
+        pipeline,
+        specs,
+        validator,
+        predictor,
+        threshold,
+        run_id,
+        note,
+        explainer=explainer,
+        explain_note=explain_note,
     )
 
 
