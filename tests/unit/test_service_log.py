@@ -101,28 +101,65 @@ def test_a_full_queue_spools_instead_of_dropping(tmp_path):
     log.close(timeout=5)
 
 
-def test_sqlite_fast_insert_reads_back_like_core(tmp_path):
-    """The SQLite executemany path stores exactly what SQLAlchemy Core's insert would."""
-    from model_service.prediction_log import _insert_ignoring_duplicates, _Item
+def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
+    """The SQLite executemany path stores exactly what SQLAlchemy Core's insert would: the same stored text
+    in every column (features through the same orjson serializer, created_at through the same DateTime
+    processor) and the same values read back."""
+    from model_service.prediction_log import COLUMNS, _insert_ignoring_duplicates, _Item
 
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "spool")
     log._ensure_tables()
-    row = _Item(
+    records = [
+        {"a": 1, "b": None, "c": "x"},
+        {"a": 0.1, "b": 2.5e-7, "c": 'Müller "q" \u2028'},
+        {"a": 10**20, "b": 1e300, "c": ""},
+        {"a": 10**30, "b": -0.0, "c": "Fiber optic"},  # beyond 64 bits: the json.dumps fallback
+    ]
+    rows = _Item(
         new_request_id(),
         datetime.now(UTC),
         "m",
         "7",
-        [{"a": 1, "b": None, "c": "x"}],
-        np.array([0.3]),
-        np.array([1]),
+        records,
+        np.array([0.3, 1 / 3, 0.0, 1.0]),
+        np.array([1, 0, 0, 1]),
         2.5,
-    ).rows()[0]
-    log._insert([row])
-    log._insert([row])  # a replayed duplicate is ignored
+    ).rows()
+    log._insert(rows)
+    log._insert(rows)  # a replayed duplicate is ignored
     with log.engine.begin() as conn:
-        conn.execute(_insert_ignoring_duplicates(log.engine, predictions), [{**row, "request_id": "core"}])
-        fast, core = conn.execute(select(predictions).order_by(predictions.c.id)).all()
-    assert fast._mapping["request_id"] == row["request_id"]
-    assert {k: v for k, v in fast._mapping.items() if k not in ("id", "request_id")} == {
-        k: v for k, v in core._mapping.items() if k not in ("id", "request_id")
-    }
+        conn.execute(
+            _insert_ignoring_duplicates(log.engine, predictions),
+            [{**dict(zip(COLUMNS, row, strict=True)), "request_id": "core"} for row in rows],
+        )
+        read = conn.execute(select(predictions).order_by(predictions.c.id)).all()
+        raw = conn.exec_driver_sql(
+            f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY id"
+        ).all()  # the stored text, not parsed back
+    assert len(read) == 8
+    fast, core = read[:4], read[4:]
+    assert [r._mapping["request_id"] for r in fast] == [rows[0][0]] * 4
+    assert [r._mapping["features"] for r in fast] == records
+    skip = ("id", "request_id")
+    for f, c in zip(fast, core, strict=True):
+        assert {k: v for k, v in f._mapping.items() if k not in skip} == {
+            k: v for k, v in c._mapping.items() if k not in skip
+        }
+    assert [r[1:] for r in raw[:4]] == [r[1:] for r in raw[4:]]
+
+
+def test_spool_lines_round_trip_rows(tmp_path):
+    """A spooled row reads back as the same row (and old dict-shaped spool lines still read)."""
+    from model_service.prediction_log import _Item, _row_from_json, _row_to_json
+
+    rows = _Item(
+        new_request_id(),
+        datetime.now(UTC),
+        "m",
+        "3",
+        [{"a": 1, "b": None}, {"a": 10**30, "b": "é"}],
+        np.array([0.25, 0.75]),
+        np.array([0, 1]),
+        1.25,
+    ).rows()
+    assert [_row_from_json(_row_to_json(r)) for r in rows] == rows
