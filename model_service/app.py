@@ -34,6 +34,7 @@ from flask_smorest import Api, Blueprint, abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from model_service import jsonfast
 from model_service import metrics as m
 from model_service.explain import UNITS, records_payload
 from model_service.model import LoadedModel, ModelManager
@@ -394,7 +395,7 @@ def _read_json() -> Any:
         m.VALIDATION_ERRORS.labels("json", "").inc()
         abort(400, message="empty body: send a JSON object")
     try:
-        return json.loads(raw)
+        return jsonfast.loads(raw)
     except (ValueError, RecursionError) as exc:
         m.VALIDATION_ERRORS.labels("json", "").inc()
         abort(400, message=f"malformed JSON: {str(exc)[:200]}")
@@ -515,15 +516,14 @@ def _blueprints(settings: ServiceSettings) -> list[Blueprint]:
             m.PREDICTIONS.labels(model.version, "0").inc(batch.n - positives)
         m.observe_many(m.SCORES.labels(model.version), scores)
         m.BATCH_SIZE.observe(batch.n)
-        body = json.dumps(
+        body = jsonfast.dumps(
             {
                 "request_id": rid,
                 "model_name": model.name,
                 "model_version": model.version,
                 "threshold": model.threshold,
                 "predictions": out,
-            },
-            separators=(",", ":"),
+            }
         )
         return Response(
             body, status=200, mimetype="application/json", headers={"X-Model-Version": model.version}

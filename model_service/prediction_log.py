@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import random
@@ -42,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -61,6 +59,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from model_service import jsonfast
 
 log = logging.getLogger("model_service.prediction_log")
 
@@ -192,16 +192,8 @@ COLUMNS = (
     "latency_ms",
 )
 Row = tuple  # one record's values in COLUMNS order (features a dict, created_at a datetime)
-
-
-def features_json(value: Any) -> str:
-    """The log engine's JSON serializer: orjson (~8x faster than json.dumps on a record), json.dumps for
-    what orjson refuses (integers beyond 64 bits). Core inserts and the SQLite fast path both use it, so
-    they store the same text."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value)
+# The log's engine serializes JSON with jsonfast.dumps (orjson, ~8x json.dumps on a record): Core inserts
+# and the SQLite fast path both go through it, so they store the same text.
 
 
 @dataclass
@@ -240,14 +232,11 @@ def _row_to_json(row: Row) -> str:
     """A spool line: the row as a JSON object keyed by column (the format older spool files have too)."""
     data = dict(zip(COLUMNS, row, strict=True))
     data["created_at"] = data["created_at"].isoformat()
-    try:
-        return orjson.dumps(data).decode()
-    except TypeError:  # an integer beyond 64 bits in the features
-        return json.dumps(data, separators=(",", ":"))
+    return jsonfast.dumps(data)
 
 
 def _row_from_json(line: str) -> Row:
-    data = json.loads(line)  # not orjson: it reads integers beyond 64 bits as floats
+    data = jsonfast.loads(line)
     data["created_at"] = datetime.fromisoformat(data["created_at"])
     return tuple(data[c] for c in COLUMNS)
 
@@ -272,7 +261,7 @@ class PredictionLog:
         engine: Engine | None = None,
     ):
         self.url = url
-        self.engine = engine or make_engine(url, json_serializer=features_json)
+        self.engine = engine or make_engine(url, json_serializer=jsonfast.dumps)
         self.spool_dir = Path(spool_dir) / hashlib.sha256(url.encode()).hexdigest()[:12]
         self.queue_size = queue_size
         self.batch_size = batch_size
