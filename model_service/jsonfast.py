@@ -11,17 +11,22 @@ standard library, the standard library where it would not.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_NUMBER = re.compile(rb"\d{19}")
+_DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digit -> "0", other -> " "
+_LONG_RUN = b"0" * 19
+
+
+def _has_long_number(data: bytes) -> bool:
+    """A run of 19+ digits anywhere (C-speed translate + find; a regex took longer than parsing)."""
+    return _LONG_RUN in data.translate(_DIGITS_TO_ZERO)
 
 
 def loads(raw: bytes | str) -> Any:
     data = raw.encode() if isinstance(raw, str) else raw
-    if _LONG_NUMBER.search(data) is None:
+    if not _has_long_number(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
