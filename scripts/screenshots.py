@@ -14,7 +14,9 @@ On a throwaway store under /tmp (never var/), in this order:
    - demo-timeline.png  the demo's output as text
 4. Stop what it started; the store is deleted unless --keep.
 
-`--only diagram` (`make diagram`) renders only the architecture diagram (no store, a few seconds).
+`--only diagram` (`make diagram`) renders only the architecture diagram (no store, a few seconds). The
+diagram's PNG carries the SHA-256 of its Mermaid source (tEXt chunk `mermaid-sha256`); the docs test
+fails when the source in docs/architecture.md changed and the picture was not rendered again.
 Pictures are written to a temporary folder first and moved into --out only when every one succeeded.
 The npm packages (playwright-core, mermaid) live outside the repository in --node-dir; the Makefile
 installs them there when missing.
@@ -23,6 +25,7 @@ installs them there when missing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import os
@@ -82,6 +85,22 @@ def mermaid_source(markdown: Path = ARCHITECTURE) -> str:
     if not match:
         raise ShotError(f"no ```mermaid block in {markdown}")
     return match.group(1)
+
+
+def mermaid_sha256(source: str) -> str:
+    return hashlib.sha256(source.strip().encode()).hexdigest()
+
+
+def stamp_diagram(png: Path, source: str) -> None:
+    """Record the hash of the Mermaid source in the PNG (a tEXt chunk), so a test sees a stale picture."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("mermaid-sha256", mermaid_sha256(source))
+    with Image.open(png) as image:
+        image.load()
+    image.save(png, pnginfo=info, optimize=True)
 
 
 def free_port() -> int:
@@ -358,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
             ]
         shoot(jobs, node_dir, work)
+        stamp_diagram(work / "architecture.png", jobs[0]["source"])
         args.out.mkdir(parents=True, exist_ok=True)
         for job in jobs:
             src = Path(job["out"])

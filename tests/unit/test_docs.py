@@ -136,6 +136,19 @@ def test_link_checker_catches_breakage(tmp_path: Path):
     assert anchors(doc) == {"a", "a-1", "make-demo-measured"}
 
 
+def test_architecture_png_is_rendered_from_its_mermaid_source():
+    """docs/images/architecture.png carries the hash of the Mermaid block it was rendered from."""
+    from PIL import Image
+
+    from scripts.screenshots import mermaid_sha256, mermaid_source
+
+    with Image.open(REPO / "docs" / "images" / "architecture.png") as image:
+        stamped = image.text.get("mermaid-sha256")
+    assert stamped == mermaid_sha256(mermaid_source()), (
+        "the Mermaid diagram in docs/architecture.md changed: run `make diagram` and commit the picture"
+    )
+
+
 def test_api_md_covers_every_endpoint(champion_env, monkeypatch):
     from model_service.app import create_app, shutdown_all
 
