@@ -278,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     node_dir = args.node_dir.resolve()
+    if not shutil.which("node"):
+        say("Node.js is not installed (apt-get install -y nodejs npm)")
+        return 2
     if not (node_dir / "node_modules" / "playwright-core").is_dir():
         say(f"playwright-core is not installed in {node_dir} (make screenshots installs it)")
         return 2
