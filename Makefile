@@ -77,7 +77,7 @@ bench: bench-train bench-serve ## every benchmark; tables go to docs/benchmarks.
 bench-train: $(STAMP) ## training wall time and peak memory -> docs/benchmarks.md
 	$(PY) -m scripts.bench_train
 
-bench-serve: $(STAMP) ## this service vs `mlflow models serve` (wrk) -> docs/benchmarks.md "## Serving"
+bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs/benchmarks.md (Serving)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m scripts.bench_serve
 
 serve: $(STAMP) ## the model service under gunicorn on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
