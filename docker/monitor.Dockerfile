@@ -8,7 +8,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml requirements.lock ./
-RUN mkdir common training model_service monitoring \
+RUN mkdir training model_service monitoring \
  && pip install --no-cache-dir -c requirements.lock . \
  && pip uninstall --yes churnops
 
@@ -24,7 +24,6 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY common common
 COPY config config
 COPY training training
 COPY model_service model_service

@@ -11,7 +11,7 @@ WORKDIR /src
 COPY pyproject.toml requirements.lock ./
 # Resolve pyproject's runtime dependencies against the lock, then drop the project itself: the code
 # lives in /app (PYTHONPATH) so that config/ and the code stay side by side as in the repository.
-RUN mkdir common training model_service monitoring \
+RUN mkdir training model_service monitoring \
  && pip install --no-cache-dir -c requirements.lock . \
  && pip uninstall --yes churnops
 
@@ -29,7 +29,6 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY common common
 COPY config config
 COPY training training
 COPY model_service model_service
@@ -42,7 +41,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus-multiproc \
-    SPOOL_DIR=/tmp/spool
+    SPOOL_DIR=/var/spool/churnops
+# the spool must outlive the container: Compose mounts a named volume here (flock-shared by replicas)
+RUN mkdir -p /var/spool/churnops && chown 10001:10001 /var/spool/churnops
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
