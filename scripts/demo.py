@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,7 +211,10 @@ def main() -> int:
             raise DemoFailure(f"normal traffic: {stats.line()}")
         time.sleep(1.0)  # the service writes its log in batches (<= 0.25 s)
         outcome = monitor.run_once(msettings, config, summary_table=False)
-        timeline.mark(f"monitor run {outcome.run_id}: {outcome.status}", outcome.reason[:220])
+        timeline.mark(
+            f"monitor run {outcome.run_id}: {outcome.status}",
+            textwrap.shorten(outcome.reason, 220, placeholder=" ..."),
+        )
         if outcome.status != "ok":
             raise DemoFailure(f"the monitor run on normal traffic should raise no alarm: {outcome.line()}")
 
@@ -236,7 +240,10 @@ def main() -> int:
             raise DemoFailure(f"drifted traffic: {stats.line()}")
         time.sleep(1.0)
         outcome = monitor.run_once(msettings, config, summary_table=False)
-        timeline.mark(f"monitor run {outcome.run_id}: {outcome.status}", outcome.reason[:220])
+        timeline.mark(
+            f"monitor run {outcome.run_id}: {outcome.status}",
+            textwrap.shorten(outcome.reason, 220, placeholder=" ..."),
+        )
         if outcome.status != "drift" or outcome.trigger is None:
             raise DemoFailure(
                 f"the monitor run on drifted traffic should alarm and trigger: {outcome.line()}"
