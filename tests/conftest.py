@@ -21,6 +21,23 @@ REPO = Path(__file__).resolve().parent.parent
 FAST_TRAINING = {"OPTUNA_TRIALS": "2", "CV_FOLDS": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
+@pytest.fixture(autouse=True)
+def _isolate_mlflow_uris():
+    """MLflow keeps the tracking and registry URIs in module globals and copies them into os.environ:
+    a test that points MLflow at its store would leak it into every later test. Reset both after each."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def require_server(reason: str) -> None:
     """A test that cannot get its server: fail in CI, skip loudly elsewhere."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

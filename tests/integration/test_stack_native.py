@@ -177,8 +177,8 @@ def _test_frame(stack):
     import pandas as pd
     from mlflow import MlflowClient
 
-    os.environ["MLFLOW_TRACKING_URI"] = stack["settings"]["MLFLOW_TRACKING_URI"]
     mlflow.set_tracking_uri(stack["settings"]["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(stack["settings"]["MLFLOW_TRACKING_URI"])
     version = MlflowClient().get_model_version_by_alias(stack["settings"]["MODEL_NAME"], "champion")
     path = mlflow.artifacts.download_artifacts(
         run_id=version.run_id, artifact_path="data/test.parquet", dst_path=str(stack["root"] / "downloads")

@@ -64,6 +64,7 @@ def test_a_different_csv_trains_through_the_same_commands(tmp_path):
     assert "registered oj-purchase v1" in outputs["train"]
     assert "promoted: champion v- -> v1" in outputs["gate"]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(env["MLFLOW_TRACKING_URI"])
     meta = registry.model_metadata("oj-purchase", "1")
     assert meta["target"] == "Purchase" and len(meta["feature_schema"]) == 13
     assert meta["test_metrics"]["roc_auc"] > 0.8
