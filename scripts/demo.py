@@ -193,28 +193,42 @@ def main() -> int:
         def quiet(line: str) -> None:
             timeline.mark("traffic done", line)
 
+        def traffic(frame, seed: int, scenario=None):
+            return simulate(
+                url,
+                key,
+                frame,
+                config,
+                scenario=scenario,
+                rate=rate,
+                batch=10,
+                feedback_delay=1.0,
+                seed=seed,
+                reference=pool,
+                log=quiet,
+            )
+
+        def check():
+            time.sleep(1.0)  # the service writes its log in batches (<= 0.25 s)
+            return monitor.run_once(msettings, config, summary_table=False)
+
+        def mark_check(outcome) -> None:
+            timeline.mark(
+                f"monitor run {outcome.run_id}: {outcome.status}",
+                textwrap.shorten(outcome.reason, 220, placeholder=" ..."),
+            )
+
+        def gate_verdict(log: Path) -> tuple[list[str], str]:
+            lines = log.read_text(errors="replace").splitlines()
+            return lines, next((ln for ln in lines if ln.startswith("verdict:")), "no gate verdict")
+
         # -- 3. normal traffic and a quiet monitor run
         timeline.mark("normal traffic", f"{records} held-out records at {rate:g}/s, labels back after 1 s")
-        stats = simulate(
-            url,
-            key,
-            normal,
-            config,
-            rate=rate,
-            batch=10,
-            feedback_delay=1.0,
-            seed=1,
-            reference=pool,
-            log=quiet,
-        )
+        stats = traffic(normal, seed=1)
         if stats.rejected or stats.accepted < records:
             raise DemoFailure(f"normal traffic: {stats.line()}")
-        time.sleep(1.0)  # the service writes its log in batches (<= 0.25 s)
-        outcome = monitor.run_once(msettings, config, summary_table=False)
-        timeline.mark(
-            f"monitor run {outcome.run_id}: {outcome.status}",
-            textwrap.shorten(outcome.reason, 220, placeholder=" ..."),
-        )
+        outcome = check()
+        mark_check(outcome)
         if outcome.status != "ok":
             raise DemoFailure(f"the monitor run on normal traffic should raise no alarm: {outcome.line()}")
 
@@ -223,27 +237,11 @@ def main() -> int:
             "drift onset", f"{records} records, covariate shift on monthly_charges, tenure (+1 sd)"
         )
         scenario = Scenario("covariate", ("monthly_charges", "tenure"), strength=1.0)
-        stats = simulate(
-            url,
-            key,
-            drifted,
-            config,
-            scenario=scenario,
-            rate=rate,
-            batch=10,
-            feedback_delay=1.0,
-            seed=2,
-            reference=pool,
-            log=quiet,
-        )
+        stats = traffic(drifted, seed=2, scenario=scenario)
         if stats.rejected or stats.accepted < records:
             raise DemoFailure(f"drifted traffic: {stats.line()}")
-        time.sleep(1.0)
-        outcome = monitor.run_once(msettings, config, summary_table=False)
-        timeline.mark(
-            f"monitor run {outcome.run_id}: {outcome.status}",
-            textwrap.shorten(outcome.reason, 220, placeholder=" ..."),
-        )
+        outcome = check()
+        mark_check(outcome)
         if outcome.status != "drift" or outcome.trigger is None:
             raise DemoFailure(
                 f"the monitor run on drifted traffic should alarm and trigger: {outcome.line()}"
@@ -266,8 +264,7 @@ def main() -> int:
         )
         if status_file.exists():
             code = json.loads(status_file.read_text())["exit_code"]
-            lines = Path(detail["log"]).read_text(errors="replace").splitlines()
-            gate_line = next((ln for ln in lines if ln.startswith("verdict:")), "no gate verdict")
+            lines, gate_line = gate_verdict(Path(detail["log"]))
             timeline.mark("retrain + gate finished", f"exit {code}; {gate_line}")
             if code != 0:
                 tail = "\n    ".join(lines[-15:])
@@ -278,29 +275,15 @@ def main() -> int:
 
         if not status_file.exists():  # v2 is served once promoted; the retrain process ends just after
             wait_for(status_file.exists, 60, "the retrain process to end", 0.5)
-            lines = Path(detail["log"]).read_text(errors="replace").splitlines()
-            gate_line = next((ln for ln in lines if ln.startswith("verdict:")), "no gate verdict")
+            lines, gate_line = gate_verdict(Path(detail["log"]))
             timeline.mark(
                 "retrain process ended",
                 f"exit {json.loads(status_file.read_text())['exit_code']}; {gate_line}",
             )
 
         # -- 6. the drift goes on: the next alarm is held back by the cooldown, no second retrain
-        stats = simulate(
-            url,
-            key,
-            drifted,
-            config,
-            scenario=scenario,
-            rate=rate,
-            batch=10,
-            feedback_delay=1.0,
-            seed=3,
-            reference=pool,
-            log=quiet,
-        )
-        time.sleep(1.0)
-        again = monitor.run_once(msettings, config, summary_table=False)
+        stats = traffic(drifted, seed=3, scenario=scenario)
+        again = check()
         trig = f"trigger {again.trigger.status}" if again.trigger else "trigger not called"
         timeline.mark(f"monitor run {again.run_id} on v2: {again.status}", f"{trig}; {again.reason[:160]}")
         if again.status == "error" or (again.trigger is not None and again.trigger.fired):
