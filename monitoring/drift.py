@@ -207,28 +207,19 @@ def compute_drift(
     score_metric = ValueDrift(
         column=SCORE, method=drift.prediction_method, threshold=drift.prediction_threshold
     )
+    column_tests = dict(
+        columns=testable,
+        num_method=drift.num_method,
+        cat_method=drift.cat_method,
+        num_threshold=drift.num_threshold,
+        cat_threshold=drift.cat_threshold,
+        drift_share=drift.share_threshold,
+    )
     if summary_table:
-        metrics: list = [
-            DataDriftPreset(
-                columns=testable,
-                num_method=drift.num_method,
-                cat_method=drift.cat_method,
-                num_threshold=drift.num_threshold,
-                cat_threshold=drift.cat_threshold,
-                drift_share=drift.share_threshold,
-            ),
-            score_metric,
-        ]
+        metrics: list = [DataDriftPreset(**column_tests), score_metric]
     else:
         metrics = [
-            DriftedColumnsCount(
-                columns=testable,
-                num_method=drift.num_method,
-                cat_method=drift.cat_method,
-                num_threshold=drift.num_threshold,
-                cat_threshold=drift.cat_threshold,
-                drift_share=drift.share_threshold,
-            ),
+            DriftedColumnsCount(**column_tests),
             *[ValueDrift(column=c, method=methods[c][0], threshold=methods[c][1]) for c in testable],
             score_metric,
         ]
