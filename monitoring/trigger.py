@@ -211,23 +211,23 @@ class RetrainTrigger:
         cooldown_since = now - timedelta(seconds=s.cooldown_seconds)
         active = t.c.status.in_(("fired", "pending"))
         with self.engine.connect() as conn:
-            dup = conn.execute(
-                sa.select(t.c.id, t.c.created_at)
-                .where(t.c.id < event_id, t.c.dedupe_key == key, active, t.c.created_at >= dedupe_since)
-                .order_by(t.c.id.desc())
-                .limit(1)
-            ).first()
+
+            def latest_active(*where):
+                """The newest fired or pending event before this one that matches `where`."""
+                return conn.execute(
+                    sa.select(t.c.id, t.c.created_at)
+                    .where(t.c.id < event_id, active, *where)
+                    .order_by(t.c.id.desc())
+                    .limit(1)
+                ).first()
+
+            dup = latest_active(t.c.dedupe_key == key, t.c.created_at >= dedupe_since)
             if dup is not None:
                 return "duplicate", (
                     f"same key fired as event {dup.id} at {db.as_utc(dup.created_at):%Y-%m-%d %H:%M:%S}Z, "
                     f"within the dedupe window of {s.dedupe_seconds:.0f} s"
                 )
-            recent = conn.execute(
-                sa.select(t.c.id, t.c.created_at)
-                .where(t.c.id < event_id, active, t.c.created_at >= cooldown_since)
-                .order_by(t.c.id.desc())
-                .limit(1)
-            ).first()
+            recent = latest_active(t.c.created_at >= cooldown_since)
             if recent is not None:
                 return "cooldown", (
                     f"retrain event {recent.id} fired at {db.as_utc(recent.created_at):%Y-%m-%d %H:%M:%S}Z, "
