@@ -215,6 +215,11 @@ class RecordErrors(Exception):
         return sorted({f for per in self.messages.values() for f in per})
 
 
+def _absent_message(v: Any) -> str:
+    """marshmallow's message for a required field that is missing (`_MISSING`) or null."""
+    return "Missing data for required field." if v is _MISSING else "Field may not be null."
+
+
 def _is_number(v: Any) -> bool:
     return (type(v) is float or type(v) is int) or (isinstance(v, int | float) and not isinstance(v, bool))
 
@@ -334,13 +339,7 @@ class RecordValidator:
                         if spec.nullable:
                             col[i] = None
                         else:
-                            add(
-                                i,
-                                name,
-                                "Missing data for required field."
-                                if v is _MISSING
-                                else "Field may not be null.",
-                            )
+                            add(i, name, _absent_message(v))
                     else:
                         add(i, name, "Not a valid string.")
                 known = spec.category_set
@@ -370,13 +369,7 @@ class RecordValidator:
                         skip[i] = True
                         values.append(math.nan)
                         if not spec.nullable:
-                            add(
-                                i,
-                                name,
-                                "Missing data for required field."
-                                if v is _MISSING
-                                else "Field may not be null.",
-                            )
+                            add(i, name, _absent_message(v))
                         else:
                             col[i] = None
                         continue
