@@ -116,6 +116,26 @@ def champion_env(trained_champion: TrainedStore, monkeypatch: pytest.MonkeyPatch
     return trained_champion
 
 
+@pytest.fixture(scope="module")
+def served(trained_champion: TrainedStore):
+    """The champion's sklearn pipeline, its registry metadata and its held-out test split."""
+    import mlflow
+    import pandas as pd
+
+    from training import registry
+
+    mlflow.set_tracking_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
+    name, version = trained_champion.model_name, trained_champion.version
+    meta = registry.model_metadata(name, version)
+    pipe = mlflow.sklearn.load_model(registry.model_uri(name, version))
+    mv = registry.get_version(name, version)
+    test = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="data/test.parquet")
+    )
+    return pipe, meta, test
+
+
 # --- real servers ---------------------------------------------------------------------------------
 
 

@@ -28,24 +28,6 @@ ADDITIVE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def served(trained_champion):
-    import mlflow
-
-    from training import registry
-
-    mlflow.set_tracking_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
-    name, version = trained_champion.model_name, trained_champion.version
-    meta = registry.model_metadata(name, version)
-    pipe = mlflow.sklearn.load_model(registry.model_uri(name, version))
-    mv = registry.get_version(name, version)
-    test = pd.read_parquet(
-        mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="data/test.parquet")
-    )
-    return pipe, meta, test
-
-
-@pytest.fixture(scope="module")
 def config():
     from training.config import load_config
     from training.settings import REPO_ROOT

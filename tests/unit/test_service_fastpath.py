@@ -11,24 +11,6 @@ from model_service.model import build_loaded_model
 from model_service.schema import RecordValidator, field_specs
 
 
-@pytest.fixture(scope="module")
-def served(trained_champion):
-    import mlflow
-
-    from training import registry
-
-    mlflow.set_tracking_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
-    name, version = trained_champion.model_name, trained_champion.version
-    meta = registry.model_metadata(name, version)
-    pipe = mlflow.sklearn.load_model(registry.model_uri(name, version))
-    mv = registry.get_version(name, version)
-    test = pd.read_parquet(
-        mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="data/test.parquet")
-    )
-    return pipe, meta, test
-
-
 def _records(frame: pd.DataFrame) -> list[dict]:
     return [
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
