@@ -16,17 +16,11 @@ from model_service.schema import (
     predict_request_schema,
     record_schema,
 )
+from tests.integration.service_process import RECORD as VALID
 from training.config import load_config
 from training.settings import REPO_ROOT
 
 FEATURES = [f.as_dict() for f in load_config(REPO_ROOT / "config" / "telco_churn.yaml").features]
-VALID = {
-    "female": 0, "senior_citizen": 1, "partner": 0, "dependents": 0, "tenure": 1, "phone_service": 1,
-    "multiple_lines": "No", "internet_service": "Fiber optic", "online_security": "No", "online_backup": "No",
-    "device_protection": "No", "tech_support": "No", "streaming_tv": "Yes", "streaming_movies": "Yes",
-    "contract": "Month-to-month", "paperless_billing": 1, "payment_method": "Electronic check",
-    "monthly_charges": 95.0, "total_charges": 95.0,
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
