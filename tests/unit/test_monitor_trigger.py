@@ -161,20 +161,24 @@ class FakeJenkins:
         self.server.shutdown()
         self.server.server_close()
 
+    def use_in(self, monkeypatch, job_token: str, **env: str) -> None:
+        """Point the monitor's Jenkins backend at this fake, as user `monitor` with API token `api-tok`."""
+        for key, value in {
+            "RETRAIN_TRIGGER": "jenkins",
+            "JENKINS_URL": self.url,
+            "JENKINS_USER": "monitor",
+            "JENKINS_API_TOKEN": "api-tok",
+            "JENKINS_JOB_TOKEN": job_token,
+            **env,
+        }.items():
+            monkeypatch.setenv(key, value)
+
 
 @pytest.mark.parametrize("crumb", [True, False], ids=["with-crumb", "csrf-off"])
 def test_jenkins_backend(settings, monkeypatch, crumb):
     jenkins = FakeJenkins(crumb=crumb)
     try:
-        for key, value in {
-            "RETRAIN_TRIGGER": "jenkins",
-            "JENKINS_URL": jenkins.url,
-            "JENKINS_USER": "monitor",
-            "JENKINS_API_TOKEN": "api-tok",
-            "JENKINS_JOB_TOKEN": "job-tok",
-            "JENKINS_RETRAIN_JOB": "ml/churn-retrain",
-        }.items():
-            monkeypatch.setenv(key, value)
+        jenkins.use_in(monkeypatch, "job-tok", JENKINS_RETRAIN_JOB="ml/churn-retrain")
         s = MonitorSettings.from_env()
         figures = {
             "drift_share": 0.2105,
@@ -212,14 +216,7 @@ def test_jenkins_backend(settings, monkeypatch, crumb):
 def test_jenkins_refusal_is_a_failed_event(settings, monkeypatch):
     jenkins = FakeJenkins()
     try:
-        for key, value in {
-            "RETRAIN_TRIGGER": "jenkins",
-            "JENKINS_URL": jenkins.url,
-            "JENKINS_USER": "monitor",
-            "JENKINS_API_TOKEN": "api-tok",
-            "JENKINS_JOB_TOKEN": "wrong",
-        }.items():
-            monkeypatch.setenv(key, value)
+        jenkins.use_in(monkeypatch, "wrong")
         event = RetrainTrigger(MonitorSettings.from_env()).fire("drift", dedupe_key="k")
         assert event.status == "failed"
         assert "403" in event.detail
