@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -17,13 +15,13 @@ import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 from monitoring import db
-from tests.conftest import REPO
+from tests.conftest import REPO, LoopbackServer, QuietHandler
 from training import registry
 
 NAME = "rollback-test"
 
 
-class StandInService:
+class StandInService(LoopbackServer):
     """GET /v1/model answers the version it loaded; POST /v1/admin/reload reloads the alias (if `follow`)."""
 
     def __init__(self, tracking_uri: str, follow: bool = True):
@@ -38,7 +36,7 @@ class StandInService:
 
         load()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802
                 if self.headers.get("X-API-Key") != "key":
                     return self._reply(401, {"message": "bad key"})
@@ -60,16 +58,7 @@ class StandInService:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

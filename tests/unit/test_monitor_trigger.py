@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -22,6 +21,7 @@ from monitoring import db
 from monitoring.monitor import handle_alerts, make_server
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, job_path
+from tests.conftest import LoopbackServer, QuietHandler
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_failed_trigger_does_not_block_a_retry(settings, monkeypatch):
     assert second.fired
 
 
-class FakeJenkins:
+class FakeJenkins(LoopbackServer):
     """Records requests; issues a crumb (tied to a session cookie) unless `crumb` is False."""
 
     def __init__(
@@ -103,7 +103,7 @@ class FakeJenkins:
         self.requests: list[dict] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _auth_ok(self) -> bool:
                 expected = "Basic " + base64.b64encode(f"{outer.user}:{outer.api_token}".encode()).decode()
                 return self.headers.get("Authorization") == expected
@@ -150,16 +150,7 @@ class FakeJenkins:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     def use_in(self, monkeypatch, job_token: str, **env: str) -> None:
         """Point the monitor's Jenkins backend at this fake, as user `monitor` with API token `api-tok`."""
