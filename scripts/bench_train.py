@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "\n\nOne `python -m training.train` process, end to end: ingest (snapshot already cached after the first"
         " run), validate, baseline, Optuna tuning of XGBoost (2 threads), threshold choice, evaluation and plots,"
         " MLflow logging and registration on a local SQLite store. Peak RSS is the child's maximum resident set"
-        " (getrusage). `15 x 3` is the default (`make train`, `make demo`); `2 x 2` is what the tests use."
+        " (getrusage). `15 x 3` is the default of `make train`; `make demo` uses 3 x 2 and the tests 2 x 2."
     )
     print(f"wrote {update_section('Training', body)}")
     return 0
