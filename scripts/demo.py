@@ -158,7 +158,7 @@ def main() -> int:
         from monitoring import db, monitor
         from monitoring.scenarios import Scenario
         from monitoring.settings import MonitorSettings
-        from scripts.rollback import served_version
+        from scripts.rollback import served_version, wait_served
         from scripts.simulate import held_out_records, simulate
         from training.config import load_config
         from training.settings import TrainingSettings
@@ -269,8 +269,13 @@ def main() -> int:
             if code != 0:
                 tail = "\n    ".join(lines[-15:])
                 raise DemoFailure(f"the retrain failed (exit {code}, log {detail['log']}):\n    {tail}")
-        wait_for(lambda: served_version(msettings) == "2", 60, "the service to serve v2")
-        served_v2 = timeline.mark("v2 served", "picked up by the service's reload poll")
+        # every worker must serve v2 before the next traffic phase: 8 answers in a row on fresh connections
+        every_worker, seen, _ = wait_served(msettings, "2", 60, confirmations=8)
+        if not every_worker:
+            raise DemoFailure(
+                f"the service did not serve v2 on every worker within 60 s (last answer: v{seen})"
+            )
+        served_v2 = timeline.mark("v2 served", "picked up by every worker's reload poll")
         onset_to_v2 = served_v2 - onset
 
         if not status_file.exists():  # v2 is served once promoted; the retrain process ends just after
