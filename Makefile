@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv and install the locked dependencies
 
-lint: $(STAMP) ## ruff (and the stack's validators)
+lint: $(STAMP) ## ruff, import contracts (packages stand on core/), the stack's validators
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory validate-stack
 
 test: $(STAMP) ## the whole test suite (starts or installs the servers it needs)

@@ -8,7 +8,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml requirements.lock ./
-RUN mkdir training model_service monitoring \
+RUN mkdir core training model_service monitoring \
  && pip install --no-cache-dir -c requirements.lock . \
  && pip uninstall --yes churnops
 
@@ -25,6 +25,7 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY config config
+COPY core core
 COPY training training
 COPY model_service model_service
 COPY monitoring monitoring

@@ -11,7 +11,7 @@ WORKDIR /src
 COPY pyproject.toml requirements.lock ./
 # Resolve pyproject's runtime dependencies against the lock, then drop the project itself: the code
 # lives in /app (PYTHONPATH) so that config/ and the code stay side by side as in the repository.
-RUN mkdir training model_service monitoring \
+RUN mkdir core training model_service monitoring \
  && pip install --no-cache-dir -c requirements.lock . \
  && pip uninstall --yes churnops
 
@@ -30,6 +30,7 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY config config
+COPY core core
 COPY training training
 COPY model_service model_service
 COPY monitoring monitoring

@@ -16,7 +16,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml requirements.lock ./
-RUN mkdir training model_service monitoring \
+RUN mkdir core training model_service monitoring \
  && pip install --no-cache-dir -c requirements.lock ".[dev]" \
  && pip uninstall --yes churnops
 

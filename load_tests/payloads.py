@@ -39,7 +39,7 @@ def _from_mlflow(model_name: str) -> pd.DataFrame | None:
 
 
 def _from_dataset() -> pd.DataFrame:
-    from training.config import load_config
+    from core.dataset import load_config
     from training.data import read_source
     from training.settings import TrainingSettings
     from training.train import split_data

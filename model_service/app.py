@@ -34,18 +34,12 @@ from flask_smorest import Api, Blueprint, abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from core.store import feedback, predictions
 from model_service import jsonfast
 from model_service import metrics as m
 from model_service.explain import UNITS, records_payload
 from model_service.model import LoadedModel, ModelManager
-from model_service.prediction_log import (
-    PredictionLog,
-    feedback,
-    new_request_id,
-    now,
-    predictions,
-    request_id_age,
-)
+from model_service.prediction_log import PredictionLog, new_request_id, now, request_id_age
 from model_service.schema import (
     MAX_ERRORS,
     PredictResponse,

@@ -17,7 +17,7 @@ For a record x the service returns `base_value` and one `contribution` per input
 
 Both are additive: a categorical feature's contribution is the sum of its one-hot columns'
 contributions. Transformed columns are mapped to their input feature by
-`training.features.original_feature` (the same mapping as the training-time global importance).
+`core.features.original_feature` (the same mapping as the training-time global importance).
 Anything else (another estimator) has no explainer: `/v1/explain` answers 501 for it.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from core.features import original_feature
 from model_service.fastpath import CompiledPredictor, PipelinePredictor, to_frame
 from model_service.schema import FieldSpec, Validated
 
@@ -53,8 +54,6 @@ class Explanation:
 
 def column_features(pipeline: Any, specs: list[FieldSpec]) -> list[str]:
     """The input feature of every output column of the pipeline's preprocessor."""
-    from training.features import original_feature
-
     names = [str(n) for n in pipeline.named_steps["preprocess"].get_feature_names_out()]
     inputs = SimpleNamespace(feature_names=[s.name for s in specs])
     mapped = [original_feature(n, inputs) for n in names]

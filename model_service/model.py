@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 
+from core import registry
 from model_service import metrics as m
 from model_service.explain import Explainer, build_explainer
 from model_service.fastpath import (
@@ -187,17 +189,12 @@ class ModelManager:
         self._thread: threading.Thread | None = None
         self.trigger_file = trigger_file
         self._trigger_seen = self._trigger_mtime()
-        import mlflow
-
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.set_registry_uri(settings.tracking_uri)
+        registry.connect(settings.tracking_uri)
 
     # ---- loading
     def _resolve(self) -> Any:
-        from training.registry import version_by_alias
-
         try:
-            mv = version_by_alias(self.settings.model_name, self.settings.model_alias)
+            mv = registry.version_by_alias(self.settings.model_name, self.settings.model_alias)
         except Exception as exc:  # noqa: BLE001 - registry unreachable
             self.registry_ok = False
             raise RuntimeError(f"registry unreachable: {exc}") from exc
@@ -205,13 +202,9 @@ class ModelManager:
         return mv
 
     def _load(self, version: str, run_id: str | None) -> LoadedModel:
-        import mlflow
-
-        from training.registry import model_metadata, model_uri
-
         name = self.settings.model_name
-        metadata = model_metadata(name, version)
-        pipeline = mlflow.sklearn.load_model(model_uri(name, version))
+        metadata = registry.model_metadata(name, version)
+        pipeline = mlflow.sklearn.load_model(registry.model_uri(name, version))
         return build_loaded_model(
             name, version, self.settings.model_alias, pipeline, metadata, run_id, self.settings.fast_path
         )

@@ -41,110 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    UniqueConstraint,
-    create_engine,
-    event,
-    insert,
-    select,
-)
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from core.store import create_tables, insert_ignoring_duplicates, make_engine, predictions
 from model_service import jsonfast
 
 log = logging.getLogger("model_service.prediction_log")
-
-metadata = MetaData()
-_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER primary keys only
-
-predictions = Table(
-    "predictions",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    # no separate request_id index: the unique (request_id, record_index) index serves those lookups,
-    # and every index costs each logged record a B-tree insert
-    Column("request_id", String(36), nullable=False),
-    Column("record_index", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(64), nullable=False),
-    Column("features", JSON, nullable=False),
-    Column("score", Float, nullable=False),
-    Column("label", Integer, nullable=False),
-    Column("latency_ms", Float, nullable=False),
-    UniqueConstraint("request_id", "record_index", name="uq_predictions_request_record"),
-)
-
-feedback = Table(
-    "feedback",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("request_id", String(36), nullable=False, index=True),
-    Column("record_index", Integer, nullable=False),
-    Column("label", Integer, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("request_id", "record_index", name="uq_feedback_request_record"),
-)
-
-
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for the log: SQLite gets its folder, WAL and a busy timeout; others pre-ping."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 2)
-    kwargs.setdefault("max_overflow", 4)
-    if url.startswith("postgresql"):
-        kwargs.setdefault("connect_args", {"connect_timeout": 3})
-    return create_engine(url, **kwargs)
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the tables if missing (safe when several workers start at once)."""
-    for attempt in range(3):
-        try:
-            metadata.create_all(engine)
-            return
-        except IntegrityError:  # another worker created them between check and create
-            if attempt == 2:
-                raise
-        except SQLAlchemyError as exc:
-            if "already exists" not in str(exc) or attempt == 2:
-                raise
-
-
-def _insert_ignoring_duplicates(engine: Engine, table: Table):
-    name = engine.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        return None
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=["request_id", "record_index"])
-
 
 # --------------------------------------------------------------------------- request ids
 _RNG: tuple[int, random.Random] | None = None
@@ -465,7 +368,7 @@ class PredictionLog:
         if self.engine.dialect.name == "sqlite":
             self._insert_sqlite(rows)
             return
-        stmt = _insert_ignoring_duplicates(self.engine, predictions)
+        stmt = insert_ignoring_duplicates(self.engine, predictions)
         dicts = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         with self.engine.begin() as conn:
             if stmt is not None:

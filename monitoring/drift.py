@@ -28,8 +28,8 @@ from evidently.metrics import DriftedColumnsCount, ValueDrift
 from evidently.presets import DataDriftPreset
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
+from core.dataset import DatasetConfig
 from monitoring.settings import DriftSettings, QualitySettings
-from training.config import DatasetConfig
 
 SCORE = "score"
 LABEL = "label"

@@ -30,7 +30,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,13 +41,13 @@ import pandas as pd
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitoring import db, metrics, reports
+from core import registry, store
+from core.dataset import DatasetConfig, load_config
+from core.settings import load_or_exit
+from monitoring import metrics, reports
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, TriggerEvent
-from training import registry
-from training.config import DatasetConfig, load_config
-from training.settings import TrainingSettings
 
 log = logging.getLogger("monitoring.monitor")
 
@@ -86,15 +85,6 @@ class CheckOutcome:
         return out
 
 
-def dataset_config() -> DatasetConfig:
-    return load_config(TrainingSettings.from_env().dataset_config)
-
-
-def use_registry(settings: MonitorSettings) -> None:
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-
-
 def champion(settings: MonitorSettings) -> Champion | None:
     mv = registry.version_by_alias(settings.model_name, registry.CHAMPION)
     if mv is None:
@@ -115,43 +105,7 @@ def read_window(
     engine: sa.Engine, model_name: str, version: str, size: int, minutes: float, now=None
 ) -> pd.DataFrame:
     """The most recent predictions of `version` (at most `size`, within `minutes`), with feedback labels."""
-    p, f = db.predictions, db.feedback
-    now = now or db.utcnow()
-    query = (
-        sa.select(
-            p.c.request_id,
-            p.c.record_index,
-            p.c.created_at,
-            p.c.features,
-            p.c.score,
-            f.c.label.label("feedback_label"),
-        )
-        .select_from(
-            p.outerjoin(f, sa.and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index))
-        )
-        .where(p.c.model_name == model_name, p.c.model_version == str(version))
-        .order_by(p.c.created_at.desc(), p.c.id.desc())
-        .limit(size)
-    )
-    if minutes and minutes > 0:
-        query = query.where(p.c.created_at >= now - timedelta(minutes=minutes))
-    with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
-    if not rows:
-        return pd.DataFrame(columns=["request_id", "record_index", "created_at", "score", "label"])
-    features = pd.DataFrame(
-        [r["features"] if isinstance(r["features"], dict) else json.loads(r["features"]) for r in rows]
-    )
-    meta = pd.DataFrame(
-        {
-            "request_id": [r["request_id"] for r in rows],
-            "record_index": [r["record_index"] for r in rows],
-            "created_at": [db.as_utc(r["created_at"]) for r in rows],
-            "score": [float(r["score"]) for r in rows],
-            "label": [np.nan if r["feedback_label"] is None else float(r["feedback_label"]) for r in rows],
-        }
-    )
-    return pd.concat([features, meta], axis=1)
+    return store.recent_predictions(engine, model_name, version, size, minutes, now)
 
 
 def _figures(result: DriftResult) -> dict[str, Any]:
@@ -216,10 +170,10 @@ def run_once(
     summary_table: bool = True,
     now=None,
 ) -> CheckOutcome:
-    config = config or dataset_config()
-    engine = db.engine_for(settings.database_url)
-    runs = db.monitoring_runs
-    started = db.utcnow()
+    config = config or load_config(settings.dataset_config)
+    engine = store.engine_for(settings.database_url)
+    runs = store.monitoring_runs
+    started = store.utcnow()
     with engine.begin() as conn:
         run_id = conn.execute(
             runs.insert().values(
@@ -229,7 +183,7 @@ def run_once(
     outcome = CheckOutcome(run_id, "error", "")
     values: dict[str, Any] = {}
     try:
-        use_registry(settings)
+        registry.connect(settings.tracking_uri)
         champ = champion(settings)
         if champ is None:
             outcome.status, outcome.reason = "skipped", f"model '{settings.model_name}' has no champion yet"
@@ -317,7 +271,7 @@ def run_once(
             conn.execute(
                 runs.update()
                 .where(runs.c.id == run_id)
-                .values(finished_at=db.utcnow(), status=outcome.status, reason=outcome.reason, **values)
+                .values(finished_at=store.utcnow(), status=outcome.status, reason=outcome.reason, **values)
             )
         _export(settings, outcome)
 
@@ -352,7 +306,7 @@ def handle_alerts(payload: dict[str, Any], trigger: RetrainTrigger, model_name: 
 
 
 def make_server(
-    settings: MonitorSettings, trigger: RetrainTrigger, host: str = "0.0.0.0"
+    settings: MonitorSettings, trigger: RetrainTrigger, host: str | None = None
 ) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
@@ -397,11 +351,11 @@ def make_server(
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("http: " + fmt, *args)
 
-    return ThreadingHTTPServer((host, settings.metrics_port), Handler)
+    return ThreadingHTTPServer((host or settings.metrics_host, settings.metrics_port), Handler)
 
 
 def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
-    config = dataset_config()
+    config = load_config(settings.dataset_config)
     trigger = RetrainTrigger(settings)
     server = make_server(settings, trigger)
     thread = threading.Thread(target=server.serve_forever, name="monitor-http", daemon=True)
@@ -446,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    settings = MonitorSettings.from_env()
+    settings = load_or_exit(MonitorSettings)
     if args.command == "loop":
         return loop(settings, args.iterations)
     outcome = run_once(settings, summary_table=not args.fast)

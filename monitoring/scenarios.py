@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.config import DatasetConfig
+from core.dataset import DatasetConfig
 
 SCENARIOS = ("none", "covariate", "unseen_category", "missing", "label_shift")
 UNSEEN_VALUE = "Unseen category"

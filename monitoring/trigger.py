@@ -41,8 +41,9 @@ from urllib.parse import quote
 import requests
 import sqlalchemy as sa
 
-from monitoring import db
-from monitoring.settings import REPO_ROOT, JenkinsSettings, MonitorSettings
+from core import store
+from core.settings import REPO_ROOT, load_or_exit
+from monitoring.settings import JenkinsSettings, MonitorSettings
 
 log = logging.getLogger("monitoring.trigger")
 
@@ -149,7 +150,7 @@ class RetrainTrigger:
     def __init__(self, settings: MonitorSettings, backend: str | None = None):
         self.settings = settings
         self.backend = backend or settings.trigger
-        self.engine = db.engine_for(settings.database_url)
+        self.engine = store.engine_for(settings.database_url)
 
     def fire(
         self,
@@ -163,8 +164,8 @@ class RetrainTrigger:
         s = self.settings
         key = (dedupe_key or f"{source}:{reason}")[:200]
         parameters = build_parameters(reason, source, monitoring_run_id, figures)
-        now = db.utcnow()
-        t = db.trigger_events
+        now = store.utcnow()
+        t = store.trigger_events
         with self.engine.begin() as conn:
             event_id = conn.execute(
                 t.insert().values(
@@ -205,7 +206,7 @@ class RetrainTrigger:
         return TriggerEvent(event_id, status, self.backend, detail, parameters)
 
     def _decide(self, event_id: int, key: str, now) -> tuple[str, str]:
-        t = db.trigger_events
+        t = store.trigger_events
         s = self.settings
         dedupe_since = now - timedelta(seconds=s.dedupe_seconds)
         cooldown_since = now - timedelta(seconds=s.cooldown_seconds)
@@ -224,21 +225,21 @@ class RetrainTrigger:
             dup = latest_active(t.c.dedupe_key == key, t.c.created_at >= dedupe_since)
             if dup is not None:
                 return "duplicate", (
-                    f"same key fired as event {dup.id} at {db.as_utc(dup.created_at):%Y-%m-%d %H:%M:%S}Z, "
+                    f"same key fired as event {dup.id} at {store.as_utc(dup.created_at):%Y-%m-%d %H:%M:%S}Z, "
                     f"within the dedupe window of {s.dedupe_seconds:.0f} s"
                 )
             recent = latest_active(t.c.created_at >= cooldown_since)
             if recent is not None:
                 return "cooldown", (
-                    f"retrain event {recent.id} fired at {db.as_utc(recent.created_at):%Y-%m-%d %H:%M:%S}Z, "
+                    f"retrain event {recent.id} fired at {store.as_utc(recent.created_at):%Y-%m-%d %H:%M:%S}Z, "
                     f"within the cooldown of {s.cooldown_seconds:.0f} s"
                 )
         return "go", ""
 
 
 def history(settings: MonitorSettings, limit: int = 20) -> list[dict[str, Any]]:
-    engine = db.engine_for(settings.database_url)
-    t = db.trigger_events
+    engine = store.engine_for(settings.database_url)
+    t = store.trigger_events
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(limit)).mappings().all()
     return [dict(r) for r in rows]
@@ -283,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run-local":
         cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
         return run_local(args.log, cmd)
-    settings = MonitorSettings.from_env()
+    settings = load_or_exit(MonitorSettings)
     if args.command == "history":
         for row in history(settings):
             print(
-                f"{row['id']:>5} {db.as_utc(row['created_at']):%Y-%m-%d %H:%M:%S}Z {row['backend']:<8} "
+                f"{row['id']:>5} {store.as_utc(row['created_at']):%Y-%m-%d %H:%M:%S}Z {row['backend']:<8} "
                 f"{row['status']:<10} {row['source']:<13} {row['reason'] or ''} | {row['detail'] or ''}"
             )
         return 0

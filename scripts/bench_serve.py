@@ -122,8 +122,8 @@ def in_process_floor(name: str, version: str) -> dict[str, float]:
     import mlflow
     import pandas as pd
 
+    from core.registry import model_metadata, model_uri
     from model_service.model import build_loaded_model
-    from training.registry import model_metadata, model_uri
 
     meta = model_metadata(name, version)
     pipe = mlflow.sklearn.load_model(model_uri(name, version))
@@ -235,15 +235,13 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench-serve: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    import mlflow
 
+    from core import registry
     from model_service.settings import ServiceSettings
-    from training.registry import version_by_alias
 
     settings = ServiceSettings.from_env()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    mv = version_by_alias(settings.model_name, "champion")
+    registry.connect(settings.tracking_uri)
+    mv = registry.version_by_alias(settings.model_name, "champion")
     if mv is None:
         print(
             f"bench-serve: model '{settings.model_name}' has no champion: run `make train gate` first",

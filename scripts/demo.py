@@ -155,12 +155,13 @@ def main() -> int:
         # imports after the environment is set: every settings module reads it
         import sqlalchemy as sa
 
-        from monitoring import db, monitor
+        from core import store
+        from core.dataset import load_config
+        from monitoring import monitor
         from monitoring.scenarios import Scenario
         from monitoring.settings import MonitorSettings
         from scripts.rollback import served_version, wait_served
         from scripts.simulate import held_out_records, simulate
-        from training.config import load_config
         from training.settings import TrainingSettings
 
         msettings = MonitorSettings.from_env()
@@ -306,9 +307,9 @@ def main() -> int:
             raise DemoFailure("after the rollback the service does not report v1")
         timeline.mark("v1 served again")
 
-        with db.engine_for(msettings.database_url).connect() as conn:
-            n_runs = conn.execute(sa.select(sa.func.count()).select_from(db.monitoring_runs)).scalar()
-            n_events = conn.execute(sa.select(sa.func.count()).select_from(db.trigger_events)).scalar()
+        with store.engine_for(msettings.database_url).connect() as conn:
+            n_runs = conn.execute(sa.select(sa.func.count()).select_from(store.monitoring_runs)).scalar()
+            n_events = conn.execute(sa.select(sa.func.count()).select_from(store.trigger_events)).scalar()
         total = time.time() - timeline.t0
         print(timeline.table())
         print(f"\ndrift onset -> v2 serving: {onset_to_v2:.1f} s")

@@ -14,7 +14,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from training import registry
+from core import registry
+from core.settings import load_or_exit
 from training.settings import TrainingSettings
 
 CARD = Path(__file__).resolve().parent.parent / "docs" / "model_card.md"
@@ -85,8 +86,8 @@ def render(name: str) -> str:
 
 
 def main() -> int:
-    settings = TrainingSettings.from_env()
-    registry.configure(settings)
+    settings = load_or_exit(TrainingSettings)
+    registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     text = CARD.read_text()
     if BEGIN not in text or END not in text:
         print(f"error: {CARD} lacks the {BEGIN} / {END} markers", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Roll the champion back: `scripts/rollback.sh [VERSION] [--reason TEXT]` (`make rollback`).
 
 Moves the `champion` alias back to the version it replaced (or to VERSION), records who, when, why, from
-and to (registry tags, by training.registry.rollback, and a row of the `rollbacks` table), asks the
+and to (registry tags, by core.registry.rollback, and a row of the `rollbacks` table), asks the
 service to reload (POST /v1/admin/reload with ADMIN_TOKEN), and waits until GET /v1/model reports the
 version. Exit 0 when served, 1 when the service does not serve it within ROLLBACK_TIMEOUT_SECONDS,
 2 when the rollback is refused (no such version, nothing to roll back to) or cannot run.
@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from monitoring import db
+from core import registry, store
+from core.settings import load_or_exit
 from monitoring.settings import MonitorSettings
-from training import registry
 
 
 def served_version(settings: MonitorSettings, timeout: float = 3.0) -> str | None:
@@ -102,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-wait", action="store_true", help="move the alias and record it; do not call the service"
     )
     args = parser.parse_args(argv)
-    settings = MonitorSettings.from_env()
+    settings = load_or_exit(MonitorSettings)
     timeout = args.timeout if args.timeout is not None else settings.rollback_timeout
-    from monitoring.monitor import use_registry
 
-    use_registry(settings)
+    registry.connect(settings.tracking_uri)
     name = settings.model_name
     by = args.by or who()
     if args.version is not None:
@@ -125,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     except registry.RegistryError as exc:
         print(f"error: refused: {exc}", file=sys.stderr)
         return 2
-    engine = db.engine_for(settings.database_url)
+    engine = store.engine_for(settings.database_url)
     with engine.begin() as conn:
         row_id = conn.execute(
-            db.rollbacks.insert().values(
-                at=db.utcnow(),
+            store.rollbacks.insert().values(
+                at=store.utcnow(),
                 by=by,
                 reason=args.reason,
                 model_name=name,
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with engine.begin() as conn:
         conn.execute(
-            sa.update(db.rollbacks).where(db.rollbacks.c.id == row_id).values(served=ok, detail=detail)
+            sa.update(store.rollbacks).where(store.rollbacks.c.id == row_id).values(served=ok, detail=detail)
         )
     if not ok:
         print(f"error: {detail}; the alias is moved, the service has not followed", file=sys.stderr)

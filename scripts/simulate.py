@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 import requests
 
+from core.dataset import DatasetConfig, load_config
+from core.features import prepare
+from core.settings import load_or_exit
 from monitoring.scenarios import SCENARIOS, Scenario, ScenarioSpec, apply
 from monitoring.settings import MonitorSettings
-from training.config import DatasetConfig, load_config
 from training.data import DataError, assign_split, ingest, latest_snapshot
-from training.features import prepare
 from training.retrain import root_snapshot
 from training.settings import TrainingSettings
 
@@ -204,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    msettings = MonitorSettings.from_env()
-    tsettings = TrainingSettings.from_env()
+    msettings = load_or_exit(MonitorSettings)
+    tsettings = load_or_exit(TrainingSettings)
     config = load_config(tsettings.dataset_config)
     try:
         scenario = ScenarioSpec(args.scenario).scenario(args.strength, args.share)

@@ -103,7 +103,8 @@ class TrainedStore:
 @pytest.fixture(scope="session")
 def trained_champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedStore]:
     """A real model trained on the real data set (few tuning trials), registered and promoted."""
-    from training import gate, registry, train
+    from core import registry
+    from training import gate, train
     from training.settings import TrainingSettings
 
     root = tmp_path_factory.mktemp("store")
@@ -144,7 +145,7 @@ def served(trained_champion: TrainedStore):
     import mlflow
     import pandas as pd
 
-    from training import registry
+    from core import registry
 
     mlflow.set_tracking_uri(trained_champion.env["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(trained_champion.env["MLFLOW_TRACKING_URI"])

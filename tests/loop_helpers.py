@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from monitoring import db
-from training import gate, registry
-from training.config import DatasetConfig
+from core import registry, store
+from core.dataset import DatasetConfig
+from training import gate
 
 
 def champion_data(model_name: str) -> tuple[pd.DataFrame, pd.DataFrame, gate.LoadedModel]:
@@ -29,7 +29,7 @@ def champion_data(model_name: str) -> tuple[pd.DataFrame, pd.DataFrame, gate.Loa
 
 
 def score(model: gate.LoadedModel, frame: pd.DataFrame, config: DatasetConfig) -> np.ndarray:
-    from training.features import coerce_features
+    from core.features import coerce_features
 
     return model.score(coerce_features(frame, config))
 
@@ -87,7 +87,7 @@ def log_predictions(
                 }
             )
     with engine.begin() as conn:
-        conn.execute(db.predictions.insert(), preds)
+        conn.execute(store.predictions.insert(), preds)
         if fbs:
-            conn.execute(db.feedback.insert(), fbs)
+            conn.execute(store.feedback.insert(), fbs)
     return keys

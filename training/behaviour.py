@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.config import DatasetConfig
+from core.dataset import DatasetConfig
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
 

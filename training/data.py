@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.config import ConfigError, DatasetConfig, load_config
+from core.dataset import ConfigError, DatasetConfig, load_config
+from core.settings import load_or_exit
 from training.settings import TrainingSettings
 
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "command", choices=["ingest", "show"], help="ingest the source, or show the latest snapshot"
     )
     args = parser.parse_args(argv)
-    settings = TrainingSettings.from_env()
+    settings = load_or_exit(TrainingSettings)
     try:
         config = load_config(settings.dataset_config)
         snap = (

@@ -20,9 +20,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from training import registry
+from core import registry
+from core.dataset import ConfigError, DatasetConfig, load_config
+from core.settings import load_or_exit
 from training.behaviour import Check, run_behaviour_tests
-from training.config import ConfigError, DatasetConfig, load_config
 from training.evaluate import classification_metrics, segment_metrics
 from training.settings import TrainingSettings
 
@@ -238,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", help="gate this model version instead of the 'challenger' alias")
     parser.add_argument("--no-promote", action="store_true", help="judge only; never move 'champion'")
     args = parser.parse_args(argv)
-    settings = TrainingSettings.from_env()
+    settings = load_or_exit(TrainingSettings)
     try:
         config = load_config(settings.dataset_config)
-        registry.configure(settings)
+        registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
         result = evaluate_gate(settings, config, args.version)
     except (ConfigError, registry.RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)

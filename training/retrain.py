@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
-from training import gate, registry
-from training.config import ConfigError, DatasetConfig, load_config
+from core import registry, store
+from core.dataset import ConfigError, DatasetConfig, load_config
+from core.settings import load_or_exit
+from training import gate
 from training.data import DataError, Snapshot, ingest, latest_snapshot, open_snapshot, write_snapshot
 from training.settings import TrainingSettings
 from training.train import train
@@ -82,25 +82,7 @@ def base_snapshot(settings: TrainingSettings, config: DatasetConfig) -> Snapshot
 
 def labelled_records(database_url: str) -> pd.DataFrame:
     """Logged features + feedback label of every labelled prediction (oldest first)."""
-    from monitoring import db
-
-    engine = db.engine_for(database_url)
-    p, f = db.predictions, db.feedback
-    query = (
-        sa.select(p.c.features, f.c.label, p.c.created_at)
-        .select_from(
-            p.join(f, sa.and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index))
-        )
-        .order_by(p.c.created_at, p.c.id)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    import json
-
-    features = [r.features if isinstance(r.features, dict) else json.loads(r.features) for r in rows]
-    frame = pd.DataFrame(features)
-    frame["__label__"] = [int(r.label) for r in rows]
-    return frame
+    return store.labelled_predictions(store.engine_for(database_url))
 
 
 def _negative_class(base: pd.DataFrame, config: DatasetConfig):
@@ -188,16 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="retrain even without new labelled records")
     parser.add_argument("--dry-run", action="store_true", help="write the new snapshot, do not train")
     args = parser.parse_args(argv)
-    from monitoring.settings import MonitorSettings
-
-    settings = TrainingSettings.from_env()
+    settings = load_or_exit(TrainingSettings)
     # the local trigger sets RETRAIN_*; the Jenkins retrain job passes its build parameters as they are
-    reason = os.environ.get("RETRAIN_REASON") or os.environ.get("REASON") or "manual retrain"
-    run_id = os.environ.get("RETRAIN_MONITORING_RUN_ID") or os.environ.get("MONITORING_RUN_ID") or ""
+    reason = settings.retrain_reason
+    run_id = settings.retrain_monitoring_run_id
     try:
         config = load_config(settings.dataset_config)
-        registry.configure(settings)
-        data = build_training_data(settings, config, MonitorSettings.from_env().database_url)
+        registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
+        data = build_training_data(settings, config, settings.database_url)
         print(f"retrain ({reason}): {data.summary()}", flush=True)
         if data.added == 0 and not args.force:
             print("no new labelled production records: nothing to retrain on (use --force to retrain anyway)")

@@ -1,95 +1,45 @@
-"""Settings of the training component, read from environment variables (documented defaults).
-
-This is the one place where the training, gate and registry code reads its environment. Switching
-from the embedded default to the on-prem stack is only a change of these variables.
-
-| variable               | default                              | meaning                                   |
-|------------------------|--------------------------------------|-------------------------------------------|
-| DATASET_CONFIG         | config/telco_churn.yaml              | the data set's config file                |
-| DATA_DIR               | var/data                             | snapshots (parquet + manifest) live here  |
-| REPORTS_DIR            | var/reports                          | validation and gate reports               |
-| MLFLOW_TRACKING_URI    | sqlite:///var/mlflow/mlflow.db       | MLflow tracking + registry store          |
-| MLFLOW_ARTIFACT_ROOT   | var/mlflow/artifacts                 | artifact folder (non-HTTP tracking URIs)  |
-| MLFLOW_EXPERIMENT      | churn                                | experiment name                           |
-| MODEL_NAME             | telco-churn                          | registered model name                     |
-| OPTUNA_TRIALS          | 15                                   | XGBoost tuning trials                     |
-| CV_FOLDS               | 3                                    | folds of the tuning cross-validation      |
-| SEED                   | 42                                   | every random choice derives from it       |
-| TRAIN_THREADS          | 2                                    | XGBoost threads                           |
-| GIT_COMMIT             | `git rev-parse HEAD`                 | code version tagged on runs (images set it)|
-"""
+"""Settings of training, the gate and retraining (docs/settings.md is generated from this class)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from core.settings import RepoPath, Settings, env_field, git_commit
 
 
-def _path(value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else REPO_ROOT / path
+class TrainingSettings(Settings):
+    """Training, evaluation, the gate and retraining."""
 
+    state_paths: ClassVar[dict[str, str]] = {
+        "data_dir": "data",
+        "reports_dir": "reports",
+        "artifact_root": "mlflow/artifacts",
+    }
 
-def _git_commit() -> str:
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
-        )
-        if out.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def _default_tracking_uri() -> str:
-    return f"sqlite:///{_path('var/mlflow/mlflow.db')}"
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    dataset_config: Path
-    data_dir: Path
-    reports_dir: Path
-    tracking_uri: str
-    artifact_root: Path
-    experiment: str
-    model_name: str
-    optuna_trials: int
-    cv_folds: int
-    seed: int
-    threads: int
-
-    @classmethod
-    def from_env(cls) -> TrainingSettings:
-        env = os.environ.get
-        return cls(
-            dataset_config=_path(env("DATASET_CONFIG", "config/telco_churn.yaml")),
-            data_dir=_path(env("DATA_DIR", "var/data")),
-            reports_dir=_path(env("REPORTS_DIR", "var/reports")),
-            tracking_uri=env("MLFLOW_TRACKING_URI") or _default_tracking_uri(),
-            artifact_root=_path(env("MLFLOW_ARTIFACT_ROOT", "var/mlflow/artifacts")),
-            experiment=env("MLFLOW_EXPERIMENT", "churn"),
-            model_name=env("MODEL_NAME", "telco-churn"),
-            optuna_trials=int(env("OPTUNA_TRIALS", "15")),
-            cv_folds=int(env("CV_FOLDS", "3")),
-            seed=int(env("SEED", "42")),
-            threads=int(env("TRAIN_THREADS", "2")),
-        )
+    data_dir: RepoPath | None = env_field("DATA_DIR", None, "snapshots (parquet + manifest) live here")
+    reports_dir: RepoPath | None = env_field("REPORTS_DIR", None, "validation and gate reports")
+    artifact_root: RepoPath | None = env_field(
+        "MLFLOW_ARTIFACT_ROOT", None, "artifact folder of a local (non-HTTP) tracking store"
+    )
+    experiment: str = env_field("MLFLOW_EXPERIMENT", "churn", "MLflow experiment name", min_length=1)
+    optuna_trials: int = env_field("OPTUNA_TRIALS", 15, "XGBoost tuning trials (Optuna)", ge=1)
+    cv_folds: int = env_field("CV_FOLDS", 3, "folds of the tuning cross-validation", ge=2)
+    seed: int = env_field("SEED", 42, "every random choice derives from it")
+    threads: int = env_field("TRAIN_THREADS", 2, "XGBoost threads", ge=1)
+    git_commit_env: str | None = env_field(
+        "GIT_COMMIT", None, "code version tagged on runs (images set it; else `git rev-parse HEAD`)"
+    )
+    retrain_reason: str = env_field(
+        ("RETRAIN_REASON", "REASON"),
+        "manual retrain",
+        "why a retrain runs (the trigger sets it; Jenkins passes REASON)",
+    )
+    retrain_monitoring_run_id: str = env_field(
+        ("RETRAIN_MONITORING_RUN_ID", "MONITORING_RUN_ID"),
+        "",
+        "the monitoring run that triggered a retrain (Jenkins: MONITORING_RUN_ID)",
+    )
 
     @property
     def git_commit(self) -> str:
-        return _git_commit()
+        return git_commit(self.git_commit_env)

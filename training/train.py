@@ -29,8 +29,10 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
-from training import registry
-from training.config import ConfigError, DatasetConfig, load_config
+from core import registry
+from core.dataset import ConfigError, DatasetConfig, load_config
+from core.features import build_preprocessor, original_feature, prepare
+from core.settings import load_or_exit
 from training.data import DataError, Snapshot, assign_split, ingest, open_snapshot
 from training.evaluate import (
     choose_threshold,
@@ -39,7 +41,6 @@ from training.evaluate import (
     segment_gaps,
     segment_metrics,
 )
-from training.features import build_preprocessor, original_feature, prepare
 from training.settings import TrainingSettings
 from training.validate import validate
 
@@ -213,7 +214,7 @@ def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainR
     sizes = {s: len(splits.y[s]) for s in splits.y}
     print(f"data {config.name} snapshot {snapshot.hash[:16]}: {len(frame)} rows, split {sizes}", flush=True)
 
-    experiment_id = registry.configure(settings)
+    experiment_id = registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     tags = {
         "git_commit": settings.git_commit,
         "data_hash": snapshot.hash,
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = TrainingSettings.from_env()
+    settings = load_or_exit(TrainingSettings)
     try:
         result = train(settings, args.snapshot)
     except (ConfigError, DataError, registry.RegistryError) as exc:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.config import ConfigError, DatasetConfig, load_config
+from core.dataset import ConfigError, DatasetConfig, load_config
+from core.settings import load_or_exit
 from training.data import DataError, latest_snapshot
 from training.settings import TrainingSettings
 
@@ -168,7 +169,7 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> ValidationReport:
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m training.validate", description=__doc__).parse_args(argv)
-    settings = TrainingSettings.from_env()
+    settings = load_or_exit(TrainingSettings)
     try:
         config = load_config(settings.dataset_config)
         snap = latest_snapshot(config, settings.data_dir)

@@ -3,7 +3,9 @@ import os
 import pandas as pd
 import pytest
 
-from training.config import load_config
+from core.dataset import load_config
+from core.features import prepare
+from core.settings import REPO_ROOT
 from training.data import (
     DataError,
     assign_split,
@@ -15,8 +17,6 @@ from training.data import (
     read_source,
     write_snapshot,
 )
-from training.features import prepare
-from training.settings import REPO_ROOT
 
 CONFIG = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
 

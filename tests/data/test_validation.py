@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import load_config
+from core.dataset import load_config
+from core.settings import REPO_ROOT
 from training.data import read_source
-from training.settings import REPO_ROOT
 from training.validate import validate
 
 CONFIG = load_config(REPO_ROOT / "config" / "telco_churn.yaml")

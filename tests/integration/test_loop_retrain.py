@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from monitoring import db
+from core import store as loop_store
+from core.dataset import load_config
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.loop_helpers import champion_data, log_predictions, score
 from training import retrain
-from training.config import load_config
 from training.data import open_snapshot
 from training.settings import TrainingSettings
 
@@ -32,7 +32,7 @@ def test_retraining_data_includes_the_feedback_rows(store):
     config = load_config(settings.dataset_config)
     _, test, model = champion_data(store.model_name)
     test = test.dropna().reset_index(drop=True)  # (a few customers with tenure 0 have no total_charges)
-    engine = db.engine_for(MonitorSettings.from_env().database_url)
+    engine = loop_store.engine_for(MonitorSettings.from_env().database_url)
 
     replayed = test.iloc[:50]  # held-out records as they are: already in the original data
     drifted = apply(

@@ -14,9 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
-from monitoring import db
+from core import registry, store
 from tests.conftest import REPO, LoopbackServer, QuietHandler
-from training import registry
 
 NAME = "rollback-test"
 
@@ -118,8 +117,8 @@ def test_rollback_moves_champion_records_it_and_waits_until_served(two_versions)
     assert str(mv.version) == "1"
     assert mv.tags["rolled_back_from"] == "2" and mv.tags["rolled_back_by"] == "alice"
     assert mv.tags["rollback_reason"] == "bad recall in prod"
-    with db.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
-        row = conn.execute(sa.select(db.rollbacks)).mappings().one()
+    with store.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
+        row = conn.execute(sa.select(store.rollbacks)).mappings().one()
     assert (row["from_version"], row["to_version"], row["by"], row["served"]) == ("2", "1", "alice", True)
     assert row["reason"] == "bad recall in prod" and row["at"] is not None
 
@@ -139,5 +138,5 @@ def test_rollback_fails_when_the_service_does_not_follow(two_versions):
         service.close()
     assert out.returncode == 1
     assert "reports v2 after 3 s" in out.stderr
-    with db.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
-        assert conn.execute(sa.select(db.rollbacks.c.served)).scalar_one() is False
+    with store.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
+        assert conn.execute(sa.select(store.rollbacks.c.served)).scalar_one() is False

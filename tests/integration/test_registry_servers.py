@@ -7,8 +7,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from core import registry
 from tests.conftest import FAST_TRAINING, start_mlflow_server, stop_process
-from training import gate, registry, train
+from training import gate, train
 from training.settings import TrainingSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -298,7 +298,7 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def test_reload_under_load_without_failures(service: Service, store_env):
-    from training import registry
+    from core import registry
 
     client = _client(store_env)
     name = store_env.get("MODEL_NAME", "telco-churn")
@@ -327,7 +327,7 @@ def test_reload_under_load_without_failures(service: Service, store_env):
 def test_reload_failure_keeps_the_old_model(service: Service, store_env, tmp_path: Path):
     import mlflow
 
-    from training import registry
+    from core import registry
 
     client = _client(store_env)
     name = store_env.get("MODEL_NAME", "telco-churn")

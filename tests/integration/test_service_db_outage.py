@@ -9,7 +9,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from model_service.prediction_log import make_engine, predictions
+from core.store import make_engine, predictions
 from tests.integration.service_process import RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
+from core.dataset import load_config
 from monitoring.drift import compute_drift
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.loop_helpers import champion_data, score
-from training.config import load_config
 from training.settings import TrainingSettings
 
 UNDRIFTED_WINDOWS = 40

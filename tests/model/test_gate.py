@@ -8,8 +8,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from training import gate, registry, train
-from training.config import load_config
+from core import registry
+from core.dataset import load_config
+from training import gate, train
 from training.data import latest_snapshot
 from training.settings import TrainingSettings
 
@@ -18,7 +19,7 @@ def _register(pipe, threshold: float, settings: TrainingSettings) -> str:
     """Log a given pipeline as a new challenger, with the same test set and reference as training."""
     config = load_config(settings.dataset_config)
     splits = train.split_data(latest_snapshot(config, settings.data_dir).load(), config)
-    registry.configure(settings)
+    registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     with mlflow.start_run(run_name="deliberately-bad"):
         return train.log_model_version(
             pipe,

@@ -9,8 +9,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from training import registry, train
-from training.settings import REPO_ROOT, TrainingSettings
+from core import registry
+from core.settings import REPO_ROOT
+from training import train
+from training.settings import TrainingSettings
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config import ConfigError, load_config
-from training.settings import REPO_ROOT
+from core.dataset import ConfigError, load_config
+from core.settings import REPO_ROOT
 
 TELCO = REPO_ROOT / "config" / "telco_churn.yaml"
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pandas as pd
 
-from training.config import load_config
-from training.features import build_preprocessor, coerce_features, original_feature
-from training.settings import REPO_ROOT
+from core.dataset import load_config
+from core.features import build_preprocessor, coerce_features, original_feature
+from core.settings import REPO_ROOT
 
 CONFIG = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
 

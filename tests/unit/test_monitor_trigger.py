@@ -17,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from monitoring import db
+from core import store
 from monitoring.monitor import handle_alerts, make_server
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, job_path
@@ -35,20 +35,24 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MonitorSettings
 
 
 def statuses(settings: MonitorSettings) -> list[str]:
-    with db.engine_for(settings.database_url).connect() as conn:
-        return [r.status for r in conn.execute(sa.select(db.trigger_events).order_by(db.trigger_events.c.id))]
+    with store.engine_for(settings.database_url).connect() as conn:
+        return [
+            r.status
+            for r in conn.execute(sa.select(store.trigger_events).order_by(store.trigger_events.c.id))
+        ]
 
 
 def age_events(settings: MonitorSettings, seconds: float) -> None:
     """Move every recorded event `seconds` into the past."""
-    t = db.trigger_events
-    with db.engine_for(settings.database_url).begin() as conn:
+    t = store.trigger_events
+    with store.engine_for(settings.database_url).begin() as conn:
         for row in conn.execute(sa.select(t.c.id, t.c.created_at)).all():
             conn.execute(
                 t.update()
                 .where(t.c.id == row.id)
                 .values(
-                    created_at=db.as_utc(row.created_at) - __import__("datetime").timedelta(seconds=seconds)
+                    created_at=store.as_utc(row.created_at)
+                    - __import__("datetime").timedelta(seconds=seconds)
                 )
             )
 

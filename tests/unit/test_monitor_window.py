@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
-from monitoring import db, metrics, monitor
+from core import store
+from core.dataset import load_config
+from core.features import prepare
+from monitoring import metrics, monitor
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.loop_helpers import log_predictions
-from training.config import load_config
 from training.data import assign_split, read_source
-from training.features import prepare
 from training.settings import TrainingSettings
 
 THRESHOLD = 0.3
@@ -45,18 +46,20 @@ def setup(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     config, valid, test = data
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'loop.db'}")
     monkeypatch.setenv("MONITOR_REPORTS_URI", str(tmp_path / "reports"))
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )  # never read: champion is faked
     monkeypatch.setenv("RETRAIN_TRIGGER", "log")
     monkeypatch.setenv("MONITOR_WINDOW_SIZE", "300")
     monkeypatch.setenv("MONITOR_MIN_WINDOW", "200")
     monkeypatch.setenv("MONITOR_WINDOW_MINUTES", "60")
     settings = MonitorSettings.from_env()
     reference = valid.assign(score=fake_score(valid))
-    monkeypatch.setattr(monitor, "use_registry", lambda s: None)
     monkeypatch.setattr(
         monitor, "champion", lambda s: monitor.Champion(s.model_name, "3", "run-x", THRESHOLD)
     )
     monkeypatch.setattr(monitor, "reference_of", lambda run_id: reference)
-    engine = db.engine_for(settings.database_url)
+    engine = store.engine_for(settings.database_url)
     return settings, config, test, engine
 
 
@@ -65,8 +68,12 @@ def log(engine, frame, config, settings, version="3", at=None):
 
 
 def rows(settings):
-    with db.engine_for(settings.database_url).connect() as conn:
-        return conn.execute(sa.select(db.monitoring_runs).order_by(db.monitoring_runs.c.id)).mappings().all()
+    with store.engine_for(settings.database_url).connect() as conn:
+        return (
+            conn.execute(sa.select(store.monitoring_runs).order_by(store.monitoring_runs.c.id))
+            .mappings()
+            .all()
+        )
 
 
 def test_below_the_minimum_window_it_skips_with_a_reason(setup):

@@ -29,8 +29,8 @@ ADDITIVE = 1e-5
 
 @pytest.fixture(scope="module")
 def config():
-    from training.config import load_config
-    from training.settings import REPO_ROOT
+    from core.dataset import load_config
+    from core.settings import REPO_ROOT
 
     return load_config(REPO_ROOT / "config" / "telco_churn.yaml")
 
@@ -80,7 +80,7 @@ def _by_column(pipe, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]
 
 
 def _check_pipeline(pipe, meta, test, config, fast: bool) -> Explainer:
-    from training.features import original_feature
+    from core.features import original_feature
 
     specs = field_specs(meta["feature_schema"])
     X = test[[s.name for s in specs]]

@@ -42,8 +42,8 @@ def test_fast_path_equals_the_champion_pipeline_on_the_test_split(served):
 
 
 def test_fast_path_equals_an_xgboost_pipeline(served):
-    from training.config import load_config
-    from training.settings import REPO_ROOT
+    from core.dataset import load_config
+    from core.settings import REPO_ROOT
     from training.train import xgb_pipeline
 
     _, meta, test = served
@@ -56,8 +56,8 @@ def test_fast_path_equals_an_xgboost_pipeline(served):
 
 
 def test_fast_path_equals_a_logistic_regression_pipeline(served):
-    from training.config import load_config
-    from training.settings import REPO_ROOT
+    from core.dataset import load_config
+    from core.settings import REPO_ROOT
     from training.train import baseline_pipeline
 
     _, meta, test = served

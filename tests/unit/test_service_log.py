@@ -105,7 +105,7 @@ def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
     """The SQLite executemany path stores exactly what SQLAlchemy Core's insert would: the same stored text
     in every column (features through the same orjson serializer, created_at through the same DateTime
     processor) and the same values read back."""
-    from model_service.prediction_log import COLUMNS, _insert_ignoring_duplicates, _Item
+    from model_service.prediction_log import COLUMNS, _Item, insert_ignoring_duplicates
 
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "spool")
     log._ensure_tables()
@@ -129,7 +129,7 @@ def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
     log._insert(rows)  # a replayed duplicate is ignored
     with log.engine.begin() as conn:
         conn.execute(
-            _insert_ignoring_duplicates(log.engine, predictions),
+            insert_ignoring_duplicates(log.engine, predictions),
             [{**dict(zip(COLUMNS, row, strict=True)), "request_id": "core"} for row in rows],
         )
         read = conn.execute(select(predictions).order_by(predictions.c.id)).all()

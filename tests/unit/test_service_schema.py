@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from core.dataset import load_config
+from core.settings import REPO_ROOT
 from model_service.schema import (
     FieldSpec,
     RecordErrors,
@@ -17,8 +19,6 @@ from model_service.schema import (
     record_schema,
 )
 from tests.integration.service_process import RECORD as VALID
-from training.config import load_config
-from training.settings import REPO_ROOT
 
 FEATURES = [f.as_dict() for f in load_config(REPO_ROOT / "config" / "telco_churn.yaml").features]
 

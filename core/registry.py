@@ -13,14 +13,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-
-from training.settings import TrainingSettings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -31,26 +30,28 @@ class RegistryError(RuntimeError):
     """A registry operation cannot be done (unknown version, no previous champion, ...)."""
 
 
-def configure(settings: TrainingSettings) -> str:
-    """Point MLflow at the configured store and return the experiment id (created if needed)."""
-    uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        from pathlib import Path
+def connect(tracking_uri: str) -> None:
+    """Point MLflow's tracking and registry at one store: the only place in the code that sets them."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
 
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
+
+def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
+    """Connect to the store and return the experiment's id (created if needed)."""
+    connect(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
     # Local stores get an explicit artifact folder; a tracking server chooses (and proxies) its own.
-    location = None if uri.startswith(("http://", "https://")) else settings.artifact_root.as_uri()
+    location = None if tracking_uri.startswith(("http://", "https://")) else artifact_root.as_uri()
     if location:
-        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        artifact_root.mkdir(parents=True, exist_ok=True)
     try:
-        return mlflow.create_experiment(settings.experiment, artifact_location=location)
+        return mlflow.create_experiment(experiment, artifact_location=location)
     except MlflowException:  # created concurrently
-        return mlflow.get_experiment_by_name(settings.experiment).experiment_id
+        return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
 def version_by_alias(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:

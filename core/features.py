@@ -15,7 +15,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training.config import DatasetConfig
+from core.dataset import DatasetConfig
 
 MISSING_CATEGORY = "__missing__"
 

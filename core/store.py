@@ -1,0 +1,269 @@
+"""The loop's store: the one definition of its tables, engines, and the queries shared by packages.
+
+One database holds the whole loop (SQLite on the embedded default, PostgreSQL on the stack):
+
+- `predictions`: one row per accepted record: request id, record index, time, model name and version,
+  the record as validated (JSON), probability, label and the request's latency (the service writes).
+- `feedback`: the true label of a record, by request id and record index (one per record).
+- `monitoring_runs`: one row per monitor check (drift, live quality, alarm, report).
+- `trigger_events`: every retrain trigger decision (for cooldown and dedupe).
+- `rollbacks`: who moved the champion back, when, why, from and to.
+
+The schema is created and upgraded by Alembic migrations (`core/migrations`), run by `migrate`
+(`engine_for` does it once per process and URL).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+metadata = MetaData()
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER primary keys only
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    # no separate request_id index: the unique (request_id, record_index) index serves those lookups,
+    # and every index costs each logged record a B-tree insert
+    Column("request_id", String(36), nullable=False),
+    Column("record_index", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("features", JSON, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("label", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    UniqueConstraint("request_id", "record_index", name="uq_predictions_request_record"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("request_id", String(36), nullable=False, index=True),
+    Column("record_index", Integer, nullable=False),
+    Column("label", Integer, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("request_id", "record_index", name="uq_feedback_request_record"),
+)
+
+
+monitoring_runs = Table(
+    "monitoring_runs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(20), nullable=False),  # ok | drift | skipped | error
+    Column("reason", Text),
+    Column("model_name", String(200)),
+    Column("model_version", String(64)),
+    Column("window_size", Integer),
+    Column("window_start", DateTime(timezone=True)),
+    Column("window_end", DateTime(timezone=True)),
+    Column("reference_size", Integer),
+    Column("drift_share", Float),
+    Column("drifted_features", Integer),
+    Column("n_features", Integer),
+    Column("dataset_drift", Boolean),
+    Column("prediction_drift_score", Float),
+    Column("prediction_drift", Boolean),
+    Column("n_labelled", Integer),
+    Column("roc_auc", Float),
+    Column("precision", Float),
+    Column("recall", Float),
+    Column("f1", Float),
+    Column("alarm", Boolean, nullable=False, default=False),
+    Column("alarm_reasons", JSON),
+    Column("details", JSON),  # per-feature score, method, threshold, flag; data-quality checks
+    Column("report_uri", Text),
+    Column("trigger_event_id", Integer),
+)
+
+trigger_events = Table(
+    "trigger_events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("backend", String(20), nullable=False),
+    Column("source", String(40), nullable=False),  # monitor | alertmanager | manual
+    Column("dedupe_key", String(200), nullable=False),
+    Column("reason", Text),
+    Column("monitoring_run_id", Integer),
+    Column("status", String(20), nullable=False),  # fired | failed | cooldown | duplicate
+    Column("detail", Text),
+    Column("parameters", JSON),
+)
+
+rollbacks = Table(
+    "rollbacks",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("reason", Text),
+    Column("model_name", String(200), nullable=False),
+    Column("from_version", String(64)),
+    Column("to_version", String(64), nullable=False),
+    Column("served", Boolean),
+    Column("detail", Text),
+)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for the log: SQLite gets its folder, WAL and a busy timeout; others pre-ping."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 2)
+    kwargs.setdefault("max_overflow", 4)
+    if url.startswith("postgresql"):
+        kwargs.setdefault("connect_args", {"connect_timeout": 3})
+    return create_engine(url, **kwargs)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the tables if missing (safe when several workers start at once)."""
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine)
+            return
+        except IntegrityError:  # another worker created them between check and create
+            if attempt == 2:
+                raise
+        except SQLAlchemyError as exc:
+            if "already exists" not in str(exc) or attempt == 2:
+                raise
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Table):
+    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(engine.dialect.name)
+    if dialect_insert is None:
+        return None
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=["request_id", "record_index"])
+
+
+_engines: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL in this process, its tables created (idempotent)."""
+    if url not in _engines:
+        engine = make_engine(url)
+        create_tables(engine)
+        _engines[url] = engine
+    return _engines[url]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns: they were written in UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _features(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def labelled_predictions(engine: Engine) -> pd.DataFrame:
+    """Logged features + feedback label (`__label__`) of every labelled prediction, oldest first."""
+    p, f = predictions, feedback
+    query = (
+        select(p.c.features, f.c.label, p.c.created_at)
+        .select_from(p.join(f, and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index)))
+        .order_by(p.c.created_at, p.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    frame = pd.DataFrame([_features(r.features) for r in rows])
+    frame["__label__"] = [int(r.label) for r in rows]
+    return frame
+
+
+def recent_predictions(
+    engine: Engine, model_name: str, version: str, size: int, minutes: float, now: datetime | None = None
+) -> pd.DataFrame:
+    """The most recent predictions of a version (at most `size`, within `minutes`; 0: any age), each with
+    its record's features, score and feedback label (NaN where none came)."""
+    p, f = predictions, feedback
+    now = now or utcnow()
+    query = (
+        select(
+            p.c.request_id,
+            p.c.record_index,
+            p.c.created_at,
+            p.c.features,
+            p.c.score,
+            f.c.label.label("feedback_label"),
+        )
+        .select_from(
+            p.outerjoin(f, and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index))
+        )
+        .where(p.c.model_name == model_name, p.c.model_version == str(version))
+        .order_by(p.c.created_at.desc(), p.c.id.desc())
+        .limit(size)
+    )
+    if minutes and minutes > 0:
+        query = query.where(p.c.created_at >= now - timedelta(minutes=minutes))
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    if not rows:
+        return pd.DataFrame(columns=["request_id", "record_index", "created_at", "score", "label"])
+    features = pd.DataFrame([_features(r["features"]) for r in rows])
+    meta = pd.DataFrame(
+        {
+            "request_id": [r["request_id"] for r in rows],
+            "record_index": [r["record_index"] for r in rows],
+            "created_at": [as_utc(r["created_at"]) for r in rows],
+            "score": [float(r["score"]) for r in rows],
+            "label": [
+                float("nan") if r["feedback_label"] is None else float(r["feedback_label"]) for r in rows
+            ],
+        }
+    )
+    return pd.concat([features, meta], axis=1)
