@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
+        promote settings-doc model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,14 +34,14 @@ lint: $(STAMP) ## ruff, import contracts (packages stand on core/), the stack's 
 test: $(STAMP) ## the whole test suite (starts or installs the servers it needs)
 	$(BIN)/pytest
 
-test-unit: $(STAMP) ## unit tests only
-	$(BIN)/pytest tests/unit
+test-unit: $(STAMP) ## unit tests only (no server, no system binary, no trained model; under 2 minutes)
+	$(BIN)/pytest -m unit tests/unit
 test-data: $(STAMP) ## data tests only
-	$(BIN)/pytest tests/data
-test-model: $(STAMP) ## model behaviour tests only
-	$(BIN)/pytest tests/model
-test-integration: $(STAMP) ## integration tests (real MLflow, PostgreSQL, S3 servers)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest -m data tests/data
+test-model: $(STAMP) ## model behaviour tests only (trains small models)
+	$(BIN)/pytest -m model tests/model
+test-integration: $(STAMP) ## integration tests (gunicorn, real MLflow, PostgreSQL, S3 servers, validators)
+	$(BIN)/pytest -m integration tests/integration
 
 ingest: $(STAMP) ## snapshot the data source (content-hashed, immutable)
 	$(PY) -m training.data ingest
@@ -54,6 +54,9 @@ train: validate ## train baseline + tuned XGBoost, log to MLflow, register as 'c
 
 gate: $(STAMP) ## judge 'challenger' against floors, 'champion', behaviour, latency; promote on pass
 	$(PY) -m training.gate
+
+settings-doc: $(STAMP) ## regenerate docs/settings.md from the settings classes
+	$(PY) -m scripts.settings_reference
 
 model-card: $(STAMP) ## rewrite the measured tables of docs/model_card.md from the champion
 	$(PY) -m scripts.model_card

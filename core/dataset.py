@@ -53,6 +53,7 @@ class DatasetConfig:
     costs: dict[str, float] = field(default_factory=dict)
     segments: tuple[str, ...] = ()
     gate: dict[str, Any] = field(default_factory=dict)
+    example_record: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -145,6 +146,14 @@ def load_config(path: str | Path) -> DatasetConfig:
     for col in raw.get("cleaning", {}).get("fill", {}) or {}:
         if col not in names:
             raise ConfigError(f"{where}: cleaning.fill names '{col}', which is not a feature")
+    example = raw.get("example_record") or {}
+    if not isinstance(example, dict):
+        raise ConfigError(f"{where}: example_record must map every feature to a value")
+    if example and set(example) != names:
+        missing, extra = sorted(names - set(example)), sorted(set(example) - names)
+        raise ConfigError(
+            f"{where}: example_record must name every feature (missing {missing}, unknown {extra})"
+        )
     split = {"valid_share": 0.15, "test_share": 0.15, **(raw.get("split") or {})}
     if not 0 < split["valid_share"] + split["test_share"] < 0.8:
         raise ConfigError(f"{where}: split valid_share + test_share must be between 0 and 0.8")
@@ -162,5 +171,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         costs=dict(raw.get("costs") or {}),
         segments=segments,
         gate=dict(raw.get("gate") or {}),
+        example_record=dict(example),
         path=path,
     )

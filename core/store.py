@@ -9,18 +9,25 @@ One database holds the whole loop (SQLite on the embedded default, PostgreSQL on
 - `trigger_events`: every retrain trigger decision (for cooldown and dedupe).
 - `rollbacks`: who moved the champion back, when, why, from and to.
 
-The schema is created and upgraded by Alembic migrations (`core/migrations`), run by `migrate`
-(`engine_for` does it once per process and URL).
+The schema is created and upgraded by Alembic migrations (`core/migrations`, version table
+`churnops_alembic_version`), run by `create_tables` (`engine_for` does it once per process and URL;
+the service's prediction log when it starts). A new column is a new file in core/migrations/versions
+beside the change to the table here; tests/unit/test_store_migrations.py checks that they agree.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -38,10 +45,11 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER primary keys only
@@ -79,7 +87,7 @@ feedback = Table(
 monitoring_runs = Table(
     "monitoring_runs",
     metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("status", String(20), nullable=False),  # ok | drift | skipped | error
@@ -111,7 +119,7 @@ monitoring_runs = Table(
 trigger_events = Table(
     "trigger_events",
     metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("backend", String(20), nullable=False),
     Column("source", String(40), nullable=False),  # monitor | alertmanager | manual
@@ -126,7 +134,7 @@ trigger_events = Table(
 rollbacks = Table(
     "rollbacks",
     metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("by", String(200), nullable=False),
     Column("reason", Text),
@@ -162,18 +170,55 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def create_tables(engine: Engine) -> None:
-    """Create the tables if missing (safe when several workers start at once)."""
-    for attempt in range(3):
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "churnops_alembic_version"  # not alembic_version: MLflow's store may share the database
+_BASELINE = "0001"
+_PG_MIGRATION_LOCK = 7_263_110  # pg_advisory_xact_lock key: one migration at a time per database
+
+
+@contextlib.contextmanager
+def _sqlite_lock(engine: Engine) -> Iterator[None]:
+    """Serialize migrations of one SQLite file across processes (gunicorn workers start together)."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            metadata.create_all(engine)
-            return
-        except IntegrityError:  # another worker created them between check and create
-            if attempt == 2:
-                raise
-        except SQLAlchemyError as exc:
-            if "already exists" not in str(exc) or attempt == 2:
-                raise
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration for the store's migrations (no alembic.ini: the connection is passed in)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the tables, or upgrade them, to the newest migration (idempotent, safe when several
+    processes start at once). A store made before migrations existed is stamped as the baseline."""
+    config = alembic_config()
+    lock = _sqlite_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+    with lock, engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
+        config.attributes["connection"] = conn
+        tables = set(inspect(conn).get_table_names())
+        if VERSION_TABLE not in tables and "predictions" in tables:
+            command.stamp(config, _BASELINE)
+        command.upgrade(config, "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The store's migration revision (None: not created yet)."""
+    with engine.connect() as conn:
+        if VERSION_TABLE not in inspect(conn).get_table_names():
+            return None
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table):

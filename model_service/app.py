@@ -826,7 +826,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
             resp.headers["X-Request-ID"] = rid
         return resp
 
-    _metrics(app)
+    _metrics(app, multiprocess=settings.prometheus_multiproc_dir is not None)
     m.MODEL_LOADED.set(0)
     m.LOG_DB_UP.set(1)
     manager.check()
@@ -854,9 +854,9 @@ def _patch_record_ref(api: ServiceApi) -> None:
         )
 
 
-def _metrics(app: Flask) -> None:
+def _metrics(app: Flask, multiprocess: bool) -> None:
     buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess:  # under gunicorn (gunicorn_conf.py exports the folder)
         from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
         exporter = GunicornInternalPrometheusMetrics(app, group_by="endpoint", buckets=buckets)

@@ -29,12 +29,10 @@ except SettingsError as _exc:
     print(f"model_service: configuration error: {_exc}", file=sys.stderr)
     sys.exit(2)
 
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-service-metrics-")
-    _own_metrics_dir = True
-else:
-    _own_metrics_dir = False
-_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+# the workers read it from the environment (prometheus_client), so a folder we make is exported there
+_own_metrics_dir = _settings.prometheus_multiproc_dir is None
+_metrics_dir = _settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="model-service-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.workers

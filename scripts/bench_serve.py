@@ -30,16 +30,14 @@ from pathlib import Path
 
 import requests
 
+from core.dataset import load_config
+from core.settings import Settings
+from scripts.local_servers import free_port, wait_http
+
 REPO = Path(__file__).resolve().parent.parent
+RECORD = load_config(Settings.from_env().dataset_config).example_record  # the data set's sample record
 DOC = REPO / "docs" / "benchmarks.md"
 HEADING = "## Serving"
-RECORD = {
-    "female": 0, "senior_citizen": 1, "partner": 0, "dependents": 0, "tenure": 1, "phone_service": 1,
-    "multiple_lines": "No", "internet_service": "Fiber optic", "online_security": "No", "online_backup": "No",
-    "device_protection": "No", "tech_support": "No", "streaming_tv": "Yes", "streaming_movies": "Yes",
-    "contract": "Month-to-month", "paperless_billing": 1, "payment_method": "Electronic check",
-    "monthly_charges": 95.0, "total_charges": 95.0,
-}  # fmt: skip
 
 LUA = """
 {request}
@@ -51,28 +49,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited ({proc.returncode})")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wrk(

@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scripts.local_servers import NotReady, free_port, wait_until
+
 REPO = Path(__file__).resolve().parent.parent
+STATE_VARIABLES = (
+    "DATA_DIR",
+    "REPORTS_DIR",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ARTIFACT_ROOT",
+    "DATABASE_URL",
+    "MONITOR_REPORTS_URI",
+    "RETRAIN_LOG_DIR",
+    "SPOOL_DIR",
+)
 
 
 class DemoFailure(RuntimeError):
@@ -55,12 +66,6 @@ class Timeline:
         return "\n".join(lines)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def configure_environment() -> dict[str, str]:
     state = Path(os.environ.get("DEMO_DIR") or REPO / "var" / "demo").resolve()
     if state.exists():
@@ -68,15 +73,11 @@ def configure_environment() -> dict[str, str]:
     state.mkdir(parents=True)
     port = int(os.environ.get("DEMO_PORT") or free_port())
     api_key, admin = secrets.token_hex(16), secrets.token_hex(16)
+    # every path of the embedded default derives from STATE_DIR: drop any inherited override of one
+    for variable in STATE_VARIABLES:
+        os.environ.pop(variable, None)
     env = {
-        "DATA_DIR": str(state / "data"),
-        "REPORTS_DIR": str(state / "reports"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
-        "MLFLOW_ARTIFACT_ROOT": str(state / "artifacts"),
-        "DATABASE_URL": f"sqlite:///{state / 'service.db'}",
-        "MONITOR_REPORTS_URI": str(state / "reports" / "monitoring"),
-        "RETRAIN_LOG_DIR": str(state / "logs"),
-        "SPOOL_DIR": str(state / "spool"),
+        "STATE_DIR": str(state),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "OPTUNA_TRIALS": os.environ.get("OPTUNA_TRIALS") or "3",
         "CV_FOLDS": os.environ.get("CV_FOLDS") or "2",
@@ -117,19 +118,16 @@ def run_step(timeline: Timeline, step: str, cmd: list[str], log_file: Path, time
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise DemoFailure(f"timed out after {timeout:.0f} s waiting for {what}")
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except NotReady as exc:
+        raise DemoFailure(f"timed out waiting for {exc}") from None
 
 
 def main() -> int:
     env = configure_environment()
-    state = Path(env["DATA_DIR"]).parent
-    logs = Path(env["RETRAIN_LOG_DIR"])
+    state = Path(env["STATE_DIR"])
+    logs = state / "logs" / "retrain"
     logs.mkdir(parents=True, exist_ok=True)
     timeline = Timeline()
     timeline.mark("demo start", f"state in {state}, service on {env['SERVICE_URL']}")

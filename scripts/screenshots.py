@@ -32,14 +32,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from core.dataset import load_config
+from scripts import local_servers
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = REPO / "scripts" / "screenshots.cjs"
@@ -47,28 +46,8 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 ALL = ("architecture", "swagger-predict", "mlflow-runs", "mlflow-model", "drift-report", "demo-timeline")
 API_KEY = "screenshots-" + "k" * 20  # a throwaway key for a throwaway service on loopback
 
-# The record Swagger UI sends (docs/api.md's example customer: new, month-to-month, fibre).
-RECORD = {
-    "female": 0,
-    "senior_citizen": 1,
-    "partner": 0,
-    "dependents": 0,
-    "tenure": 1,
-    "phone_service": 1,
-    "multiple_lines": "No",
-    "internet_service": "Fiber optic",
-    "online_security": "No",
-    "online_backup": "No",
-    "device_protection": "No",
-    "tech_support": "No",
-    "streaming_tv": "Yes",
-    "streaming_movies": "Yes",
-    "contract": "Month-to-month",
-    "paperless_billing": 1,
-    "payment_method": "Electronic check",
-    "monthly_charges": 95.0,
-    "total_charges": 95.0,
-}
+# The record Swagger UI sends: the data set's example record (a new month-to-month fibre customer).
+RECORD = load_config(REPO / "config" / "telco_churn.yaml").example_record
 
 
 class ShotError(RuntimeError):
@@ -103,25 +82,11 @@ def stamp_diagram(png: Path, source: str) -> None:
     image.save(png, pnginfo=info, optimize=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, ok=(200,)) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise ShotError(f"process for {url} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status in ok:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise ShotError(f"{url} did not answer within {timeout:.0f} s")
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    try:
+        local_servers.wait_http(url, timeout, proc)
+    except local_servers.NotReady as exc:
+        raise ShotError(str(exc)) from None
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -178,7 +143,7 @@ def timeline_html(text: str) -> list[str]:
 def drift_report(demo: Path) -> Path:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(f"sqlite:///{demo / 'service.db'}")
+    engine = sa.create_engine(f"sqlite:///{demo / 'service' / 'service.db'}")
     with engine.connect() as conn:
         row = conn.execute(
             sa.text(
@@ -297,17 +262,13 @@ def main(argv: list[str] | None = None) -> int:
             base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
             timeline = run_demo(store, base)
             demo = store / "demo"
-            tracking = f"sqlite:///{demo / 'mlflow.db'}"
+            tracking = f"sqlite:///{demo / 'mlflow' / 'mlflow.db'}"
             env = {
                 **base,
-                "DATA_DIR": str(demo / "data"),
-                "REPORTS_DIR": str(demo / "reports"),
-                "MLFLOW_TRACKING_URI": tracking,
-                "MLFLOW_ARTIFACT_ROOT": str(demo / "artifacts"),
-                "DATABASE_URL": f"sqlite:///{demo / 'service.db'}",
+                "STATE_DIR": str(demo),  # the demo's state: every path derives from it
                 "SPOOL_DIR": str(store / "spool"),
                 "HOST": "127.0.0.1",
-                "PORT": str(free_port()),
+                "PORT": str(local_servers.free_port()),
                 "API_KEYS": API_KEY,
                 "AUTH_ENABLED": "true",
                 "GUNICORN_WORKERS": "1",
@@ -329,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                     store / "service.log",
                 )
             )
-            mlflow_port = free_port()
+            mlflow_port = local_servers.free_port()
             mlflow_url = f"http://127.0.0.1:{mlflow_port}"
             say(f"starting mlflow server on {mlflow_url}")
             procs.append(

@@ -9,7 +9,6 @@ where every server must be available.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -19,8 +18,34 @@ from pathlib import Path
 
 import pytest
 
+from scripts.local_servers import NotReady, free_port, wait_http
+
 REPO = Path(__file__).resolve().parent.parent
 FAST_TRAINING = {"OPTUNA_TRIALS": "2", "CV_FOLDS": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+KINDS = ("unit", "data", "model", "integration")
+# what a unit test must not need: a trained model or a real server
+HEAVY_FIXTURES = {
+    "trained_champion",
+    "champion_env",
+    "served",
+    "postgres_server",
+    "s3_server",
+    "mlflow_server",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries the marker of its kind (its folder), so `pytest -m unit` (or `-m "not
+    integration"`) selects kinds wherever the tests are run from."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+        heavy = sorted(HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        if kind == "unit" and heavy:
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses {heavy}: move it to its kind")
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +71,6 @@ def require_server(reason: str) -> None:
         pytest.fail(f"CI must have this server: {reason}")
     warnings.warn(f"SKIPPED, server not available: {reason}", stacklevel=2)
     pytest.skip(f"server not available: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoopbackServer:
@@ -265,22 +284,12 @@ class S3Server:
 
 
 def wait_for_http(url: str, timeout: float = 60.0, process=None) -> bool:
-    import time
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return True
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.3)
-    return False
+    """True once `url` answers below 500; False after `timeout` or when `process` exits."""
+    try:
+        wait_http(url, timeout, process, ok=lambda status: status < 500)
+    except NotReady:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")

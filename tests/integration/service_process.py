@@ -14,18 +14,13 @@ from pathlib import Path
 
 import requests
 
+from core.dataset import load_config
 from tests.conftest import REPO, free_port, wait_for_http
 
 API_KEY = "test-key-0123456789abcdef"
 ADMIN_TOKEN = "test-admin-0123456789abcdef"
 
-RECORD = {
-    "female": 0, "senior_citizen": 1, "partner": 0, "dependents": 0, "tenure": 1, "phone_service": 1,
-    "multiple_lines": "No", "internet_service": "Fiber optic", "online_security": "No", "online_backup": "No",
-    "device_protection": "No", "tech_support": "No", "streaming_tv": "Yes", "streaming_movies": "Yes",
-    "contract": "Month-to-month", "paperless_billing": 1, "payment_method": "Electronic check",
-    "monthly_charges": 95.0, "total_charges": 95.0,
-}  # fmt: skip
+RECORD = load_config(REPO / "config" / "telco_churn.yaml").example_record
 
 
 def private_store(trained_env: dict[str, str], root: Path) -> dict[str, str]:

@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from scripts.local_servers import wait_until
 from tests.conftest import REPO
 from tests.integration.service_process import (
     ADMIN_TOKEN,
@@ -289,12 +289,7 @@ class Hammer:
 
 
 def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(predicate, timeout, what, interval=0.2)
 
 
 def test_reload_under_load_without_failures(service: Service, store_env):

@@ -10,6 +10,7 @@ import requests
 from sqlalchemy import func, select
 
 from core.store import make_engine, predictions
+from scripts.local_servers import wait_until
 from tests.integration.service_process import RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -57,26 +58,27 @@ def test_database_outage_and_shutdown_lose_nothing(postgres_server, trained_cham
     try:
         for t in threads:
             t.start()
-        time.sleep(2)
+        wait_until(lambda: len(accepted) >= 20, 60, "traffic before the outage")
         postgres_server.stop()  # the database goes away under traffic
-        time.sleep(1)
         down_since = len(accepted)
-        time.sleep(4)
-        assert len(accepted) > down_since + 10, (
-            "predictions must keep being accepted while the database is down"
+        wait_until(
+            lambda: (
+                len(accepted) > down_since + 10 and svc.metric("model_service_log_spooled_records_total") > 0
+            ),
+            60,
+            "predictions accepted and spooled while the database is down",
         )
-        assert svc.metric("model_service_log_spooled_records_total") > 0
         ready = requests.get(svc.url + "/ready", timeout=10).json()
         assert ready["database"] == "unreachable" and ready["status"] == "degraded" and ready["ready"] is True
         postgres_server.start()  # back: spooled records are replayed
-        time.sleep(3)
+        wait_until(
+            lambda: svc.metric("model_service_log_replayed_records_total") > 0, 60, "spooled records replayed"
+        )
         stop.set()
         for t in threads:
             t.join(30)
-        deadline = time.monotonic() + 60
         expected = sum(n for _, n in accepted)
-        while time.monotonic() < deadline and _count(db_url) < expected:
-            time.sleep(0.5)
+        wait_until(lambda: _count(db_url) >= expected, 60, f"{expected} records in the database")
         assert svc.metric("model_service_log_replayed_records_total") > 0
         # a last burst, then SIGTERM at once: the workers flush their queues on the way out
         burst = [svc.predict([RECORD] * 20) for _ in range(10)]

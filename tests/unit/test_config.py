@@ -15,6 +15,7 @@ def test_telco_config_declares_the_19_features():
     assert config.target == "churn" and config.positive_class == "Yes"
     assert set(config.of_type("numeric")) == {"tenure", "monthly_charges", "total_charges"}
     assert config.fn_cost > config.fp_cost
+    assert set(config.example_record) == set(config.feature_names)
 
 
 def _write(tmp_path: Path, mutate) -> Path:
@@ -36,6 +37,12 @@ def _write(tmp_path: Path, mutate) -> Path:
         (lambda r: r["features"].update(churn={"type": "binary"}), "target 'churn' is also listed"),
         (lambda r: r["source"].update(kind="ftp"), "source.kind 'ftp'"),
         (lambda r: r["features"]["tenure"].update(maximum=3), "unknown key(s) ['maximum']"),
+        (
+            lambda r: r["example_record"].pop("tenure"),
+            "example_record must name every feature (missing ['tenure']",
+        ),
+        (lambda r: r["example_record"].update(age=3), "unknown ['age']"),
+        (lambda r: r.update(example_record=[1, 2]), "example_record must map every feature"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, mutate, message):

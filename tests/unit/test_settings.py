@@ -1,0 +1,132 @@
+"""One settings mechanism: every component reads the same variables the same way, reports every bad
+variable at once in one line, derives its local paths from STATE_DIR, and the reference is current."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from core.settings import REPO_ROOT, Settings, SettingsError, variable_of
+from model_service.settings import ServiceSettings
+from monitoring import monitor
+from monitoring.settings import MonitorSettings
+from scripts import settings_reference
+from training import gate, train
+from training.settings import TrainingSettings
+
+COMPONENTS = [TrainingSettings, ServiceSettings, MonitorSettings]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch):
+    for cls in [Settings, *COMPONENTS]:
+        for name in cls.model_fields:
+            monkeypatch.delenv(variable_of(cls, name), raising=False)
+
+
+@pytest.mark.parametrize("cls", COMPONENTS, ids=lambda c: c.__name__)
+def test_an_empty_variable_means_its_default_in_every_component(cls, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MODEL_NAME", "")
+    assert cls.from_env().model_name == "telco-churn"
+
+
+@pytest.mark.parametrize("cls", COMPONENTS, ids=lambda c: c.__name__)
+def test_every_bad_variable_is_named_in_one_line(cls, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")  # valid: rewritten to psycopg2
+    with pytest.raises(SettingsError) as caught:
+        cls.from_env()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "LOG_LEVEL='chatty'" in message
+
+
+def test_several_bad_variables_are_reported_together(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PORT", "eighty")
+    monkeypatch.setenv("GUNICORN_WORKERS", "0")
+    monkeypatch.setenv("AUTH_ENABLED", "maybe")
+    with pytest.raises(SettingsError) as caught:
+        ServiceSettings.from_env()
+    message = str(caught.value)
+    for variable in ("PORT='eighty'", "GUNICORN_WORKERS='0'", "AUTH_ENABLED='maybe'"):
+        assert variable in message
+
+
+def test_local_paths_derive_from_state_dir_and_each_stays_overridable(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("REPORTS_DIR", str(tmp_path / "elsewhere"))
+    training, service, monitor = (cls.from_env() for cls in COMPONENTS)
+    state = tmp_path / "state"
+    assert training.data_dir == state / "data"
+    assert training.artifact_root == state / "mlflow" / "artifacts"
+    assert training.reports_dir == tmp_path / "elsewhere"
+    assert training.tracking_uri == f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
+    assert service.database_url == monitor.database_url == f"sqlite:///{state / 'service' / 'service.db'}"
+    assert service.spool_dir == state / "service" / "spool"
+    assert monitor.retrain_log_dir == state / "logs" / "retrain"
+    assert monitor.reports_uri == str(state / "reports" / "monitoring")
+
+
+def test_relative_paths_are_taken_from_the_repository(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STATE_DIR", "var/other")
+    assert TrainingSettings.from_env().data_dir == REPO_ROOT / "var" / "other" / "data"
+
+
+def test_service_keys_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("API_KEYS", " k1-aaaaaaaaaaaaaaaa , k2-bbbbbbbbbbbbbbbb ,")
+    assert ServiceSettings.from_env().api_keys == ("k1-aaaaaaaaaaaaaaaa", "k2-bbbbbbbbbbbbbbbb")
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "variable", "value"),
+    [
+        (train.main, [], "OPTUNA_TRIALS", "many"),
+        (gate.main, [], "LOG_LEVEL", "loud"),
+        (monitor.main, ["run"], "RETRAIN_TRIGGER", "pager"),
+    ],
+    ids=["train", "gate", "monitor"],
+)
+def test_a_command_exits_2_with_one_line_naming_the_variable(
+    main, argv, variable, value, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    monkeypatch.setenv("STATE_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid settings:")
+    assert f"{variable}={value!r}" in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing was created before the settings were checked
+
+
+def test_the_reference_in_the_docs_is_generated_from_the_classes():
+    assert settings_reference.main(["--check"]) == 0, "run `make settings-doc`"
+    text = (REPO_ROOT / "docs" / "settings.md").read_text()
+    for cls in COMPONENTS:
+        for name in cls.model_fields:
+            assert f"`{variable_of(cls, name)}`" in text
+
+
+PACKAGES = ["core", "training", "model_service", "monitoring"]
+
+
+def test_only_the_settings_classes_read_the_environment():
+    """os.environ / os.getenv reads live in settings modules only (passing the environment on to a
+    child process, or exporting a variable, is not a read of a setting)."""
+    readers = []
+    for package in PACKAGES:
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            if path.name == "settings.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    target = ast.unparse(node.func)
+                    if target in ("os.environ.get", "os.getenv"):
+                        readers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+                subscript = isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ"
+                if subscript and isinstance(node.ctx, ast.Load):
+                    readers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert readers == []
