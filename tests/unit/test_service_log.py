@@ -89,11 +89,13 @@ def test_close_spools_what_the_database_cannot_take(tmp_path):
 
 
 def test_a_full_queue_spools_instead_of_dropping(tmp_path):
-    log = PredictionLog(DOWN, tmp_path / "spool", queue_size=4)  # writer not started: the queue only fills
+    log = PredictionLog(DOWN, tmp_path / "spool", queue_size=6)  # writer not started: the queue only fills
     log.spool_dir.mkdir(parents=True)
     _submit(log, 3)
+    _submit(log, 3)  # exactly full: still queued
+    assert log.queued() == 6 and log.spooled_files() == []
     _submit(log, 3)  # over the bound: straight to the spool
-    assert log.queued() == 3
+    assert log.queued() == 6
     assert sum(len(p.read_text().splitlines()) for p in log.spooled_files()) == 3
     log.close(timeout=5)
 
