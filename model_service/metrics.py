@@ -13,7 +13,7 @@ workers. Gauges say how they aggregate (`multiprocess_mode`).
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 PREFIX = "model_service"
 
@@ -123,6 +123,12 @@ ALL = [
     LOG_DB_UP,
     FEEDBACK,
 ]
+
+
+def multiprocess() -> bool:
+    """Whether prometheus_client keeps values in the multiprocess folder (it decides from
+    PROMETHEUS_MULTIPROC_DIR when first imported; gunicorn_conf.py sets it before the workers start)."""
+    return values.ValueClass is not values.MutexValue
 
 
 def registry() -> CollectorRegistry:

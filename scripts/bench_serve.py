@@ -156,7 +156,8 @@ def per_record_costs(loaded, n: int = 1000) -> dict[str, float]:
     """Microseconds per record of each step of an n-record request, in process (medians)."""
     from model_service import jsonfast
     from model_service import metrics as m
-    from model_service.prediction_log import PredictionLog, _Item, new_request_id, now
+    from model_service.prediction_log.request_ids import new_request_id
+    from model_service.prediction_log.store import Item, LogStore, now
 
     body = json.dumps({"records": [RECORD] * n}).encode()
     reps = 40
@@ -182,15 +183,15 @@ def per_record_costs(loaded, n: int = 1000) -> dict[str, float]:
     hist = m.SCORES.labels("bench")
     us["metrics"] = timed(lambda: (m.observe_many(hist, scores), int(labels.sum())), reps)
 
-    def item(k: int = n) -> _Item:
-        return _Item(new_request_id(), now(), "m", "1", batch.records[:k], scores[:k], labels[:k], 1.0)
+    def item(k: int = n) -> Item:
+        return Item(new_request_id(), now(), "m", "1", batch.records[:k], scores[:k], labels[:k], 1.0)
 
     us["log_rows"] = timed(lambda: item().rows(), reps)
     with tempfile.TemporaryDirectory() as tmp:
-        log = PredictionLog(f"sqlite:///{tmp}/bench.db", Path(tmp) / "spool")
-        log._ensure_tables()
-        us["log_insert"] = timed(lambda: log._insert(item(500).rows()), reps) * n / 500 - us["log_rows"]
-        log.engine.dispose()
+        store = LogStore(f"sqlite:///{tmp}/bench.db")
+        store.ensure_tables()
+        us["log_insert"] = timed(lambda: store.insert(item(500).rows()), reps) * n / 500 - us["log_rows"]
+        store.engine.dispose()
     return {k: v / n * 1e6 for k, v in us.items()}
 
 

@@ -221,36 +221,67 @@ def test_global_importance_sorted(served):
     assert sum(i["importance"] for i in imp) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_explain_endpoint_in_process(champion_env, monkeypatch):
-    """The Flask app (test client): auth, validation shared with /v1/predict, no prediction log rows."""
-    from model_service.app import create_app, shutdown_all
-    from tests.integration.service_process import API_KEY, RECORD
+@pytest.fixture
+def champion_client(champion_env, monkeypatch):
+    """The service app (test client) serving the session's trained champion; auth, validation and
+    every error answer are tested on a small model in test_service_http.py."""
+    from model_service.app import create_app
+    from tests.integration.service_process import API_KEY
 
     monkeypatch.setenv("API_KEYS", API_KEY)
     monkeypatch.setenv("SPOOL_DIR", str(champion_env.root / "spool-explain"))
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{champion_env.root / 'explain-unit.db'}")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     app = create_app(start_background=False)
-    try:
-        client = app.test_client()
-        assert client.post("/v1/explain", json={"records": [RECORD]}).status_code == 401
-        bad = client.post(
-            "/v1/explain", json={"records": [{**RECORD, "tenure": "x"}]}, headers={"X-API-Key": API_KEY}
-        )
-        assert bad.status_code == 422 and "records[0].tenure" in bad.get_json()["message"]
-        ok = client.post(
-            "/v1/explain",
-            json={"records": [RECORD, {**RECORD, "contract": "Two year"}]},
-            headers={"X-API-Key": API_KEY},
-        )
-        assert ok.status_code == 200, ok.text
-        body = ok.get_json()
-        assert body["units"] == "log-odds" and ok.headers["X-Request-ID"] == body["request_id"]
-        pred = client.post("/v1/predict", json={"records": [RECORD]}, headers={"X-API-Key": API_KEY})
-        assert body["explanations"][0]["probability"] == pytest.approx(
-            pred.get_json()["predictions"][0]["probability"], abs=1e-9
-        )
-        plog = app.extensions["model_service"].plog  # no writer thread here: records stay queued
-        assert plog.is_pending(pred.get_json()["request_id"]) and plog.queued() == 1
-        assert not plog.is_pending(body["request_id"])  # explain requests are not logged
-    finally:
-        shutdown_all()
+    yield app.test_client(), {"X-API-Key": API_KEY}
+    app.extensions["model_service"].shutdown()
+
+
+def test_explain_endpoint_with_the_champion(champion_client):
+    """Explanations of the champion through the app: they add up to the logit of the probability
+    /v1/predict answers, and make sense; explain requests are not logged."""
+    import math
+
+    from tests.integration.service_process import RECORD
+
+    client, key = champion_client
+    records = [RECORD, {**RECORD, "contract": "Two year", "tenure": 70, "total_charges": None}]
+    ok = client.post("/v1/explain", json={"records": records}, headers=key)
+    assert ok.status_code == 200, ok.text
+    body = ok.get_json()
+    assert body["units"] == "log-odds" and body["method"] in ("tree_shap", "linear")
+    pred = client.post("/v1/predict", json={"records": records}, headers=key)
+    for exp, p, rec in zip(body["explanations"], pred.get_json()["predictions"], records, strict=True):
+        contribs = exp["contributions"]
+        assert {c["feature"] for c in contribs} == set(RECORD)
+        assert all(c["value"] == rec.get(c["feature"]) for c in contribs)
+        sizes = [abs(c["contribution"]) for c in contribs]
+        assert sizes == sorted(sizes, reverse=True)
+        total = exp["base_value"] + sum(c["contribution"] for c in contribs)
+        assert total == pytest.approx(exp["logit"], abs=1e-5)
+        assert total == pytest.approx(math.log(exp["probability"] / (1 - exp["probability"])), abs=1e-4)
+        assert exp["probability"] == pytest.approx(p["probability"], abs=1e-9) and exp["label"] == p["label"]
+    # a month-to-month fibre customer with tenure 1: contract or tenure among the top 3 positive pushes
+    positive = [c["feature"] for c in body["explanations"][0]["contributions"] if c["contribution"] > 0]
+    assert {"contract", "tenure"} & set(positive[:3]), body["explanations"][0]["contributions"]
+    # a two-year contract pulls the other record down
+    second = {c["feature"]: c["contribution"] for c in body["explanations"][1]["contributions"]}
+    assert second["contract"] < 0
+    plog = client.application.extensions["model_service"].plog  # no writer thread here: records stay queued
+    assert plog.is_pending(pred.get_json()["request_id"]) and plog.queued() == 2
+    assert not plog.is_pending(body["request_id"])  # explain requests are not logged
+
+
+def test_model_endpoint_describes_the_champion(champion_client, champion_env):
+    from tests.integration.service_process import RECORD
+
+    client, key = champion_client
+    body = client.get("/v1/model", headers=key).get_json()
+    assert body["version"] == champion_env.version and body["alias"] == "champion"
+    assert body["predictor"] == "numpy" and body["explanation_method"] in ("tree_shap", "linear")
+    assert {"roc_auc", "pr_auc"} <= set(body["test_metrics"])
+    assert len(body["data_hash"]) == 64 and body["git_commit"]
+    assert [f["name"] for f in body["feature_schema"]] == list(RECORD)
+    values = [i["importance"] for i in body["feature_importance"]]
+    assert {i["feature"] for i in body["feature_importance"]} == set(RECORD)
+    assert values == sorted(values, reverse=True) and sum(values) == pytest.approx(1.0, abs=1e-4)

@@ -8,13 +8,11 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import func, select
 
-from model_service.prediction_log import (
-    PredictionLog,
-    make_engine,
-    new_request_id,
-    predictions,
-    request_id_age,
-)
+from core.store import insert_ignoring_duplicates, make_engine, predictions
+from model_service.prediction_log.request_ids import new_request_id, request_id_age
+from model_service.prediction_log.spool import row_from_json, row_to_json
+from model_service.prediction_log.store import COLUMNS, Item, LogStore
+from model_service.prediction_log.writer import PredictionLog
 
 DOWN = "postgresql+psycopg2://nobody@127.0.0.1:9/none"  # nothing listens on port 9
 
@@ -64,8 +62,7 @@ def test_database_down_spools_then_replays_once(tmp_path):
         _submit(log)
     log.flush(15)
     assert not log.db_ok and log.spooled_files()
-    log.engine = good  # the database is back
-    log._tables_ready = False
+    log.store = LogStore(log.url, engine=good)  # the database is back
     _submit(log)
     deadline = time.monotonic() + 15
     while (_count(good) if _tables(good) else 0) < 18 and time.monotonic() < deadline:
@@ -92,11 +89,13 @@ def test_close_spools_what_the_database_cannot_take(tmp_path):
 
 
 def test_a_full_queue_spools_instead_of_dropping(tmp_path):
-    log = PredictionLog(DOWN, tmp_path / "spool", queue_size=4)  # writer not started: the queue only fills
+    log = PredictionLog(DOWN, tmp_path / "spool", queue_size=6)  # writer not started: the queue only fills
     log.spool_dir.mkdir(parents=True)
     _submit(log, 3)
+    _submit(log, 3)  # exactly full: still queued
+    assert log.queued() == 6 and log.spooled_files() == []
     _submit(log, 3)  # over the bound: straight to the spool
-    assert log.queued() == 3
+    assert log.queued() == 6
     assert sum(len(p.read_text().splitlines()) for p in log.spooled_files()) == 3
     log.close(timeout=5)
 
@@ -105,17 +104,15 @@ def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
     """The SQLite executemany path stores exactly what SQLAlchemy Core's insert would: the same stored text
     in every column (features through the same orjson serializer, created_at through the same DateTime
     processor) and the same values read back."""
-    from model_service.prediction_log import COLUMNS, _Item, insert_ignoring_duplicates
-
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "spool")
-    log._ensure_tables()
+    store = LogStore(f"sqlite:///{tmp_path / 'p.db'}")
+    store.ensure_tables()
     records = [
         {"a": 1, "b": None, "c": "x"},
         {"a": 0.1, "b": 2.5e-7, "c": 'Müller "q" \u2028'},
         {"a": 10**20, "b": 1e300, "c": ""},
         {"a": 10**30, "b": -0.0, "c": "Fiber optic"},  # beyond 64 bits: the json.dumps fallback
     ]
-    rows = _Item(
+    rows = Item(
         new_request_id(),
         datetime.now(UTC),
         "m",
@@ -125,11 +122,11 @@ def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
         np.array([1, 0, 0, 1]),
         2.5,
     ).rows()
-    log._insert(rows)
-    log._insert(rows)  # a replayed duplicate is ignored
-    with log.engine.begin() as conn:
+    store.insert(rows)
+    store.insert(rows)  # a replayed duplicate is ignored
+    with store.engine.begin() as conn:
         conn.execute(
-            insert_ignoring_duplicates(log.engine, predictions),
+            insert_ignoring_duplicates(store.engine, predictions),
             [{**dict(zip(COLUMNS, row, strict=True)), "request_id": "core"} for row in rows],
         )
         read = conn.execute(select(predictions).order_by(predictions.c.id)).all()
@@ -150,9 +147,7 @@ def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
 
 def test_spool_lines_round_trip_rows(tmp_path):
     """A spooled row reads back as the same row (and old dict-shaped spool lines still read)."""
-    from model_service.prediction_log import _Item, _row_from_json, _row_to_json
-
-    rows = _Item(
+    rows = Item(
         new_request_id(),
         datetime.now(UTC),
         "m",
@@ -162,4 +157,4 @@ def test_spool_lines_round_trip_rows(tmp_path):
         np.array([0, 1]),
         1.25,
     ).rows()
-    assert [_row_from_json(_row_to_json(r)) for r in rows] == rows
+    assert [row_from_json(row_to_json(r)) for r in rows] == rows

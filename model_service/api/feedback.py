@@ -1,0 +1,71 @@
+"""POST /v1/feedback: the true label of a scored record (201, 404 unknown record, 409 already labelled,
+503 while the prediction log database is down)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Response
+from flask_smorest import abort
+from marshmallow import ValidationError
+
+from model_service import metrics as m
+from model_service.api.inputs import read_json
+from model_service.api.schemas import FeedbackRequest, FeedbackResponse
+from model_service.api.spec import API_KEY, errors, json_body
+from model_service.api.v1 import blp
+from model_service.auth import require_api_key
+from model_service.feedback import DuplicateFeedback, FeedbackNotFound, FeedbackUnavailable
+from model_service.state import services
+
+log = logging.getLogger("model_service")
+
+
+@blp.route("/feedback", methods=["POST"])
+@blp.doc(
+    security=API_KEY,
+    summary="Record the true label of a scored record",
+    requestBody=json_body("FeedbackRequest", "request id, record index, true label"),
+)
+@blp.alt_response(201, schema=FeedbackResponse, success=True, description="stored")
+@errors(blp, 400, 401, 403, 404, 409, 413, 422, 503)
+@require_api_key
+def post_feedback():
+    body = read_json()
+    try:
+        data = FeedbackRequest().load(body if isinstance(body, dict) else {"_": body})
+    except ValidationError as exc:
+        m.FEEDBACK.labels("invalid").inc()
+        msgs = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        first = next(iter(msgs.items()))
+        abort(
+            422,
+            message=f"{first[0]}: {first[1][0] if isinstance(first[1], list) else first[1]}",
+            errors={"json": msgs},
+        )
+    rid, index, label = str(data["request_id"]), data["record_index"], data["label"]
+    try:
+        received = services().feedback.record(rid, index, label)
+    except FeedbackNotFound as exc:
+        m.FEEDBACK.labels("not_found").inc()
+        abort(404, message=str(exc))
+    except DuplicateFeedback as exc:
+        m.FEEDBACK.labels("duplicate").inc()
+        abort(409, message=str(exc))
+    except FeedbackUnavailable as exc:
+        m.FEEDBACK.labels("unavailable").inc()
+        log.warning("feedback: database unavailable: %s", exc)
+        abort(
+            503,
+            message="the prediction log database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
+    m.FEEDBACK.labels("stored").inc()
+    return Response(
+        json.dumps(
+            {"request_id": rid, "record_index": index, "label": label, "received_at": received.isoformat()}
+        ),
+        status=201,
+        mimetype="application/json",
+    )

@@ -1,0 +1,103 @@
+"""Reading a request: the JSON body (400 malformed, 413 too large), the served model (503 when none is
+loaded) and a validated batch of records (413 over MAX_BATCH_SIZE, 422 naming the record index and field).
+Every rejection is counted in `model_service_validation_errors_total`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask_smorest import abort
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from model_service import jsonfast
+from model_service import metrics as m
+from model_service.model import LoadedModel
+from model_service.schema import MAX_ERRORS, RecordErrors, Validated
+from model_service.state import services
+
+
+def read_json() -> Any:
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        m.VALIDATION_ERRORS.labels("too_large", "").inc()
+        abort(413, message=f"request body over {current_app.config['MAX_CONTENT_LENGTH']} bytes")
+    if not raw:
+        m.VALIDATION_ERRORS.labels("json", "").inc()
+        abort(400, message="empty body: send a JSON object")
+    try:
+        return jsonfast.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        m.VALIDATION_ERRORS.labels("json", "").inc()
+        abort(400, message=f"malformed JSON: {str(exc)[:200]}")
+
+
+def current_model() -> LoadedModel:
+    """The model serving this request (read once: a reload does not change it mid-request)."""
+    manager = services().manager
+    model = manager.current
+    if model is None:
+        abort(
+            503,
+            message=f"no model loaded yet: {manager.last_error or 'loading'}",
+            headers={"Retry-After": "5"},
+        )
+    return model
+
+
+def _first_error(errors: dict[int, dict[str, list[str]]]) -> str:
+    i = min(errors)
+    name, msgs = next(iter(errors[i].items()))
+    return f"records[{i}].{name}: {msgs[0]}"
+
+
+def validated_batch(model: LoadedModel) -> Validated:
+    """The request body of /v1/predict and /v1/explain, checked: 400 malformed JSON, 413 over a limit,
+    422 naming the record index and field; validation errors counted in the metrics."""
+    max_batch_size = services().settings.max_batch_size
+    body = read_json()
+    if type(body) is not dict or "records" not in body:
+        m.VALIDATION_ERRORS.labels("shape", "").inc()
+        abort(
+            422,
+            message="body must be a JSON object with a 'records' list",
+            errors={"json": {"records": ["Missing data for required field."]}},
+        )
+    extra = sorted(k for k in body if k != "records")
+    records = body["records"]
+    if extra or type(records) is not list or not records:
+        m.VALIDATION_ERRORS.labels("shape", "").inc()
+        errs = {k: ["Unknown field."] for k in extra[:10]}
+        if type(records) is not list:
+            errs["records"] = ["Not a valid list."]
+        elif not records:
+            errs["records"] = ["Shorter than minimum length 1."]
+        abort(422, message="; ".join(f"{k}: {v[0]}" for k, v in errs.items()), errors={"json": errs})
+    if len(records) > max_batch_size:
+        m.VALIDATION_ERRORS.labels("too_large", "").inc()
+        abort(
+            413,
+            message=f"{len(records)} records: at most {max_batch_size} per request (MAX_BATCH_SIZE)",
+        )
+    try:
+        batch = model.validator.validate(records)
+    except RecordErrors as exc:
+        for name in exc.fields()[:MAX_ERRORS]:
+            m.VALIDATION_ERRORS.labels("record", name if name in model.validator.name_set else "_other").inc()
+        abort(
+            422,
+            message=f"{exc.count} invalid value(s); first: {_first_error(exc.messages)}",
+            errors={"json": {"records": {str(i): e for i, e in exc.messages.items()}}},
+        )
+    return batch
+
+
+def unknown_by_row(batch: Validated) -> dict[int, list[str]]:
+    """Record index -> features with a category the model did not see (and counted in the metrics)."""
+    by_row: dict[int, list[str]] = {}
+    for feature, rows in batch.unknown.items():
+        m.UNKNOWN_CATEGORIES.labels(feature).inc(len(rows))
+        for i in rows:
+            by_row.setdefault(i, []).append(feature)
+    return by_row

@@ -1,0 +1,170 @@
+"""Request and response schemas of the endpoints (marshmallow, documented in the OpenAPI spec).
+
+The schemas derived from the served model's feature schema (a record, /v1/predict's request and
+response) are in `model_service.schema`; these are the fixed ones.
+"""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+
+class FeedbackRequest(Schema):
+    class Meta:
+        unknown = RAISE
+
+    request_id = fields.UUID(
+        required=True, metadata={"description": "the request_id of a /v1/predict answer"}
+    )
+    record_index = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=1_000_000),
+        metadata={"description": "index of the record in that request (default 0)"},
+    )
+    label = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.OneOf([0, 1]),
+        metadata={"description": "the true outcome: 1 positive, 0 negative"},
+    )
+
+
+class FeedbackResponse(Schema):
+    request_id = fields.String(required=True)
+    record_index = fields.Integer(required=True)
+    label = fields.Integer(required=True)
+    received_at = fields.String(required=True)
+
+
+class FeatureImportance(Schema):
+    feature = fields.String(required=True, metadata={"description": "input feature (one-hot columns summed)"})
+    importance = fields.Float(
+        required=True,
+        metadata={"description": "share of the total (sums to 1): XGBoost gain, or |coefficient| for LR"},
+    )
+
+
+class ModelResponse(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    alias = fields.String(required=True)
+    run_id = fields.String(allow_none=True)
+    algorithm = fields.String(allow_none=True)
+    trained_at = fields.String(allow_none=True)
+    threshold = fields.Float(required=True)
+    test_metrics = fields.Dict(required=True)
+    feature_schema = fields.List(fields.Dict(), required=True)
+    git_commit = fields.String(allow_none=True)
+    data_hash = fields.String(allow_none=True)
+    dataset = fields.String(allow_none=True)
+    target = fields.String(allow_none=True)
+    predictor = fields.String(required=True, metadata={"description": "numpy (fast path) or pipeline"})
+    fast_path_note = fields.String()
+    loaded_at = fields.String(required=True)
+    feature_importance = fields.List(
+        fields.Nested(FeatureImportance),
+        required=True,
+        metadata={"description": "global importance per input feature (computed in training), largest first"},
+    )
+    explanation_method = fields.String(
+        allow_none=True, metadata={"description": "what /v1/explain uses: tree_shap, linear or null"}
+    )
+    explanation_note = fields.String()
+
+
+class Contribution(Schema):
+    feature = fields.String(required=True, metadata={"description": "input feature of the request record"})
+    value = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the record's value of that feature, as validated (null if missing)"},
+    )
+    contribution = fields.Float(
+        required=True,
+        metadata={
+            "description": "additive contribution to the score in log-odds (positive: raises the "
+            "probability); a categorical feature's one-hot columns are summed"
+        },
+    )
+
+
+class Explanation(Schema):
+    index = fields.Integer(required=True, metadata={"description": "position of the record in the request"})
+    probability = fields.Float(required=True, metadata={"description": "as /v1/predict answers it"})
+    label = fields.Integer(required=True, metadata={"description": "1 when probability >= threshold"})
+    base_value = fields.Float(
+        required=True,
+        metadata={
+            "description": "log-odds before any feature: XGBoost's expected margin over the training data "
+            "(tree SHAP bias), or the logistic regression's intercept"
+        },
+    )
+    logit = fields.Float(
+        required=True,
+        metadata={"description": "base_value + sum(contributions) = log(p / (1 - p)), the model's margin"},
+    )
+    contributions = fields.List(
+        fields.Nested(Contribution),
+        required=True,
+        metadata={"description": "one per input feature, largest absolute contribution first"},
+    )
+    unknown_categories = fields.List(
+        fields.String(), metadata={"description": "features whose category the model did not see"}
+    )
+
+
+class ExplainResponse(Schema):
+    request_id = fields.String(required=True, metadata={"description": "also in the X-Request-ID header"})
+    model_name = fields.String(required=True)
+    model_version = fields.String(required=True)
+    threshold = fields.Float(required=True)
+    method = fields.String(
+        required=True,
+        metadata={
+            "description": "tree_shap (exact, XGBoost pred_contribs) or linear (coef * x, base = intercept)"
+        },
+    )
+    units = fields.String(required=True, metadata={"description": "always log-odds"})
+    explanations = fields.List(fields.Nested(Explanation), required=True)
+
+
+class ReloadResponse(Schema):
+    changed = fields.Boolean(required=True)
+    previous_version = fields.String(allow_none=True)
+    version = fields.String(allow_none=True, metadata={"description": "the version served after the reload"})
+    error = fields.String(allow_none=True)
+    predictor = fields.String()
+
+
+class ReloadQuery(Schema):
+    force = fields.Boolean(
+        load_default=False,
+        metadata={"description": "reload even if the alias still points at the served version"},
+    )
+
+
+class HealthResponse(Schema):
+    status = fields.String(required=True)
+    pid = fields.Integer(required=True)
+
+
+class ReadyResponse(Schema):
+    ready = fields.Boolean(required=True)
+    status = fields.String(required=True, metadata={"description": "ok, degraded or not_ready"})
+    model_name = fields.String(required=True)
+    model_version = fields.String(allow_none=True)
+    predictor = fields.String(allow_none=True)
+    registry = fields.String(required=True, metadata={"description": "ok, unreachable or unknown"})
+    database = fields.String(required=True, metadata={"description": "ok or unreachable (records spool)"})
+    reload_error = fields.String(allow_none=True)
+    reload_error_at = fields.String(allow_none=True)
+    last_check_at = fields.String(allow_none=True)
+    log_queue = fields.Integer(required=True)
+    spool_files = fields.Integer(required=True)
+
+
+class ReadyQuery(Schema):
+    strict = fields.Boolean(
+        load_default=False,
+        metadata={"description": "also answer 503 when the registry or the database is unreachable"},
+    )

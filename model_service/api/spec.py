@@ -1,0 +1,111 @@
+"""The flask-smorest `Api` of the service and the pieces every blueprint documents itself with.
+
+`ServiceApi`'s /openapi.json shows the record schema of the model being served (`PredictRecord`),
+documents /metrics (served by prometheus-flask-exporter, not by a blueprint) and fills the per-app
+values (`{max_batch_size}`) into descriptions; its 405 answers list the allowed methods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import current_app
+from flask_smorest import Api, Blueprint
+
+from model_service.state import EXTENSION
+
+API_KEY = [{"ApiKeyAuth": []}]
+ADMIN = [{"AdminToken": []}]
+
+ERRORS = {
+    400: "malformed JSON",
+    401: "missing credentials",
+    403: "wrong credentials",
+    404: "unknown request id or record",
+    409: "this record already has a label",
+    413: "body or batch over the limit",
+    422: "invalid input: the message and `errors` name the record index and field",
+    501: "the served model has no exact explainer (neither XGBoost nor logistic regression)",
+    503: "not available now (no model loaded, or the database is down)",
+}
+
+METRICS_PATH = {
+    "get": {
+        "tags": ["ops"],
+        "summary": "Prometheus metrics of every worker (open)",
+        "responses": {
+            "200": {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+}
+
+
+def errors(blp: Blueprint, *codes: int):
+    """Document these error answers (descriptions from ERRORS) on a view."""
+
+    def deco(view):
+        for code in codes:
+            view = blp.alt_response(code, description=ERRORS[code])(view)
+        return view
+
+    return deco
+
+
+def json_body(schema_ref: str, description: str) -> dict[str, Any]:
+    """A required JSON request body; `description` may name per-app values (`{max_batch_size}`)."""
+    return {
+        "required": True,
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+class ServiceApi(Api):
+    """flask-smorest Api whose /openapi.json shows the record schema of the model being served."""
+
+    def __init__(self, app, *, doc_values: dict[str, Any]):
+        self.doc_values = doc_values
+        super().__init__(app)
+
+    def handle_http_exception(self, error):
+        payload, code, headers = super().handle_http_exception(error)
+        allowed = getattr(error, "valid_methods", None)
+        if code == 405 and allowed:  # RFC 9110: a 405 lists the allowed methods
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return payload, code, headers
+
+    def patch_record_ref(self) -> None:
+        """PredictRequest.records items point at the live PredictRecord component."""
+        schemas = self.spec.components.schemas
+        schemas["PredictRequest"]["properties"]["records"]["items"] = {
+            "$ref": "#/components/schemas/PredictRecord"
+        }
+        if "PredictRecord" not in schemas:
+            self.spec.components.schema(
+                "PredictRecord",
+                {"type": "object", "description": "no model loaded yet: the schema appears once one is"},
+            )
+
+    def _openapi_json(self):
+        spec = self.spec.to_dict()
+        st = current_app.extensions.get(EXTENSION)
+        model = st.manager.current if st else None
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        if model is not None:
+            record = self.ma_plugin.converter.schema2jsonschema(model.record_schema())
+            record["description"] = (
+                f"one record for {model.name} v{model.version}, derived from the model's feature schema"
+            )
+            schemas["PredictRecord"] = record
+        paths = spec.setdefault("paths", {})
+        for operations in paths.values():
+            for operation in operations.values():
+                body = operation.get("requestBody") if isinstance(operation, dict) else None
+                if body and "description" in body:
+                    body["description"] = body["description"].format(**self.doc_values)
+        paths["/metrics"] = METRICS_PATH  # served by prometheus-flask-exporter, documented here
+        return current_app.response_class(json.dumps(spec, indent=2), mimetype="application/json")

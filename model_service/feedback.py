@@ -1,0 +1,90 @@
+"""The feedback store: the true label of a scored record, with typed errors for each way it can fail.
+
+`FeedbackStore.record` checks that the prediction exists (in the database, or still queued in this
+worker: flushed first, or queued in another worker: waited for until any worker would have written
+it) and stores the label once. It raises `FeedbackNotFound` (no such request id and record index),
+`DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is down,
+or the prediction is only in the spool); anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from model_service.prediction_log.request_ids import request_id_age
+from model_service.prediction_log.store import now
+from model_service.prediction_log.writer import PredictionLog
+
+
+class FeedbackError(Exception):
+    """Feedback that cannot be stored; the message says why."""
+
+
+class FeedbackNotFound(FeedbackError):
+    pass
+
+
+class DuplicateFeedback(FeedbackError):
+    pass
+
+
+class FeedbackUnavailable(FeedbackError):
+    """The prediction log database cannot answer now (retry later)."""
+
+
+class FeedbackStore:
+    FLUSH_TIMEOUT = 10.0
+    POLL_SECONDS = 0.05
+
+    def __init__(self, plog: PredictionLog, settle_seconds: float):
+        """`settle_seconds`: how long after a request any worker has written its records
+        (LOG_FLUSH_SECONDS * 4 + 1 in the service)."""
+        self.plog = plog
+        self.settle_seconds = settle_seconds
+
+    def record(self, request_id: str, record_index: int, label: int) -> datetime:
+        """Store the label; returns when it was received."""
+        try:
+            found = self._prediction_exists(request_id, record_index)
+        except SQLAlchemyError as exc:
+            raise FeedbackUnavailable(str(exc)) from exc
+        if not found:
+            raise FeedbackNotFound(
+                f"no prediction with request_id {request_id} and record_index {record_index}"
+            )
+        received = now()
+        try:
+            stored = self.plog.store.insert_feedback(request_id, record_index, label, received)
+        except SQLAlchemyError as exc:
+            raise FeedbackUnavailable(str(exc)) from exc
+        if not stored:
+            raise DuplicateFeedback(f"record {record_index} of request {request_id} already has a label")
+        return received
+
+    def _prediction_exists(self, request_id: str, record_index: int) -> bool:
+        """In the database, or still queued here (flushed first), or queued in another worker (waited for)."""
+        store = self.plog.store
+
+        def in_db() -> bool:
+            return store.prediction_exists(request_id, record_index)
+
+        if in_db():
+            return True
+        if self.plog.is_pending(request_id):
+            self.plog.flush(timeout=self.FLUSH_TIMEOUT)
+            if not self.plog.db_ok:
+                raise FeedbackUnavailable("prediction spooled: database unavailable")
+            return in_db()
+        # another worker may still hold it in its queue: wait until any worker would have flushed it
+        age = request_id_age(request_id)
+        if age is None or age < 0 or age > self.settle_seconds:
+            return False
+        deadline = time.monotonic() + (self.settle_seconds - age)
+        while time.monotonic() < deadline:
+            time.sleep(self.POLL_SECONDS)
+            if in_db():
+                return True
+        return in_db()

@@ -1,0 +1,159 @@
+"""Table access of the prediction log: the rows the service writes and the lookups it makes.
+
+The tables themselves are defined once in `core.store` (`predictions`, `feedback`); this module holds
+the service's engine on them (JSON serialized with `jsonfast.dumps`, orjson, ~8x json.dumps on a record:
+Core inserts and the SQLite fast path both go through it, so they store the same text) and every query
+the service runs: batched prediction inserts that skip duplicates (a replayed record is never written
+twice), whether a prediction exists, and the feedback insert. Database errors are raised as they come
+(`SQLAlchemyError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from core.store import create_tables, feedback, insert_ignoring_duplicates, make_engine, predictions
+from model_service import jsonfast
+
+COLUMNS = (
+    "request_id",
+    "record_index",
+    "created_at",
+    "model_name",
+    "model_version",
+    "features",
+    "score",
+    "label",
+    "latency_ms",
+)
+Row = tuple  # one record's values in COLUMNS order (features a dict, created_at a datetime)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Item:
+    """One request's records as submitted to the log (turned into rows by the writer, not the request)."""
+
+    request_id: str
+    created_at: datetime
+    model_name: str
+    model_version: str
+    records: list[dict[str, Any]]
+    scores: np.ndarray
+    labels: np.ndarray
+    latency_ms: float
+
+    def rows(self) -> list[Row]:
+        n = len(self.records)
+        scores, labels = self.scores.tolist(), self.labels.tolist()
+        if len(scores) != n or len(labels) != n:
+            raise ValueError(f"{n} records but {len(scores)} scores and {len(labels)} labels")
+        return list(
+            zip(
+                repeat(self.request_id, n),
+                range(n),
+                repeat(self.created_at, n),
+                repeat(self.model_name, n),
+                repeat(self.model_version, n),
+                self.records,
+                scores,
+                labels,
+                repeat(self.latency_ms, n),
+                strict=True,
+            )
+        )
+
+
+class LogStore:
+    """The prediction log's tables through one engine."""
+
+    def __init__(self, url: str, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or make_engine(url, json_serializer=jsonfast.dumps)
+        self.tables_ready = False
+
+    def ensure_tables(self) -> None:
+        """Create the tables once (raises SQLAlchemyError while the database is unreachable)."""
+        if not self.tables_ready:
+            create_tables(self.engine)
+            self.tables_ready = True
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # ---- predictions
+    def insert(self, rows: list[Row]) -> None:
+        """Insert prediction rows; rows already there (same request id and record index) are skipped."""
+        if self.engine.dialect.name == "sqlite":
+            self._insert_sqlite(rows)
+            return
+        stmt = insert_ignoring_duplicates(self.engine, predictions)
+        dicts = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+        with self.engine.begin() as conn:
+            if stmt is not None:
+                conn.execute(stmt, dicts)
+                return
+            for row in dicts:  # other dialects: one savepoint per row, duplicates skipped
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(predictions), row)
+                except IntegrityError:
+                    pass
+
+    _SQLITE_INSERT = (
+        f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    )
+
+    def _insert_sqlite(self, rows: list[Row]) -> None:
+        """SQLite: one DBAPI executemany of tuples, each value bound by its column's own SQLAlchemy type
+        processor (so rows read back exactly as Core would have written them; unit-tested), applied column
+        by column: a column of repeated values (created_at, names) is processed once per distinct value."""
+        if not rows:
+            return
+        dialect = self.engine.dialect
+        columns = list(zip(*rows, strict=True))
+        for j, name in enumerate(COLUMNS):
+            proc = predictions.c[name].type._cached_bind_processor(dialect)
+            if proc is None:
+                continue
+            if name == "features":
+                columns[j] = list(map(proc, columns[j]))
+            else:
+                memo = {v: proc(v) for v in set(columns[j])}
+                columns[j] = [memo[v] for v in columns[j]]
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._SQLITE_INSERT, list(zip(*columns, strict=True)))
+
+    def prediction_exists(self, request_id: str, record_index: int) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(predictions.c.id).where(
+                    predictions.c.request_id == request_id, predictions.c.record_index == record_index
+                )
+            ).first()
+        return row is not None
+
+    # ---- feedback
+    def insert_feedback(self, request_id: str, record_index: int, label: int, received_at: datetime) -> bool:
+        """Store a record's true label; False when the record already has one (nothing written)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(feedback).values(
+                        request_id=request_id, record_index=record_index, label=label, received_at=received_at
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True

@@ -1,0 +1,286 @@
+"""The writer: keeps the database off the request path.
+
+`PredictionLog.submit` takes a request's records (a deque append, no I/O), and a background thread
+writes them in batches (`LOG_BATCH_SIZE`, at least every `LOG_FLUSH_SECONDS`) through the `LogStore`
+(inserts that skip duplicates). The in-memory queue is bounded (`LOG_QUEUE_SIZE` records); past it
+records go straight to the spool. While the database is unreachable, batches go to the `Spool`; the
+writer retries the database every couple of seconds and, once it answers, replays every closed segment
+(its own and those left by earlier processes). `close()` (gunicorn's worker_exit hook on SIGTERM, and
+atexit) drains the queue to the database, or to the spool if the database is down.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from model_service.prediction_log.spool import Spool, spool_dir_for
+from model_service.prediction_log.store import Item, LogStore, Row
+
+log = logging.getLogger("model_service.prediction_log")
+
+
+class _NoMetrics:
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return lambda *a, **k: None
+
+
+class PredictionLog:
+    RETRY_SECONDS = 2.0
+
+    def __init__(
+        self,
+        url: str,
+        spool_dir: Path,
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 500,
+        flush_seconds: float = 0.25,
+        metrics: Any = None,
+        engine: Engine | None = None,
+    ):
+        self.url = url
+        self.store = LogStore(url, engine)
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.metrics = metrics or _NoMetrics()
+        self.spool = Spool(spool_dir_for(spool_dir, url), self.metrics)
+        self._items: collections.deque[Item] = collections.deque()
+        self._queued = 0  # records in _items
+        self._pending: collections.Counter[str] = (
+            collections.Counter()
+        )  # request id -> records not yet written
+        self._cond = threading.Condition()
+        self._stop = False
+        self._flush_requested = 0
+        self._flushed = 0
+        self.db_ok = True
+        self.last_db_error: str | None = None
+        self._next_retry = 0.0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self.store.engine
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.spool.dir
+
+    # ---- public API
+    def start(self) -> PredictionLog:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_tables()
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def submit(
+        self,
+        request_id: str,
+        created_at: datetime,
+        model_name: str,
+        model_version: str,
+        records: list[dict[str, Any]],
+        scores: np.ndarray,
+        labels: np.ndarray,
+        latency_ms: float,
+    ) -> None:
+        item = Item(request_id, created_at, model_name, model_version, records, scores, labels, latency_ms)
+        n = len(records)
+        with self._cond:
+            if self._queued + n <= self.queue_size and not self._stop:
+                self._items.append(item)
+                self._queued += n
+                self._pending[request_id] += n
+                self.metrics.queue_depth(self._queued)
+                if self._queued >= self.batch_size:
+                    self._cond.notify()
+                return
+        # queue full (or shutting down): straight to the spool, still nothing lost
+        self.spool.write(item.rows(), reason="queue full")
+
+    def is_pending(self, request_id: str) -> bool:
+        with self._cond:
+            return self._pending.get(request_id, 0) > 0
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Ask the writer to write everything queued now; True when done within `timeout`."""
+        with self._cond:
+            self._flush_requested += 1
+            target = self._flush_requested
+            self._cond.notify_all()
+            end = time.monotonic() + timeout
+            while self._flushed < target:
+                left = end - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Drain the queue to the database (or the spool) and stop the writer."""
+        with self._cond:
+            if self._stop:
+                return
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._cond:  # anything the writer did not get to
+            leftover = list(self._items)
+            self._items.clear()
+            self._queued = 0
+        rows = [r for item in leftover for r in item.rows()]
+        if rows:
+            self.spool.write(rows, reason="shutdown")
+        self.spool.close_segment()
+        self.metrics.queue_depth(0)
+
+    def queued(self) -> int:
+        with self._cond:
+            return self._queued
+
+    def spooled_files(self) -> list[Path]:
+        return self.spool.files()
+
+    def ping(self) -> bool:
+        try:
+            self.store.ping()
+            return True
+        except SQLAlchemyError as exc:
+            self.last_db_error = _one_line(exc)
+            return False
+
+    def ensure_tables(self) -> bool:
+        """Create the tables if needed; False (and the database marked down) when it is unreachable."""
+        try:
+            self.store.ensure_tables()
+        except SQLAlchemyError as exc:
+            self._db_state(False, exc)
+        return self.store.tables_ready
+
+    # ---- writer thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if (
+                    not self._stop
+                    and self._queued < self.batch_size
+                    and self._flushed >= self._flush_requested
+                ):
+                    self._cond.wait(self.flush_seconds)
+                stopping = self._stop
+                flush_target = self._flush_requested
+                batch = self._take(self.batch_size * 4 if stopping else self.batch_size)
+            if batch:
+                self._write([r for item in batch for r in item.rows()], batch)
+            if self._queued_snapshot() == 0:
+                with self._cond:
+                    if self._flushed < flush_target:
+                        self._flushed = flush_target
+                        self._cond.notify_all()
+                if stopping:
+                    return
+                self._maybe_replay()
+            elif stopping and not self.db_ok and time.monotonic() < self._next_retry:
+                # database down at shutdown: spool the rest without waiting for it
+                with self._cond:
+                    rest = self._take(10**12)
+                self.spool.write([r for item in rest for r in item.rows()], reason="shutdown")
+                self._forget(rest)
+
+    def _queued_snapshot(self) -> int:
+        with self._cond:
+            return self._queued
+
+    def _take(self, limit: int) -> list[Item]:
+        out, n = [], 0
+        while self._items and n < limit:
+            item = self._items.popleft()
+            out.append(item)
+            n += len(item.records)
+        self._queued -= n
+        self.metrics.queue_depth(self._queued)
+        return out
+
+    def _forget(self, items: list[Item]) -> None:
+        with self._cond:
+            for item in items:
+                self._pending[item.request_id] -= len(item.records)
+                if self._pending[item.request_id] <= 0:
+                    del self._pending[item.request_id]
+
+    def _write(self, rows: list[Row], items: list[Item]) -> None:
+        if self.db_ok or time.monotonic() >= self._next_retry:
+            try:
+                self._insert(rows)
+                self.metrics.written(len(rows))
+                self._db_state(True)
+                self._forget(items)
+                return
+            except SQLAlchemyError as exc:
+                self._db_state(False, exc)
+        self.spool.write(rows, reason="database unavailable")
+        self._forget(items)
+
+    def _db_state(self, ok: bool, exc: Exception | None = None) -> None:
+        if ok and not self.db_ok:
+            log.info("prediction log: database reachable again")
+        if not ok:
+            self._next_retry = time.monotonic() + self.RETRY_SECONDS
+            self.last_db_error = _one_line(exc) if exc else "unreachable"
+            if self.db_ok:
+                log.error(
+                    "prediction log: database unavailable, spooling to %s: %s",
+                    self.spool_dir,
+                    self.last_db_error,
+                )
+        self.db_ok = ok
+        self.metrics.db_up(ok)
+
+    def _insert(self, rows: list[Row]) -> None:
+        if not self.ensure_tables():
+            raise SQLAlchemyError(self.last_db_error or "cannot create tables")
+        self.store.insert(rows)
+
+    # ---- replay of the spool
+    def _maybe_replay(self) -> None:
+        if not self.spool_dir.is_dir():
+            return
+        if not self.db_ok and time.monotonic() < self._next_retry:
+            return
+        files = self.spooled_files()
+        if not files:
+            return
+        if not self.ping():
+            self._db_state(False, SQLAlchemyError(self.last_db_error or "unreachable"))
+            return
+        self.spool.close_segment()  # our own segment becomes replayable too
+        for path in files:
+            try:
+                replayed = self.spool.replay_file(path, self._insert, self.batch_size)
+            except SQLAlchemyError as exc:
+                self._db_state(False, exc)
+                return
+            if replayed is None:
+                continue  # gone, or another process holds it
+            self._db_state(True)
+            self.metrics.replayed(replayed)
+            log.info("prediction log: replayed %d spooled records from %s", replayed, path.name)
+
+
+def _one_line(exc: BaseException | None) -> str:
+    text = str(exc or "").strip().splitlines()
+    return (f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)[:300]

@@ -1,0 +1,759 @@
+"""The model service's HTTP contract, in process (Flask's test client on `create_app`).
+
+Auth, every 4xx and 5xx answer (status, message, headers), the response shapes and the OpenAPI
+document, against an app without a model and one serving a small logistic regression fitted here on
+the real feature schema (config/telco_churn.yaml). One parametrized case per bad input, so each fails
+on its own. What needs real processes (reload across gunicorn workers, signals, the spool across
+restarts, multiprocess metrics) stays in tests/integration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from core.store import feedback
+from model_service import metrics as m
+from model_service.app import create_app
+from model_service.auth import matches
+from model_service.model import LoadedModel, build_loaded_model
+from model_service.prediction_log.request_ids import new_request_id
+from model_service.settings import ServiceSettings
+from model_service.state import ServiceState
+from tests.integration.service_process import ADMIN_TOKEN, API_KEY, RECORD
+
+MAX_BATCH = 5
+MAX_BYTES = 4096
+OTHER_KEY = "second-key-0123456789abcdef"
+KEY = {"X-API-Key": API_KEY}
+JSON = {**KEY, "Content-Type": "application/json"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+NO_ALIAS = "model 'telco-churn' has no alias 'champion'"
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny_model() -> LoadedModel:
+    """A logistic regression on the data set's feature schema, fitted on synthetic records (the
+    contract needs a model that serves and explains, not a good one)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from core.dataset import load_config
+    from core.features import build_preprocessor
+    from core.settings import REPO_ROOT
+    from model_service.fastpath import synthetic_records, to_frame
+    from model_service.schema import RecordValidator, field_specs
+
+    config = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
+    meta = {
+        "feature_schema": [f.as_dict() for f in config.features],
+        "threshold": 0.5,
+        "algorithm": "logreg",
+        "feature_importance": {"tenure": 0.6, "contract": 0.4},
+        "git_commit": "abc123",
+    }
+    specs = field_specs(meta["feature_schema"])
+    X = to_frame(RecordValidator(specs).validate(synthetic_records(specs, 300, seed=3)), specs)
+    y = np.random.default_rng(0).integers(0, 2, len(X))
+    pipe = Pipeline(
+        [("preprocess", build_preprocessor(config, scale=True)), ("model", LogisticRegression(max_iter=500))]
+    ).fit(X, y)
+    return build_loaded_model("telco-churn", "3", "champion", pipe, meta, run_id="run-1")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`make_app(model=None, **settings)`: the service app, its registry unreachable (no model loaded
+    unless `model` is given), its prediction log on SQLite in tmp_path, no background threads."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    states: list[ServiceState] = []
+
+    def build(model: LoadedModel | None = None, **overrides) -> Flask:
+        settings = ServiceSettings.from_env(
+            **{
+                "tracking_uri": "http://127.0.0.1:9",  # nothing listens: no model, no wait
+                "database_url": f"sqlite:///{tmp_path / 'service.db'}",
+                "spool_dir": tmp_path / "spool",
+                "prometheus_multiproc_dir": str(tmp_path / "multiproc"),
+                "auth_enabled": True,
+                "api_keys": (API_KEY, OTHER_KEY),
+                "admin_token": ADMIN_TOKEN,
+                "max_batch_size": MAX_BATCH,
+                "max_request_bytes": MAX_BYTES,
+                "log_flush_seconds": 0.05,
+                "model_alias": "champion",
+                "model_name": "telco-churn",
+                **overrides,
+            }
+        )
+        app = create_app(settings, start_background=False)
+        state = app.extensions["model_service"]
+        states.append(state)
+        if model is not None:
+            state.manager.current = model
+            state.manager.last_error = None
+        return app
+
+    yield build
+    for state in states:
+        state.shutdown()
+
+
+@pytest.fixture
+def app(make_app, tiny_model) -> Flask:
+    return make_app(tiny_model)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def state(app) -> ServiceState:
+    return app.extensions["model_service"]
+
+
+def counter(metric, *labels: str) -> float:
+    return metric.labels(*labels)._value.get()
+
+
+def post(client, path: str, payload=None, *, data: str | bytes | None = None, headers=JSON):
+    body = json.dumps(payload) if data is None else data
+    return client.post(path, data=body, headers=headers)
+
+
+def predicted(client, records=None) -> str:
+    resp = post(client, "/v1/predict", {"records": records or [RECORD, RECORD]})
+    assert resp.status_code == 200, resp.text
+    return resp.get_json()["request_id"]
+
+
+# --------------------------------------------------------------------------- auth
+PROTECTED = [
+    ("POST", "/v1/predict", {"records": [RECORD]}),
+    ("POST", "/v1/explain", {"records": [RECORD]}),
+    ("GET", "/v1/model", None),
+    ("POST", "/v1/feedback", {"request_id": str(uuid.uuid4()), "label": 1}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), PROTECTED, ids=[p for _, p, _ in PROTECTED])
+def test_missing_api_key_is_401(client, method, path, payload):
+    resp = client.open(path, method=method, json=payload)
+    assert resp.status_code == 401
+    assert resp.get_json()["message"] == "missing API key: send it in the X-API-Key header"
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), PROTECTED, ids=[p for _, p, _ in PROTECTED])
+def test_wrong_api_key_is_403(client, method, path, payload):
+    resp = client.open(path, method=method, json=payload, headers={"X-API-Key": "not-the-key-0123456789"})
+    assert resp.status_code == 403
+    assert resp.get_json()["message"] == "invalid API key"
+
+
+@pytest.mark.parametrize("key", [API_KEY, OTHER_KEY], ids=["first", "second"])
+def test_every_configured_api_key_is_accepted(client, key):
+    resp = client.get("/v1/model", headers={"X-API-Key": key})
+    assert resp.status_code == 200
+
+
+def test_key_comparison():
+    assert matches("b" * 16, ("a" * 16, "b" * 16))
+    assert not matches("b" * 15, ("b" * 16,))
+    assert not matches("", ("a" * 16,))
+    assert not matches("x", ())
+
+
+MISSING_ADMIN = "missing admin token: send 'Authorization: Bearer <ADMIN_TOKEN>'"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, KEY, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}, {"Authorization": ADMIN_TOKEN}],
+    ids=["none", "api-key-only", "basic", "empty-bearer", "no-scheme"],
+)
+def test_admin_without_bearer_token_is_401(client, headers):
+    resp = client.post("/v1/admin/reload", headers=headers)
+    assert resp.status_code == 401
+    assert resp.get_json()["message"] == MISSING_ADMIN
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("token", [API_KEY, ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]])
+def test_admin_with_wrong_token_is_403(client, token):
+    resp = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 403 and resp.get_json()["message"] == "invalid admin token"
+
+
+def test_admin_disabled_without_admin_token(make_app, tiny_model):
+    client = make_app(tiny_model, admin_token=None).test_client()
+    resp = client.post("/v1/admin/reload", headers=ADMIN)
+    assert resp.status_code == 403
+    assert resp.get_json()["message"] == "admin endpoints are disabled: ADMIN_TOKEN is not set"
+
+
+def test_auth_disabled_opens_everything(make_app, tiny_model):
+    app = make_app(tiny_model, auth_enabled=False, api_keys=())
+    app.extensions["model_service"].manager.check = lambda force=False: {"error": None, "force": force}
+    client = app.test_client()
+    assert client.post("/v1/predict", json={"records": [RECORD]}).status_code == 200
+    assert client.get("/v1/model").status_code == 200
+    assert client.post("/v1/admin/reload").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/openapi.json", "/docs"])
+def test_open_endpoints_need_no_credentials(client, path):
+    assert client.get(path).status_code == 200
+
+
+def test_swagger_ui_assets_are_served_locally(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert "/docs/static/swagger-ui.css" in page
+    asset = client.get("/docs/static/swagger-ui.css")
+    assert asset.status_code == 200 and asset.headers["Cache-Control"] == "public, max-age=3600"
+
+
+# --------------------------------------------------------------------------- 400 and 413
+JSON_PATHS = ["/v1/predict", "/v1/explain", "/v1/feedback"]
+
+
+@pytest.mark.parametrize("path", JSON_PATHS)
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", "malformed JSON: "),
+        ('{"records": [', "malformed JSON: "),
+        ("", "empty body: send a JSON object"),
+    ],
+    ids=["malformed", "truncated", "empty"],
+)
+def test_bad_json_is_400(client, path, data, message):
+    before = counter(m.VALIDATION_ERRORS, "json", "")
+    resp = post(client, path, data=data)
+    assert resp.status_code == 400
+    assert resp.get_json()["message"].startswith(message)
+    assert counter(m.VALIDATION_ERRORS, "json", "") == before + 1
+
+
+@pytest.mark.parametrize("path", JSON_PATHS)
+def test_body_over_max_request_bytes_is_413(client, path):
+    before = counter(m.VALIDATION_ERRORS, "too_large", "")
+    resp = post(client, path, {"records": [RECORD], "pad": "x" * MAX_BYTES})
+    assert resp.status_code == 413
+    assert resp.get_json()["message"] == f"request body over {MAX_BYTES} bytes"
+    assert counter(m.VALIDATION_ERRORS, "too_large", "") == before + 1
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+def test_batch_over_max_batch_size_is_413(client, path):
+    resp = post(client, path, {"records": [RECORD] * (MAX_BATCH + 1)})
+    assert resp.status_code == 413
+    assert resp.get_json()["message"] == "6 records: at most 5 per request (MAX_BATCH_SIZE)"
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+def test_batch_of_exactly_max_batch_size_is_accepted(client, path):
+    assert post(client, path, {"records": [RECORD] * MAX_BATCH}).status_code == 200
+
+
+# --------------------------------------------------------------------------- 422: the body's shape
+SHAPE = "body must be a JSON object with a 'records' list"
+SHAPE_CASES = {
+    "list-body": ([RECORD], SHAPE, {"records": ["Missing data for required field."]}),
+    "null-body": (None, SHAPE, {"records": ["Missing data for required field."]}),
+    "number-body": (3, SHAPE, {"records": ["Missing data for required field."]}),
+    "no-records": ({"rows": [RECORD]}, SHAPE, {"records": ["Missing data for required field."]}),
+    "empty-records": (
+        {"records": []},
+        "records: Shorter than minimum length 1.",
+        {"records": ["Shorter than minimum length 1."]},
+    ),
+    "records-object": ({"records": {}}, "records: Not a valid list.", {"records": ["Not a valid list."]}),
+    "extra-key": ({"records": [RECORD], "x": 1}, "x: Unknown field.", {"x": ["Unknown field."]}),
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+@pytest.mark.parametrize(("payload", "message", "errors"), SHAPE_CASES.values(), ids=SHAPE_CASES.keys())
+def test_body_shape_is_422(client, path, payload, message, errors):
+    before = counter(m.VALIDATION_ERRORS, "shape", "")
+    resp = post(client, path, payload)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["message"] == message and body["errors"] == {"json": errors}
+    assert counter(m.VALIDATION_ERRORS, "shape", "") == before + 1
+
+
+# --------------------------------------------------------------------------- 422: one invalid value
+@dataclasses.dataclass(frozen=True)
+class Raw:
+    text: str
+
+    @property
+    def marker(self) -> str:
+        return f"<raw {self.text}>"
+
+
+RANGE = "Must be greater than or equal to 0 and less than or equal to 120."
+RECORD_CASES = {
+    "numeric-string": ({"tenure": "ten"}, "tenure", "Not a number."),
+    "numeric-bool": ({"tenure": True}, "tenure", "Not a number."),
+    "numeric-infinite": ({"tenure": Raw("1e400")}, "tenure", "Not a finite number."),
+    "numeric-huge-int": ({"tenure": 10**400}, "tenure", "Not a finite number."),
+    "numeric-above-max": ({"tenure": 121}, "tenure", RANGE),
+    "numeric-below-min": ({"tenure": -1}, "tenure", RANGE),
+    "numeric-null": ({"tenure": None}, "tenure", "Field may not be null."),
+    "binary-bool": ({"female": True}, "female", "Must be 0 or 1."),
+    "binary-two": ({"female": 2}, "female", "Must be 0 or 1."),
+    "binary-string": ({"female": "1"}, "female", "Must be 0 or 1."),
+    "categorical-number": ({"contract": 12}, "contract", "Not a valid string."),
+    "categorical-null": ({"contract": None}, "contract", "Field may not be null."),
+    "unknown-field": ({"extra": 1}, "extra", "Unknown field."),
+    "missing-field": ({"tenure": "<drop>"}, "tenure", "Missing data for required field."),
+}
+
+
+def _record_json(change: dict) -> str:
+    """{"records": [RECORD, RECORD with one change]} as JSON text: "<drop>" removes the field, a Raw value
+    is spliced in as written (1e400 is no Python float)."""
+    record = {
+        k: (v.marker if isinstance(v, Raw) else v) for k, v in {**RECORD, **change}.items() if v != "<drop>"
+    }
+    text = json.dumps({"records": [RECORD, record]})
+    for v in change.values():
+        if isinstance(v, Raw):
+            text = text.replace(json.dumps(v.marker), v.text)
+    return text
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+@pytest.mark.parametrize(("change", "field", "error"), RECORD_CASES.values(), ids=RECORD_CASES.keys())
+def test_invalid_value_is_422_naming_record_and_field(client, path, change, field, error):
+    label = field if field != "extra" else "_other"
+    before = counter(m.VALIDATION_ERRORS, "record", label)
+    resp = post(client, path, data=_record_json(change))
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["message"] == f"1 invalid value(s); first: records[1].{field}: {error}"
+    assert body["errors"] == {"json": {"records": {"1": {field: [error]}}}}
+    assert counter(m.VALIDATION_ERRORS, "record", label) == before + 1
+
+
+def test_a_record_that_is_not_an_object_is_422(client):
+    resp = post(client, "/v1/predict", {"records": [1, "x"]})
+    assert resp.status_code == 422
+    msg = "Invalid input type: each record must be a JSON object."
+    assert resp.get_json()["errors"]["json"]["records"] == {"0": {"_schema": [msg]}, "1": {"_schema": [msg]}}
+    assert resp.get_json()["message"] == f"2 invalid value(s); first: records[0]._schema: {msg}"
+
+
+def test_every_invalid_record_is_reported_and_the_first_one_named(client):
+    resp = post(
+        client,
+        "/v1/predict",
+        {"records": [RECORD, {**RECORD, "tenure": "ten"}, {**RECORD, "contract": None, "x": 1}]},
+    )
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["message"] == "3 invalid value(s); first: records[1].tenure: Not a number."
+    assert body["errors"]["json"]["records"] == {
+        "1": {"tenure": ["Not a number."]},
+        "2": {"contract": ["Field may not be null."], "x": ["Unknown field."]},
+    }
+
+
+def test_a_rejected_request_is_not_logged(client, state):
+    post(client, "/v1/predict", {"records": [RECORD, {**RECORD, "tenure": "ten"}]})
+    assert state.plog.queued() == 0
+
+
+# --------------------------------------------------------------------------- 405 and unknown paths
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/predict", "OPTIONS, POST"),
+        ("GET", "/v1/explain", "OPTIONS, POST"),
+        ("PUT", "/v1/feedback", "OPTIONS, POST"),
+        ("POST", "/v1/model", "GET, HEAD, OPTIONS"),
+        ("GET", "/v1/admin/reload", "OPTIONS, POST"),
+        ("POST", "/health", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(client, method, path, allow):
+    resp = client.open(path, method=method, headers=KEY)
+    assert resp.status_code == 405
+    assert resp.headers["Allow"] == allow
+    assert resp.get_json() == {"code": 405, "status": "Method Not Allowed"}
+
+
+def test_unknown_path_is_404(client):
+    resp = client.get("/v1/nothing", headers=KEY)
+    assert resp.status_code == 404 and resp.get_json()["code"] == 404
+
+
+# --------------------------------------------------------------------------- predict and explain: 200
+def test_predict_answers_one_prediction_per_record(client, state, tiny_model):
+    records = [RECORD, {**RECORD, "payment_method": "Bitcoin"}, {**RECORD, "total_charges": None}]
+    before = counter(m.UNKNOWN_CATEGORIES, "payment_method")
+    resp = post(client, "/v1/predict", {"records": records})
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert resp.headers["X-Request-ID"] == body["request_id"]
+    assert resp.headers["X-Model-Version"] == "3"
+    assert uuid.UUID(body["request_id"]).version == 7
+    assert set(body) == {"request_id", "model_name", "model_version", "threshold", "predictions"}
+    assert (body["model_name"], body["model_version"], body["threshold"]) == ("telco-churn", "3", 0.5)
+    preds = body["predictions"]
+    assert [p["index"] for p in preds] == [0, 1, 2]
+    expected = tiny_model.predict(tiny_model.validator.validate(records))
+    assert [p["probability"] for p in preds] == pytest.approx(expected.tolist(), abs=1e-9)
+    assert all(p["label"] == int(p["probability"] >= 0.5) for p in preds)
+    assert "unknown_categories" not in preds[0] and preds[1]["unknown_categories"] == ["payment_method"]
+    assert counter(m.UNKNOWN_CATEGORIES, "payment_method") == before + 1
+    # written to the prediction log (queued: the writer does not run here)
+    assert state.plog.is_pending(body["request_id"]) and state.plog.queued() == 3
+
+
+def test_each_request_has_its_own_request_id(client):
+    ids = {post(client, "/v1/predict", {"records": [RECORD]}).headers["X-Request-ID"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [("GET", "/health", {}), ("POST", "/v1/predict", {}), ("GET", "/v1/nothing", {})],
+    ids=["200", "401", "404"],
+)
+def test_every_answer_carries_a_request_id(client, method, path, headers):
+    rid = client.open(path, method=method, headers=headers).headers["X-Request-ID"]
+    assert uuid.UUID(rid).version == 7
+
+
+def test_explain_answers_contributions_and_logs_nothing(client, state):
+    resp = post(client, "/v1/explain", {"records": [RECORD, {**RECORD, "contract": "Two year"}]})
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert resp.headers["X-Request-ID"] == body["request_id"] and resp.headers["X-Model-Version"] == "3"
+    assert body["units"] == "log-odds" and body["method"] == "linear"
+    assert set(body) == {
+        "request_id",
+        "model_name",
+        "model_version",
+        "threshold",
+        "method",
+        "units",
+        "explanations",
+    }
+    pred = post(client, "/v1/predict", {"records": [RECORD, {**RECORD, "contract": "Two year"}]}).get_json()
+    for exp, p in zip(body["explanations"], pred["predictions"], strict=True):
+        assert exp["probability"] == pytest.approx(p["probability"], abs=1e-9) and exp["label"] == p["label"]
+        assert exp["logit"] == pytest.approx(
+            exp["base_value"] + sum(c["contribution"] for c in exp["contributions"]), abs=1e-6
+        )
+        assert {c["feature"] for c in exp["contributions"]} == set(RECORD)
+    assert not state.plog.is_pending(body["request_id"]) and state.plog.queued() == 2  # the predict only
+
+
+def test_explain_without_an_explainer_is_501(make_app, tiny_model):
+    model = dataclasses.replace(tiny_model, explainer=None, explain_note="explanations unavailable: no")
+    resp = post(make_app(model).test_client(), "/v1/explain", {"records": [RECORD]})
+    assert resp.status_code == 501
+    assert resp.get_json()["message"] == "no explanations for telco-churn v3: explanations unavailable: no"
+
+
+# --------------------------------------------------------------------------- no model: 503
+@pytest.mark.parametrize(("method", "path", "payload"), PROTECTED[:3], ids=[p for _, p, _ in PROTECTED[:3]])
+def test_without_a_model_the_model_endpoints_are_503(make_app, method, path, payload):
+    client = make_app().test_client()
+    resp = client.open(path, method=method, json=payload, headers=KEY)
+    assert resp.status_code == 503
+    assert (
+        resp.get_json()["message"]
+        == f"no model loaded yet: loading telco-churn failed: RuntimeError: {NO_ALIAS}"
+    )
+    assert resp.headers["Retry-After"] == "5"
+
+
+def test_without_a_model_ready_is_503_and_health_200(make_app):
+    client = make_app().test_client()
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    body = ready.get_json()
+    assert body["ready"] is False and body["status"] == "not_ready" and body["model_version"] is None
+    assert NO_ALIAS in body["reload_error"]
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json() == {"status": "ok", "pid": os.getpid()}
+
+
+# --------------------------------------------------------------------------- model, ready, reload
+def test_model_describes_the_served_version(client, tiny_model):
+    resp = client.get("/v1/model", headers=KEY)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body == json.loads(json.dumps(tiny_model.describe()))
+    assert (body["name"], body["version"], body["alias"], body["run_id"]) == (
+        "telco-churn",
+        "3",
+        "champion",
+        "run-1",
+    )
+    assert [f["name"] for f in body["feature_schema"]] == list(RECORD)
+    assert body["feature_importance"] == [
+        {"feature": "tenure", "importance": 0.6},
+        {"feature": "contract", "importance": 0.4},
+    ]
+    assert body["predictor"] == "numpy" and body["explanation_method"] == "linear"
+
+
+def test_ready_reports_model_registry_database_and_log(client, state):
+    predicted(client)
+    resp = client.get("/ready")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["ready"] is True and body["status"] == "ok"
+    assert (body["model_name"], body["model_version"], body["predictor"]) == ("telco-churn", "3", "numpy")
+    assert body["database"] == "ok" and body["log_queue"] == 2 and body["spool_files"] == 0
+
+
+@pytest.mark.parametrize(
+    ("degrade", "field", "value"),
+    [
+        ("reload_error", "reload_error", "loading telco-churn v4 failed: boom"),
+        ("registry", "registry", "unreachable"),
+        ("database", "database", "unreachable"),
+    ],
+)
+def test_ready_degraded_is_200_and_503_when_strict(client, state, monkeypatch, degrade, field, value):
+    if degrade == "reload_error":
+        state.manager.last_error = value
+    elif degrade == "registry":
+        state.manager.registry_ok = False
+    else:
+        monkeypatch.setattr(state.plog, "ping", lambda: False)
+        state._ping_cache = (0.0, True)
+    lenient = client.get("/ready")
+    assert lenient.status_code == 200
+    assert lenient.get_json()["status"] == "degraded" and lenient.get_json()[field] == value
+    strict = client.get("/ready", query_string={"strict": "true"})
+    assert strict.status_code == 503 and strict.get_json()["ready"] is False
+
+
+@pytest.mark.parametrize("path", ["/ready?strict=maybe", "/v1/admin/reload?force=maybe"])
+def test_bad_query_parameter_is_422(client, path):
+    resp = client.open(path, method="POST" if "reload" in path else "GET", headers=ADMIN)
+    assert resp.status_code == 422
+    assert list(resp.get_json()["errors"]["query"].values()) == [["Not a valid boolean."]]
+
+
+@pytest.mark.parametrize(("query", "force"), [("", False), ("?force=true", True)])
+def test_admin_reload_checks_here_and_tells_the_other_workers(client, state, monkeypatch, query, force):
+    calls = []
+
+    def check(force=False):
+        calls.append(force)
+        return {"changed": True, "previous_version": "3", "version": "4", "error": None, "predictor": "numpy"}
+
+    monkeypatch.setattr(state.manager, "check", check)
+    resp = client.post("/v1/admin/reload" + query, headers=ADMIN)
+    assert resp.status_code == 200
+    assert resp.get_json() == check() and calls[0] is force
+    trigger = Path(state.settings.prometheus_multiproc_dir) / "reload-request"
+    assert trigger.read_text() == ("force" if force else "check")
+
+
+def test_admin_reload_failure_is_503_with_the_result(client, state):
+    resp = client.post("/v1/admin/reload", headers=ADMIN)  # the registry has no champion here
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["version"] == "3" and body["previous_version"] == "3" and NO_ALIAS in body["error"]
+
+
+# --------------------------------------------------------------------------- feedback
+FEEDBACK_CASES = {
+    "label-two": ({"label": 2}, "label", "Must be one of: 0, 1."),
+    "label-string": ({"label": "1"}, "label", "Not a valid integer."),
+    "label-bool": ({"label": True}, "label", "Not a valid integer."),
+    "label-missing": ({"label": "<drop>"}, "label", "Missing data for required field."),
+    "request-id-missing": ({"request_id": "<drop>"}, "request_id", "Missing data for required field."),
+    "request-id-not-uuid": ({"request_id": "nope"}, "request_id", "Not a valid UUID."),
+    "record-index-negative": (
+        {"record_index": -1},
+        "record_index",
+        "Must be greater than or equal to 0 and less than or equal to 1000000.",
+    ),
+    "record-index-too-large": (
+        {"record_index": 1_000_001},
+        "record_index",
+        "Must be greater than or equal to 0 and less than or equal to 1000000.",
+    ),
+    "record-index-string": ({"record_index": "x"}, "record_index", "Not a valid integer."),
+    "unknown-field": ({"x": 1}, "x", "Unknown field."),
+}
+
+
+@pytest.mark.parametrize(("change", "field", "error"), FEEDBACK_CASES.values(), ids=FEEDBACK_CASES.keys())
+def test_invalid_feedback_is_422(client, change, field, error):
+    payload = {"request_id": str(uuid.uuid4()), "label": 1, **change}
+    payload = {k: v for k, v in payload.items() if v != "<drop>"}
+    before = counter(m.FEEDBACK, "invalid")
+    resp = post(client, "/v1/feedback", payload)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["message"] == f"{field}: {error}" and body["errors"] == {"json": {field: [error]}}
+    assert counter(m.FEEDBACK, "invalid") == before + 1
+
+
+def test_feedback_body_not_an_object_is_422(client):
+    resp = post(client, "/v1/feedback", [1])
+    assert resp.status_code == 422
+    assert resp.get_json()["errors"]["json"] == {
+        "_": ["Unknown field."],
+        "label": ["Missing data for required field."],
+        "request_id": ["Missing data for required field."],
+    }
+
+
+@pytest.fixture
+def writing(state):
+    """The prediction log's writer running (feedback needs the predictions in the database)."""
+    state.plog.start()
+    return state
+
+
+def test_feedback_stores_the_label_once(client, writing):
+    rid = predicted(client)  # still queued: the feedback flushes it first
+    before = counter(m.FEEDBACK, "stored")
+    resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 1})
+    assert resp.status_code == 201
+    body = resp.get_json()
+    assert {k: body[k] for k in ("request_id", "record_index", "label")} == {
+        "request_id": rid,
+        "record_index": 1,
+        "label": 1,
+    }
+    received = datetime.fromisoformat(body["received_at"])
+    assert received.tzinfo is not None
+    assert counter(m.FEEDBACK, "stored") == before + 1
+    with writing.plog.engine.connect() as conn:
+        rows = conn.execute(
+            select(feedback.c.record_index, feedback.c.label).where(feedback.c.request_id == rid)
+        ).all()
+    assert rows == [(1, 1)]
+
+    dup = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 0})
+    assert dup.status_code == 409
+    assert dup.get_json()["message"] == f"record 1 of request {rid} already has a label"
+    assert (
+        post(client, "/v1/feedback", {"request_id": rid, "label": 0}).status_code == 201
+    )  # index 0 (default)
+
+
+@pytest.mark.parametrize("case", ["unknown-request", "unknown-record-index"])
+def test_feedback_for_no_prediction_is_404(client, writing, case):
+    rid, index = (str(uuid.uuid4()), 0) if case == "unknown-request" else (predicted(client), 7)
+    before = counter(m.FEEDBACK, "not_found")
+    resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": index, "label": 1})
+    assert resp.status_code == 404
+    assert resp.get_json()["message"] == f"no prediction with request_id {rid} and record_index {index}"
+    assert counter(m.FEEDBACK, "not_found") == before + 1
+
+
+def _database_down(*_a, **_k):
+    raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
+@pytest.mark.parametrize("where", ["lookup", "insert"])
+def test_feedback_while_the_database_is_down_is_503(client, writing, monkeypatch, where):
+    rid = predicted(client)
+    assert writing.plog.flush(10)
+    method = "prediction_exists" if where == "lookup" else "insert_feedback"
+    monkeypatch.setattr(writing.plog.store, method, _database_down)
+    before = counter(m.FEEDBACK, "unavailable")
+    resp = post(client, "/v1/feedback", {"request_id": rid, "label": 1})
+    assert resp.status_code == 503
+    assert resp.get_json()["message"] == "the prediction log database is unavailable; retry later"
+    assert resp.headers["Retry-After"] == "5"
+    assert counter(m.FEEDBACK, "unavailable") == before + 1
+
+
+def test_a_bug_in_feedback_is_a_500_not_a_503(client, writing, monkeypatch):
+    """Only database errors mean 'unavailable'; anything else is a bug and answers 500."""
+
+    def bug(*_a, **_k):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(writing.plog.store, "prediction_exists", bug)
+    before = counter(m.FEEDBACK, "unavailable")
+    resp = post(client, "/v1/feedback", {"request_id": str(uuid.uuid4()), "label": 1})
+    assert resp.status_code == 500
+    assert counter(m.FEEDBACK, "unavailable") == before
+
+
+def test_feedback_waits_for_a_prediction_another_worker_still_holds(client, writing):
+    """A recent request id unknown here may still sit in another worker's queue: it is waited for."""
+    rid = new_request_id()
+    item_rows = [(rid, 0, datetime.now().astimezone(), "telco-churn", "3", RECORD, 0.4, 0, 1.0)]
+    other = threading.Timer(0.3, writing.plog.store.insert, args=(item_rows,))
+    other.start()
+    resp = post(client, "/v1/feedback", {"request_id": rid, "label": 1})
+    other.join()
+    assert resp.status_code == 201, resp.text
+
+
+# --------------------------------------------------------------------------- the OpenAPI document
+def test_openapi_fills_in_this_apps_limits_and_the_models_record(client):
+    spec = client.get("/openapi.json").get_json()
+    for path in ("/v1/predict", "/v1/explain"):
+        assert spec["paths"][path]["post"]["requestBody"]["description"] == f"1 to {MAX_BATCH} records"
+    assert (
+        spec["paths"]["/v1/feedback"]["post"]["requestBody"]["description"]
+        == "request id, record index, true label"
+    )
+    record = spec["components"]["schemas"]["PredictRecord"]
+    assert record["description"].startswith("one record for telco-churn v3")
+    assert set(record["properties"]) == set(RECORD)
+    assert spec["paths"]["/metrics"]["get"]["tags"] == ["ops"]
+    assert [t["name"] for t in spec["tags"]] == ["v1", "admin", "ops"]
+    assert list(spec["paths"]) == [
+        "/v1/predict",
+        "/v1/explain",
+        "/v1/model",
+        "/v1/feedback",
+        "/v1/admin/reload",
+        "/health",
+        "/ready",
+        "/metrics",
+    ]
+
+
+def test_openapi_without_a_model_has_an_empty_record(make_app):
+    spec = make_app().test_client().get("/openapi.json").get_json()
+    assert spec["components"]["schemas"]["PredictRecord"] == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
+    items = spec["components"]["schemas"]["PredictRequest"]["properties"]["records"]["items"]
+    assert items == {"$ref": "#/components/schemas/PredictRecord"}
+
+
+def test_endpoint_names_label_the_request_metrics(app):
+    """The dashboards and alerts select flask_http_request_duration_seconds{endpoint="v1.predict"}."""
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert {"v1.predict", "v1.explain", "v1.model_info", "v1.post_feedback", "admin.reload"} <= endpoints
+    assert {"ops.health", "ops.ready"} <= endpoints
