@@ -42,10 +42,11 @@ def run_tags(data: TrainingData, git_commit: str) -> dict[str, str]:
 
 
 @contextmanager
-def training_run(data: TrainingData, settings: TrainingSettings, tags: dict) -> Iterator[str]:
+def training_run(
+    experiment_id: str, data: TrainingData, settings: TrainingSettings, tags: dict
+) -> Iterator[str]:
     """The parent run (its id), with the training's parameters, validation report and config."""
     config = data.config
-    experiment_id = registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{config.name}", tags=tags) as run:
         mlflow.log_params(
             {

@@ -81,9 +81,10 @@ def load_training_data(settings: TrainingSettings, snapshot_ref: str | None = No
 def train(settings: TrainingSettings, snapshot_ref: str | None = None) -> TrainResult:
     data = load_training_data(settings, snapshot_ref)
     config, splits = data.config, data.splits
+    experiment_id = registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     tags = tracking.run_tags(data, settings.git_commit)
     started = time.perf_counter()
-    with tracking.training_run(data, settings, tags) as run_id:
+    with tracking.training_run(experiment_id, data, settings, tags) as run_id:
         with tracking.candidate_run("baseline-logreg", tags) as fitted_in:
             baseline = fit.fit_baseline(config, splits, settings.seed, fitted_in)
         tuning = fit.tune_xgb(config, splits.X["train"], splits.y["train"], settings)
