@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -23,8 +24,12 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import ConfigError, DatasetConfig, load_config
+from core.features import prepare
 from core.settings import load_or_exit
+from training.cli import setup_logging
 from training.settings import TrainingSettings
+
+log = logging.getLogger("training.data")  # not __name__: `python -m` runs this as __main__
 
 
 class DataError(RuntimeError):
@@ -151,6 +156,37 @@ def assign_split(features: pd.DataFrame, valid_share: float, test_share: float) 
     )
 
 
+@dataclass
+class Splits:
+    """Features and labels per side of the split (`SPLITS`)."""
+
+    X: dict[str, pd.DataFrame]
+    y: dict[str, pd.Series]
+
+    def sizes(self) -> dict[str, int]:
+        return {side: len(labels) for side, labels in self.y.items()}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A validated snapshot, split: what one training run is fitted and measured on."""
+
+    config: DatasetConfig
+    snapshot: Snapshot
+    rows: int
+    splits: Splits
+    validation_report: Path  # the JSON report of training.validate, logged with the run
+
+
+def split_data(frame: pd.DataFrame, config: DatasetConfig) -> Splits:
+    features, label = prepare(frame, config)
+    side = assign_split(features, config.split["valid_share"], config.split["test_share"])
+    return Splits(
+        X={s: features[side == s].reset_index(drop=True) for s in SPLITS},
+        y={s: label[side == s].reset_index(drop=True) for s in SPLITS},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__)
     parser.add_argument(
@@ -158,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
+    setup_logging(settings.log_level)
     try:
         config = load_config(settings.dataset_config)
         snap = (
@@ -166,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             else latest_snapshot(config, settings.data_dir)
         )
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 2
-    print(f"snapshot {snap.hash[:16]}  rows={snap.manifest['rows']}  path={snap.path}")
+    log.info("snapshot %s  rows=%s  path=%s", snap.hash[:16], snap.manifest["rows"], snap.path)
     return 0
 
 

@@ -1,8 +1,19 @@
-"""Evaluation on held-out data: metrics at the decision threshold, the cost-based threshold choice,
-plots and per-segment metrics (a first bias audit)."""
+"""The evaluate step: held-out measures of the candidates and the report of the chosen one.
+
+- `measure`: the cost-minimising threshold on the valid split, PR AUC there, metrics on the test split
+  at that threshold (`HeldOut`), for one candidate;
+- `choose`: the candidate with the best validation PR AUC;
+- `report`: feature importance, per-segment metrics (a first bias audit), plots and `evaluation.json`.
+
+The metric functions here are also the gate's (`training.gate`).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +34,14 @@ from sklearn.metrics import (  # noqa: E402
     roc_auc_score,
     roc_curve,
 )
+from sklearn.pipeline import Pipeline  # noqa: E402
+
+from core.dataset import DatasetConfig  # noqa: E402
+from core.features import original_feature  # noqa: E402
+from training.candidate import Candidate, HeldOut  # noqa: E402
+from training.data import Splits  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 def choose_threshold(y_true: np.ndarray, scores: np.ndarray, fp_cost: float, fn_cost: float) -> float:
@@ -143,3 +162,104 @@ def save_plots(y_true, scores, threshold: float, importances: pd.Series | None, 
         fig.savefig(paths[-1], dpi=90)
         plt.close(fig)
     return paths
+
+
+def held_out_measures(
+    y_valid, valid_scores: np.ndarray, y_test, test_scores: np.ndarray, fp_cost: float, fn_cost: float
+) -> HeldOut:
+    """Threshold chosen on the valid split (never on the test split), metrics on the test split at it."""
+    threshold = choose_threshold(np.asarray(y_valid), valid_scores, fp_cost, fn_cost)
+    return HeldOut(
+        threshold=threshold,
+        valid_pr_auc=float(average_precision_score(y_valid, valid_scores)),
+        test=classification_metrics(y_test, test_scores, threshold, fp_cost, fn_cost),
+        valid_scores=valid_scores,
+        test_scores=test_scores,
+    )
+
+
+def measure(candidate: Candidate, splits: Splits, config: DatasetConfig) -> Candidate:
+    """The candidate with its held-out measures."""
+    pipe = candidate.pipeline
+    valid_scores = pipe.predict_proba(splits.X["valid"])[:, 1]
+    test_scores = pipe.predict_proba(splits.X["test"])[:, 1]
+    measures = held_out_measures(
+        splits.y["valid"], valid_scores, splits.y["test"], test_scores, config.fp_cost, config.fn_cost
+    )
+    return replace(candidate, held_out=measures)
+
+
+def choose(candidates: Sequence[Candidate]) -> Candidate:
+    """The best validation PR AUC; on a tie the first (the baseline)."""
+    chosen = max(candidates, key=lambda c: c.measured.valid_pr_auc)
+    log.info(
+        "chosen: %s (valid PR AUC %.4f vs %s)",
+        chosen.name,
+        chosen.measured.valid_pr_auc,
+        ", ".join(f"{c.name} {c.measured.valid_pr_auc:.4f}" for c in candidates),
+    )
+    return chosen
+
+
+def feature_importance(pipe: Pipeline, config: DatasetConfig) -> pd.Series:
+    """Importance per input feature: XGBoost gain share or |coefficient| share, one-hot columns summed."""
+    names = pipe.named_steps["preprocess"].get_feature_names_out()
+    model = pipe.named_steps["model"]
+    raw = model.feature_importances_ if hasattr(model, "feature_importances_") else np.abs(model.coef_[0])
+    series = pd.Series(raw, index=[original_feature(n, config) for n in names]).groupby(level=0).sum()
+    return (series / series.sum()).sort_values(ascending=False)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the training run records about the chosen candidate (artifact folder `evaluation/`)."""
+
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    y_test: np.ndarray
+    importance: pd.Series
+    segments: pd.DataFrame
+
+    def summary(self) -> dict:
+        """The body of evaluation.json."""
+        tuned = next((c for c in self.candidates if c.cv_pr_auc is not None), None)
+        held = self.chosen.measured
+        return {
+            "chosen": self.chosen.name,
+            "threshold": held.threshold,
+            "test": held.test,
+            "segment_gaps": segment_gaps(self.segments),
+            "candidates": {
+                c.name: {
+                    "valid_pr_auc": c.measured.valid_pr_auc,
+                    "threshold": c.measured.threshold,
+                    "test": c.measured.test,
+                }
+                for c in self.candidates
+            },
+            "best_params": tuned.params if tuned else {},
+            "cv_pr_auc": tuned.cv_pr_auc if tuned else None,
+        }
+
+    def write(self, folder: Path) -> Path:
+        """plots/, segment_metrics.csv, feature_importance.csv and evaluation.json into `folder`."""
+        held = self.chosen.measured
+        save_plots(self.y_test, held.test_scores, held.threshold, self.importance, folder / "plots")
+        self.segments.to_csv(folder / "segment_metrics.csv", index=False)
+        self.importance.rename("importance").to_csv(folder / "feature_importance.csv")
+        (folder / "evaluation.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+        return folder
+
+
+def report(
+    chosen: Candidate, candidates: Sequence[Candidate], splits: Splits, config: DatasetConfig
+) -> Report:
+    held = chosen.measured
+    X_test, y_test = splits.X["test"], splits.y["test"]
+    return Report(
+        chosen=chosen,
+        candidates=tuple(candidates),
+        y_test=y_test.to_numpy(),
+        importance=feature_importance(chosen.pipeline, config),
+        segments=segment_metrics(X_test, y_test, held.test_scores, held.threshold, config.segments),
+    )

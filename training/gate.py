@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,8 +25,11 @@ from core import registry
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.settings import load_or_exit
 from training.behaviour import Check, run_behaviour_tests
+from training.cli import setup_logging
 from training.evaluate import classification_metrics, segment_metrics
 from training.settings import TrainingSettings
+
+log = logging.getLogger("training.gate")  # not __name__: `python -m` runs this as __main__
 
 
 @dataclass
@@ -240,26 +244,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-promote", action="store_true", help="judge only; never move 'champion'")
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
+    setup_logging(settings.log_level)
     try:
         config = load_config(settings.dataset_config)
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
         result = evaluate_gate(settings, config, args.version)
     except (ConfigError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 2
-    print(result.table())
+    # the table is the command's output (stdout whatever LOG_LEVEL): the demo and the tests read it
+    print(result.table(), flush=True)
     path = record(result, settings)
-    print(f"report: {path}")
+    log.info("report: %s", path)
     if not result.passed:
-        print(f"champion unchanged: v{result.champion}" if result.champion else "no champion promoted")
+        if result.champion:
+            log.info("champion unchanged: v%s", result.champion)
+        else:
+            log.info("no champion promoted")
         return 1
     if args.no_promote:
         return 0
     if result.champion == result.challenger:
-        print(f"v{result.challenger} is already the champion")
+        log.info("v%s is already the champion", result.challenger)
         return 0
     move = registry.promote(settings.model_name, result.challenger, reason="gate passed")
-    print(f"promoted: champion v{move.from_version or '-'} -> v{move.to_version}")
+    log.info("promoted: champion v%s -> v%s", move.from_version or "-", move.to_version)
     return 0
 
 

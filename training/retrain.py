@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,12 @@ from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.settings import load_or_exit
 from training import gate
+from training.cli import setup_logging
 from training.data import DataError, Snapshot, ingest, latest_snapshot, open_snapshot, write_snapshot
 from training.settings import TrainingSettings
 from training.train import train
+
+log = logging.getLogger("training.retrain")  # not __name__: `python -m` runs this as __main__
 
 
 @dataclass
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="write the new snapshot, do not train")
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
+    setup_logging(settings.log_level)
     # the local trigger sets RETRAIN_*; the Jenkins retrain job passes its build parameters as they are
     reason = settings.retrain_reason
     run_id = settings.retrain_monitoring_run_id
@@ -178,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(settings.dataset_config)
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
         data = build_training_data(settings, config, settings.database_url)
-        print(f"retrain ({reason}): {data.summary()}", flush=True)
+        log.info("retrain (%s): %s", reason, data.summary())
         if data.added == 0 and not args.force:
-            print("no new labelled production records: nothing to retrain on (use --force to retrain anyway)")
+            log.info(
+                "no new labelled production records: nothing to retrain on (use --force to retrain anyway)"
+            )
             return 0
         snapshot = write_snapshot(
             data.frame,
@@ -189,15 +196,17 @@ def main(argv: list[str] | None = None) -> int:
             parent=data.base.hash,
             note=f"retrain: base + {data.added} labelled production records; {reason}"[:500],
         )
-        print(
-            f"new snapshot {snapshot.hash[:16]}: {snapshot.manifest['rows']} rows (parent {data.base.hash[:16]})",
-            flush=True,
+        log.info(
+            "new snapshot %s: %s rows (parent %s)",
+            snapshot.hash[:16],
+            snapshot.manifest["rows"],
+            data.base.hash[:16],
         )
         if args.dry_run:
             return 0
         result = train(settings, snapshot.hash[:16])
     except (ConfigError, DataError, registry.RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 2
     client = registry.MlflowClient()
     tags = {
@@ -208,18 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in tags.items():
         client.set_model_version_tag(result.model_name, result.version, key, value)
     m = result.test_metrics
-    print(
-        f"trained {result.model_name} v{result.version} ({result.chosen}): test ROC AUC {m['roc_auc']:.4f}, "
-        f"recall {m['recall']:.3f}",
-        flush=True,
+    log.info(
+        "trained %s v%s (%s): test ROC AUC %.4f, recall %.3f",
+        result.model_name,
+        result.version,
+        result.chosen,
+        m["roc_auc"],
+        m["recall"],
     )
     code = gate.main(["--version", result.version])
     if code == 0:
-        print(f"retrain done: v{result.version} is the champion", flush=True)
+        log.info("retrain done: v%s is the champion", result.version)
     else:
-        print(
-            f"retrain done: v{result.version} did not pass the gate (exit {code}); champion unchanged",
-            flush=True,
+        log.info(
+            "retrain done: v%s did not pass the gate (exit %d); champion unchanged", result.version, code
         )
     return code
 

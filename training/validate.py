@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +18,11 @@ import pandas as pd
 
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.settings import load_or_exit
+from training.cli import setup_logging
 from training.data import DataError, latest_snapshot
 from training.settings import TrainingSettings
+
+log = logging.getLogger("training.validate")  # not __name__: `python -m` runs this as __main__
 
 
 @dataclass(frozen=True)
@@ -170,15 +174,16 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> ValidationReport:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m training.validate", description=__doc__).parse_args(argv)
     settings = load_or_exit(TrainingSettings)
+    setup_logging(settings.log_level)
     try:
         config = load_config(settings.dataset_config)
         snap = latest_snapshot(config, settings.data_dir)
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 2
     report = validate(snap.load(), config)
     path = report.write(settings.reports_dir / f"validation-{config.name}-{snap.hash[:16]}.json")
-    print(f"{report.summary()} (report: {path})", file=sys.stdout if report.ok else sys.stderr)
+    log.log(logging.INFO if report.ok else logging.ERROR, "%s (report: %s)", report.summary(), path)
     return 0 if report.ok else 1
 
 

@@ -10,18 +10,19 @@ import pytest
 
 from core import registry
 from core.dataset import load_config
-from training import gate, train
-from training.data import latest_snapshot
+from training import gate, tracking
+from training.data import latest_snapshot, split_data
+from training.fit import xgb_pipeline
 from training.settings import TrainingSettings
 
 
 def _register(pipe, threshold: float, settings: TrainingSettings) -> str:
     """Log a given pipeline as a new challenger, with the same test set and reference as training."""
     config = load_config(settings.dataset_config)
-    splits = train.split_data(latest_snapshot(config, settings.data_dir).load(), config)
+    splits = split_data(latest_snapshot(config, settings.data_dir).load(), config)
     registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     with mlflow.start_run(run_name="deliberately-bad"):
-        return train.log_model_version(
+        return tracking.log_model_version(
             pipe,
             config,
             settings,
@@ -36,9 +37,9 @@ def _register(pipe, threshold: float, settings: TrainingSettings) -> str:
 
 def _fit(settings, labels_fn):
     config = load_config(settings.dataset_config)
-    splits = train.split_data(latest_snapshot(config, settings.data_dir).load(), config)
+    splits = split_data(latest_snapshot(config, settings.data_dir).load(), config)
     params = {"n_estimators": 60, "max_depth": 3, "learning_rate": 0.1}
-    pipe = train.xgb_pipeline(config, params, settings.seed, settings.threads)
+    pipe = xgb_pipeline(config, params, settings.seed, settings.threads)
     return pipe.fit(splits.X["train"], labels_fn(splits.y["train"].to_numpy(), splits.X["train"]))
 
 
