@@ -11,27 +11,32 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-unit test-data test-model test-integration ingest validate train gate \
+.PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
         promote settings-doc model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	@test -x $(PY) || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing the locked dependencies into $(VENV) (about 3 minutes the first time)"
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	@echo "installed $$($(BIN)/pip list --format=freeze | wc -l) packages"
 	@touch $@
+
+system-packages: ## the Debian packages the tests and the stack validators run (installs them as root)
+	@scripts/system_packages.sh
 
 install: $(STAMP) ## create .venv and install the locked dependencies
 
-lint: $(STAMP) ## ruff, import contracts (packages stand on core/), the stack's validators
+lint: $(STAMP) system-packages ## ruff, import contracts (packages stand on core/), the stack's validators
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory validate-stack
 
-test: $(STAMP) ## the whole test suite (starts or installs the servers it needs)
+test: $(STAMP) system-packages ## the whole test suite (installs the Debian packages it runs as root; starts its servers)
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## unit tests only (no server, no system binary, no trained model; under 2 minutes)
@@ -40,7 +45,7 @@ test-data: $(STAMP) ## data tests only
 	$(BIN)/pytest -m data tests/data
 test-model: $(STAMP) ## model behaviour tests only (trains small models)
 	$(BIN)/pytest -m model tests/model
-test-integration: $(STAMP) ## integration tests (gunicorn, real MLflow, PostgreSQL, S3 servers, validators)
+test-integration: $(STAMP) system-packages ## integration tests (gunicorn, real MLflow, PostgreSQL, S3 servers, validators)
 	$(BIN)/pytest -m integration tests/integration
 
 ingest: $(STAMP) ## snapshot the data source (content-hashed, immutable)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Debian packages that `make test` and `make lint` run for real: PostgreSQL 15 (the prediction log
+# and MLflow's store in integration tests), Prometheus and Alertmanager (the native stack, promtool for
+# the rules), Groovy (the Jenkinsfile syntax check). As root, installs what is missing and says so;
+# otherwise names what is missing and exits 1.
+set -euo pipefail
+
+need=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v groovy >/dev/null 2>&1 || need+=(groovy)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "the tests need Debian packages that are missing: ${need[*]}; install them as root:" \
+       "apt-get install ${need[*]} (then run the same command again)" >&2
+  exit 1
+fi
+echo "installing Debian packages the tests run: ${need[*]} (about a minute)"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+echo "installed: ${need[*]}"
