@@ -12,7 +12,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 command -v groovy >/dev/null 2>&1 || need+=(groovy)
 [ ${#need[@]} -eq 0 ] && exit 0
 
-if [ "$(id -u)" -ne 0 ]; then
+if [ "$EUID" -ne 0 ]; then
   echo "the tests need Debian packages that are missing: ${need[*]}; install them as root:" \
        "apt-get install ${need[*]} (then run the same command again)" >&2
   exit 1
