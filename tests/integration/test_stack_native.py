@@ -248,8 +248,14 @@ def test_native_stack_end_to_end(stack) -> None:
     for module in ("training.data", "training.validate", "training.train", "training.gate"):
         _run(stack, "-m", module, *(["ingest"] if module == "training.data" else []))
 
-    # the service picks the champion up by itself
-    _wait("service ready", lambda: _ok(f"{settings['SERVICE_URL']}/ready"), 120, stack["log"])
+    # the service picks the champion up by itself, in every worker: each polls the registry on its own,
+    # so one ready answer says only that the worker that answered has loaded it
+    _wait(
+        "every service worker ready (8 ready answers in a row on fresh connections)",
+        lambda: all(_ok(f"{settings['SERVICE_URL']}/ready") for _ in range(8)),
+        120,
+        stack["log"],
+    )
     model = requests.get(
         f"{settings['SERVICE_URL']}/v1/model", headers={"X-API-Key": settings["API_KEYS"]}, timeout=10
     ).json()
