@@ -90,11 +90,15 @@ def classification_metrics(
     }
 
 
+MISSING_SEGMENT = "(missing)"  # the segment of records without a value in the column
+
+
 def segment_metrics(features: pd.DataFrame, y_true, scores, threshold: float, columns) -> pd.DataFrame:
     rows = []
     y_true, scores = np.asarray(y_true), np.asarray(scores)
     for column in columns:
-        values = features[column].astype(str).to_numpy()
+        col = features[column]
+        values = col.astype(str).where(col.notna(), MISSING_SEGMENT).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
             m = classification_metrics(y_true[mask], scores[mask], threshold)

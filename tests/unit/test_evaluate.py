@@ -65,3 +65,10 @@ def test_fairness_checks_judge_gaps_of_large_enough_segments():
         checks["fairness: recall gap by senior"].passed
         and checks["fairness: recall gap by senior"].value == "n/a"
     )
+
+
+def test_records_without_a_value_form_their_own_segment_not_nan():
+    features = pd.DataFrame({"g": pd.Series(["a", np.nan, "a", None], dtype=object)})
+    table = segment_metrics(features, [1, 0, 1, 1], [0.9, 0.1, 0.8, 0.2], 0.5, ["g"])
+    assert table["segment"].tolist() == ["(missing)", "a"]
+    assert table.set_index("segment").loc["(missing)", "n"] == 2
