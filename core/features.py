@@ -14,6 +14,8 @@ value, median-imputed (linear baseline) or left to XGBoost's learned default dir
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
@@ -68,6 +70,34 @@ def coerce_features(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
             num = col.astype(object).where(col.notna(), np.nan) if col.dtype == object else col
             out[feature.name] = pd.to_numeric(num, errors="coerce").astype("float64")
     return pd.DataFrame(out, index=frame.index)
+
+
+def json_record(row: pd.Series | dict, config: DatasetConfig) -> dict[str, Any]:
+    """One record as the service takes it: null for a missing value (never "nan"), categories as
+    strings, binary flags as 0/1, numbers as floats."""
+    out: dict[str, Any] = {}
+    for feature in config.features:
+        value = row[feature.name]
+        if value is None or pd.isna(value):
+            out[feature.name] = None
+        elif feature.type == "categorical":
+            out[feature.name] = category_string(value)
+        elif feature.type == "binary":
+            out[feature.name] = int(value)
+        else:
+            out[feature.name] = float(value)
+    return out
+
+
+def example_record(config: DatasetConfig, reference: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A real record of the data set for docs and Swagger's "Try it out": the config's `example_record`,
+    else the first record of `reference` (typed features, e.g. the model's reference sample); {} when
+    neither exists."""
+    if config.example_record:
+        return json_record(config.example_record, config)
+    if reference is not None and len(reference):
+        return json_record(reference.iloc[0], config)
+    return {}
 
 
 def labels(frame: pd.DataFrame, config: DatasetConfig) -> pd.Series:

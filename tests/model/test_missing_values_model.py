@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 MODEL = "accounts-model"
 API_KEY = "missing-values-test-key"
+REPO_CARDS = Path(__file__).resolve().parents[2] / "docs" / "model_cards"
 RECORD_WITH_NULLS = {"age": 63, "balance": None, "plan": "basic", "region": None}
 
 
@@ -45,7 +46,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
     root = tmp_path_factory.mktemp("accounts")
     config_path = write_dataset(root / "dataset", model_name=MODEL)
-    env = {**embedded_env_vars(root), "DATASET_CONFIG": str(config_path), "MODEL_NAME": MODEL}
+    # MODEL_NAME empty counts as unset: the name comes from the config's model_name
+    env = {**embedded_env_vars(root), "DATASET_CONFIG": str(config_path), "MODEL_NAME": ""}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -125,3 +127,35 @@ def test_a_record_with_nulls_scores_the_same_through_pipeline_fast_path_and_api(
     )
     assert bad.status_code == 422 and "age" in bad.get_data(as_text=True)
     assert np.isfinite(prediction["probability"])
+
+    # Swagger UI: the title names the model and its data set, the example is the config's example_record
+    # (with its nulls), and "Try it out" with it answers 200
+    spec = client.get("/openapi.json").get_json()
+    assert spec["info"]["title"] == f"{MODEL} model service (data set accounts)"
+    example = spec["components"]["schemas"]["PredictRequest"]["properties"]["records"]["example"]
+    assert example == [{"age": 41.0, "balance": None, "plan": "plus", "region": None}]
+    assert trained.metadata["example_record"] == example[0]
+    tried = client.post("/v1/predict", json={"records": example}, headers={"X-API-Key": API_KEY})
+    assert tried.status_code == 200, tried.get_json()
+
+
+def test_the_model_card_uses_the_data_sets_words_and_its_own_file(trained: Trained, monkeypatch, tmp_path):
+    from scripts import model_card
+    from training.settings import TrainingSettings
+
+    for key, value in trained.env.items():
+        monkeypatch.setenv(key, value)
+    settings = TrainingSettings.from_env()
+    # never over another data set's card: the built-in card is docs/model_card.md, this one its own
+    assert model_card.card_path(settings, "accounts") == REPO_CARDS / "accounts.md"
+    assert model_card.card_path(settings, "telco_churn") == model_card.CARD
+    monkeypatch.setenv("MODEL_CARD", str(tmp_path / "card.md"))
+    settings = TrainingSettings.from_env()
+    assert model_card.write_card(settings) == tmp_path / "card.md"
+    text = (tmp_path / "card.md").read_text()
+    assert text.startswith(f"# Model card: {MODEL}\n")
+    assert "| closed rate |" in text and "predicted closed rate" in text and "cost / record" in text
+    assert "| region | (missing) |" in text
+    assert "churn" not in text.lower() and "offer" not in text.lower() and "| nan |" not in text
+    first = text
+    assert model_card.write_card(settings) and (tmp_path / "card.md").read_text() == first  # idempotent

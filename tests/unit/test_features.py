@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import load_config
-from core.features import build_preprocessor, coerce_features, original_feature
+from core.features import build_preprocessor, coerce_features, example_record, original_feature
 from core.settings import REPO_ROOT
 
 CONFIG = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
@@ -82,3 +82,16 @@ def test_the_model_encodes_every_missing_category_marker_as_the_missing_category
         probe["contract"] = pd.Series([marker], dtype=object)
         row = pre.transform(probe)[0]
         assert row[missing_col] == 1.0 and row[contract_cols].sum() == 1.0, repr(marker)
+
+
+def test_the_example_record_is_the_configs_else_a_reference_record_with_null_for_missing():
+    from dataclasses import replace
+
+    assert example_record(CONFIG) == {**CONFIG.example_record, "monthly_charges": 95.0, "tenure": 1.0}
+    without = replace(CONFIG, example_record={})
+    reference = coerce_features(_frame(n=3), CONFIG)
+    reference.loc[0, ["contract", "total_charges"]] = np.nan
+    record = example_record(without, reference)
+    assert record["contract"] is None and record["total_charges"] is None
+    assert isinstance(record["female"], int) and isinstance(record["payment_method"], str)
+    assert example_record(without) == {}
