@@ -159,3 +159,80 @@ def test_the_model_card_uses_the_data_sets_words_and_its_own_file(trained: Train
     assert "churn" not in text.lower() and "offer" not in text.lower() and "| nan |" not in text
     first = text
     assert model_card.write_card(settings) and (tmp_path / "card.md").read_text() == first  # idempotent
+
+
+def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tmp_path):
+    """simulate -> service (HTTP) -> prediction log + feedback -> monitor -> retraining data."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from model_service.app import create_app
+    from model_service.settings import ServiceSettings
+    from model_service.state import EXTENSION
+    from monitoring import monitor
+    from monitoring.scenarios import Scenario
+    from monitoring.settings import MonitorSettings
+    from scripts import simulate
+    from training import retrain
+    from training.settings import TrainingSettings
+    from training.validate import validate
+
+    database = f"sqlite:///{tmp_path / 'loop.db'}"
+    for key, value in {
+        **trained.env,
+        "DATABASE_URL": database,
+        "DATA_DIR": trained.env["DATA_DIR"],
+        "API_KEYS": API_KEY,
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "MONITOR_REPORTS_URI": str(tmp_path / "reports"),
+        "MONITOR_MIN_WINDOW": "50",
+        "MONITOR_WINDOW_MINUTES": "600",
+        "RETRAIN_TRIGGER": "log",
+    }.items():
+        monkeypatch.setenv(key, value)
+    config = trained.config
+    tsettings = TrainingSettings.from_env()
+    records = simulate.held_out_records(tsettings, config)
+    assert records["region"].isna().sum() > 5 and records["balance"].isna().sum() > 5
+
+    app = create_app(ServiceSettings.from_env(), start_background=False)
+    state = app.extensions[EXTENSION]
+    state.plog.start()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # shifted ages: production rows that are not already in the data, missing values and all
+        stats = simulate.simulate(
+            f"http://127.0.0.1:{server.server_port}",
+            API_KEY,
+            records,
+            config,
+            scenario=Scenario("covariate", ("age",), strength=0.5),
+            rate=0,
+            batch=20,
+            feedback_delay=0.0,
+            log=lambda *_: None,
+        )
+        assert stats.accepted == len(records) and stats.feedback_sent == len(records), stats.line()
+        assert state.plog.flush(10)
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+    outcome = monitor.run_once(MonitorSettings.from_env(), config, summary_table=False)
+    assert outcome.status in ("ok", "drift") and outcome.result is not None, outcome.reason
+    region = next(f for f in outcome.result.features if f.feature == "region")
+    assert region.unseen_share == 0.0  # a missing region is missing, not an unseen category
+    assert region.missing_share > 0.03 and region.reference_missing_share > 0.03
+    assert not {"unseen:region", "missing:region", "missing:balance"} & set(outcome.result.kinds)
+
+    data = retrain.build_training_data(tsettings, config, database)
+    assert data.labelled == len(records)
+    assert data.left_out["outside the declared schema"] == 0
+    assert data.left_out[retrain.MISSING_LEFT_OUT] == 0  # within the declared 20 %
+    added = data.frame.iloc[data.base.manifest["rows"] :]
+    assert added["region"].isna().sum() > 5 and added["balance"].isna().sum() > 5
+    assert not added["region"].isin(["nan", "None", "__missing__"]).any()
+    assert validate(data.frame, config).ok
