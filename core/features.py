@@ -9,7 +9,8 @@ Missing values stay missing, in one representation: `coerce_features` turns ever
 (None, NaN, pd.NA, NaT) into NaN, numbers and categories alike, never into the string "nan". The
 model's categorical step maps a missing category (NaN or None, also when the pipeline is called
 directly) to the `__missing__` category of its encoder; a missing number is filled by the configured
-value, median-imputed (linear baseline) or left to XGBoost's learned default direction.
+value, median-imputed (linear baseline) or left to XGBoost's learned default direction. (So a pickled
+pipeline refers to `missing_to_nan` here: loading it needs this `core` package, as every component has.)
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ def coerce_features(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
         if feature.type == "categorical":
             out[feature.name] = categories_with_nan(col)
         else:
-            num = col.astype(object).where(col.notna(), np.nan) if col.dtype == object else col
-            out[feature.name] = pd.to_numeric(num, errors="coerce").astype("float64")
+            out[feature.name] = pd.to_numeric(col, errors="coerce").astype("float64")  # markers -> NaN
     return pd.DataFrame(out, index=frame.index)
 
 
