@@ -67,3 +67,11 @@ def test_model_name_is_the_configs_or_derived_from_its_name(tmp_path):
     assert load_config(_write(tmp_path, lambda r: r.update(model_name="churn-v2"))).model_name == "churn-v2"
     # a nullable feature may be null in the example record
     assert load_config(_write(tmp_path, lambda r: r["example_record"].update(total_charges=None)))
+
+
+def test_reports_call_a_positive_record_by_the_data_sets_words():
+    from core.dataset import positive_word
+
+    assert load_config(TELCO).positive_word == "churn"  # churn = "Yes"
+    assert load_config(REPO_ROOT / "config" / "examples" / "oj_purchase.yaml").positive_word == "Purchase=MM"
+    assert positive_word("closed", "yes") == "closed" and positive_word("default", 1) == "default"
