@@ -119,6 +119,14 @@ def test_a_record_with_nulls_scores_the_same_through_pipeline_fast_path_and_api(
     prediction = resp.get_json()["predictions"][0]
     assert prediction["probability"] == pytest.approx(pipeline, abs=1e-6)
     assert prediction.get("unknown_categories", []) == []  # a missing category is not an unknown one
+    # explanations take the same nulls: same probability, and the missing region has a contribution
+    explained = client.post(
+        "/v1/explain", json={"records": [RECORD_WITH_NULLS]}, headers={"X-API-Key": API_KEY}
+    )
+    assert explained.status_code == 200, explained.get_json()
+    explanation = explained.get_json()["explanations"][0]
+    assert explanation["probability"] == pytest.approx(pipeline, abs=1e-6)
+    assert {c["feature"] for c in explanation["contributions"]} == {"age", "balance", "plan", "region"}
     # a null where the config allows no missing value: 422 naming the field
     bad = client.post(
         "/v1/predict",
