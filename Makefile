@@ -63,7 +63,7 @@ gate: $(STAMP) ## judge 'challenger' against floors, 'champion', behaviour, late
 settings-doc: $(STAMP) ## regenerate docs/settings.md from the settings classes
 	$(PY) -m scripts.settings_reference
 
-model-card: $(STAMP) ## rewrite the measured tables of docs/model_card.md from the champion
+model-card: $(STAMP) ## rewrite the measured tables of the champion's model card (docs/model_card.md, docs/model_cards/<data set>.md, or MODEL_CARD)
 	$(PY) -m scripts.model_card
 
 demo: $(STAMP) ## the main job on the embedded default

@@ -54,6 +54,7 @@ class DatasetConfig:
     segments: tuple[str, ...] = ()
     gate: dict[str, Any] = field(default_factory=dict)
     example_record: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""  # the registered model's name when MODEL_NAME is unset (default_model_name)
     path: Path | None = None
 
     @property
@@ -70,12 +71,51 @@ class DatasetConfig:
         raise KeyError(name)
 
     @property
+    def positive_word(self) -> str:
+        return positive_word(self.target, self.positive_class)
+
+    @property
     def fp_cost(self) -> float:
         return float(self.costs.get("false_positive", 1.0))
 
     @property
     def fn_cost(self) -> float:
         return float(self.costs.get("false_negative", 1.0))
+
+
+YES = {"yes", "y", "true", "1", "1.0", "positive"}
+
+
+def positive_word(target: str, positive_class: Any) -> str:
+    """What a positive record is called in reports: the target's name when its positive class is a plain
+    yes (`churn` for churn = "Yes"), else `target=class` (`Purchase=MM`)."""
+    return target if str(positive_class).strip().lower() in YES else f"{target}={positive_class}"
+
+
+def _model_name(raw: dict[str, Any], where: str) -> str:
+    """The config's `model_name:`, else its `name` with `_` as `-` (telco_churn -> telco-churn)."""
+    name = raw.get("model_name")
+    if name is None:
+        return str(raw.get("name") or "").replace("_", "-")
+    if not isinstance(name, str) or not name.strip() or any(c.isspace() or c == "/" for c in name):
+        raise ConfigError(f"{where}: model_name must be a non-empty name without spaces or '/', got {name!r}")
+    return name
+
+
+def default_model_name(path: str | Path) -> str:
+    """MODEL_NAME's default for the data set config at `path`: its `model_name:`, else its `name` with `_`
+    as `-`. A config that cannot be read yields its file name the same way (the command that loads it
+    reports the error)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+        if isinstance(raw, dict):
+            name = _model_name(raw, str(path))
+            if name:
+                return name
+    except (OSError, yaml.YAMLError, ConfigError):
+        pass
+    return path.stem.replace("_", "-") or "model"
 
 
 def _require(raw: dict[str, Any], key: str, where: str) -> Any:
@@ -154,6 +194,11 @@ def load_config(path: str | Path) -> DatasetConfig:
         raise ConfigError(
             f"{where}: example_record must name every feature (missing {missing}, unknown {extra})"
         )
+    for f in features:
+        if example and example[f.name] is None and f.max_missing_share <= 0:
+            raise ConfigError(
+                f"{where}: example_record.{f.name} is null, but features.{f.name} declares no max_missing_share"
+            )
     split = {"valid_share": 0.15, "test_share": 0.15, **(raw.get("split") or {})}
     if not 0 < split["valid_share"] + split["test_share"] < 0.8:
         raise ConfigError(f"{where}: split valid_share + test_share must be between 0 and 0.8")
@@ -172,5 +217,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         segments=segments,
         gate=dict(raw.get("gate") or {}),
         example_record=dict(example),
+        model_name=_model_name(raw, where),
         path=path,
     )

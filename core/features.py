@@ -4,36 +4,100 @@
 must also happen at prediction time (filling missing values, one-hot encoding with rare categories
 grouped, scaling) is a step of the sklearn `Pipeline` built here, so the served artifact is
 self-contained.
+
+Missing values stay missing, in one representation: `coerce_features` turns every missing marker
+(None, NaN, pd.NA, NaT) into NaN, numbers and categories alike, never into the string "nan". The
+model's categorical step maps a missing category (NaN or None, also when the pipeline is called
+directly) to the `__missing__` category of its encoder; a missing number is filled by the configured
+value, median-imputed (linear baseline) or left to XGBoost's learned default direction. (So a pickled
+pipeline refers to `missing_to_nan` here: loading it needs this `core` package, as every component has.)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from core.dataset import DatasetConfig
 
 MISSING_CATEGORY = "__missing__"
 
 
+def category_string(value: object) -> str:
+    """A present categorical value as the string the config declares (a float 2.0 read from a CSV
+    column with missing values is the category "2", as it is without them)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def categories_with_nan(values: pd.Series) -> pd.Series:
+    """A categorical column as object: strings, and NaN for every missing marker."""
+    obj = values.astype(object)
+    missing = obj.isna().to_numpy()
+    return pd.Series(
+        [np.nan if m else category_string(v) for v, m in zip(obj, missing, strict=True)],
+        index=values.index,
+        dtype=object,
+    )
+
+
+def missing_to_nan(X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+    """The model's first categorical step: None, pd.NA and NaT become NaN, which the imputer after it
+    maps to `__missing__` (sklearn's imputer sees only NaN in an object column)."""
+    if isinstance(X, pd.DataFrame):
+        return X.astype(object).where(X.notna(), np.nan)
+    arr = np.asarray(X, dtype=object)
+    return np.where(pd.isna(arr), np.nan, arr)
+
+
 def coerce_features(frame: pd.DataFrame, config: DatasetConfig) -> pd.DataFrame:
-    """Feature columns in config order, numeric and binary as float64, categorical as str (NaN kept)."""
+    """Feature columns in config order: numeric and binary as float64, categorical as str; every
+    missing value (None, NaN, pd.NA, NaT) is NaN."""
     out = {}
     for feature in config.features:
         col = frame[feature.name]
         if feature.type == "categorical":
-            out[feature.name] = (
-                col.astype(object)
-                .where(col.notna(), np.nan)
-                .map(lambda v: v if v is np.nan or isinstance(v, str) else str(v))
-            )
+            out[feature.name] = categories_with_nan(col)
         else:
-            out[feature.name] = pd.to_numeric(col, errors="coerce").astype("float64")
+            out[feature.name] = pd.to_numeric(col, errors="coerce").astype("float64")  # markers -> NaN
     return pd.DataFrame(out, index=frame.index)
+
+
+def json_record(row: pd.Series | dict, config: DatasetConfig) -> dict[str, Any]:
+    """One record as the service takes it: null for a missing value (never "nan"), categories as
+    strings, binary flags as 0/1, numbers as floats."""
+    out: dict[str, Any] = {}
+    for feature in config.features:
+        value = row[feature.name]
+        if value is None or pd.isna(value):
+            out[feature.name] = None
+        elif feature.type == "categorical":
+            out[feature.name] = category_string(value)
+        elif feature.type == "binary":
+            out[feature.name] = int(value)
+        else:
+            out[feature.name] = float(value)
+    return out
+
+
+def example_record(config: DatasetConfig, reference: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A real record of the data set for docs and Swagger's "Try it out": the config's `example_record`,
+    else the first record of `reference` (typed features, e.g. the model's reference sample); {} when
+    neither exists."""
+    if config.example_record:
+        return json_record(config.example_record, config)
+    if reference is not None and len(reference):
+        return json_record(reference.iloc[0], config)
+    return {}
 
 
 def labels(frame: pd.DataFrame, config: DatasetConfig) -> pd.Series:
@@ -79,6 +143,7 @@ def build_preprocessor(config: DatasetConfig, *, scale: bool) -> ColumnTransform
                 "categorical",
                 Pipeline(
                     [
+                        ("missing", FunctionTransformer(missing_to_nan, feature_names_out="one-to-one")),
                         ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
                         ("onehot", encoder),
                     ]

@@ -24,6 +24,8 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import AfterValidator, AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.dataset import default_model_name
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,6 +68,7 @@ class Settings(BaseSettings):
     derived_defaults: ClassVar[dict[str, str]] = {
         "tracking_uri": "sqlite:///$STATE_DIR/mlflow/mlflow.db",
         "database_url": "sqlite:///$STATE_DIR/service/service.db",
+        "model_name": "from DATASET_CONFIG: telco-churn",
     }
 
     state_dir: RepoPath = env_field(
@@ -74,7 +77,13 @@ class Settings(BaseSettings):
     dataset_config: RepoPath = env_field(
         "DATASET_CONFIG", Path("config/telco_churn.yaml"), "the data set's config file"
     )
-    model_name: str = env_field("MODEL_NAME", "telco-churn", "registered model name", min_length=1)
+    model_name: str | None = env_field(
+        "MODEL_NAME",
+        None,
+        "registered model name; unset: the data set config's `model_name:`, else its `name` with `_` as "
+        "`-` (`telco-churn` for the built-in config)",
+        min_length=1,
+    )
     tracking_uri: str | None = env_field(
         "MLFLOW_TRACKING_URI", None, "MLflow tracking and registry store (a server URL on the stack)"
     )
@@ -100,6 +109,8 @@ class Settings(BaseSettings):
         return value
 
     def model_post_init(self, _context: Any) -> None:
+        if self.model_name is None:
+            self.model_name = default_model_name(self.dataset_config)
         if self.tracking_uri is None:
             self.tracking_uri = sqlite_url(self.state_dir / "mlflow" / "mlflow.db")
         if self.database_url is None:

@@ -61,7 +61,7 @@ def _configure_logging(level: str) -> None:
 
 def _openapi_config(settings: ServiceSettings) -> dict:
     return {
-        "API_TITLE": "Churn model service",
+        "API_TITLE": f"{settings.model_name} model service",  # the served model's data set joins it once loaded
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/",

@@ -128,6 +128,11 @@ def _describe(spec: FieldSpec) -> dict[str, Any]:
     }
 
 
+def field_example(spec: FieldSpec) -> Any:
+    """A valid value of the field (its first category, 0, or a number inside its range)."""
+    return _describe(spec)["example"]
+
+
 def marshmallow_field(spec: FieldSpec) -> fields.Field:
     common: dict[str, Any] = {
         "required": spec.required,
@@ -156,7 +161,8 @@ def record_schema(specs: list[FieldSpec], name: str = "PredictRecord") -> type[S
 
 def predict_request_schema(specs: list[FieldSpec], max_batch: int) -> type[Schema]:
     record = record_schema(specs)
-    example = {s.name: _describe(s)["example"] for s in specs}
+    # the live example (the model's own record) is set by the service's /openapi.json
+    example = {"example": [{s.name: field_example(s) for s in specs}]} if specs else {}
 
     class PredictRequest(Schema):
         class Meta:
@@ -166,7 +172,7 @@ def predict_request_schema(specs: list[FieldSpec], max_batch: int) -> type[Schem
             fields.Nested(record),
             required=True,
             validate=validate.Length(min=1, max=max_batch),
-            metadata={"description": f"1 to {max_batch} records (more: 413)", "example": [example]},
+            metadata={"description": f"1 to {max_batch} records (more: 413)", **example},
         )
 
     return PredictRequest

@@ -25,7 +25,7 @@ import pandas as pd
 import requests
 
 from core.dataset import DatasetConfig, load_config
-from core.features import prepare
+from core.features import json_record, prepare
 from core.settings import load_or_exit
 from monitoring.scenarios import SCENARIOS, Scenario, ScenarioSpec, apply
 from monitoring.settings import MonitorSettings
@@ -70,18 +70,8 @@ def held_out_records(settings: TrainingSettings, config: DatasetConfig) -> pd.Da
 
 
 def to_json_record(row: pd.Series, config: DatasetConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for feature in config.features:
-        value = row[feature.name]
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            out[feature.name] = None
-        elif feature.type == "categorical":
-            out[feature.name] = str(value)
-        elif feature.type == "binary":
-            out[feature.name] = int(value)
-        else:
-            out[feature.name] = float(value)
-    return out
+    """The record as sent: null for a missing value, never "nan" (core.features.json_record)."""
+    return json_record(row, config)
 
 
 def simulate(

@@ -90,11 +90,15 @@ def classification_metrics(
     }
 
 
+MISSING_SEGMENT = "(missing)"  # the segment of records without a value in the column
+
+
 def segment_metrics(features: pd.DataFrame, y_true, scores, threshold: float, columns) -> pd.DataFrame:
     rows = []
     y_true, scores = np.asarray(y_true), np.asarray(scores)
     for column in columns:
-        values = features[column].astype(str).to_numpy()
+        col = features[column]
+        values = col.astype(str).where(col.notna(), MISSING_SEGMENT).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
             m = classification_metrics(y_true[mask], scores[mask], threshold)
@@ -103,7 +107,7 @@ def segment_metrics(features: pd.DataFrame, y_true, scores, threshold: float, co
                     "column": column,
                     "segment": value,
                     "n": int(mask.sum()),
-                    "churn_rate": float(y_true[mask].mean()),
+                    "label_rate": float(y_true[mask].mean()),  # share of positives (observed)
                     "roc_auc": m["roc_auc"],
                     "recall": m["recall"],
                     "precision": m["precision"],
@@ -123,7 +127,14 @@ def segment_gaps(
     return gaps
 
 
-def save_plots(y_true, scores, threshold: float, importances: pd.Series | None, folder: Path) -> list[Path]:
+def save_plots(
+    y_true,
+    scores,
+    threshold: float,
+    importances: pd.Series | None,
+    folder: Path,
+    positive_word: str = "positive",
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     fpr, tpr, _ = roc_curve(y_true, scores)
@@ -147,7 +158,7 @@ def save_plots(y_true, scores, threshold: float, importances: pd.Series | None, 
     axes[1].legend()
     axes[2].plot(prob_pred, prob_true, "o-")
     axes[2].plot([0, 1], [0, 1], "k--", lw=0.8)
-    axes[2].set(title="Calibration (test)", xlabel="mean predicted", ylabel="observed churn rate")
+    axes[2].set(title="Calibration (test)", xlabel="mean predicted", ylabel=f"observed {positive_word} rate")
     fig.tight_layout()
     paths.append(folder / "curves.png")
     fig.savefig(paths[-1], dpi=90)
@@ -219,6 +230,7 @@ class Report:
     y_test: np.ndarray
     importance: pd.Series
     segments: pd.DataFrame
+    positive_word: str = "positive"  # the data set's word for a positive record (plots' labels)
 
     def summary(self) -> dict:
         """The body of evaluation.json."""
@@ -244,7 +256,14 @@ class Report:
     def write(self, folder: Path) -> Path:
         """plots/, segment_metrics.csv, feature_importance.csv and evaluation.json into `folder`."""
         held = self.chosen.measured
-        save_plots(self.y_test, held.test_scores, held.threshold, self.importance, folder / "plots")
+        save_plots(
+            self.y_test,
+            held.test_scores,
+            held.threshold,
+            self.importance,
+            folder / "plots",
+            self.positive_word,
+        )
         self.segments.to_csv(folder / "segment_metrics.csv", index=False)
         self.importance.rename("importance").to_csv(folder / "feature_importance.csv")
         (folder / "evaluation.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
@@ -262,4 +281,5 @@ def report(
         y_test=y_test.to_numpy(),
         importance=feature_importance(chosen.pipeline, config),
         segments=segment_metrics(X_test, y_test, held.test_scores, held.threshold, config.segments),
+        positive_word=config.positive_word,
     )

@@ -8,9 +8,12 @@
    data set config: features from the logged record, the target from the label (1 -> positive class),
    dropped columns (e.g. the row id) continued after the base's.
    Left out, and counted: records outside the declared schema (an unseen category, a value out of range),
-   records with a missing feature value (a missing-value spike is an upstream incident to fix, not a
-   pattern to learn, and would fail validation), and records identical (features and label) to a row
-   already in the data (replayed held-out records add nothing new).
+   records identical (features and label) to a row already in the data (replayed held-out records add
+   nothing new), and records with a missing value the config does not allow: in a feature without
+   `max_missing_share`, or beyond it (the new snapshot keeps every column within its declared missing
+   share, so it passes validation; records are kept oldest first until a column's share is used up).
+   Records whose missing values are within the declared shares are kept, missing values and all:
+   missingness can be what predicts the label.
 3. New snapshot = base rows + the kept production rows, content-hashed, with the base as its parent.
 4. Train on it, gate the new version, promote it when the gate passes (training.train, training.gate).
    The running service picks the new champion up by its own reload poll.
@@ -33,6 +36,7 @@ import pandas as pd
 
 from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
+from core.features import category_string
 from core.settings import load_or_exit
 from training import gate
 from training.cli import setup_logging
@@ -100,14 +104,12 @@ def to_raw(
     records: pd.DataFrame, base: pd.DataFrame, config: DatasetConfig
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Production records (feature dicts + `__label__`) as raw rows of the data set, schema-checked."""
-    left_out = {"outside the declared schema": 0, "with a missing feature value": 0}
+    left_out = {"outside the declared schema": 0}
     if records.empty:
         return base.iloc[0:0].copy(), left_out
     ok = pd.Series(True, index=records.index)
-    missing = pd.Series(False, index=records.index)
     for feature in config.features:
         col = records[feature.name] if feature.name in records else pd.Series(np.nan, index=records.index)
-        missing |= col.isna()
         present = col.notna()
         if feature.type == "categorical":
             ok &= ~present | col.astype(str).isin(feature.categories)
@@ -121,8 +123,7 @@ def to_raw(
             if feature.max is not None:
                 ok &= ~present | (num <= feature.max)
     left_out["outside the declared schema"] = int((~ok).sum())
-    left_out["with a missing feature value"] = int((ok & missing).sum())
-    kept = records[ok & ~missing]
+    kept = records[ok]
     out = pd.DataFrame(index=range(len(kept)))
     positive, negative = config.positive_class, _negative_class(base, config)
     for column in base.columns:
@@ -130,9 +131,15 @@ def to_raw(
         if column == config.target:
             out[column] = np.where(kept["__label__"].to_numpy() == 1, positive, negative)
         elif column in config.feature_names:
-            values = kept[column].reset_index(drop=True)
-            if config.feature(column).type == "categorical":
-                out[column] = values.astype(str).astype(object)
+            values = (
+                kept[column].reset_index(drop=True) if column in kept else pd.Series(np.nan, index=out.index)
+            )
+            if config.feature(column).type == "categorical":  # missing stays missing (None), not "None"
+                out[column] = pd.Series(
+                    [None if pd.isna(v) else category_string(v) for v in values],
+                    index=out.index,
+                    dtype=object,
+                )
             else:
                 num = pd.to_numeric(values, errors="coerce")
                 if pd.api.types.is_integer_dtype(dtype) and (num.round() == num).all():
@@ -147,6 +154,28 @@ def to_raw(
     return out, left_out
 
 
+MISSING_LEFT_OUT = "with a missing value beyond the declared max_missing_share"
+
+
+def within_missing_shares(base: pd.DataFrame, new: pd.DataFrame, config: DatasetConfig) -> np.ndarray:
+    """Which `new` rows (in order) the snapshot base + kept rows can hold with every feature's share of
+    missing values at most its `max_missing_share` (validation's rule). Complete rows are always kept;
+    a row with missing values is kept while every column it lacks has room (0 share: never)."""
+    names = [n for n in config.feature_names if n in new]
+    missing = new[names].isna().to_numpy() if names else np.zeros((len(new), 0), dtype=bool)
+    keep = ~missing.any(axis=1)
+    total = len(base) + int(keep.sum())
+    counts = np.array([int(base[n].isna().sum()) if n in base else 0 for n in names], dtype=np.int64)
+    shares = np.array([config.feature(n).max_missing_share for n in names], dtype=np.float64)
+    for i in np.flatnonzero(~keep):
+        cols = missing[i]
+        if ((counts[cols] + 1) <= shares[cols] * (total + 1) + 1e-9).all():
+            keep[i] = True
+            total += 1
+            counts[cols] += 1
+    return keep
+
+
 def build_training_data(settings: TrainingSettings, config: DatasetConfig, database_url: str) -> RetrainData:
     base = base_snapshot(settings, config)
     base_frame = base.load()
@@ -156,7 +185,10 @@ def build_training_data(settings: TrainingSettings, config: DatasetConfig, datab
     combined = pd.concat([base_frame, raw], ignore_index=True)
     dup = combined[key].astype(str).duplicated(keep="first").to_numpy()[len(base_frame) :]
     left_out["already in the data (same features and label)"] = int(dup.sum())
-    new_rows = raw[~dup]
+    unique = raw[~dup].reset_index(drop=True)
+    within = within_missing_shares(base_frame, unique, config)
+    left_out[MISSING_LEFT_OUT] = int((~within).sum())
+    new_rows = unique[within]
     frame = pd.concat([base_frame, new_rows], ignore_index=True)
     for column in base_frame.columns:  # keep the base's dtypes where the new rows allow it
         if frame[column].dtype != base_frame[column].dtype and not frame[column].isna().any():

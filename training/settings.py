@@ -29,6 +29,12 @@ class TrainingSettings(Settings):
     git_commit_env: str | None = env_field(
         "GIT_COMMIT", None, "code version tagged on runs (images set it; else `git rev-parse HEAD`)"
     )
+    model_card: RepoPath | None = env_field(
+        "MODEL_CARD",
+        None,
+        "file `make model-card` writes; unset: docs/model_card.md for the built-in data set, "
+        "docs/model_cards/<data set>.md for any other",
+    )
     retrain_reason: str = env_field(
         ("RETRAIN_REASON", "REASON"),
         "manual retrain",

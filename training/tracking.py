@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from core import registry
 from core.dataset import DatasetConfig
+from core.features import example_record
 from training.candidate import Candidate
 from training.data import Splits, TrainingData
 from training.evaluate import Report
@@ -173,6 +174,8 @@ def log_model_version(
         **metadata,
         "threshold": float(threshold),
         "feature_schema": feature_schema(config),
+        # the service's Swagger example: the config's example_record, else a reference record
+        "example_record": example_record(config, reference),
         "trained_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
     }
     info = mlflow.sklearn.log_model(

@@ -64,6 +64,23 @@ def json_body(schema_ref: str, description: str) -> dict[str, Any]:
     }
 
 
+def served_example(model) -> dict[str, Any]:
+    """Swagger's example record: the one the model was trained with (`example_record` in its metadata:
+    the config's example_record or a reference record), else one built from the feature schema; either
+    way one the validator accepts, so "Try it out" answers 200."""
+    from model_service.schema import field_example
+
+    candidates = [model.metadata.get("example_record"), {s.name: field_example(s) for s in model.specs}]
+    for example in candidates:
+        if isinstance(example, dict) and example:
+            try:
+                model.validator.validate([dict(example)])
+            except Exception:  # noqa: BLE001, S112 - an unusable example: try the next one
+                continue
+            return dict(example)
+    return {}
+
+
 class ServiceApi(Api):
     """flask-smorest Api whose /openapi.json shows the record schema of the model being served."""
 
@@ -101,6 +118,14 @@ class ServiceApi(Api):
                 f"one record for {model.name} v{model.version}, derived from the model's feature schema"
             )
             schemas["PredictRecord"] = record
+            example = served_example(model)
+            request = schemas.get("PredictRequest", {}).get("properties", {}).get("records")
+            if request is not None:
+                request["example"] = [example]
+            dataset = model.metadata.get("dataset")
+            spec.setdefault("info", {})["title"] = f"{model.name} model service" + (
+                f" (data set {dataset})" if dataset else ""
+            )
         paths = spec.setdefault("paths", {})
         for operations in paths.values():
             for operation in operations.values():

@@ -1,6 +1,7 @@
 """Retraining data: the original snapshot's rows plus the labelled production records (feedback joined
 with the logged features), mapped back to the raw columns; schema violations, missing values and
-replayed rows left out and counted; written as a new snapshot whose parent is the original."""
+replayed rows and missing values beyond the config's max_missing_share left out and counted; written as
+a new snapshot whose parent is the original."""
 
 from __future__ import annotations
 
@@ -39,13 +40,16 @@ def test_retraining_data_includes_the_feedback_rows(store):
         test.iloc[50:150], Scenario("covariate", ("monthly_charges", "tenure")), config, reference=test
     )
     unseen = apply(test.iloc[150:170], Scenario("unseen_category", ("payment_method",), share=1.0), config)
+    # total_charges may be missing (max_missing_share 0.01): kept, still missing; tenure may not
     missing = apply(test.iloc[170:180], Scenario("missing", ("total_charges",), share=1.0), config)
+    no_tenure = apply(test.iloc[200:205], Scenario("missing", ("tenure",), share=1.0), config)
     unlabelled = apply(test.iloc[180:200], Scenario("covariate", ("tenure",)), config, reference=test)
     for frame, fb in (
         (replayed, True),
         (drifted, True),
         (unseen, True),
         (missing, True),
+        (no_tenure, True),
         (unlabelled, False),
     ):
         log_predictions(
@@ -54,18 +58,21 @@ def test_retraining_data_includes_the_feedback_rows(store):
 
     data = retrain.build_training_data(settings, config, MonitorSettings.from_env().database_url)
     base_rows = data.base.manifest["rows"]
-    assert data.labelled == 180  # the unlabelled records are not training data
+    assert data.labelled == 185  # the unlabelled records are not training data
     assert data.left_out == {
         "outside the declared schema": 20,
-        "with a missing feature value": 10,
         "already in the data (same features and label)": 50,
+        retrain.MISSING_LEFT_OUT: 5,
     }
-    assert data.added == 100 and len(data.frame) == base_rows + 100
+    assert data.added == 110 and len(data.frame) == base_rows + 110
 
     added = data.frame.iloc[base_rows:].reset_index(drop=True)
-    expected = drifted.reset_index(drop=True)
-    pd.testing.assert_series_equal(added["monthly_charges"], expected["monthly_charges"], check_names=False)
-    assert (added[config.target] == expected["label"].map({1: "Yes", 0: "No"})).all()
+    assert added["total_charges"].isna().sum() == 10 and added["tenure"].notna().all()
+    key = ["monthly_charges", "tenure"]
+    got = added[added["total_charges"].notna()].sort_values(key, kind="stable").reset_index(drop=True)
+    expected = drifted.sort_values(key, kind="stable").reset_index(drop=True)
+    pd.testing.assert_series_equal(got["monthly_charges"], expected["monthly_charges"], check_names=False)
+    assert (got[config.target] == expected["label"].map({1: "Yes", 0: "No"})).all()
     assert added["rownames"].min() > data.frame.iloc[:base_rows]["rownames"].max()
     assert list(data.frame.columns) == list(data.base.load().columns)
 
@@ -73,8 +80,8 @@ def test_retraining_data_includes_the_feedback_rows(store):
     pointer = (Path(settings.data_dir) / f"LATEST-{config.name}").read_text().strip()
     snap = open_snapshot(pointer, settings.data_dir)
     assert snap.manifest["parent"] == data.base.hash
-    assert snap.manifest["rows"] == base_rows + 100
-    assert "100 labelled production records" in snap.manifest["note"]
+    assert snap.manifest["rows"] == base_rows + 110
+    assert "110 labelled production records" in snap.manifest["note"]
 
 
 def test_nothing_new_means_no_retrain(store, capsys):

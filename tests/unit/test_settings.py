@@ -130,3 +130,20 @@ def test_only_the_settings_classes_read_the_environment():
                 if subscript and isinstance(node.ctx, ast.Load):
                     readers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     assert readers == []
+
+
+@pytest.mark.parametrize("cls", COMPONENTS, ids=lambda c: c.__name__)
+def test_model_name_defaults_to_the_data_set_config(cls, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from tests.missing_data import write_dataset
+
+    assert cls.from_env().model_name == "telco-churn"  # the built-in config
+    config = write_dataset(tmp_path, model_name="accounts-model")
+    monkeypatch.setenv("DATASET_CONFIG", str(config))
+    assert cls.from_env().model_name == "accounts-model"  # the config's model_name
+    monkeypatch.setenv("MODEL_NAME", "mine")
+    assert cls.from_env().model_name == "mine"  # the variable wins
+    monkeypatch.delenv("MODEL_NAME")
+    config.write_text(config.read_text().replace("model_name: accounts-model\n", ""))
+    assert cls.from_env().model_name == "accounts"  # no model_name: the data set's name
+    monkeypatch.setenv("DATASET_CONFIG", str(REPO_ROOT / "config" / "examples" / "oj_purchase.yaml"))
+    assert cls.from_env().model_name == "oj-purchase"
