@@ -36,6 +36,13 @@ TRIGGER_WORDS = {  # trigger_events.status, as a newcomer reads it
     "duplicate": "ignored as a duplicate",
     "failed": "failed",
 }
+
+
+def ordered(events: dict[str, int]) -> list[str]:
+    """Trigger statuses in TRIGGER_WORDS' order, any other after them."""
+    return [s for s in TRIGGER_WORDS if s in events] + sorted(set(events) - set(TRIGGER_WORDS))
+
+
 STATE_VARIABLES = (
     "DATA_DIR",
     "REPORTS_DIR",
@@ -326,7 +333,7 @@ def main() -> int:
         print(f"\ndrift onset -> v2 serving: {onset_to_v2:.1f} s")
         print(
             f"demo total: {total:.1f} s; {n_runs} monitoring runs; retrain trigger decisions: "
-            + ", ".join(f"{n} {TRIGGER_WORDS.get(status, status)}" for status, n in sorted(events.items()))
+            + ", ".join(f"{events[status]} {TRIGGER_WORDS.get(status, status)}" for status in ordered(events))
             + f"; state in {state}"
         )
         print("DEMO PASSED")

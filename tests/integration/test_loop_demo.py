@@ -35,12 +35,15 @@ def test_make_demo(tmp_path: Path):
         ": drift",
         "retrain triggered (local backend",
         "v2 served",
-        "trigger cooldown",
+        "retrain trigger held back by the cooldown",
         "rollback to v1",
         "v1 served again",
         "service stopped",
     ):
         assert step in out.stdout, step
+    assert re.search(
+        r"retrain trigger decisions: 1 fired \(a retrain ran\), 1 held back by the cooldown", out.stdout
+    )
     onset = float(re.search(r"drift onset -> v2 serving: ([\d.]+) s", out.stdout).group(1))
     print(f"demo: {elapsed:.0f} s in all, drift onset -> v2 serving {onset:.0f} s")
     assert elapsed < 300 or os.environ.get("DEMO_BUDGET_LENIENT"), f"demo took {elapsed:.0f} s (budget 300 s)"
