@@ -106,7 +106,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         settings,
         ModelManager(settings, trigger_file=trigger),
         plog,
-        FeedbackStore(plog, settle_seconds=settings.log_flush_seconds * 4 + 1.0),
+        FeedbackStore(plog),
     )
 
 

@@ -53,12 +53,18 @@ class ServiceSettings(Settings):
     max_request_bytes: int = env_field(
         "MAX_REQUEST_BYTES", 4 * 1024 * 1024, "request body limit in bytes (413 above)", ge=1024
     )
-    log_queue_size: int = env_field("LOG_QUEUE_SIZE", 100000, "records held in memory before spooling", ge=1)
+    log_queue_size: int = env_field(
+        "LOG_QUEUE_SIZE", 100000, "records queued for the database (past it they wait in the spool)", ge=1
+    )
     log_batch_size: int = env_field("LOG_BATCH_SIZE", 500, "records per database insert", ge=1)
     log_flush_seconds: float = env_field(
         "LOG_FLUSH_SECONDS", 0.25, "longest wait before a partial batch is written", ge=0.01
     )
-    spool_dir: RepoPath | None = env_field("SPOOL_DIR", None, "records go here while the database is down")
+    spool_dir: RepoPath | None = env_field(
+        "SPOOL_DIR",
+        None,
+        "write-ahead log: every accepted record is synced here before its 200 (and waits here while the database is down)",
+    )
     prometheus_multiproc_dir: str | None = env_field(
         "PROMETHEUS_MULTIPROC_DIR", None, "gunicorn multiprocess metrics (default: a fresh temporary folder)"
     )

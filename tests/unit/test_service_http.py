@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from model_service.app import create_app
 from model_service.auth import matches
 from model_service.model import LoadedModel, build_loaded_model
 from model_service.prediction_log.request_ids import new_request_id
+from model_service.prediction_log.writer import PredictionLog
 from model_service.settings import ServiceSettings
 from model_service.state import ServiceState
 from tests.integration.service_process import ADMIN_TOKEN, API_KEY, RECORD
@@ -425,8 +425,22 @@ def test_predict_answers_one_prediction_per_record(client, state, tiny_model):
     assert all(p["label"] == int(p["probability"] >= 0.5) for p in preds)
     assert "unknown_categories" not in preds[0] and preds[1]["unknown_categories"] == ["payment_method"]
     assert counter(m.UNKNOWN_CATEGORIES, "payment_method") == before + 1
-    # written to the prediction log (queued: the writer does not run here)
+    # durable in the spool before the answer, and queued for the database (the writer does not run here)
     assert state.plog.is_pending(body["request_id"]) and state.plog.queued() == 3
+    assert state.plog.spool.find(body["request_id"], 2) is not None
+
+
+def test_predict_is_503_when_the_records_cannot_be_made_durable(client, state, monkeypatch):
+    """No 200 for records that are not on disk: a spool that cannot be written refuses the request."""
+
+    def disk_full(_rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state.plog.spool, "append", disk_full)
+    resp = post(client, "/v1/predict", {"records": [RECORD]})
+    assert resp.status_code == 503
+    assert resp.get_json()["message"] == "the prediction log cannot be written; retry later"
+    assert resp.headers["Retry-After"] == "5" and state.plog.queued() == 0
 
 
 def test_each_request_has_its_own_request_id(client):
@@ -704,15 +718,36 @@ def test_a_bug_in_feedback_is_a_500_not_a_503(client, writing, monkeypatch):
     assert counter(m.FEEDBACK, "unavailable") == before
 
 
-def test_feedback_waits_for_a_prediction_another_worker_still_holds(client, writing):
-    """A recent request id unknown here may still sit in another worker's queue: it is waited for."""
+def test_feedback_finds_a_prediction_only_another_workers_spool_holds(client, writing, tmp_path):
+    """Another worker accepted the record (it is in that worker's spool segment, not yet in the database):
+    the feedback inserts it from the segment at once and stores the label."""
+    other = PredictionLog(writing.plog.url, tmp_path / "spool")  # a second worker, writer not running
     rid = new_request_id()
-    item_rows = [(rid, 0, datetime.now().astimezone(), "telco-churn", "3", RECORD, 0.4, 0, 1.0)]
-    other = threading.Timer(0.3, writing.plog.store.insert, args=(item_rows,))
-    other.start()
-    resp = post(client, "/v1/feedback", {"request_id": rid, "label": 1})
-    other.join()
+    other.submit(
+        rid,
+        datetime.now().astimezone(),
+        "telco-churn",
+        "3",
+        [RECORD] * 2,
+        np.array([0.4, 0.6]),
+        np.array([0, 1]),
+        1.0,
+    )
+    resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 1})
     assert resp.status_code == 201, resp.text
+    assert writing.plog.store.prediction_exists(rid, 1) and not writing.plog.store.prediction_exists(rid, 0)
+    other.close(timeout=5)
+
+
+def test_feedback_for_an_unknown_recent_id_is_404_at_once(client, writing, monkeypatch):
+    """A made-up UUIDv7 with the current time is answered without waiting (no polling, no sleep)."""
+
+    def no_sleep(_s):
+        raise AssertionError("feedback must not wait")
+
+    monkeypatch.setattr("time.sleep", no_sleep)
+    resp = post(client, "/v1/feedback", {"request_id": new_request_id(), "label": 1})
+    assert resp.status_code == 404
 
 
 # --------------------------------------------------------------------------- the OpenAPI document
