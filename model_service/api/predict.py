@@ -37,7 +37,7 @@ REQUEST_ID_HEADER = {"X-Request-ID": {"description": "the request id", "schema":
     description="one prediction per record",
     headers=REQUEST_ID_HEADER,
 )
-@errors(blp, 400, 401, 403, 413, 422, 503)
+@errors(blp, 400, 401, 403, 413, 415, 422, 503)
 @require_api_key
 def predict():
     started = time.perf_counter()
@@ -101,7 +101,7 @@ def predict():
     description="one explanation per record",
     headers=REQUEST_ID_HEADER,
 )
-@errors(blp, 400, 401, 403, 413, 422, 501, 503)
+@errors(blp, 400, 401, 403, 413, 415, 422, 501, 503)
 @require_api_key
 def explain():
     model = current_model()
