@@ -323,6 +323,12 @@ RECORD_CASES = {
     "binary-string": ({"female": "1"}, "female", "Must be 0 or 1."),
     "categorical-number": ({"contract": 12}, "contract", "Not a valid string."),
     "categorical-null": ({"contract": None}, "contract", "Field may not be null."),
+    "categorical-too-long": ({"contract": "x" * 65}, "contract", "Longer than maximum length 64."),
+    "categorical-too-long-payment": (
+        {"payment_method": "é" * 65},
+        "payment_method",
+        "Longer than maximum length 64.",
+    ),
     "unknown-field": ({"extra": 1}, "extra", "Unknown field."),
     "missing-field": ({"tenure": "<drop>"}, "tenure", "Missing data for required field."),
 }
@@ -352,6 +358,12 @@ def test_invalid_value_is_422_naming_record_and_field(client, path, change, fiel
     assert body["message"] == f"1 invalid value(s); first: records[1].{field}: {error}"
     assert body["errors"] == {"json": {"records": {"1": {field: [error]}}}}
     assert counter(m.VALIDATION_ERRORS, "record", label) == before + 1
+
+
+def test_an_unknown_category_up_to_the_cap_is_accepted(client):
+    resp = post(client, "/v1/predict", {"records": [{**RECORD, "contract": "y" * 64}]})
+    assert resp.status_code == 200
+    assert resp.get_json()["predictions"][0]["unknown_categories"] == ["contract"]
 
 
 def test_a_record_that_is_not_an_object_is_422(client):
