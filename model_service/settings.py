@@ -1,11 +1,14 @@
 """Settings of the model service (docs/settings.md is generated from this class).
 
 With AUTH_ENABLED=true (the default) and no API_KEYS the service refuses to start (`check`): there is
-no default secret in the repository.
+no default secret in the repository. It also refuses an MLFLOW_TRACKING_URI naming a SQLite file that
+does not exist (MLflow would silently create a new, empty store there); training, which creates the
+store on the first run, does not make this check.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar
 
 from pydantic import field_validator
@@ -93,4 +96,19 @@ class ServiceSettings(Settings):
             raise SettingsError("every key in API_KEYS must be at least 16 characters long")
         if self.auth_enabled and self.admin_token is not None and len(self.admin_token) < 16:
             raise SettingsError("ADMIN_TOKEN must be at least 16 characters long")
+        registry_file = sqlite_file(self.tracking_uri or "")
+        if registry_file is not None and not registry_file.is_file():
+            # MLflow would create an empty store there: a mistyped path must not look like "no model yet"
+            raise SettingsError(
+                f"MLFLOW_TRACKING_URI names a SQLite file that does not exist ({registry_file}): the service "
+                "serves an existing registry (run `make train` first, or fix the path)"
+            )
         return self
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///...` URL (None for other URLs and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None

@@ -103,8 +103,16 @@ def service_version(service: Service) -> str:
     ]
 
 
-def test_refuses_to_start_without_keys(tmp_path: Path, store_env):
-    env = {**service_env(store_env, tmp_path), "API_KEYS": "", "AUTH_ENABLED": "true"}
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"API_KEYS": "", "AUTH_ENABLED": "true"}, "API_KEYS"),
+        ({"MLFLOW_TRACKING_URI": "sqlite:////nonexistent/mlfow.db"}, "MLFLOW_TRACKING_URI"),
+    ],
+    ids=["no-keys", "missing-registry-file"],
+)
+def test_refuses_to_start_with_a_bad_configuration(tmp_path: Path, store_env, change, named):
+    env = {**service_env(store_env, tmp_path), **change}
     import os
 
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -118,7 +126,7 @@ def test_refuses_to_start_without_keys(tmp_path: Path, store_env):
     )
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "API_KEYS" in lines[0], out.stderr
+    assert len(lines) == 1 and named in lines[0], out.stderr
 
 
 # --------------------------------------------------------------------------- schemathesis

@@ -130,3 +130,29 @@ def test_only_the_settings_classes_read_the_environment():
                 if subscript and isinstance(node.ctx, ast.Load):
                     readers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     assert readers == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "refused"),
+    [
+        ("sqlite:///{tmp}/missing/mlflow.db", True),
+        ("sqlite:///{tmp}/mlflow.db", False),
+        ("sqlite:///{tmp}/mlflow.db?mode=ro", False),
+        ("http://127.0.0.1:5000", False),
+        ("sqlite:///:memory:", False),
+    ],
+    ids=["missing-file", "existing-file", "existing-with-query", "server", "memory"],
+)
+def test_the_service_refuses_a_registry_file_that_does_not_exist(tmp_path: Path, uri, refused):
+    """A mistyped MLFLOW_TRACKING_URI file must not become a new empty store (training may create one)."""
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    settings = ServiceSettings.from_env(tracking_uri=uri.format(tmp=tmp_path), api_keys=("k" * 16,))
+    if refused:
+        with pytest.raises(SettingsError) as caught:
+            settings.check()
+        assert "MLFLOW_TRACKING_URI" in str(caught.value) and "\n" not in str(caught.value)
+        assert not (tmp_path / "missing").exists()
+    else:
+        assert settings.check() is settings
+    # training is not refused: its first run creates the store
+    TrainingSettings.from_env(tracking_uri=uri.format(tmp=tmp_path))
