@@ -102,6 +102,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         batch_size=settings.log_batch_size,
         flush_seconds=settings.log_flush_seconds,
         metrics=m.LogMetrics(),
+        fsync=settings.log_sync == "fsync",
     )
     return ServiceState(
         settings,

@@ -63,6 +63,13 @@ class ServiceSettings(Settings):
     log_flush_seconds: float = env_field(
         "LOG_FLUSH_SECONDS", 0.25, "longest wait before a partial batch is written", ge=0.01
     )
+    log_sync: str = env_field(
+        "LOG_SYNC",
+        "fsync",
+        "before a 200: `fsync` (records on disk: survive a killed worker and a machine crash) or `write` "
+        "(in the kernel's page cache: survive a killed worker, not a power loss; faster)",
+        pattern="^(fsync|write)$",
+    )
     spool_dir: RepoPath | None = env_field(
         "SPOOL_DIR",
         None,

@@ -1,6 +1,7 @@
 """The spool: a per-worker write-ahead log of accepted records, on local disk.
 
-Every accepted request's rows are appended as JSON lines to this worker's current segment under
+Every accepted request is appended as one JSON line (its records, scores and labels) to this worker's
+current segment under
 `SPOOL_DIR/<hash of DATABASE_URL>/` and made durable (`fdatasync`) *before* the request is answered:
 a 200 means the records are on disk. Concurrent requests share one `fdatasync` (group commit: whoever
 finds no sync running starts one that covers every line written so far, the others wait for it).
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from model_service import jsonfast
-from model_service.prediction_log.store import COLUMNS, Row
+from model_service.prediction_log.store import COLUMNS, Item, Row
 
 log = logging.getLogger("model_service.prediction_log")
 
@@ -49,6 +50,44 @@ def row_from_json(line: str) -> Row:
     data = jsonfast.loads(line)
     data["created_at"] = datetime.fromisoformat(data["created_at"])
     return tuple(data[c] for c in COLUMNS)
+
+
+def item_to_json(item: Item) -> str:
+    """A spool line for a whole request (one serialisation per request, not per record)."""
+    return jsonfast.dumps(
+        {
+            "request_id": item.request_id,
+            "created_at": item.created_at.isoformat(),
+            "model_name": item.model_name,
+            "model_version": item.model_version,
+            "latency_ms": item.latency_ms,
+            "records": item.records,
+            "scores": item.scores.tolist(),
+            "labels": item.labels.tolist(),
+        }
+    )
+
+
+def rows_from_line(line: str) -> list[Row]:
+    """The rows of a spool line: a request's line (`records`), or one row's (older spool files)."""
+    data = jsonfast.loads(line)
+    if "records" not in data:
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return [tuple(data[c] for c in COLUMNS)]
+    created = datetime.fromisoformat(data["created_at"])
+    records, scores, labels = data["records"], data["scores"], data["labels"]
+    if not (len(records) == len(scores) == len(labels)):
+        raise ValueError("records, scores and labels differ in length")
+    rid, name, version, latency = (
+        data["request_id"],
+        data["model_name"],
+        data["model_version"],
+        data["latency_ms"],
+    )
+    return [
+        (rid, i, created, name, version, rec, score, label, latency)
+        for i, (rec, score, label) in enumerate(zip(records, scores, labels, strict=True))
+    ]
 
 
 def spool_dir_for(root: Path, url: str) -> Path:
@@ -74,8 +113,11 @@ class Segment:
 class Spool:
     """Write-ahead segments of one database's records: append + sync, settle, retire, list, replay."""
 
-    def __init__(self, directory: Path, metrics: Any, segment_bytes: int = SEGMENT_BYTES):
+    def __init__(self, directory: Path, metrics: Any, segment_bytes: int = SEGMENT_BYTES, fsync: bool = True):
         self.dir = Path(directory)
+        self.fsync = (
+            fsync  # False (LOG_SYNC=write): written to the page cache only, which a killed process keeps
+        )
         self.metrics = metrics
         self.segment_bytes = segment_bytes
         self._cond = threading.Condition()
@@ -83,9 +125,10 @@ class Spool:
         self._open: list[Segment] = []  # every segment this process still holds (current and retired)
 
     # ---- the request path
-    def append(self, rows: list[Row]) -> tuple[Segment, int]:
-        """Append rows to the current segment (not yet durable: `sync` it). Raises OSError."""
-        data = "".join(row_to_json(r) + "\n" for r in rows).encode()
+    def append(self, line: str, records: int) -> tuple[Segment, int]:
+        """Append a request's line (`item_to_json`, `records` records) to the current segment; not yet
+        durable: `sync` it. Raises OSError."""
+        data = (line + "\n").encode()
         with self._cond:
             seg = self._current
             if seg is None:
@@ -96,14 +139,17 @@ class Spool:
                 view = view[os.write(seg.fd, view) :]
             seg.written += 1
             seg.bytes += len(data)
-            seg.pending += len(rows)
+            seg.pending += records
             seq = seg.written
             if seg.bytes >= self.segment_bytes:
                 self._retire(seg)
             return seg, seq
 
     def sync(self, seg: Segment, seq: int) -> None:
-        """Return once append number `seq` of `seg` is on disk (one fdatasync shared by every waiter)."""
+        """Return once append number `seq` of `seg` is on disk (one fdatasync shared by every waiter).
+        Without `fsync` the write itself is enough: the kernel keeps it when the process dies."""
+        if not self.fsync:
+            return
         with self._cond:
             while seg.synced < seq:
                 if seg.syncing:
@@ -208,11 +254,12 @@ class Spool:
                 if end < 0:
                     break  # a line still being written
                 try:
-                    row = row_from_json(data[begin:end].decode())
-                except (ValueError, KeyError):
-                    row = None
-                if row is not None and row[0] == request_id and row[1] == record_index:
-                    return row
+                    rows = rows_from_line(data[begin:end].decode())
+                except (ValueError, KeyError, TypeError):
+                    rows = []
+                for row in rows:
+                    if row[0] == request_id and row[1] == record_index:
+                        return row
                 start = data.find(needle, end)
         return None
 
@@ -236,8 +283,8 @@ class Spool:
                 if not line:
                     continue
                 try:
-                    rows.append(row_from_json(line))
-                except (ValueError, KeyError):
+                    rows.extend(rows_from_line(line))
+                except (ValueError, KeyError, TypeError):
                     bad += 1  # a torn last line from a crash: keep it out, keep the rest
             for start in range(0, len(rows), batch_size):
                 insert(rows[start : start + batch_size])

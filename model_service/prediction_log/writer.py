@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from model_service.prediction_log.spool import Segment, Spool, spool_dir_for
+from model_service.prediction_log.spool import Segment, Spool, item_to_json, spool_dir_for
 from model_service.prediction_log.store import Item, LogStore, Row
 
 log = logging.getLogger("model_service.prediction_log")
@@ -67,6 +67,7 @@ class PredictionLog:
         flush_seconds: float = 0.25,
         metrics: Any = None,
         engine: Engine | None = None,
+        fsync: bool = True,
     ):
         self.url = url
         self.store = LogStore(url, engine)
@@ -74,7 +75,7 @@ class PredictionLog:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.metrics = metrics or _NoMetrics()
-        self.spool = Spool(spool_dir_for(spool_dir, url), self.metrics)
+        self.spool = Spool(spool_dir_for(spool_dir, url), self.metrics, fsync=fsync)
         self._items: collections.deque[_Entry] = collections.deque()
         self._queued = 0  # records in _items
         self._pending: collections.Counter[str] = (
@@ -119,12 +120,11 @@ class PredictionLog:
     ) -> None:
         """Make a request's records durable (spool segment, fdatasync), then queue them for the database.
         Raises `LogUnavailable` when they cannot be written to disk."""
-        rows = Item(
-            request_id, created_at, model_name, model_version, records, scores, labels, latency_ms
-        ).rows()
+        item = Item(request_id, created_at, model_name, model_version, records, scores, labels, latency_ms)
+        rows = item.rows()
         n = len(rows)
         try:
-            segment, seq = self.spool.append(rows)
+            segment, seq = self.spool.append(item_to_json(item), n)
             self.spool.sync(segment, seq)
         except OSError as exc:
             self.metrics.dropped(n)

@@ -105,8 +105,14 @@ def _kill_a_worker(svc: Service) -> int:
     return victim
 
 
-def _check(svc: Service, db_url: str, traffic: Traffic) -> None:
+def _segments_of(svc: Service, pids: list[int]) -> list[Path]:
+    return [p for pid in pids for p in (svc.root / "spool").glob(f"*/spool-{pid}-*.jsonl")]
+
+
+def _check(svc: Service, db_url: str, traffic: Traffic, victims: list[int]) -> None:
     expected = dict(traffic.accepted)
+    # the killed workers' segments are replayed (and deleted) by the live workers
+    wait_until(lambda: not _segments_of(svc, victims), 90, "the killed workers' segments replayed")
     # the killed worker's segment is replayed by a live worker (the new one, or the other)
     wait_until(
         lambda: all(_stored(db_url).get(rid) == n for rid, n in expected.items()),
@@ -124,9 +130,10 @@ def _check(svc: Service, db_url: str, traffic: Traffic) -> None:
     assert "DROPPED" not in svc.log() and "REFUSED" not in svc.log()
 
 
-def test_sigkill_of_a_worker_loses_no_answered_record_sqlite(trained_champion, tmp_path):
+@pytest.mark.parametrize("sync", ["fsync", "write"])
+def test_sigkill_of_a_worker_loses_no_answered_record_sqlite(trained_champion, tmp_path, sync):
     store = private_store(trained_champion.env, tmp_path / "store")
-    env = service_env(store, tmp_path / "svc", LOG_FLUSH_SECONDS="0.25")
+    env = service_env(store, tmp_path / "svc", LOG_FLUSH_SECONDS="0.25", LOG_SYNC=sync)
     db_url = env["DATABASE_URL"]
     svc = Service(tmp_path / "svc", env).start()
     try:
@@ -137,7 +144,7 @@ def test_sigkill_of_a_worker_loses_no_answered_record_sqlite(trained_champion, t
             wait_until(lambda: victim not in _workers(svc.process.pid), 30, "the killed worker reaped")
             wait_until(lambda: len(_workers(svc.process.pid)) == 2, 60, "a new worker")
             traffic.wait_for(50, "traffic with the new worker")
-        _check(svc, db_url, traffic)
+        _check(svc, db_url, traffic, [victim])
     finally:
         svc.cleanup()
 
@@ -151,14 +158,16 @@ def test_outage_and_sigkill_together_lose_no_answered_record_postgres(
     try:
         with Traffic(svc) as traffic:
             traffic.wait_for(100, "traffic before the kill")
-            _kill_a_worker(svc)  # a kill with the database up
+            victims = [_kill_a_worker(svc)]  # a kill with the database up
             traffic.wait_for(100, "traffic after the first kill")
             postgres_server.stop()  # then an outage ...
             traffic.wait_for(100, "traffic while the database is down")
-            _kill_a_worker(svc)  # ... and a kill during it: that worker's records are only on disk
+            victims.append(
+                _kill_a_worker(svc)
+            )  # ... and a kill during it: that worker's records are only on disk
             traffic.wait_for(100, "traffic after the second kill")
             postgres_server.start()
             traffic.wait_for(50, "traffic once the database is back")
-        _check(svc, db_url, traffic)
+        _check(svc, db_url, traffic, victims)
     finally:
         svc.cleanup()

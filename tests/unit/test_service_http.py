@@ -445,7 +445,7 @@ def test_predict_answers_one_prediction_per_record(client, state, tiny_model):
 def test_predict_is_503_when_the_records_cannot_be_made_durable(client, state, monkeypatch):
     """No 200 for records that are not on disk: a spool that cannot be written refuses the request."""
 
-    def disk_full(_rows):
+    def disk_full(*_a):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(state.plog.spool, "append", disk_full)

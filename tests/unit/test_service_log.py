@@ -10,11 +10,12 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 
 from core.store import insert_ignoring_duplicates, make_engine, predictions
 from model_service.prediction_log.request_ids import new_request_id, request_id_age
-from model_service.prediction_log.spool import row_from_json, row_to_json
+from model_service.prediction_log.spool import item_to_json, row_from_json, row_to_json, rows_from_line
 from model_service.prediction_log.store import COLUMNS, Item, LogStore
 from model_service.prediction_log.writer import PredictionLog
 
@@ -36,9 +37,13 @@ def _submit(log: PredictionLog, n: int = 3) -> str:
     return rid
 
 
+def _records_in(paths) -> int:
+    return sum(len(rows_from_line(line)) for p in paths for line in p.read_text().splitlines())
+
+
 def _spool_lines(log: PredictionLog) -> int:
     """Records in every segment on disk (open ones included)."""
-    return sum(len(p.read_text().splitlines()) for p in log.spool_dir.glob("*.jsonl"))
+    return _records_in(log.spool_dir.glob("*.jsonl"))
 
 
 def _count(engine) -> int:
@@ -93,8 +98,7 @@ def test_close_spools_what_the_database_cannot_take(tmp_path):
     for _ in range(4):
         _submit(log, 5)
     log.close(timeout=20)
-    lines = sum(len(p.read_text().splitlines()) for p in log.spooled_files())
-    assert lines == 20  # closed, kept, replayable
+    assert _records_in(log.spooled_files()) == 20  # closed, kept, replayable
 
 
 def test_written_segments_are_deleted(tmp_path):
@@ -116,10 +120,24 @@ def test_submit_returns_once_the_records_are_on_disk(tmp_path):
     log = PredictionLog(DOWN, tmp_path / "spool")  # writer not started: nothing leaves memory but the spool
     rid = _submit(log, 4)
     lines = [
-        row_from_json(line) for p in log.spool_dir.glob("*.jsonl") for line in p.read_text().splitlines()
+        r
+        for p in log.spool_dir.glob("*.jsonl")
+        for line in p.read_text().splitlines()
+        for r in rows_from_line(line)
     ]
     assert [(r[0], r[1]) for r in lines] == [(rid, i) for i in range(4)]
     assert log.spool.find(rid, 3)[1] == 3 and log.spool.find(rid, 4) is None
+    log.close(timeout=5)
+
+
+def test_log_sync_write_does_not_sync(tmp_path, monkeypatch):
+    def no_sync(_fd):
+        raise AssertionError("LOG_SYNC=write must not fdatasync")
+
+    monkeypatch.setattr(os, "fdatasync", no_sync)
+    log = PredictionLog(DOWN, tmp_path / "spool", fsync=False)
+    _submit(log, 2)
+    assert _spool_lines(log) == 2
     log.close(timeout=5)
 
 
@@ -145,15 +163,17 @@ def test_concurrent_submits_share_a_sync(tmp_path, monkeypatch):
     log.close(timeout=5)
 
 
-def test_a_killed_process_loses_no_accepted_record(tmp_path):
+@pytest.mark.parametrize("fsync", [True, False], ids=["LOG_SYNC=fsync", "LOG_SYNC=write"])
+def test_a_killed_process_loses_no_accepted_record(tmp_path, fsync):
     """A process SIGKILLed right after accepting (records queued, nothing written to the database) leaves
-    its segment; another process replays it exactly once."""
+    its segment; another process replays it exactly once. Without fsync too: the kernel keeps what a
+    killed process wrote."""
     url = f"sqlite:///{tmp_path / 'p.db'}"
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker about to be killed
         os.close(read)
-        victim = PredictionLog(url, tmp_path / "spool", flush_seconds=60)  # writer not started
+        victim = PredictionLog(url, tmp_path / "spool", flush_seconds=60, fsync=fsync)  # writer not started
         victim.spool_dir.mkdir(parents=True, exist_ok=True)
         rids = [_submit(victim, 3) for _ in range(5)]
         os.write(write, ",".join(rids).encode())
@@ -188,7 +208,7 @@ def test_a_full_queue_spools_instead_of_dropping(tmp_path):
     assert log.queued() == 6 and log.spool._current.dirty and not log.is_pending(rid)
     assert _spool_lines(log) == 9
     log.close(timeout=5)
-    assert sum(len(p.read_text().splitlines()) for p in log.spooled_files()) == 9
+    assert _records_in(log.spooled_files()) == 9
 
 
 def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
@@ -249,3 +269,18 @@ def test_spool_lines_round_trip_rows(tmp_path):
         1.25,
     ).rows()
     assert [row_from_json(row_to_json(r)) for r in rows] == rows
+
+
+def test_a_request_line_round_trips_its_rows_and_old_row_lines_still_read():
+    item = Item(
+        new_request_id(),
+        datetime.now(UTC),
+        "m",
+        "3",
+        [{"a": 1, "b": None}, {"a": 10**30, "b": "é"}],
+        np.array([0.25, 0.75]),
+        np.array([0, 1]),
+        1.25,
+    )
+    assert rows_from_line(item_to_json(item)) == item.rows()
+    assert [r for row in item.rows() for r in rows_from_line(row_to_json(row))] == item.rows()
