@@ -78,8 +78,14 @@ retrain: $(STAMP) ## original data + labelled production records -> new snapshot
 simulate: $(STAMP) ## traffic to the service: SCENARIO=none|covariate|unseen_category|missing|label_shift
 	$(PY) -m scripts.simulate --scenario $(or $(SCENARIO),none) $(SIMULATE_ARGS)
 
+# VERSION and ROLLBACK_ARGS reach the script through the environment, unexpanded ($(value ...)), never
+# pasted into the shell line; xargs splits ROLLBACK_ARGS honouring quotes without running a shell, and
+# scripts/rollback.py checks every option before it moves the alias.
+unexport VERSION ROLLBACK_ARGS  # make would expand them ($(shell ...)) to put them in the environment
+rollback: export ROLLBACK_VERSION := $(value VERSION)
+rollback: export ROLLBACK_EXTRA_ARGS := $(value ROLLBACK_ARGS)
 rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
-	scripts/rollback.sh $(VERSION) $(ROLLBACK_ARGS)
+	printf '%s' "$$ROLLBACK_EXTRA_ARGS" | xargs scripts/rollback.sh $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"}
 
 bench: bench-train bench-serve ## every benchmark; tables go to docs/benchmarks.md
 

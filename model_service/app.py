@@ -36,6 +36,7 @@ from model_service.api.ops import init_metrics
 from model_service.api.schemas import FeedbackRequest
 from model_service.api.spec import ServiceApi
 from model_service.feedback import FeedbackStore
+from model_service.hardening import ServiceRequest, security_headers
 from model_service.model import ModelManager
 from model_service.prediction_log.request_ids import new_request_id
 from model_service.prediction_log.writer import PredictionLog
@@ -101,12 +102,13 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         batch_size=settings.log_batch_size,
         flush_seconds=settings.log_flush_seconds,
         metrics=m.LogMetrics(),
+        fsync=settings.log_sync == "fsync",
     )
     return ServiceState(
         settings,
         ModelManager(settings, trigger_file=trigger),
         plog,
-        FeedbackStore(plog, settle_seconds=settings.log_flush_seconds * 4 + 1.0),
+        FeedbackStore(plog),
     )
 
 
@@ -130,6 +132,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
     _configure_logging(settings.log_level)
 
     app = Flask("model_service")
+    app.request_class = ServiceRequest  # unknown methods labelled "other" in the request metrics
     app.config.update(_openapi_config(settings), MAX_CONTENT_LENGTH=settings.max_request_bytes)
     openapi = ServiceApi(app, doc_values={"max_batch_size": settings.max_batch_size})
     openapi.spec.components.schema(
@@ -149,6 +152,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
     openapi.patch_record_ref()
     app.before_request(_request_id)
     app.after_request(_request_id_header)
+    app.after_request(security_headers)
     init_metrics(app, multiprocess=m.multiprocess())
 
     m.MODEL_LOADED.set(0)

@@ -1,15 +1,14 @@
 """The feedback store: the true label of a scored record, with typed errors for each way it can fail.
 
-`FeedbackStore.record` checks that the prediction exists (in the database, or still queued in this
-worker: flushed first, or queued in another worker: waited for until any worker would have written
-it) and stores the label once. It raises `FeedbackNotFound` (no such request id and record index),
+`FeedbackStore.record` checks that the prediction exists (in the database; or still queued in this
+worker: flushed first; or in a spool segment on disk, another worker's or a killed one's: inserted from
+there, duplicates skipped) and stores the label once. An unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record index),
 `DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is down,
 or the prediction is only in the spool); anything else is a bug and propagates.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,13 +36,9 @@ class FeedbackUnavailable(FeedbackError):
 
 class FeedbackStore:
     FLUSH_TIMEOUT = 10.0
-    POLL_SECONDS = 0.05
 
-    def __init__(self, plog: PredictionLog, settle_seconds: float):
-        """`settle_seconds`: how long after a request any worker has written its records
-        (LOG_FLUSH_SECONDS * 4 + 1 in the service)."""
+    def __init__(self, plog: PredictionLog):
         self.plog = plog
-        self.settle_seconds = settle_seconds
 
     def record(self, request_id: str, record_index: int, label: int) -> datetime:
         """Store the label; returns when it was received."""
@@ -65,26 +60,16 @@ class FeedbackStore:
         return received
 
     def _prediction_exists(self, request_id: str, record_index: int) -> bool:
-        """In the database, or still queued here (flushed first), or queued in another worker (waited for)."""
+        """In the database; or still queued here (flushed first); or in a spool segment on disk (another
+        worker's queue, a killed worker's segment): inserted from there now. Never waits for time to pass."""
         store = self.plog.store
-
-        def in_db() -> bool:
-            return store.prediction_exists(request_id, record_index)
-
-        if in_db():
+        if store.prediction_exists(request_id, record_index):
             return True
         if self.plog.is_pending(request_id):
             self.plog.flush(timeout=self.FLUSH_TIMEOUT)
             if not self.plog.db_ok:
                 raise FeedbackUnavailable("prediction spooled: database unavailable")
-            return in_db()
-        # another worker may still hold it in its queue: wait until any worker would have flushed it
-        age = request_id_age(request_id)
-        if age is None or age < 0 or age > self.settle_seconds:
-            return False
-        deadline = time.monotonic() + (self.settle_seconds - age)
-        while time.monotonic() < deadline:
-            time.sleep(self.POLL_SECONDS)
-            if in_db():
-                return True
-        return in_db()
+            return store.prediction_exists(request_id, record_index)
+        if request_id_age(request_id) is None:
+            return False  # not an id this service issues (UUIDv7): nothing to look for on disk
+        return self.plog.store_from_spool(request_id, record_index)

@@ -9,6 +9,10 @@ Every value comes from `model_service.settings` (environment variables). What th
   gauges are removed (`child_exit`);
 - graceful shutdown: on SIGTERM the workers stop accepting, finish their requests within
   GRACEFUL_TIMEOUT and then flush the prediction log (`worker_exit`), so nothing accepted is lost;
+- errors gunicorn answers itself, before the app sees a request (a request line or header over its
+  limits, a malformed request), are JSON like every other error (`{"code", "status", "message"}`),
+  with the security headers, not gunicorn's HTML page (`_json_error`, in place of
+  `gunicorn.util.write_error`; the workers inherit it through the fork);
 - gthread workers (keep-alive connections; the GIL makes more threads useless for CPU work, but they
   keep slow clients from blocking a worker). No preload: each worker loads the model itself, because
   the reload and log-writer threads must start after the fork.
@@ -16,10 +20,13 @@ Every value comes from `model_service.settings` (environment variables). What th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import tempfile
+
+import gunicorn.util
 
 from model_service.settings import ServiceSettings, SettingsError
 
@@ -28,6 +35,19 @@ try:
 except SettingsError as _exc:
     print(f"model_service: configuration error: {_exc}", file=sys.stderr)
     sys.exit(2)
+
+
+def _json_error(sock, status_int, reason, mesg):
+    body = json.dumps({"code": status_int, "status": reason, "message": str(mesg)[:500]}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"
+        "Cache-Control: no-store\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+gunicorn.util.write_error = _json_error
 
 # the workers read it from the environment (prometheus_client), so a folder we make is exported there
 _own_metrics_dir = _settings.prometheus_multiproc_dir is None

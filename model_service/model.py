@@ -179,7 +179,8 @@ class ModelManager:
     def __init__(self, settings: ServiceSettings, trigger_file: Path | None = None):
         self.settings = settings
         self.current: LoadedModel | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the exception's text: logs and authenticated answers only
+        self.public_error: str | None = None  # its class, without exception text: for the open /ready
         self.last_error_at: str | None = None
         self.last_check_at: str | None = None
         self.registry_ok: bool | None = None
@@ -242,7 +243,7 @@ class ModelManager:
                 return self._failure(previous, version, exc, type(exc).__name__)
             self.current = loaded  # the swap: one reference assignment
             self._failed.pop(version, None)
-            self.last_error = self.last_error_at = None
+            self.last_error = self.last_error_at = self.public_error = None
             self._publish(previous, loaded)
             m.RELOADS.labels("success", "").inc()
             m.RELOAD_FAILING.set(0)
@@ -270,6 +271,7 @@ class ModelManager:
         message = f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
         target = f" v{version}" if version else ""
         self.last_error = f"loading {self.settings.model_name}{target} failed: {message}"
+        self.public_error = _classified(reason, self.settings.model_name, target, exc)
         self.last_error_at = datetime.now(UTC).isoformat(timespec="seconds")
         m.RELOADS.labels("failure", reason[:40]).inc()
         m.RELOAD_FAILING.set(1)
@@ -323,3 +325,13 @@ class ModelManager:
             if triggered or time.monotonic() >= next_check:
                 self.check(force=forced)
                 next_check = time.monotonic() + self.settings.reload_interval
+
+
+def _classified(reason: str, name: str, target: str, exc: BaseException) -> str:
+    """A load failure as the open /ready may show it: what failed, never the exception's text (a
+    database or registry error can name hosts, users and paths)."""
+    if reason == "registry":
+        return "registry unreachable"
+    if reason == "no_alias":
+        return str(exc)  # built here from MODEL_NAME and MODEL_ALIAS
+    return f"loading {name}{target} failed ({type(exc).__name__})"

@@ -13,8 +13,9 @@ type numeric|binary|categorical, min, max, categories, nullable). From it, at lo
 
 Rules: every non-nullable feature is required; a nullable one may be null or left out. numeric: a
 JSON number (not a string, not a boolean), finite, inside [min, max] when declared. binary: 0 or 1
-(1.0 accepted, true/false not). categorical: a string; a category the model did not see is accepted
-and reported (the model maps it like its training did), not rejected. Unknown fields are rejected.
+(1.0 accepted, true/false not). categorical: a string of at most `max_length` characters (the longest declared category + 32, at
+least 64); a category the model did not see is accepted and reported (the model maps it like its
+training did), not rejected. Unknown fields are rejected.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ NUMERIC, BINARY, CATEGORICAL = "numeric", "binary", "categorical"
 _MISSING = object()
 _NOT_A_RECORD = object()
 MAX_ERRORS = 50  # error details reported per request (the count is always complete)
+CATEGORY_MARGIN = 32  # characters beyond the longest declared category a categorical value may have
+CATEGORY_MIN_CAP = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,13 @@ class FieldSpec:
     @property
     def required(self) -> bool:
         return not self.nullable
+
+    @property
+    def max_length(self) -> int:
+        """Longest string a categorical field accepts: the longest declared category plus a margin
+        (CATEGORY_MARGIN), at least CATEGORY_MIN_CAP characters; longer is a 422, not a new category."""
+        longest = max((len(c) for c in self.categories), default=0)
+        return max(CATEGORY_MIN_CAP, longest + CATEGORY_MARGIN)
 
 
 class SchemaError(ValueError):
@@ -150,7 +160,7 @@ def marshmallow_field(spec: FieldSpec) -> fields.Field:
         return StrictNumber(allow_nan=False, validate=rng, **common)
     if spec.type == BINARY:
         return BinaryFlag(validate=validate.OneOf([0, 1]), **common)
-    return Category(**common)
+    return Category(validate=validate.Length(max=spec.max_length), **common)
 
 
 def record_schema(specs: list[FieldSpec], name: str = "PredictRecord") -> type[Schema]:
@@ -302,6 +312,9 @@ class RecordValidator:
             known = spec.category_set
             miss = [i for i, v in enumerate(col) if v is not None and v not in known]
             if miss:
+                cap = spec.max_length
+                if any(len(col[i]) > cap for i in miss):
+                    return None
                 unknown[spec.name] = miss
             categorical[spec.name] = col
         for name in self._binary_names:  # 1.0 -> 1 in the logged record
@@ -350,6 +363,12 @@ class RecordValidator:
                         add(i, name, "Not a valid string.")
                 known = spec.category_set
                 miss = [i for i, v in enumerate(col) if type(v) is str and v not in known]
+                cap = spec.max_length
+                too_long = [i for i in miss if len(col[i]) > cap]
+                for i in too_long:
+                    add(i, name, f"Longer than maximum length {cap}.")
+                if too_long:
+                    miss = [i for i in miss if len(col[i]) <= cap]
                 if miss:
                     unknown[name] = miss
                 categorical[name] = col

@@ -1,11 +1,14 @@
 """Settings of the model service (docs/settings.md is generated from this class).
 
 With AUTH_ENABLED=true (the default) and no API_KEYS the service refuses to start (`check`): there is
-no default secret in the repository.
+no default secret in the repository. It also refuses an MLFLOW_TRACKING_URI naming a SQLite file that
+does not exist (MLflow would silently create a new, empty store there); training, which creates the
+store on the first run, does not make this check.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar
 
 from pydantic import field_validator
@@ -53,12 +56,25 @@ class ServiceSettings(Settings):
     max_request_bytes: int = env_field(
         "MAX_REQUEST_BYTES", 4 * 1024 * 1024, "request body limit in bytes (413 above)", ge=1024
     )
-    log_queue_size: int = env_field("LOG_QUEUE_SIZE", 100000, "records held in memory before spooling", ge=1)
+    log_queue_size: int = env_field(
+        "LOG_QUEUE_SIZE", 100000, "records queued for the database (past it they wait in the spool)", ge=1
+    )
     log_batch_size: int = env_field("LOG_BATCH_SIZE", 500, "records per database insert", ge=1)
     log_flush_seconds: float = env_field(
         "LOG_FLUSH_SECONDS", 0.25, "longest wait before a partial batch is written", ge=0.01
     )
-    spool_dir: RepoPath | None = env_field("SPOOL_DIR", None, "records go here while the database is down")
+    log_sync: str = env_field(
+        "LOG_SYNC",
+        "fsync",
+        "before a 200: `fsync` (records on disk: survive a killed worker and a machine crash) or `write` "
+        "(in the kernel's page cache: survive a killed worker, not a power loss; faster)",
+        pattern="^(fsync|write)$",
+    )
+    spool_dir: RepoPath | None = env_field(
+        "SPOOL_DIR",
+        None,
+        "write-ahead log: every accepted record is synced here before its 200 (and waits here while the database is down)",
+    )
     prometheus_multiproc_dir: str | None = env_field(
         "PROMETHEUS_MULTIPROC_DIR", None, "gunicorn multiprocess metrics (default: a fresh temporary folder)"
     )
@@ -87,4 +103,19 @@ class ServiceSettings(Settings):
             raise SettingsError("every key in API_KEYS must be at least 16 characters long")
         if self.auth_enabled and self.admin_token is not None and len(self.admin_token) < 16:
             raise SettingsError("ADMIN_TOKEN must be at least 16 characters long")
+        registry_file = sqlite_file(self.tracking_uri or "")
+        if registry_file is not None and not registry_file.is_file():
+            # MLflow would create an empty store there: a mistyped path must not look like "no model yet"
+            raise SettingsError(
+                f"MLFLOW_TRACKING_URI names a SQLite file that does not exist ({registry_file}): the service "
+                "serves an existing registry (run `make train` first, or fix the path)"
+            )
         return self
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///...` URL (None for other URLs and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None

@@ -140,7 +140,11 @@ class MonitorSettings(Settings):
     )
     admin_token: str = env_field("ADMIN_TOKEN", "", "bearer token of POST /v1/admin/reload")
     rollback_timeout: float = env_field(
-        "ROLLBACK_TIMEOUT_SECONDS", 60.0, "wait this long for the service to serve it", gt=0
+        "ROLLBACK_TIMEOUT_SECONDS",
+        60.0,
+        "wait this long for the service to serve it",
+        gt=0,
+        allow_inf_nan=False,
     )
 
     @field_validator("trigger", mode="before")

@@ -4,13 +4,16 @@ Moves the `champion` alias back to the version it replaced (or to VERSION), reco
 and to (registry tags, by core.registry.rollback, and a row of the `rollbacks` table), asks the
 service to reload (POST /v1/admin/reload with ADMIN_TOKEN), and waits until GET /v1/model reports the
 version. Exit 0 when served, 1 when the service does not serve it within ROLLBACK_TIMEOUT_SECONDS,
-2 when the rollback is refused (no such version, nothing to roll back to) or cannot run.
+2 when the rollback is refused (no such version, nothing to roll back to), cannot run, or an option is
+invalid (a version that is not a positive integer, a timeout that is not a positive finite number):
+options are all checked before the alias moves.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import socket
 import sys
 import time
@@ -86,17 +89,46 @@ def known_versions(name: str) -> list[str]:
     return sorted((str(v.version) for v in found), key=lambda v: int(v) if v.isdigit() else 0)
 
 
+def positive_version(text: str) -> str:
+    """A registry version: a positive integer written in digits (checked before anything moves)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version (a positive integer)")
+    return str(int(text))
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
+    return value
+
+
+def non_empty(text: str) -> str:
+    text = text.strip()
+    if not text or len(text) > 500:
+        raise argparse.ArgumentTypeError("must be 1 to 500 characters")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/rollback.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "version", nargs="?", help="version to serve (default: the one the champion replaced)"
+        "version",
+        nargs="?",
+        type=positive_version,
+        help="version to serve, a positive integer (default: the one the champion replaced)",
     )
-    parser.add_argument("--reason", default="manual rollback", help="why (recorded)")
-    parser.add_argument("--by", help="who (default: user@host)")
+    parser.add_argument("--reason", default="manual rollback", type=non_empty, help="why (recorded)")
+    parser.add_argument("--by", type=non_empty, help="who (default: user@host)")
     parser.add_argument(
-        "--timeout", type=float, help="seconds to wait for the service (ROLLBACK_TIMEOUT_SECONDS)"
+        "--timeout",
+        type=positive_seconds,
+        help="seconds to wait for the service, positive and finite (ROLLBACK_TIMEOUT_SECONDS)",
     )
     parser.add_argument(
         "--no-wait", action="store_true", help="move the alias and record it; do not call the service"

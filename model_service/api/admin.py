@@ -19,11 +19,11 @@ blp = Blueprint(
 
 @blp.route("/reload", methods=["POST"])
 @blp.doc(security=ADMIN, summary="Check the registry alias now and load what it points at")
+@require_admin  # before the query is read: no credentials, no validation (401, not 422)
 @blp.arguments(ReloadQuery, location="query")
 @blp.alt_response(200, schema=ReloadResponse, success=True, description="reloaded (or already current)")
 @blp.alt_response(503, schema=ReloadResponse, description="loading failed: the old model keeps serving")
 @errors(blp, 401, 403, 422)
-@require_admin
 def reload(query):
     # no docstring: flask-smorest would put it in the OpenAPI document
     # this worker checks the alias at once; the others are told through the trigger file

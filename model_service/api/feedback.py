@@ -29,7 +29,7 @@ log = logging.getLogger("model_service")
     requestBody=json_body("FeedbackRequest", "request id, record index, true label"),
 )
 @blp.alt_response(201, schema=FeedbackResponse, success=True, description="stored")
-@errors(blp, 400, 401, 403, 404, 409, 413, 422, 503)
+@errors(blp, 400, 401, 403, 404, 409, 413, 415, 422, 503)
 @require_api_key
 def post_feedback():
     body = read_json()

@@ -1,4 +1,4 @@
-"""Reading a request: the JSON body (400 malformed, 413 too large), the served model (503 when none is
+"""Reading a request: the JSON body (415 not JSON, 400 malformed or a repeated key, 413 too large), the served model (503 when none is
 loaded) and a validated batch of records (413 over MAX_BATCH_SIZE, 422 naming the record index and field).
 Every rejection is counted in `model_service_validation_errors_total`."""
 
@@ -17,7 +17,19 @@ from model_service.schema import MAX_ERRORS, RecordErrors, Validated
 from model_service.state import services
 
 
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
 def read_json() -> Any:
+    """The request's JSON body: 415 unless Content-Type is JSON, 413 too large, 400 empty, malformed or
+    with a key repeated in an object."""
+    if not _is_json(request.mimetype):
+        m.VALIDATION_ERRORS.labels("content_type", "").inc()
+        got = request.mimetype or "none"
+        abort(415, message=f"Content-Type must be application/json (got {got[:100]})")
     try:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
@@ -27,7 +39,10 @@ def read_json() -> Any:
         m.VALIDATION_ERRORS.labels("json", "").inc()
         abort(400, message="empty body: send a JSON object")
     try:
-        return jsonfast.loads(raw)
+        return jsonfast.loads_unique(raw)
+    except jsonfast.DuplicateKeyError as exc:
+        m.VALIDATION_ERRORS.labels("json", "").inc()
+        abort(400, message=f"malformed JSON: {str(exc)[:200]}")
     except (ValueError, RecursionError) as exc:
         m.VALIDATION_ERRORS.labels("json", "").inc()
         abort(400, message=f"malformed JSON: {str(exc)[:200]}")

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from model_service import metrics as m
 from model_service.api.schemas import HealthResponse, ReadyQuery, ReadyResponse
 from model_service.api.spec import errors
+from model_service.hardening import endpoint
 from model_service.state import services
 
 blp = Blueprint("ops", "model_service.api", url_prefix="", description="Liveness, readiness, metrics")
@@ -45,7 +46,7 @@ def ready(query):
         "predictor": model.predictor.kind if model else None,
         "registry": registry,
         "database": "ok" if db_ok else "unreachable",
-        "reload_error": st.manager.last_error,
+        "reload_error": st.manager.public_error,  # classified: no exception text on an open endpoint
         "reload_error_at": st.manager.last_error_at,
         "last_check_at": st.manager.last_check_at,
         "log_queue": st.plog.queued(),
@@ -55,15 +56,16 @@ def ready(query):
 
 
 def init_metrics(app: Flask, multiprocess: bool) -> None:
-    """GET /metrics and the request metrics (by endpoint), from prometheus-flask-exporter: the gunicorn
+    """GET /metrics and the request metrics (by endpoint: `unmatched` when no route matches; unknown
+    methods labelled `other`, see model_service.hardening), from prometheus-flask-exporter: the gunicorn
     multiprocess exporter when PROMETHEUS_MULTIPROC_DIR is set (gunicorn_conf.py exports it), else this
     process's registry."""
     if multiprocess:
         from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
-        exporter = GunicornInternalPrometheusMetrics(app, group_by="endpoint", buckets=BUCKETS)
+        exporter = GunicornInternalPrometheusMetrics(app, group_by=endpoint, buckets=BUCKETS)
     else:
         from prometheus_flask_exporter import PrometheusMetrics
 
-        exporter = PrometheusMetrics(app, group_by="endpoint", buckets=BUCKETS, registry=m.registry())
+        exporter = PrometheusMetrics(app, group_by=endpoint, buckets=BUCKETS, registry=m.registry())
     app.extensions["prometheus_exporter"] = exporter

@@ -17,6 +17,7 @@ from model_service.api.v1 import blp
 from model_service.auth import require_api_key
 from model_service.explain import UNITS, records_payload
 from model_service.prediction_log.store import now
+from model_service.prediction_log.writer import LogUnavailable
 from model_service.schema import PredictResponse
 from model_service.state import services
 
@@ -36,7 +37,7 @@ REQUEST_ID_HEADER = {"X-Request-ID": {"description": "the request id", "schema":
     description="one prediction per record",
     headers=REQUEST_ID_HEADER,
 )
-@errors(blp, 400, 401, 403, 413, 422, 503)
+@errors(blp, 400, 401, 403, 413, 415, 422, 503)
 @require_api_key
 def predict():
     started = time.perf_counter()
@@ -55,7 +56,12 @@ def predict():
         out[i]["unknown_categories"] = feats
     rid = g.request_id
     latency_ms = (time.perf_counter() - started) * 1000.0
-    services().plog.submit(rid, now(), model.name, model.version, batch.records, scores, labels, latency_ms)
+    try:  # durable (on disk) before the 200 leaves
+        services().plog.submit(
+            rid, now(), model.name, model.version, batch.records, scores, labels, latency_ms
+        )
+    except LogUnavailable:
+        abort(503, message="the prediction log cannot be written; retry later", headers={"Retry-After": "5"})
     positives = int(labels.sum())
     if positives:
         m.PREDICTIONS.labels(model.version, "1").inc(positives)
@@ -95,7 +101,7 @@ def predict():
     description="one explanation per record",
     headers=REQUEST_ID_HEADER,
 )
-@errors(blp, 400, 401, 403, 413, 422, 501, 503)
+@errors(blp, 400, 401, 403, 413, 415, 422, 501, 503)
 @require_api_key
 def explain():
     model = current_model()

@@ -156,7 +156,13 @@ class ReadyResponse(Schema):
     predictor = fields.String(allow_none=True)
     registry = fields.String(required=True, metadata={"description": "ok, unreachable or unknown"})
     database = fields.String(required=True, metadata={"description": "ok or unreachable (records spool)"})
-    reload_error = fields.String(allow_none=True)
+    reload_error = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the last reload failure, classified (registry unreachable, no alias, "
+            "loading failed and the exception's class); never the exception's text"
+        },
+    )
     reload_error_at = fields.String(allow_none=True)
     last_check_at = fields.String(allow_none=True)
     log_queue = fields.Integer(required=True)

@@ -19,12 +19,13 @@ API_KEY = [{"ApiKeyAuth": []}]
 ADMIN = [{"AdminToken": []}]
 
 ERRORS = {
-    400: "malformed JSON",
+    400: "malformed JSON (or a key repeated in an object)",
     401: "missing credentials",
     403: "wrong credentials",
     404: "unknown request id or record",
     409: "this record already has a label",
     413: "body or batch over the limit",
+    415: "Content-Type is not application/json",
     422: "invalid input: the message and `errors` name the record index and field",
     501: "the served model has no exact explainer (neither XGBoost nor logistic regression)",
     503: "not available now (no model loaded, or the database is down)",

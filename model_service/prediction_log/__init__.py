@@ -3,7 +3,8 @@
 - `request_ids`: the UUIDv7 request ids (and their age);
 - `store`: table access (`LogStore`: batched inserts that skip duplicates, lookups, the feedback insert);
 - `writer`: `PredictionLog`, the bounded queue and the background thread writing it in batches;
-- `spool`: segment files (JSON lines, fsynced, flock-held) while the database is down, and their replay.
+- `spool`: the per-worker write-ahead segments (JSON lines, synced before the 200, flock-held), kept while
+  the database is down or after a kill, and their replay.
 
 Tables (defined in `core.store`; the monitoring component reads them): `predictions`, one row per
 accepted record (request id, record index, time, model name and version, the record as validated,

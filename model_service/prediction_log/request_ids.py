@@ -1,5 +1,5 @@
-"""Request ids: UUIDv7 (RFC 9562), unique per process and sortable by time; their age tells the feedback
-endpoint how long another worker may still hold a request's records in its queue."""
+"""Request ids: UUIDv7 (RFC 9562), unique per process and sortable by time; the feedback endpoint looks
+for an id it does not find in the database in the spool only when it is one of these."""
 
 from __future__ import annotations
 

@@ -1,11 +1,21 @@
-"""The spool: prediction rows kept on local disk while the database is unreachable.
+"""The spool: a per-worker write-ahead log of accepted records, on local disk.
 
-Rows are appended (and fsynced) as JSON lines to a segment file under `SPOOL_DIR/<hash of DATABASE_URL>/`.
+Every accepted request is appended as one JSON line (its records, scores and labels) to this worker's
+current segment under
+`SPOOL_DIR/<hash of DATABASE_URL>/` and made durable (`fdatasync`) *before* the request is answered:
+a 200 means the records are on disk. Concurrent requests share one `fdatasync` (group commit: whoever
+finds no sync running starts one that covers every line written so far, the others wait for it).
+
 A segment being written is held with an exclusive `flock` (it becomes visible as `*.jsonl` only once
-locked), so two workers never replay the same file and none replays a file still in use. Replaying a
-segment inserts all of it (the inserts skip rows already there: exactly once even after a crash
-mid-replay) before the file is deleted; torn lines from a crash are counted in a `.corrupt` note and
-kept out. A row is only reported dropped when the spool file cannot be written either.
+locked). The writer thread inserts the queued records into the database; a segment whose records are
+all in the database is deleted when it is retired (it grew past `SEGMENT_BYTES`, or the worker stops).
+A segment holding records the database did not take (it was down, or the queue was full) is *dirty*:
+it is closed, not deleted, and replayed. A worker killed by SIGKILL (or the OOM killer, or gunicorn's
+timeout) leaves its segment behind; the kernel drops its `flock`, and any worker replays it.
+
+Replaying a segment inserts all of it (the inserts skip rows already there: exactly once even after a
+crash mid-replay, or when a killed worker had already written part of its segment) before the file is
+deleted; torn lines from a crash are counted in a `.corrupt` note and kept out.
 """
 
 from __future__ import annotations
@@ -19,12 +29,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from model_service import jsonfast
-from model_service.prediction_log.store import COLUMNS, Row
+from model_service.prediction_log.store import COLUMNS, Item, Row
 
 log = logging.getLogger("model_service.prediction_log")
+
+SEGMENT_BYTES = 1 << 20  # a clean segment is retired (and deleted) past this size
 
 
 def row_to_json(row: Row) -> str:
@@ -40,59 +52,216 @@ def row_from_json(line: str) -> Row:
     return tuple(data[c] for c in COLUMNS)
 
 
+def item_to_json(item: Item) -> str:
+    """A spool line for a whole request (one serialisation per request, not per record)."""
+    return jsonfast.dumps(
+        {
+            "request_id": item.request_id,
+            "created_at": item.created_at.isoformat(),
+            "model_name": item.model_name,
+            "model_version": item.model_version,
+            "latency_ms": item.latency_ms,
+            "records": item.records,
+            "scores": item.scores.tolist(),
+            "labels": item.labels.tolist(),
+        }
+    )
+
+
+def rows_from_line(line: str) -> list[Row]:
+    """The rows of a spool line: a request's line (`records`), or one row's (older spool files)."""
+    data = jsonfast.loads(line)
+    if "records" not in data:
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return [tuple(data[c] for c in COLUMNS)]
+    created = datetime.fromisoformat(data["created_at"])
+    records, scores, labels = data["records"], data["scores"], data["labels"]
+    if not (len(records) == len(scores) == len(labels)):
+        raise ValueError("records, scores and labels differ in length")
+    rid, name, version, latency = (
+        data["request_id"],
+        data["model_name"],
+        data["model_version"],
+        data["latency_ms"],
+    )
+    return [
+        (rid, i, created, name, version, rec, score, label, latency)
+        for i, (rec, score, label) in enumerate(zip(records, scores, labels, strict=True))
+    ]
+
+
 def spool_dir_for(root: Path, url: str) -> Path:
     """One folder per database: a spool is only ever replayed into the database it was meant for."""
     return Path(root) / hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
+class Segment:
+    """One open segment file (flock held) and its bookkeeping (guarded by the spool's condition)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.fd = fd
+        self.bytes = 0
+        self.written = 0  # appends made
+        self.synced = 0  # appends known durable
+        self.syncing = False
+        self.pending = 0  # records appended and not yet settled (in the database, or left for replay)
+        self.dirty = False  # holds records the database did not take: kept for replay
+        self.retired = False  # no more appends; closed once nothing is pending
+
+
 class Spool:
-    """Segment files of one database's spooled rows: write, list, replay."""
+    """Write-ahead segments of one database's records: append + sync, settle, retire, list, replay."""
 
-    def __init__(self, directory: Path, metrics: Any):
+    def __init__(self, directory: Path, metrics: Any, segment_bytes: int = SEGMENT_BYTES, fsync: bool = True):
         self.dir = Path(directory)
+        self.fsync = (
+            fsync  # False (LOG_SYNC=write): written to the page cache only, which a killed process keeps
+        )
         self.metrics = metrics
-        self._lock = threading.Lock()
-        self._segment: IO[str] | None = None  # open segment (holding an flock)
+        self.segment_bytes = segment_bytes
+        self._cond = threading.Condition()
+        self._current: Segment | None = None
+        self._open: list[Segment] = []  # every segment this process still holds (current and retired)
 
-    def files(self) -> list[Path]:
-        return sorted(self.dir.glob("*.jsonl")) if self.dir.is_dir() else []
+    # ---- the request path
+    def append(self, line: str, records: int) -> tuple[Segment, int]:
+        """Append a request's line (`item_to_json`, `records` records) to the current segment; not yet
+        durable: `sync` it. Raises OSError."""
+        data = (line + "\n").encode()
+        with self._cond:
+            seg = self._current
+            if seg is None:
+                seg = self._current = self._open_segment()
+                self._open.append(seg)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(seg.fd, view) :]
+            seg.written += 1
+            seg.bytes += len(data)
+            seg.pending += records
+            seq = seg.written
+            if seg.bytes >= self.segment_bytes:
+                self._retire(seg)
+            return seg, seq
 
-    def write(self, rows: list[Row], reason: str) -> None:
-        """Append rows to the current segment and fsync it; counted as dropped only if that fails."""
-        if not rows:
+    def sync(self, seg: Segment, seq: int) -> None:
+        """Return once append number `seq` of `seg` is on disk (one fdatasync shared by every waiter).
+        Without `fsync` the write itself is enough: the kernel keeps it when the process dies."""
+        if not self.fsync:
             return
-        data = "".join(row_to_json(r) + "\n" for r in rows)
-        with self._lock:
-            try:
-                if self._segment is None:
-                    self._segment = self._open_segment()
-                self._segment.write(data)
-                self._segment.flush()
-                os.fsync(self._segment.fileno())
-            except OSError as exc:
-                self.metrics.dropped(len(rows))
-                log.error(
-                    "prediction log: DROPPED %d records (%s; spool write failed: %s)", len(rows), reason, exc
-                )
-                return
-        self.metrics.spooled(len(rows))
-        log.warning("prediction log: spooled %d records (%s)", len(rows), reason)
+        with self._cond:
+            while seg.synced < seq:
+                if seg.syncing:
+                    self._cond.wait()
+                    continue
+                seg.syncing, target = True, seg.written
+                ok = False
+                self._cond.release()
+                try:
+                    os.fdatasync(seg.fd)
+                    ok = True
+                finally:
+                    self._cond.acquire()
+                    seg.syncing = False
+                    if ok:
+                        seg.synced = max(seg.synced, target)
+                    self._cond.notify_all()
 
-    def _open_segment(self) -> IO[str]:
+    def settle(self, seg: Segment, records: int, stored: bool) -> None:
+        """`records` of `seg` are dealt with: in the database (`stored`) or left in the file for replay."""
+        with self._cond:
+            seg.pending -= records
+            if not stored:
+                seg.dirty = True
+            self._maybe_close(seg)
+
+    # ---- segments
+    def _open_segment(self) -> Segment:
         self.dir.mkdir(parents=True, exist_ok=True)
         stem = f"spool-{os.getpid()}-{time.time_ns()}"
         tmp = self.dir / f"{stem}.open"
-        f = open(tmp, "a", encoding="utf-8")  # noqa: SIM115 - held open while it is the current segment
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        os.replace(tmp, self.dir / f"{stem}.jsonl")  # visible to replayers only once locked
-        return f
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = self.dir / f"{stem}.jsonl"
+        os.replace(tmp, path)  # visible to replayers only once locked
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the file's name survives a machine crash too
+        finally:
+            os.close(dfd)
+        return Segment(path, fd)
 
-    def close_segment(self) -> None:
-        """Close the current segment (releases its flock: it becomes replayable)."""
-        with self._lock:
-            if self._segment is not None:
-                self._segment.close()
-                self._segment = None
+    def _retire(self, seg: Segment) -> None:
+        seg.retired = True
+        if self._current is seg:
+            self._current = None
+        self._maybe_close(seg)
+
+    def _maybe_close(self, seg: Segment) -> None:
+        if not seg.retired or seg.pending > 0 or seg.syncing or seg.fd < 0:
+            return
+        if not seg.dirty:
+            seg.path.unlink(missing_ok=True)  # every record is in the database
+        os.close(seg.fd)  # releases the flock: a dirty segment becomes replayable
+        seg.fd = -1
+        self._open.remove(seg)
+
+    def retire_dirty(self) -> bool:
+        """Retire the current segment if it holds records the database has not got (to replay them);
+        True when there was one."""
+        with self._cond:
+            seg = self._current
+            if seg is None or not seg.dirty:
+                return False
+            self._retire(seg)
+            return True
+
+    def close(self) -> None:
+        """Retire every segment; one still holding unsettled records is closed as dirty (kept)."""
+        with self._cond:
+            for seg in list(self._open):
+                if seg.pending > 0:
+                    seg.dirty = True
+                    seg.pending = 0
+                self._retire(seg)
+
+    def own_paths(self) -> set[Path]:
+        with self._cond:
+            return {s.path for s in self._open}
+
+    def files(self) -> list[Path]:
+        """Segments on disk other than this process's open ones (replayable unless another process holds them)."""
+        if not self.dir.is_dir():
+            return []
+        own = self.own_paths()
+        return [p for p in sorted(self.dir.glob("*.jsonl")) if p not in own]
+
+    def find(self, request_id: str, record_index: int) -> Row | None:
+        """A record in any segment on disk (this process's or another's), or None."""
+        needle = request_id.encode()
+        if not self.dir.is_dir():
+            return None
+        for path in sorted(self.dir.glob("*.jsonl")):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            start = data.find(needle)
+            while start >= 0:
+                begin = data.rfind(b"\n", 0, start) + 1
+                end = data.find(b"\n", start)
+                if end < 0:
+                    break  # a line still being written
+                try:
+                    rows = rows_from_line(data[begin:end].decode())
+                except (ValueError, KeyError, TypeError):
+                    rows = []
+                for row in rows:
+                    if row[0] == request_id and row[1] == record_index:
+                        return row
+                start = data.find(needle, end)
+        return None
 
     def replay_file(self, path: Path, insert: Callable[[list[Row]], None], batch_size: int) -> int | None:
         """Insert a closed segment's rows in batches, then delete it: the number of rows replayed, or None
@@ -114,8 +283,8 @@ class Spool:
                 if not line:
                     continue
                 try:
-                    rows.append(row_from_json(line))
-                except (ValueError, KeyError):
+                    rows.extend(rows_from_line(line))
+                except (ValueError, KeyError, TypeError):
                     bad += 1  # a torn last line from a crash: keep it out, keep the rest
             for start in range(0, len(rows), batch_size):
                 insert(rows[start : start + batch_size])

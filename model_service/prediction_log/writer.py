@@ -1,12 +1,16 @@
-"""The writer: keeps the database off the request path.
+"""The writer: durable acceptance, with the database off the request path.
 
-`PredictionLog.submit` takes a request's records (a deque append, no I/O), and a background thread
-writes them in batches (`LOG_BATCH_SIZE`, at least every `LOG_FLUSH_SECONDS`) through the `LogStore`
-(inserts that skip duplicates). The in-memory queue is bounded (`LOG_QUEUE_SIZE` records); past it
-records go straight to the spool. While the database is unreachable, batches go to the `Spool`; the
-writer retries the database every couple of seconds and, once it answers, replays every closed segment
-(its own and those left by earlier processes). `close()` (gunicorn's worker_exit hook on SIGTERM, and
-atexit) drains the queue to the database, or to the spool if the database is down.
+`PredictionLog.submit` appends a request's records to this worker's spool segment and waits for them
+to be on disk (group commit: one fdatasync shared by the concurrent requests of the worker) before it
+returns, so a 200 means the records survive a killed worker. It then queues them (a deque append), and
+a background thread writes them in batches (`LOG_BATCH_SIZE`, at least every `LOG_FLUSH_SECONDS`)
+through the `LogStore` (inserts that skip duplicates). The in-memory queue is bounded (`LOG_QUEUE_SIZE`
+records); past it records are only in the spool (replayed later). While the database is unreachable,
+batches stay in the spool; the writer retries the database every couple of seconds and, once it
+answers, replays every closed segment (its own and those left by earlier or killed processes).
+`close()` (gunicorn's worker_exit hook on SIGTERM, and atexit) drains the queue to the database; what
+the database cannot take stays in the spool. When the spool cannot be written, `submit` raises
+`LogUnavailable` (the request is answered 503: nothing is accepted that is not on disk).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +29,14 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from model_service.prediction_log.spool import Spool, spool_dir_for
+from model_service.prediction_log.spool import Segment, Spool, item_to_json, spool_dir_for
 from model_service.prediction_log.store import Item, LogStore, Row
 
 log = logging.getLogger("model_service.prediction_log")
+
+
+class LogUnavailable(Exception):
+    """The records could not be made durable (the spool cannot be written): do not accept them."""
 
 
 class _NoMetrics:
@@ -35,8 +44,18 @@ class _NoMetrics:
         return lambda *a, **k: None
 
 
+@dataclass
+class _Entry:
+    """One request's rows, durable in `segment`, waiting for the database."""
+
+    request_id: str
+    rows: list[Row]
+    segment: Segment
+
+
 class PredictionLog:
     RETRY_SECONDS = 2.0
+    REPLAY_CHECK_SECONDS = 2.0
 
     def __init__(
         self,
@@ -48,6 +67,7 @@ class PredictionLog:
         flush_seconds: float = 0.25,
         metrics: Any = None,
         engine: Engine | None = None,
+        fsync: bool = True,
     ):
         self.url = url
         self.store = LogStore(url, engine)
@@ -55,8 +75,8 @@ class PredictionLog:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.metrics = metrics or _NoMetrics()
-        self.spool = Spool(spool_dir_for(spool_dir, url), self.metrics)
-        self._items: collections.deque[Item] = collections.deque()
+        self.spool = Spool(spool_dir_for(spool_dir, url), self.metrics, fsync=fsync)
+        self._items: collections.deque[_Entry] = collections.deque()
         self._queued = 0  # records in _items
         self._pending: collections.Counter[str] = (
             collections.Counter()
@@ -68,6 +88,7 @@ class PredictionLog:
         self.db_ok = True
         self.last_db_error: str | None = None
         self._next_retry = 0.0
+        self._next_replay_check = 0.0
         self._thread: threading.Thread | None = None
 
     @property
@@ -97,19 +118,30 @@ class PredictionLog:
         labels: np.ndarray,
         latency_ms: float,
     ) -> None:
+        """Make a request's records durable (spool segment, fdatasync), then queue them for the database.
+        Raises `LogUnavailable` when they cannot be written to disk."""
         item = Item(request_id, created_at, model_name, model_version, records, scores, labels, latency_ms)
-        n = len(records)
+        rows = item.rows()
+        n = len(rows)
+        try:
+            segment, seq = self.spool.append(item_to_json(item), n)
+            self.spool.sync(segment, seq)
+        except OSError as exc:
+            self.metrics.dropped(n)
+            log.error("prediction log: REFUSED %d records (spool write failed: %s)", n, exc)
+            raise LogUnavailable(f"the prediction log cannot be written: {exc}") from exc
         with self._cond:
             if self._queued + n <= self.queue_size and not self._stop:
-                self._items.append(item)
+                self._items.append(_Entry(request_id, rows, segment))
                 self._queued += n
                 self._pending[request_id] += n
                 self.metrics.queue_depth(self._queued)
                 if self._queued >= self.batch_size:
                     self._cond.notify()
                 return
-        # queue full (or shutting down): straight to the spool, still nothing lost
-        self.spool.write(item.rows(), reason="queue full")
+        # queue full (or shutting down): the records stay in the spool (replayed later), nothing lost
+        self.spool.settle(segment, n, stored=False)
+        self.metrics.spooled(n)
 
     def is_pending(self, request_id: str) -> bool:
         with self._cond:
@@ -130,7 +162,7 @@ class PredictionLog:
         return True
 
     def close(self, timeout: float = 20.0) -> None:
-        """Drain the queue to the database (or the spool) and stop the writer."""
+        """Drain the queue to the database (what it cannot take stays in the spool) and stop the writer."""
         with self._cond:
             if self._stop:
                 return
@@ -138,14 +170,12 @@ class PredictionLog:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._cond:  # anything the writer did not get to
+        with self._cond:  # anything the writer did not get to: it is in the spool already
             leftover = list(self._items)
             self._items.clear()
             self._queued = 0
-        rows = [r for item in leftover for r in item.rows()]
-        if rows:
-            self.spool.write(rows, reason="shutdown")
-        self.spool.close_segment()
+        self._settle(leftover, stored=False)
+        self.spool.close()
         self.metrics.queue_depth(0)
 
     def queued(self) -> int:
@@ -153,6 +183,7 @@ class PredictionLog:
             return self._queued
 
     def spooled_files(self) -> list[Path]:
+        """Segments waiting for replay (this process's open segments excluded)."""
         return self.spool.files()
 
     def ping(self) -> bool:
@@ -171,6 +202,15 @@ class PredictionLog:
             self._db_state(False, exc)
         return self.store.tables_ready
 
+    def store_from_spool(self, request_id: str, record_index: int) -> bool:
+        """Insert a record found in a spool segment (this worker's or another's) into the database now
+        (skipped if it is there already); False when no segment holds it. Database errors propagate."""
+        row = self.spool.find(request_id, record_index)
+        if row is None:
+            return False
+        self._insert([row])
+        return True
+
     # ---- writer thread
     def _run(self) -> None:
         while True:
@@ -185,7 +225,7 @@ class PredictionLog:
                 flush_target = self._flush_requested
                 batch = self._take(self.batch_size * 4 if stopping else self.batch_size)
             if batch:
-                self._write([r for item in batch for r in item.rows()], batch)
+                self._write([r for e in batch for r in e.rows], batch)
             if self._queued_snapshot() == 0:
                 with self._cond:
                     if self._flushed < flush_target:
@@ -195,55 +235,59 @@ class PredictionLog:
                     return
                 self._maybe_replay()
             elif stopping and not self.db_ok and time.monotonic() < self._next_retry:
-                # database down at shutdown: spool the rest without waiting for it
+                # database down at shutdown: leave the rest in the spool without waiting for it
                 with self._cond:
                     rest = self._take(10**12)
-                self.spool.write([r for item in rest for r in item.rows()], reason="shutdown")
-                self._forget(rest)
+                self._settle(rest, stored=False)
+                self.metrics.spooled(sum(len(e.rows) for e in rest))
 
     def _queued_snapshot(self) -> int:
         with self._cond:
             return self._queued
 
-    def _take(self, limit: int) -> list[Item]:
+    def _take(self, limit: int) -> list[_Entry]:
         out, n = [], 0
         while self._items and n < limit:
-            item = self._items.popleft()
-            out.append(item)
-            n += len(item.records)
+            entry = self._items.popleft()
+            out.append(entry)
+            n += len(entry.rows)
         self._queued -= n
         self.metrics.queue_depth(self._queued)
         return out
 
-    def _forget(self, items: list[Item]) -> None:
+    def _settle(self, entries: list[_Entry], stored: bool) -> None:
+        for e in entries:
+            self.spool.settle(e.segment, len(e.rows), stored)
         with self._cond:
-            for item in items:
-                self._pending[item.request_id] -= len(item.records)
-                if self._pending[item.request_id] <= 0:
-                    del self._pending[item.request_id]
+            for e in entries:
+                self._pending[e.request_id] -= len(e.rows)
+                if self._pending[e.request_id] <= 0:
+                    del self._pending[e.request_id]
 
-    def _write(self, rows: list[Row], items: list[Item]) -> None:
+    def _write(self, rows: list[Row], entries: list[_Entry]) -> None:
         if self.db_ok or time.monotonic() >= self._next_retry:
             try:
                 self._insert(rows)
                 self.metrics.written(len(rows))
                 self._db_state(True)
-                self._forget(items)
+                self._settle(entries, stored=True)
                 return
             except SQLAlchemyError as exc:
                 self._db_state(False, exc)
-        self.spool.write(rows, reason="database unavailable")
-        self._forget(items)
+        log.warning("prediction log: %d records kept in the spool (database unavailable)", len(rows))
+        self.metrics.spooled(len(rows))
+        self._settle(entries, stored=False)
 
     def _db_state(self, ok: bool, exc: Exception | None = None) -> None:
         if ok and not self.db_ok:
             log.info("prediction log: database reachable again")
+            self._next_replay_check = 0.0  # replay at once
         if not ok:
             self._next_retry = time.monotonic() + self.RETRY_SECONDS
             self.last_db_error = _one_line(exc) if exc else "unreachable"
             if self.db_ok:
                 log.error(
-                    "prediction log: database unavailable, spooling to %s: %s",
+                    "prediction log: database unavailable, records kept in the spool %s: %s",
                     self.spool_dir,
                     self.last_db_error,
                 )
@@ -257,17 +301,22 @@ class PredictionLog:
 
     # ---- replay of the spool
     def _maybe_replay(self) -> None:
-        if not self.spool_dir.is_dir():
+        now = time.monotonic()
+        if now < self._next_replay_check:
             return
-        if not self.db_ok and time.monotonic() < self._next_retry:
-            return
+        self._next_replay_check = now + self.REPLAY_CHECK_SECONDS
+        if not self.db_ok:
+            if now < self._next_retry:
+                return
+            if not self.ping():
+                self._db_state(False, SQLAlchemyError(self.last_db_error or "unreachable"))
+                return
+        dirty = self.spool.retire_dirty()  # our own records the database missed become replayable
         files = self.spooled_files()
         if not files:
             return
-        if not self.ping():
-            self._db_state(False, SQLAlchemyError(self.last_db_error or "unreachable"))
-            return
-        self.spool.close_segment()  # our own segment becomes replayable too
+        if dirty:
+            self._next_replay_check = 0.0
         for path in files:
             try:
                 replayed = self.spool.replay_file(path, self._insert, self.batch_size)

@@ -12,6 +12,7 @@ of the session's MLflow store, so no other test sees it).
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -54,6 +55,34 @@ def _db_rows(svc: Service, sql: str, *args) -> list[tuple]:
     path = svc.env["DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         return conn.execute(sql, args).fetchall()
+
+
+# --------------------------------------------------------------------------- gunicorn's own errors
+def _raw(service: Service, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin1").split("\r\n")
+    return status, {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"GET /health?" + b"x" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
+    ],
+    ids=["request-line-too-long", "header-too-large"],
+)
+def test_errors_gunicorn_answers_itself_are_json(service: Service, request_bytes, code):
+    status, headers, body = _raw(service, request_bytes)
+    assert status.split()[1] == str(code), status
+    assert headers["content-type"] == "application/json" and headers["x-content-type-options"] == "nosniff"
+    answer = json.loads(body)
+    assert answer["code"] == code and answer["message"]
 
 
 # --------------------------------------------------------------------------- round trip
@@ -103,8 +132,16 @@ def service_version(service: Service) -> str:
     ]
 
 
-def test_refuses_to_start_without_keys(tmp_path: Path, store_env):
-    env = {**service_env(store_env, tmp_path), "API_KEYS": "", "AUTH_ENABLED": "true"}
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"API_KEYS": "", "AUTH_ENABLED": "true"}, "API_KEYS"),
+        ({"MLFLOW_TRACKING_URI": "sqlite:////nonexistent/mlfow.db"}, "MLFLOW_TRACKING_URI"),
+    ],
+    ids=["no-keys", "missing-registry-file"],
+)
+def test_refuses_to_start_with_a_bad_configuration(tmp_path: Path, store_env, change, named):
+    env = {**service_env(store_env, tmp_path), **change}
     import os
 
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -118,7 +155,7 @@ def test_refuses_to_start_without_keys(tmp_path: Path, store_env):
     )
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "API_KEYS" in lines[0], out.stderr
+    assert len(lines) == 1 and named in lines[0], out.stderr
 
 
 # --------------------------------------------------------------------------- schemathesis

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from model_service.app import create_app
 from model_service.auth import matches
 from model_service.model import LoadedModel, build_loaded_model
 from model_service.prediction_log.request_ids import new_request_id
+from model_service.prediction_log.writer import PredictionLog
 from model_service.settings import ServiceSettings
 from model_service.state import ServiceState
 from tests.integration.service_process import ADMIN_TOKEN, API_KEY, RECORD
@@ -323,6 +323,12 @@ RECORD_CASES = {
     "binary-string": ({"female": "1"}, "female", "Must be 0 or 1."),
     "categorical-number": ({"contract": 12}, "contract", "Not a valid string."),
     "categorical-null": ({"contract": None}, "contract", "Field may not be null."),
+    "categorical-too-long": ({"contract": "x" * 65}, "contract", "Longer than maximum length 64."),
+    "categorical-too-long-payment": (
+        {"payment_method": "é" * 65},
+        "payment_method",
+        "Longer than maximum length 64.",
+    ),
     "unknown-field": ({"extra": 1}, "extra", "Unknown field."),
     "missing-field": ({"tenure": "<drop>"}, "tenure", "Missing data for required field."),
 }
@@ -352,6 +358,12 @@ def test_invalid_value_is_422_naming_record_and_field(client, path, change, fiel
     assert body["message"] == f"1 invalid value(s); first: records[1].{field}: {error}"
     assert body["errors"] == {"json": {"records": {"1": {field: [error]}}}}
     assert counter(m.VALIDATION_ERRORS, "record", label) == before + 1
+
+
+def test_an_unknown_category_up_to_the_cap_is_accepted(client):
+    resp = post(client, "/v1/predict", {"records": [{**RECORD, "contract": "y" * 64}]})
+    assert resp.status_code == 200
+    assert resp.get_json()["predictions"][0]["unknown_categories"] == ["contract"]
 
 
 def test_a_record_that_is_not_an_object_is_422(client):
@@ -425,8 +437,22 @@ def test_predict_answers_one_prediction_per_record(client, state, tiny_model):
     assert all(p["label"] == int(p["probability"] >= 0.5) for p in preds)
     assert "unknown_categories" not in preds[0] and preds[1]["unknown_categories"] == ["payment_method"]
     assert counter(m.UNKNOWN_CATEGORIES, "payment_method") == before + 1
-    # written to the prediction log (queued: the writer does not run here)
+    # durable in the spool before the answer, and queued for the database (the writer does not run here)
     assert state.plog.is_pending(body["request_id"]) and state.plog.queued() == 3
+    assert state.plog.spool.find(body["request_id"], 2) is not None
+
+
+def test_predict_is_503_when_the_records_cannot_be_made_durable(client, state, monkeypatch):
+    """No 200 for records that are not on disk: a spool that cannot be written refuses the request."""
+
+    def disk_full(*_a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state.plog.spool, "append", disk_full)
+    resp = post(client, "/v1/predict", {"records": [RECORD]})
+    assert resp.status_code == 503
+    assert resp.get_json()["message"] == "the prediction log cannot be written; retry later"
+    assert resp.headers["Retry-After"] == "5" and state.plog.queued() == 0
 
 
 def test_each_request_has_its_own_request_id(client):
@@ -533,14 +559,14 @@ def test_ready_reports_model_registry_database_and_log(client, state):
 @pytest.mark.parametrize(
     ("degrade", "field", "value"),
     [
-        ("reload_error", "reload_error", "loading telco-churn v4 failed: boom"),
+        ("reload_error", "reload_error", "loading telco-churn v4 failed (RuntimeError)"),
         ("registry", "registry", "unreachable"),
         ("database", "database", "unreachable"),
     ],
 )
 def test_ready_degraded_is_200_and_503_when_strict(client, state, monkeypatch, degrade, field, value):
     if degrade == "reload_error":
-        state.manager.last_error = value
+        state.manager._failure("3", "4", RuntimeError("boom at postgresql://admin:secret@db-7.internal"), "x")
     elif degrade == "registry":
         state.manager.registry_ok = False
     else:
@@ -549,8 +575,29 @@ def test_ready_degraded_is_200_and_503_when_strict(client, state, monkeypatch, d
     lenient = client.get("/ready")
     assert lenient.status_code == 200
     assert lenient.get_json()["status"] == "degraded" and lenient.get_json()[field] == value
+    assert "secret" not in lenient.text and "db-7" not in lenient.text
     strict = client.get("/ready", query_string={"strict": "true"})
     assert strict.status_code == 503 and strict.get_json()["ready"] is False
+
+
+@pytest.mark.parametrize(
+    ("reason", "error", "shown"),
+    [
+        (
+            "registry",
+            RuntimeError("registry unreachable: http://ops:pw@mlflow-3:5000 refused"),
+            "registry unreachable",
+        ),
+        ("OperationalError", OSError("could not connect to server db-7 as user admin"), "failed (OSError)"),
+    ],
+)
+def test_ready_shows_a_classified_error_never_the_exception_text(make_app, reason, error, shown):
+    app = make_app()
+    app.extensions["model_service"].manager._failure(None, None, error, reason)
+    body = app.test_client().get("/ready").get_json()
+    assert shown in body["reload_error"]
+    for secret in ("pw", "mlflow-3", "db-7", "admin"):
+        assert secret not in body["reload_error"]
 
 
 @pytest.mark.parametrize("path", ["/ready?strict=maybe", "/v1/admin/reload?force=maybe"])
@@ -704,15 +751,36 @@ def test_a_bug_in_feedback_is_a_500_not_a_503(client, writing, monkeypatch):
     assert counter(m.FEEDBACK, "unavailable") == before
 
 
-def test_feedback_waits_for_a_prediction_another_worker_still_holds(client, writing):
-    """A recent request id unknown here may still sit in another worker's queue: it is waited for."""
+def test_feedback_finds_a_prediction_only_another_workers_spool_holds(client, writing, tmp_path):
+    """Another worker accepted the record (it is in that worker's spool segment, not yet in the database):
+    the feedback inserts it from the segment at once and stores the label."""
+    other = PredictionLog(writing.plog.url, tmp_path / "spool")  # a second worker, writer not running
     rid = new_request_id()
-    item_rows = [(rid, 0, datetime.now().astimezone(), "telco-churn", "3", RECORD, 0.4, 0, 1.0)]
-    other = threading.Timer(0.3, writing.plog.store.insert, args=(item_rows,))
-    other.start()
-    resp = post(client, "/v1/feedback", {"request_id": rid, "label": 1})
-    other.join()
+    other.submit(
+        rid,
+        datetime.now().astimezone(),
+        "telco-churn",
+        "3",
+        [RECORD] * 2,
+        np.array([0.4, 0.6]),
+        np.array([0, 1]),
+        1.0,
+    )
+    resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 1})
     assert resp.status_code == 201, resp.text
+    assert writing.plog.store.prediction_exists(rid, 1) and not writing.plog.store.prediction_exists(rid, 0)
+    other.close(timeout=5)
+
+
+def test_feedback_for_an_unknown_recent_id_is_404_at_once(client, writing, monkeypatch):
+    """A made-up UUIDv7 with the current time is answered without waiting (no polling, no sleep)."""
+
+    def no_sleep(_s):
+        raise AssertionError("feedback must not wait")
+
+    monkeypatch.setattr("time.sleep", no_sleep)
+    resp = post(client, "/v1/feedback", {"request_id": new_request_id(), "label": 1})
+    assert resp.status_code == 404
 
 
 # --------------------------------------------------------------------------- the OpenAPI document
@@ -757,3 +825,124 @@ def test_endpoint_names_label_the_request_metrics(app):
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     assert {"v1.predict", "v1.explain", "v1.model_info", "v1.post_feedback", "admin.reload"} <= endpoints
     assert {"ops.health", "ops.ready"} <= endpoints
+
+
+# --------------------------------------------------------------------------- hardened edges
+def _series(client) -> set[str]:
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in client.get("/metrics").text.splitlines()
+        if not line.startswith("#")
+    }
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/predict", "/no/such/path"])
+def test_made_up_methods_and_paths_do_not_grow_the_metrics(client, path):
+    """200 distinct made-up methods (and paths) add no series beyond the first: method `other`,
+    endpoint `unmatched`."""
+    client.open(path, method="MFIRST")
+    client.open("/made-up-x", method="MSECOND")
+    before = _series(client)
+    for i in range(200):
+        resp = client.open(f"{path}" if i % 2 else f"/made-up-{i}", method=f"M{i}")
+        assert resp.status_code in (404, 405)
+    after = _series(client)
+    assert after == before, sorted(after - before)[:5]
+    assert any('method="other"' in s for s in after) and any('endpoint="unmatched"' in s for s in after)
+
+
+def test_a_405_still_answers_for_the_method_sent(client):
+    resp = client.open("/health", method="BREW")
+    assert resp.status_code == 405 and resp.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+NOT_JSON = {
+    "form": ("application/x-www-form-urlencoded", "records=1"),
+    "xml": ("application/xml", "<records/>"),
+    "text": ("text/plain", json.dumps({"records": [RECORD]})),
+    "none": (None, json.dumps({"records": [RECORD]})),
+}
+
+
+@pytest.mark.parametrize("path", JSON_PATHS)
+@pytest.mark.parametrize(("ctype", "data"), NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_a_body_that_is_not_declared_json_is_415(client, path, ctype, data):
+    headers = {**KEY, **({"Content-Type": ctype} if ctype else {})}
+    resp = client.post(path, data=data, headers=headers)
+    assert resp.status_code == 415
+    assert resp.get_json()["message"] == f"Content-Type must be application/json (got {ctype or 'none'})"
+
+
+def test_json_with_a_charset_or_a_json_suffix_is_accepted(client):
+    for ctype in ("application/json; charset=utf-8", "application/vnd.churn+json"):
+        resp = client.post(
+            "/v1/predict", data=json.dumps({"records": [RECORD]}), headers={**KEY, "Content-Type": ctype}
+        )
+        assert resp.status_code == 200, ctype
+
+
+DUPLICATES = {
+    "top-level": ('{"records": [], "records": [%s]}', "records"),
+    "in-a-record": ('{"records": [{"tenure": 1, "tenure": 2, %s}]}', "tenure"),
+    "spaced": ('{"records" : [{"gender" : "Male", "gender":"Female", %s}]}', "gender"),
+    "colon-in-a-value": ('{"records": [%s], "note": "a:b", "note": 1}', "note"),
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+@pytest.mark.parametrize(("template", "key"), DUPLICATES.values(), ids=DUPLICATES.keys())
+def test_a_repeated_json_key_is_400(client, path, template, key):
+    record = json.dumps(RECORD)
+    resp = post(
+        client, path, data=template % (record[1:-1] if "{" in template.split("[", 1)[1][:2] else record)
+    )
+    assert resp.status_code == 400
+    assert resp.get_json()["message"] == f"malformed JSON: duplicate key '{key}' in a JSON object"
+
+
+def test_a_repeated_feedback_key_is_400(client):
+    rid = str(uuid.uuid4())
+    resp = post(client, "/v1/feedback", data=f'{{"request_id": "{rid}", "label": 0, "label": 1}}')
+    assert resp.status_code == 400 and "duplicate key 'label'" in resp.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer wrong-token-0123456789"}, 403)],
+    ids=["no-token", "wrong-token"],
+)
+def test_admin_checks_credentials_before_the_query(client, headers, status):
+    resp = client.post("/v1/admin/reload?force=maybe", headers=headers)
+    assert resp.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/health", {}),
+        ("GET", "/ready", {}),
+        ("POST", "/v1/predict", JSON),
+        ("GET", "/v1/model", {}),
+        ("GET", "/nothing", {}),
+        ("GET", "/openapi.json", {}),
+    ],
+)
+def test_security_headers_on_api_answers(client, method, path, headers):
+    resp = client.open(path, method=method, headers=headers, data=json.dumps({"records": [RECORD]}))
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_swagger_ui_gets_a_policy_that_lets_it_run(client):
+    page = client.get("/docs")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["X-Frame-Options"] == "DENY"
+    # what the page loads is same-origin (the policy allows nothing else)
+    text = page.get_data(as_text=True)
+    assert "https://" not in text.replace("https://swagger.io", "")
+    asset = client.get("/docs/static/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and asset.headers["Cache-Control"] == "public, max-age=3600"

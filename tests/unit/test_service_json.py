@@ -60,3 +60,33 @@ def test_dumps_round_trips_like_json():
         assert isinstance(text, str)
         assert json.loads(text) == value
         assert repr(json.loads(text)) == repr(json.loads(json.dumps(value)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b": {"c": 2}}',
+        '{"records": [{"x": "a:b"}, {"x": 1}]}',
+        '{"records": [{"x": {"y": 1, "z": 2}}]}',
+        '{"a" : 1}',
+        "[1, 2]",
+    ],
+)
+def test_loads_unique_reads_what_loads_reads(text):
+    assert jsonfast.loads_unique(text.encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('{"a": 1, "a": 2}', "a"),
+        ('{"records": [{"x": 1}, {"y": 1, "y": 2}]}', "y"),
+        ('{"a" : 1, "a"\n: 2}', "a"),
+        ('{"r": {"s": {"t": 1, "t": 1}}}', "t"),
+        ('{"v": "a:b", "w": 1, "w": 2}', "w"),
+    ],
+)
+def test_loads_unique_rejects_a_repeated_key(text, key):
+    with pytest.raises(jsonfast.DuplicateKeyError) as err:
+        jsonfast.loads_unique(text.encode())
+    assert err.value.key == key

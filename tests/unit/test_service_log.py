@@ -1,16 +1,21 @@
-"""The prediction log writer: batches, flush, spool while the database is down, replay, close."""
+"""The prediction log: durable acceptance (spool segment synced before submit returns), batches, flush,
+records kept in the spool while the database is down, replay (of a killed process's segment too), close."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 
 from core.store import insert_ignoring_duplicates, make_engine, predictions
 from model_service.prediction_log.request_ids import new_request_id, request_id_age
-from model_service.prediction_log.spool import row_from_json, row_to_json
+from model_service.prediction_log.spool import item_to_json, row_from_json, row_to_json, rows_from_line
 from model_service.prediction_log.store import COLUMNS, Item, LogStore
 from model_service.prediction_log.writer import PredictionLog
 
@@ -30,6 +35,15 @@ def _submit(log: PredictionLog, n: int = 3) -> str:
         1.5,
     )
     return rid
+
+
+def _records_in(paths) -> int:
+    return sum(len(rows_from_line(line)) for p in paths for line in p.read_text().splitlines())
+
+
+def _spool_lines(log: PredictionLog) -> int:
+    """Records in every segment on disk (open ones included)."""
+    return _records_in(log.spool_dir.glob("*.jsonl"))
 
 
 def _count(engine) -> int:
@@ -61,7 +75,7 @@ def test_database_down_spools_then_replays_once(tmp_path):
     for _ in range(5):
         _submit(log)
     log.flush(15)
-    assert not log.db_ok and log.spooled_files()
+    assert not log.db_ok and _spool_lines(log) == 15
     log.store = LogStore(log.url, engine=good)  # the database is back
     _submit(log)
     deadline = time.monotonic() + 15
@@ -84,8 +98,104 @@ def test_close_spools_what_the_database_cannot_take(tmp_path):
     for _ in range(4):
         _submit(log, 5)
     log.close(timeout=20)
-    lines = sum(len(p.read_text().splitlines()) for p in log.spooled_files())
-    assert lines == 20
+    assert _records_in(log.spooled_files()) == 20  # closed, kept, replayable
+
+
+def test_written_segments_are_deleted(tmp_path):
+    """Segments whose records are all in the database do not pile up: retired past their size, deleted."""
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "spool", batch_size=7)
+    log.spool.segment_bytes = 2000  # a few requests a segment
+    log.start()
+    for _ in range(30):
+        _submit(log, 3)
+    assert log.flush(10)
+    assert len(list(log.spool_dir.glob("*.jsonl"))) <= 1  # the current one at most
+    log.close()
+    assert _count(log.engine) == 90
+    assert list(log.spool_dir.iterdir()) == []
+
+
+def test_submit_returns_once_the_records_are_on_disk(tmp_path):
+    """What a request was answered for is in its segment before submit returns, writer or not."""
+    log = PredictionLog(DOWN, tmp_path / "spool")  # writer not started: nothing leaves memory but the spool
+    rid = _submit(log, 4)
+    lines = [
+        r
+        for p in log.spool_dir.glob("*.jsonl")
+        for line in p.read_text().splitlines()
+        for r in rows_from_line(line)
+    ]
+    assert [(r[0], r[1]) for r in lines] == [(rid, i) for i in range(4)]
+    assert log.spool.find(rid, 3)[1] == 3 and log.spool.find(rid, 4) is None
+    log.close(timeout=5)
+
+
+def test_log_sync_write_does_not_sync(tmp_path, monkeypatch):
+    def no_sync(_fd):
+        raise AssertionError("LOG_SYNC=write must not fdatasync")
+
+    monkeypatch.setattr(os, "fdatasync", no_sync)
+    log = PredictionLog(DOWN, tmp_path / "spool", fsync=False)
+    _submit(log, 2)
+    assert _spool_lines(log) == 2
+    log.close(timeout=5)
+
+
+def test_concurrent_submits_share_a_sync(tmp_path, monkeypatch):
+    """Group commit: requests arriving during a sync wait for the next one instead of each syncing."""
+    syncs = []
+    real = os.fdatasync
+
+    def slow_sync(fd):
+        syncs.append(fd)
+        time.sleep(0.02)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    log = PredictionLog(DOWN, tmp_path / "spool")
+    threads = [threading.Thread(target=lambda: [_submit(log, 1) for _ in range(10)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _spool_lines(log) == 80
+    assert len(syncs) < 80
+    log.close(timeout=5)
+
+
+@pytest.mark.parametrize("fsync", [True, False], ids=["LOG_SYNC=fsync", "LOG_SYNC=write"])
+def test_a_killed_process_loses_no_accepted_record(tmp_path, fsync):
+    """A process SIGKILLed right after accepting (records queued, nothing written to the database) leaves
+    its segment; another process replays it exactly once. Without fsync too: the kernel keeps what a
+    killed process wrote."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker about to be killed
+        os.close(read)
+        victim = PredictionLog(url, tmp_path / "spool", flush_seconds=60, fsync=fsync)  # writer not started
+        victim.spool_dir.mkdir(parents=True, exist_ok=True)
+        rids = [_submit(victim, 3) for _ in range(5)]
+        os.write(write, ",".join(rids).encode())
+        os.close(write)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        accepted = f.read().split(",")
+    os.waitpid(pid, 0)
+    assert len(accepted) == 5
+    survivor = PredictionLog(url, tmp_path / "spool", flush_seconds=0.05)
+    survivor.REPLAY_CHECK_SECONDS = 0.1
+    survivor.start()
+    deadline = time.monotonic() + 15
+    while survivor.spooled_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivor.close()
+    with survivor.engine.connect() as conn:
+        rows = conn.execute(
+            select(predictions.c.request_id, func.count()).group_by(predictions.c.request_id)
+        ).all()
+    assert dict(rows) == dict.fromkeys(accepted, 3)
 
 
 def test_a_full_queue_spools_instead_of_dropping(tmp_path):
@@ -93,11 +203,12 @@ def test_a_full_queue_spools_instead_of_dropping(tmp_path):
     log.spool_dir.mkdir(parents=True)
     _submit(log, 3)
     _submit(log, 3)  # exactly full: still queued
-    assert log.queued() == 6 and log.spooled_files() == []
-    _submit(log, 3)  # over the bound: straight to the spool
-    assert log.queued() == 6
-    assert sum(len(p.read_text().splitlines()) for p in log.spooled_files()) == 3
+    assert log.queued() == 6 and not log.spool._current.dirty
+    rid = _submit(log, 3)  # over the bound: only in the spool (to replay)
+    assert log.queued() == 6 and log.spool._current.dirty and not log.is_pending(rid)
+    assert _spool_lines(log) == 9
     log.close(timeout=5)
+    assert _records_in(log.spooled_files()) == 9
 
 
 def test_sqlite_fast_insert_stores_what_core_stores(tmp_path):
@@ -158,3 +269,18 @@ def test_spool_lines_round_trip_rows(tmp_path):
         1.25,
     ).rows()
     assert [row_from_json(row_to_json(r)) for r in rows] == rows
+
+
+def test_a_request_line_round_trips_its_rows_and_old_row_lines_still_read():
+    item = Item(
+        new_request_id(),
+        datetime.now(UTC),
+        "m",
+        "3",
+        [{"a": 1, "b": None}, {"a": 10**30, "b": "é"}],
+        np.array([0.25, 0.75]),
+        np.array([0, 1]),
+        1.25,
+    )
+    assert rows_from_line(item_to_json(item)) == item.rows()
+    assert [r for row in item.rows() for r in rows_from_line(row_to_json(row))] == item.rows()

@@ -85,6 +85,16 @@ def test_valid_batch_is_columnar_and_normalised(validator):
     assert batch.unknown == {"contract": [2]}  # unknown categories are accepted and reported
 
 
+def test_categorical_strings_are_capped_from_the_schema(validator):
+    spec = next(s for s in validator.specs if s.name == "payment_method")
+    assert spec.max_length == max(64, max(len(c) for c in spec.categories) + 32)
+    long_one = FieldSpec("f", "categorical", categories=("a" * 50,))
+    assert long_one.max_length == 82
+    with pytest.raises(RecordErrors) as err:
+        validator.validate([VALID, {**VALID, "payment_method": "p" * 65}])
+    assert err.value.messages == {1: {"payment_method": ["Longer than maximum length 64."]}}
+
+
 def test_errors_name_record_index_and_field(validator):
     with pytest.raises(RecordErrors) as err:
         validator.validate([VALID, {**VALID, "tenure": "3"}, {**VALID, "female": 2, "colour": "red"}, "x"])
@@ -123,6 +133,9 @@ def _mutations(rng: random.Random, specs: list[FieldSpec]):
         "Yes",
         "No",
         "Two year",
+        "x" * 64,
+        "x" * 65,
+        "z" * 1000,
     ]
     yield dict(VALID)
     for spec in specs:

@@ -147,3 +147,29 @@ def test_model_name_defaults_to_the_data_set_config(cls, monkeypatch: pytest.Mon
     assert cls.from_env().model_name == "accounts"  # no model_name: the data set's name
     monkeypatch.setenv("DATASET_CONFIG", str(REPO_ROOT / "config" / "examples" / "oj_purchase.yaml"))
     assert cls.from_env().model_name == "oj-purchase"
+
+
+@pytest.mark.parametrize(
+    ("uri", "refused"),
+    [
+        ("sqlite:///{tmp}/missing/mlflow.db", True),
+        ("sqlite:///{tmp}/mlflow.db", False),
+        ("sqlite:///{tmp}/mlflow.db?mode=ro", False),
+        ("http://127.0.0.1:5000", False),
+        ("sqlite:///:memory:", False),
+    ],
+    ids=["missing-file", "existing-file", "existing-with-query", "server", "memory"],
+)
+def test_the_service_refuses_a_registry_file_that_does_not_exist(tmp_path: Path, uri, refused):
+    """A mistyped MLFLOW_TRACKING_URI file must not become a new empty store (training may create one)."""
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    settings = ServiceSettings.from_env(tracking_uri=uri.format(tmp=tmp_path), api_keys=("k" * 16,))
+    if refused:
+        with pytest.raises(SettingsError) as caught:
+            settings.check()
+        assert "MLFLOW_TRACKING_URI" in str(caught.value) and "\n" not in str(caught.value)
+        assert not (tmp_path / "missing").exists()
+    else:
+        assert settings.check() is settings
+    # training is not refused: its first run creates the store
+    TrainingSettings.from_env(tracking_uri=uri.format(tmp=tmp_path))

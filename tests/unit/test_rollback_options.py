@@ -1,0 +1,118 @@
+"""`make rollback` and scripts/rollback.py: every option checked before the alias moves, and the
+Makefile's variables never reach a shell as code."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.settings import REPO_ROOT
+from monitoring.settings import MonitorSettings
+from scripts import rollback
+
+BAD = {
+    "shell": ["2; touch pwned"],
+    "zero": ["0"],
+    "negative": ["-1"],
+    "fraction": ["1.5"],
+    "word": ["v2"],
+    "unicode-digit": ["²"],
+    "timeout-nan": ["2", "--timeout", "nan"],
+    "timeout-negative": ["2", "--timeout", "-5"],
+    "timeout-zero": ["2", "--timeout", "0"],
+    "timeout-inf": ["2", "--timeout", "inf"],
+    "timeout-word": ["2", "--timeout", "soon"],
+    "reason-blank": ["2", "--reason", "  "],
+}
+
+
+@pytest.mark.parametrize("argv", BAD.values(), ids=BAD.keys())
+def test_a_bad_option_exits_2_before_anything_moves(argv, monkeypatch, capsys):
+    def moved(*_a, **_k):
+        raise AssertionError("the registry was touched")
+
+    monkeypatch.setattr(rollback.registry, "connect", moved)
+    monkeypatch.setattr(rollback.registry, "rollback", moved)
+    with pytest.raises(SystemExit) as exit_:
+        rollback.main(argv)
+    assert exit_.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_good_options_are_read():
+    assert rollback.positive_version("007") == "7"
+    assert rollback.positive_seconds("2.5") == 2.5
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "0"])
+def test_the_rollback_timeout_setting_is_positive_and_finite(value, monkeypatch):
+    from core.settings import SettingsError
+
+    monkeypatch.setenv("ROLLBACK_TIMEOUT_SECONDS", value)
+    with pytest.raises(SettingsError):
+        MonitorSettings.from_env()
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        ["VERSION=2; touch {out}/semicolon"],
+        ["VERSION=$(shell touch {out}/make-shell)"],
+        ["VERSION=`touch {out}/backtick`"],
+        ["VERSION=2", 'ROLLBACK_ARGS=--reason "x"; touch {out}/args'],
+        ["VERSION=2", "ROLLBACK_ARGS=$$(touch {out}/dollar)"],
+    ],
+    ids=["semicolon", "make-shell", "backtick", "args-semicolon", "args-substitution"],
+)
+def test_make_rollback_passes_variables_without_a_shell(make_args, tmp_path: Path):
+    """The values reach scripts/rollback.py as arguments (and are refused there): no file is created."""
+    marks = tmp_path / "out"
+    marks.mkdir()
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "rollback"]
+        + [a.format(out=marks) for a in make_args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    )
+    assert list(marks.iterdir()) == [], out.stderr
+    assert out.returncode != 0
+    assert "error: argument" in out.stderr or "unrecognized arguments" in out.stderr, out.stderr
+
+
+def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
+    """Quoted ROLLBACK_ARGS stay one argument each (a stand-in interpreter records what it gets)."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    got = tmp_path / "args"
+    out = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed-stamp",
+            "rollback",
+            "VERSION=3",
+            'ROLLBACK_ARGS=--reason "recall dropped; after v4" --timeout 5',
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "ARGS_OUT": str(got)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert got.read_text().splitlines() == [
+        "-m",
+        "scripts.rollback",
+        "3",
+        "--reason",
+        "recall dropped; after v4",
+        "--timeout",
+        "5",
+    ]
