@@ -30,7 +30,12 @@ class ServiceSettings(Settings):
     host: str = env_field("HOST", "127.0.0.1", "bind address of gunicorn")
     port: int = env_field("PORT", 8000, "port of gunicorn", ge=1, le=65535)
     workers: int = env_field("GUNICORN_WORKERS", 2, "worker processes", ge=1)
-    threads: int = env_field("GUNICORN_THREADS", 4, "threads per worker (gthread)", ge=1)
+    threads: int = env_field(
+        "GUNICORN_THREADS",
+        16,
+        "threads per worker (gthread); idle ones cost little, and slow clients each hold one while they send",
+        ge=1,
+    )
     timeout: int = env_field(
         "GUNICORN_TIMEOUT", 60, "silent worker limit, seconds (also covers model loading at boot)", ge=1
     )
