@@ -111,12 +111,18 @@ def test_predict_then_feedback_round_trip(service: Service):
     )
     assert ok.status_code == 201, ok.text
 
-    rows = _db_rows(
-        service,
-        "SELECT record_index, model_version, features, score, label FROM predictions "
-        "WHERE request_id = ? ORDER BY record_index",
-        rid,
-    )
+    # the database is written off the request path (the records are durable in the spool already), and
+    # feedback handled by the other worker may have stored its record first: wait for all three
+    def stored():
+        found = _db_rows(
+            service,
+            "SELECT record_index, model_version, features, score, label FROM predictions "
+            "WHERE request_id = ? ORDER BY record_index",
+            rid,
+        )
+        return found if len(found) == 3 else None
+
+    rows = wait_until(stored, 30, "the request's three records in the database")
     assert [r[0] for r in rows] == [0, 1, 2]
     assert json.loads(rows[2][2])["total_charges"] is None
     assert json.loads(rows[1][2])["contract"] == "Two year"
