@@ -126,7 +126,7 @@ def run_step(timeline: Timeline, step: str, cmd: list[str], log_file: Path, time
     tail = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()][-1:]
     if code != 0:
         raise DemoFailure(f"{step}: exit {code} (log: {log_file}): {tail[0] if tail else ''}")
-    timeline.mark(step, f"{time.time() - started:.1f} s; {tail[0][:150] if tail else ''}")
+    timeline.mark(step, f"{time.time() - started:.1f} s; {tail[0] if tail else ''}")  # the whole last line
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 
+import psutil
 import requests
 import sqlalchemy as sa
 from mlflow import MlflowClient
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_or_exit(MonitorSettings)
     timeout = args.timeout if args.timeout is not None else settings.rollback_timeout
+    started = time.monotonic()
+    # the process's own start: the seconds Python and the imports (MLflow, pandas) took count too
+    process_start = started - (time.time() - psutil.Process().create_time())
 
     registry.connect(settings.tracking_uri)
     name = settings.model_name
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         f"by {by} at {move.at} ({args.reason})",
         flush=True,
     )
+    moved = time.monotonic()
     if args.no_wait:
         return 0
     print(request_reload(settings), flush=True)
@@ -190,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {detail}; the alias is moved, the service has not followed", file=sys.stderr)
         return 1
     print(detail)
+    print(
+        f"rollback took {time.monotonic() - process_start:.1f} s: {started - process_start:.1f} s starting "
+        f"Python and loading MLflow, "
+        f"{moved - started:.1f} s moving the alias and recording it, "
+        f"{time.monotonic() - moved:.1f} s until the service answered with v{move.to_version}"
+    )
     return 0
 
 

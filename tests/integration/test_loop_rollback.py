@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -110,6 +111,15 @@ def test_rollback_moves_champion_records_it_and_waits_until_served(two_versions)
         )
         assert out.returncode == 0, out.stderr
         assert "v2 -> v1" in out.stdout and "served v1" in out.stdout
+        # where the seconds went: the parts add up to the whole (to rounding)
+        took = re.search(
+            r"rollback took ([\d.]+) s: ([\d.]+) s starting Python and loading MLflow, ([\d.]+) s moving the "
+            r"alias and recording it, ([\d.]+) s until the service answered with v1",
+            out.stdout,
+        )
+        assert took, out.stdout
+        whole, *parts = (float(x) for x in took.groups())
+        assert abs(whole - sum(parts)) <= 0.2 and all(p >= 0 for p in parts)
         assert service.version == "1" and service.reloads >= 1
     finally:
         service.close()
