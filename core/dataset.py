@@ -55,7 +55,19 @@ class DatasetConfig:
     gate: dict[str, Any] = field(default_factory=dict)
     example_record: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""  # the registered model's name when MODEL_NAME is unset (default_model_name)
+    retrain: dict[str, Any] = field(default_factory=lambda: dict(RETRAIN_DEFAULTS))
     path: Path | None = None
+
+    @property
+    def retrain_new_labels(self) -> int:
+        """Retrain once this many labelled production records arrived since the champion was trained
+        (0: never for that reason)."""
+        return int(self.retrain.get("new_labels", 0))
+
+    @property
+    def retrain_on_source_change(self) -> bool:
+        """Retrain when the source's content differs from the champion's source snapshot."""
+        return bool(self.retrain.get("on_source_change", False))
 
     @property
     def feature_names(self) -> list[str]:
@@ -81,6 +93,26 @@ class DatasetConfig:
     @property
     def fn_cost(self) -> float:
         return float(self.costs.get("false_negative", 1.0))
+
+
+RETRAIN_DEFAULTS: dict[str, Any] = {"new_labels": 0, "on_source_change": False}
+
+
+def _retrain(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`retrain: {new_labels: N, on_source_change: bool}`: when new data alone starts a retrain."""
+    spec = raw.get("retrain") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: retrain must be a mapping (new_labels, on_source_change)")
+    unknown = set(spec) - set(RETRAIN_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{where}: retrain has unknown key(s) {sorted(unknown)}")
+    out = {**RETRAIN_DEFAULTS, **spec}
+    n = out["new_labels"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"{where}: retrain.new_labels must be a whole number >= 0 (0: off), got {n!r}")
+    if not isinstance(out["on_source_change"], bool):
+        raise ConfigError(f"{where}: retrain.on_source_change must be true or false")
+    return out
 
 
 YES = {"yes", "y", "true", "1", "1.0", "positive"}
@@ -218,5 +250,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         gate=dict(raw.get("gate") or {}),
         example_record=dict(example),
         model_name=_model_name(raw, where),
+        retrain=_retrain(raw, where),
         path=path,
     )

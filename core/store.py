@@ -45,6 +45,7 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    func,
     inspect,
     select,
     text,
@@ -268,6 +269,18 @@ def labelled_predictions(engine: Engine) -> pd.DataFrame:
     frame = pd.DataFrame([_features(r.features) for r in rows])
     frame["__label__"] = [int(r.label) for r in rows]
     return frame
+
+
+def labelled_since(engine: Engine, model_name: str, since: datetime) -> int:
+    """How many predictions of `model_name` (any version) received a feedback label at or after `since`."""
+    p, f = predictions, feedback
+    query = (
+        select(func.count())
+        .select_from(p.join(f, and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index)))
+        .where(p.c.model_name == model_name, f.c.received_at >= since)
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
 
 
 def recent_predictions(

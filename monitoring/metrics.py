@@ -56,6 +56,24 @@ model_version = Gauge(
     ["model_name", "version"],
     registry=REGISTRY,
 )
+labels_since_training = Gauge(
+    "monitor_labelled_since_training",
+    "Labelled production records since the champion was trained (the retrain.new_labels bound counts these)",
+    LABELS,
+    registry=REGISTRY,
+)
+champion_data_age = Gauge(
+    "monitor_champion_data_age_seconds",
+    "Age of the champion's data: seconds since the champion was trained on its snapshot",
+    LABELS,
+    registry=REGISTRY,
+)
+source_changed = Gauge(
+    "monitor_source_changed",
+    "1 when the data source's content differs from the champion's source snapshot",
+    LABELS,
+    registry=REGISTRY,
+)
 triggers = Counter(
     "monitor_retrain_triggers_total",
     "Retrain trigger decisions",

@@ -29,7 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,10 +45,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from core import registry, store
 from core.dataset import DatasetConfig, load_config
 from core.settings import load_or_exit
+from core.source import DataError, source_hash
 from monitoring import metrics, reports
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.settings import MonitorSettings
-from monitoring.trigger import RetrainTrigger, TriggerEvent
+from monitoring.trigger import RetrainTrigger, TriggerEvent, trigger_kinds
 
 log = logging.getLogger("monitoring.monitor")
 
@@ -58,6 +60,38 @@ class Champion:
     version: str
     run_id: str
     threshold: float
+    trained_at: datetime | None = None  # the model version's creation time
+    source_hash: str | None = None  # the hash of the source snapshot its data descends from
+
+
+@dataclass
+class Freshness:
+    """New data since the champion was trained: labelled records, and whether the source changed."""
+
+    new_labels: int | None = None  # None: not checked
+    label_bound: int = 0
+    source_hash: str | None = None  # the source's hash now (None: not checked)
+    champion_source_hash: str | None = None
+    data_age_seconds: float | None = None
+    reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "new_labels": self.new_labels,
+            "source_hash": self.source_hash,
+            "champion_source_hash": self.champion_source_hash,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.figures(),
+            "label_bound": self.label_bound,
+            "data_age_seconds": self.data_age_seconds,
+            "reasons": self.reasons,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -70,6 +104,7 @@ class CheckOutcome:
     result: DriftResult | None = None
     report_uri: str | None = None
     trigger: TriggerEvent | None = None
+    freshness: Freshness | None = None
 
     def line(self) -> str:
         out = f"monitoring run {self.run_id}: {self.status.upper()}"
@@ -92,7 +127,50 @@ def champion(settings: MonitorSettings) -> Champion | None:
     threshold = mv.tags.get("threshold")
     if threshold is None:
         threshold = registry.model_metadata(settings.model_name, mv.version)["threshold"]
-    return Champion(settings.model_name, str(mv.version), mv.run_id, float(threshold))
+    created = getattr(mv, "creation_timestamp", None)
+    return Champion(
+        settings.model_name,
+        str(mv.version),
+        mv.run_id,
+        float(threshold),
+        trained_at=datetime.fromtimestamp(created / 1000, UTC) if created else None,
+        # champions trained before `source_hash` was tagged: their data_hash (the ingested snapshot
+        # for a first training; a retrained one then reads as changed once, see docs/monitoring.md)
+        source_hash=mv.tags.get("source_hash") or mv.tags.get("data_hash") or None,
+    )
+
+
+def check_freshness(
+    settings: MonitorSettings, config: DatasetConfig, champ: Champion, engine: sa.Engine, now=None
+) -> Freshness:
+    """Has new data arrived since the champion was trained? Bounds from the data set config's `retrain:`
+    (new_labels: N labelled production records since then; on_source_change: the source's content
+    differs from the champion's source snapshot)."""
+    now = store.as_utc(now) if now is not None else store.utcnow()
+    out = Freshness(label_bound=config.retrain_new_labels, champion_source_hash=champ.source_hash)
+    if champ.trained_at is not None:
+        out.data_age_seconds = max(0.0, (now - champ.trained_at).total_seconds())
+        out.new_labels = store.labelled_since(engine, settings.model_name, champ.trained_at)
+        if out.label_bound > 0 and out.new_labels >= out.label_bound:
+            out.kinds.append("new_labels")
+            out.reasons.append(
+                f"new data: {out.new_labels} labelled records since v{champ.version} was trained "
+                f"(retrain.new_labels {out.label_bound})"
+            )
+    if config.retrain_on_source_change and champ.source_hash:
+        try:
+            out.source_hash = source_hash(config)
+        except DataError as exc:
+            out.error = f"source not readable: {exc}"[:500]
+            log.warning("freshness: %s", out.error)
+        if out.source_hash and out.source_hash != champ.source_hash:
+            # the new hash in the kind: each distinct change of the source fires once
+            out.kinds.append(f"source_changed:{out.source_hash[:12]}")
+            out.reasons.append(
+                f"new data: the source changed (now {out.source_hash[:12]}, v{champ.version} was trained "
+                f"on {champ.source_hash[:12]})"
+            )
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -126,6 +204,14 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
     if outcome.version:
         metrics.model_version.clear()
         metrics.model_version.labels(name, outcome.version).set(1)
+    f = outcome.freshness
+    if f is not None:
+        if f.new_labels is not None:
+            metrics.labels_since_training.labels(name).set(f.new_labels)
+        if f.data_age_seconds is not None:
+            metrics.champion_data_age.labels(name).set(f.data_age_seconds)
+        if f.source_hash is not None:
+            metrics.source_changed.labels(name).set(int(f.source_hash != f.champion_source_hash))
     r = outcome.result
     if r is None:
         return
@@ -160,6 +246,33 @@ def _clean(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _clean(value.item())
     return value
+
+
+def _fire(
+    settings: MonitorSettings,
+    trigger: RetrainTrigger | None,
+    champ: Champion,
+    run_id: int,
+    reasons: list[str],
+    kinds: list[str],
+    figures: dict[str, Any],
+    outcome: CheckOutcome,
+) -> None:
+    """One retrain trigger for everything this check found (cooldown and dedupe apply)."""
+    trigger = trigger or RetrainTrigger(settings)
+    # the dedupe key names what crossed (not its figures), so the same drift or the same new data seen
+    # on every run within the dedupe window fires once
+    key = f"monitor:{settings.model_name}:v{champ.version}:" + ",".join(kinds)
+    outcome.trigger = trigger.fire(
+        "; ".join(reasons),
+        source="monitor",
+        dedupe_key=key,
+        monitoring_run_id=run_id,
+        figures={**figures, "trigger_kinds": trigger_kinds(kinds)},
+    )
+    metrics.triggers.labels(
+        settings.model_name, outcome.trigger.backend, outcome.trigger.status, "monitor"
+    ).inc()
 
 
 def run_once(
@@ -197,12 +310,19 @@ def run_once(
         values.update(model_version=champ.version, window_size=len(window))
         if len(window):
             values.update(window_start=window["created_at"].min(), window_end=window["created_at"].max())
+        fresh = check_freshness(settings, config, champ, engine, now)
+        outcome.freshness = fresh
+        values["details"] = {"freshness": _clean(fresh.as_dict())}
         if len(window) < settings.min_window:
             outcome.status = "skipped"
             outcome.reason = (
                 f"window too small: {len(window)} predictions by v{champ.version} in {span}, "
                 f"minimum {settings.min_window} (MONITOR_MIN_WINDOW); no drift judged"
             )
+            if fresh.reasons:
+                outcome.reason += " -- " + "; ".join(fresh.reasons)
+                _fire(settings, trigger, champ, run_id, fresh.reasons, fresh.kinds, fresh.figures(), outcome)
+                values["trigger_event_id"] = outcome.trigger.id
             return outcome
         reference = reference_of(champ.run_id)
         result = compute_drift(
@@ -220,6 +340,7 @@ def run_once(
             ("; ".join(result.reasons) if result.alarm else "no threshold crossed")
             + " -- "
             + result.summary()
+            + ("" if not fresh.reasons else " -- " + "; ".join(fresh.reasons))
         )
         with tempfile.TemporaryDirectory() as tmp:
             html = Path(tmp) / "report.html"
@@ -242,25 +363,16 @@ def run_once(
             f1=q.get("f1"),
             alarm=result.alarm,
             alarm_reasons=result.reasons,
-            details=_clean(result.details()),
+            details=_clean({**result.details(), "freshness": fresh.as_dict()}),
             report_uri=outcome.report_uri,
         )
-        if result.alarm:
-            trigger = trigger or RetrainTrigger(settings)
-            # the dedupe key names what crossed (not its figures), so the same drift seen on every run
-            # within the dedupe window fires once
-            key = f"monitor:{settings.model_name}:v{champ.version}:" + ",".join(sorted(result.kinds))
-            outcome.trigger = trigger.fire(
-                "; ".join(result.reasons),
-                source="monitor",
-                dedupe_key=key,
-                monitoring_run_id=run_id,
-                figures=_figures(result),
-            )
+        reasons = (result.reasons if result.alarm else []) + fresh.reasons
+        if reasons:
+            # drift and new data seen by the same check: one trigger naming both
+            kinds = (sorted(result.kinds) if result.alarm else []) + fresh.kinds
+            figures = {**_figures(result), **fresh.figures()}
+            _fire(settings, trigger, champ, run_id, reasons, kinds, figures, outcome)
             values["trigger_event_id"] = outcome.trigger.id
-            metrics.triggers.labels(
-                settings.model_name, outcome.trigger.backend, outcome.trigger.status, "monitor"
-            ).inc()
         return outcome
     except Exception as exc:  # noqa: BLE001 - recorded in the history row and reported
         log.exception("monitoring run %s failed", run_id)

@@ -13,7 +13,8 @@
      basic auth (JENKINS_USER + JENKINS_API_TOKEN) and, when Jenkins issues one, the CSRF crumb from
      `/crumbIssuer/api/json` (same HTTP session, so the crumb's session cookie is sent back). Build
      parameters: REASON, TRIGGER_SOURCE, MONITORING_RUN_ID, DRIFT_SHARE, DRIFTED_FEATURES,
-     PREDICTION_DRIFT_SCORE, LIVE_ROC_AUC, LIVE_RECALL.
+     PREDICTION_DRIFT_SCORE, LIVE_ROC_AUC, LIVE_RECALL, TRIGGER_KINDS (drift, quality, new data,
+     schedule, manual), NEW_LABELS, SOURCE_HASH.
    - `local`: runs RETRAIN_COMMAND (default `python -m training.retrain`) detached, through
      `python -m monitoring.trigger run-local`, which keeps its log under RETRAIN_LOG_DIR and writes
      the exit code to `<log>.status.json` when it ends.
@@ -84,7 +85,26 @@ def build_parameters(
         "PREDICTION_DRIFT_SCORE": fmt(figures.get("prediction_drift_score")),
         "LIVE_ROC_AUC": fmt(figures.get("roc_auc")),
         "LIVE_RECALL": fmt(figures.get("recall")),
+        "TRIGGER_KINDS": ",".join(figures.get("trigger_kinds") or []),
+        "NEW_LABELS": fmt(figures.get("new_labels")),
+        "SOURCE_HASH": fmt(figures.get("source_hash")),
     }
+
+
+def trigger_kinds(kinds: list[str]) -> list[str]:
+    """What started a retrain, in words (drift, quality, new data) from the dedupe kinds of a check."""
+    out = []
+    for kind in kinds:
+        word = (
+            "quality"
+            if kind.startswith("quality:")
+            else "new data"
+            if kind == "new_labels" or kind.startswith("source_changed")
+            else "drift"
+        )
+        if word not in out:
+            out.append(word)
+    return out
 
 
 def job_path(job: str) -> str:
@@ -293,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     event = RetrainTrigger(settings, args.backend).fire(
-        args.reason, source="manual", dedupe_key=f"manual:{args.reason}"
+        args.reason,
+        source="manual",
+        dedupe_key=f"manual:{args.reason}",
+        figures={"trigger_kinds": ["manual"]},
     )
     print(f"event {event.id}: {event.status} ({event.backend}) {event.detail}")
     return 0 if event.status in ("fired", "cooldown", "duplicate") else 1

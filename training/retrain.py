@@ -2,7 +2,8 @@
 (`make retrain`; the local retrain trigger and the Jenkins retrain job run this).
 
 1. Base: the root snapshot (the one ingested from the source) of the current champion's training data
-   (its `data_hash` tag; the latest snapshot when there is no champion).
+   (its `data_hash` tag; the latest snapshot when there is no champion); with `retrain.on_source_change`
+   in the data set config, a new ingestion of the source when its content differs from that root.
 2. Production records: every logged prediction with a feedback label (`predictions` joined with
    `feedback` on request id and record index, DATABASE_URL), mapped back to the raw columns of the
    data set config: features from the logged record, the target from the label (1 -> positive class),
@@ -18,7 +19,7 @@
 4. Train on it, gate the new version, promote it when the gate passes (training.train, training.gate).
    The running service picks the new champion up by its own reload poll.
 
-Exit codes: 0 promoted (or nothing new to learn from), 1 gate failed (champion unchanged),
+Exit codes: 0 promoted (or nothing new: no new labelled record, source unchanged), 1 gate failed (champion unchanged),
 2 cannot run (config, data, registry).
 """
 
@@ -54,6 +55,7 @@ class RetrainData:
     labelled: int = 0
     added: int = 0
     left_out: dict[str, int] = field(default_factory=dict)
+    source_changed: bool = False  # the base is a new ingestion of a changed source
 
     def summary(self) -> str:
         out = ", ".join(f"{n} {why}" for why, n in self.left_out.items() if n)
@@ -75,6 +77,15 @@ def root_snapshot(snapshot: Snapshot, data_dir: Path) -> Snapshot:
 
 
 def base_snapshot(settings: TrainingSettings, config: DatasetConfig) -> Snapshot:
+    return current_base(settings, config)[0]
+
+
+def current_base(settings: TrainingSettings, config: DatasetConfig) -> tuple[Snapshot, bool]:
+    """The base to add production records to, and whether it is a changed source.
+
+    The root of the champion's training data; but when the config says `retrain.on_source_change` and
+    the source's content now differs from that root, a fresh ingestion of the source (the monitor's
+    "new data: the source changed" trigger retrains on the new source)."""
     champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
     data_hash = champion.tags.get("data_hash") if champion is not None else None
     try:
@@ -85,7 +96,18 @@ def base_snapshot(settings: TrainingSettings, config: DatasetConfig) -> Snapshot
         )
     except DataError:
         snap = ingest(config, settings.data_dir)
-    return root_snapshot(snap, settings.data_dir)
+    root = root_snapshot(snap, settings.data_dir)
+    if not config.retrain_on_source_change:
+        return root, False
+    try:
+        fresh = ingest(config, settings.data_dir)
+    except DataError as exc:
+        log.warning("source not readable, retraining on the champion's base: %s", exc)
+        return root, False
+    if fresh.hash != root.hash:
+        log.info("the source changed: base %s (was %s)", fresh.hash[:16], root.hash[:16])
+        return fresh, True
+    return root, False
 
 
 def labelled_records(database_url: str) -> pd.DataFrame:
@@ -177,7 +199,7 @@ def within_missing_shares(base: pd.DataFrame, new: pd.DataFrame, config: Dataset
 
 
 def build_training_data(settings: TrainingSettings, config: DatasetConfig, database_url: str) -> RetrainData:
-    base = base_snapshot(settings, config)
+    base, source_changed = current_base(settings, config)
     base_frame = base.load()
     records = labelled_records(database_url)
     raw, left_out = to_raw(records, base_frame, config)
@@ -194,7 +216,14 @@ def build_training_data(settings: TrainingSettings, config: DatasetConfig, datab
         if frame[column].dtype != base_frame[column].dtype and not frame[column].isna().any():
             with contextlib.suppress(TypeError, ValueError):
                 frame[column] = frame[column].astype(base_frame[column].dtype)
-    return RetrainData(frame, base, labelled=len(records), added=len(new_rows), left_out=left_out)
+    return RetrainData(
+        frame,
+        base,
+        labelled=len(records),
+        added=len(new_rows),
+        left_out=left_out,
+        source_changed=source_changed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
         data = build_training_data(settings, config, settings.database_url)
         log.info("retrain (%s): %s", reason, data.summary())
-        if data.added == 0 and not args.force:
+        if data.added == 0 and not data.source_changed and not args.force:
             log.info(
-                "no new labelled production records: nothing to retrain on (use --force to retrain anyway)"
+                "nothing new: no new labelled production records and the source is unchanged "
+                "(use --force to retrain anyway)"
             )
             return 0
         snapshot = write_snapshot(

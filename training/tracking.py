@@ -25,7 +25,7 @@ from core import registry
 from core.dataset import DatasetConfig
 from core.features import example_record
 from training.candidate import Candidate
-from training.data import Splits, TrainingData
+from training.data import Splits, TrainingData, lineage_root
 from training.evaluate import Report
 from training.settings import TrainingSettings
 
@@ -39,6 +39,10 @@ def run_tags(data: TrainingData, git_commit: str) -> dict[str, str]:
         "data_hash": data.snapshot.hash,
         "dataset": data.config.name,
         "data_snapshot": data.snapshot.hash[:16],
+        # lineage: the snapshot's parent and the source snapshot it descends from (the monitor compares
+        # the source's hash now with `source_hash` to see whether the source changed since)
+        "data_parent": str(data.snapshot.manifest.get("parent") or ""),
+        "source_hash": lineage_root(data.snapshot).hash,
     }
 
 

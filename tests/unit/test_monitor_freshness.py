@@ -1,0 +1,180 @@
+"""New data starts a retrain: labelled records since the champion was trained and a changed source,
+judged by the monitor's scheduled check with the champion and reference stubbed (as in
+test_monitor_window). One trigger per new data (cooldown and dedupe as for drift), none when nothing
+is new, one naming both when drift and new data are seen by the same check."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from prometheus_client import generate_latest
+
+from core import store
+from core.dataset import ConfigError, load_config
+from core.features import prepare
+from core.source import read_source, source_hash
+from monitoring import metrics, monitor
+from monitoring.scenarios import Scenario, apply
+from monitoring.settings import MonitorSettings
+from tests.loop_helpers import log_predictions
+from training.data import assign_split
+from training.settings import TrainingSettings
+
+THRESHOLD = 0.3
+
+
+@pytest.fixture(scope="module")
+def data():
+    config = load_config(TrainingSettings.from_env().dataset_config)
+    raw = read_source(config)
+    features, label = prepare(raw, config)
+    side = assign_split(features, 0.15, 0.15)
+    frame = features.assign(label=label.to_numpy())
+    valid = frame[side == "valid"].reset_index(drop=True)
+    test = frame[side == "test"].reset_index(drop=True)
+    return config, raw, valid, test
+
+
+def fake_score(frame: pd.DataFrame) -> np.ndarray:
+    z = -0.04 * frame["tenure"].fillna(0) + 0.02 * frame["monthly_charges"].fillna(0) - 0.8
+    return (1 / (1 + np.exp(-z))).to_numpy()
+
+
+@pytest.fixture
+def env(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config, raw, valid, test = data
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    monkeypatch.setenv("MONITOR_REPORTS_URI", str(tmp_path / "reports"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # never read
+    monkeypatch.setenv("RETRAIN_TRIGGER", "log")
+    monkeypatch.setenv("MONITOR_WINDOW_SIZE", "300")
+    monkeypatch.setenv("MONITOR_MIN_WINDOW", "200")
+    monkeypatch.setenv("MONITOR_WINDOW_MINUTES", "60")
+    settings = MonitorSettings.from_env()
+    # the source: a CSV copy of the data set, so a test can change it
+    csv = tmp_path / "source.csv"
+    raw.to_csv(csv, index=False)
+    config = dataclasses.replace(
+        config,
+        source={"kind": "csv", "path": str(csv)},
+        retrain={"new_labels": 100, "on_source_change": True},
+    )
+    trained_at = datetime.now(UTC) - timedelta(days=2)
+    champ = monitor.Champion(
+        settings.model_name, "3", "run-x", THRESHOLD, trained_at=trained_at, source_hash=source_hash(config)
+    )
+    monkeypatch.setattr(monitor, "champion", lambda s: champ)
+    reference = valid.assign(score=fake_score(valid))
+    monkeypatch.setattr(monitor, "reference_of", lambda run_id: reference)
+    engine = store.engine_for(settings.database_url)
+    return settings, config, test, engine, csv, trained_at
+
+
+def log(engine, frame, config, settings, at=None, feedback=True):
+    return log_predictions(
+        engine, frame, fake_score(frame), config, settings.model_name, "3", at=at, feedback=feedback
+    )
+
+
+def events(settings) -> list[dict]:
+    with store.engine_for(settings.database_url).connect() as conn:
+        t = store.trigger_events
+        return [dict(r) for r in conn.execute(sa.select(t).order_by(t.c.id)).mappings().all()]
+
+
+def fired(settings) -> list[dict]:
+    return [e for e in events(settings) if e["status"] == "fired"]
+
+
+def test_nothing_new_fires_nothing(env):
+    settings, config, test, engine, _, trained_at = env
+    # labels from before the champion was trained do not count; unlabelled predictions do not either
+    log(engine, test.iloc[:150], config, settings, at=trained_at - timedelta(hours=1))
+    log(engine, test.iloc[150:400], config, settings, feedback=False)
+    for _ in range(2):
+        outcome = monitor.run_once(settings, config, summary_table=False)
+        assert outcome.trigger is None, outcome.reason
+        assert outcome.freshness.new_labels == 0 and outcome.freshness.reasons == []
+    assert events(settings) == []
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'monitor_labelled_since_training{model_name="telco-churn"} 0.0' in text
+    assert 'monitor_source_changed{model_name="telco-churn"} 0.0' in text
+    age = float(text.split('monitor_champion_data_age_seconds{model_name="telco-churn"} ')[1].split()[0])
+    assert 2 * 86400 - 60 < age < 2 * 86400 + 3600
+
+
+def test_new_labels_fire_exactly_one_new_data_trigger(env):
+    settings, config, test, engine, _, _ = env
+    log(engine, test.iloc[:99], config, settings)  # one short of the bound: nothing
+    below = monitor.run_once(settings, config, summary_table=False)
+    assert below.status == "skipped" and below.trigger is None and below.freshness.new_labels == 99
+    log(engine, test.iloc[99:120], config, settings)  # 120 >= 100, still below the drift window
+    outcomes = [monitor.run_once(settings, config, summary_table=False) for _ in range(3)]
+    assert outcomes[0].trigger.fired and "new data: 120 labelled records" in outcomes[0].reason
+    assert [o.trigger.status for o in outcomes[1:]] == ["duplicate", "duplicate"]
+    [event] = fired(settings)
+    assert event["reason"].startswith("new data") and event["source"] == "monitor"
+    assert event["parameters"]["TRIGGER_KINDS"] == "new data"
+    assert event["parameters"]["NEW_LABELS"] == "120"
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                sa.select(store.monitoring_runs).where(store.monitoring_runs.c.id == outcomes[0].run_id)
+            )
+            .mappings()
+            .one()
+        )
+    assert row["trigger_event_id"] == event["id"] and row["details"]["freshness"]["new_labels"] == 120
+
+
+def test_a_changed_source_fires_exactly_one_new_data_trigger(env):
+    settings, config, _, _, csv, _ = env
+    assert monitor.run_once(settings, config, summary_table=False).trigger is None
+    frame = pd.read_csv(csv)
+    frame.iloc[:-5].to_csv(csv, index=False)  # five records fewer: a new content
+    outcomes = [monitor.run_once(settings, config, summary_table=False) for _ in range(3)]
+    assert outcomes[0].trigger.fired and "the source changed" in outcomes[0].reason
+    assert [o.trigger.status for o in outcomes[1:]] == ["duplicate", "duplicate"]
+    [event] = fired(settings)
+    assert event["parameters"]["SOURCE_HASH"] == source_hash(config)
+    assert event["parameters"]["TRIGGER_KINDS"] == "new data"
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'monitor_source_changed{model_name="telco-churn"} 1.0' in text
+
+
+def test_source_check_off_in_the_config_ignores_a_changed_source(env):
+    settings, config, _, _, csv, _ = env
+    config = dataclasses.replace(config, retrain={"new_labels": 0, "on_source_change": False})
+    pd.read_csv(csv).iloc[:-5].to_csv(csv, index=False)
+    outcome = monitor.run_once(settings, config, summary_table=False)
+    assert outcome.trigger is None and outcome.freshness.source_hash is None
+
+
+def test_drift_and_new_data_in_one_check_fire_one_trigger_with_both_reasons(env):
+    settings, config, test, engine, _, _ = env
+    drifted = apply(test.sample(300, random_state=1), Scenario("covariate"), config, reference=test)
+    log(engine, drifted, config, settings)  # 300 labelled records: drift, and >= 100 new labels
+    outcome = monitor.run_once(settings, config, summary_table=False)
+    assert outcome.status == "drift" and outcome.trigger.fired
+    [event] = events(settings)
+    assert "drift share" in event["reason"] and "new data: 300 labelled records" in event["reason"]
+    assert event["parameters"]["TRIGGER_KINDS"] == "drift,new data"
+    again = monitor.run_once(settings, config, summary_table=False)
+    assert again.trigger.status == "duplicate" and len(fired(settings)) == 1
+
+
+def test_retrain_config_is_validated(tmp_path):
+    base = Path(TrainingSettings.from_env().dataset_config).read_text()
+    path = tmp_path / "d.yaml"
+    path.write_text(base + "\nretrain: {new_labels: -1}\n")
+    with pytest.raises(ConfigError, match="retrain.new_labels"):
+        load_config(path)
+    path.write_text(base + "\nretrain: {new_label: 5}\n")
+    with pytest.raises(ConfigError, match="unknown"):
+        load_config(path)
