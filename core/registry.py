@@ -178,6 +178,27 @@ def model_uri(name: str, version: str | int) -> str:
     return f"models:/{name}/{version}"
 
 
+# Why a model version exists: what started its retrain, with its figures, and its data's lineage
+# (training.retrain and training.tracking write them; GET /v1/model and the gate report show them).
+WHY_TAGS = (
+    "retrain_trigger",  # drift | quality | new data | manual (comma-separated when several)
+    "retrain_reason",
+    "monitoring_run_id",
+    "retrain_production_rows",
+    "retrain_new_labels",
+    "retrain_source_changed",
+    "data_snapshot",
+    "data_parent",
+    "source_hash",
+)
+
+
+def why(tags: dict[str, str] | None) -> dict[str, str]:
+    """The WHY_TAGS among a model version's tags."""
+    tags = tags or {}
+    return {key: tags[key] for key in WHY_TAGS if tags.get(key)}
+
+
 def model_metadata(name: str, version: str | int) -> dict[str, Any]:
     """Metadata stored with the logged model: threshold, feature schema, data hash, git commit."""
     return dict(mlflow.models.get_model_info(model_uri(name, version)).metadata or {})

@@ -88,6 +88,7 @@ class LoadedModel:
             "data_hash": meta.get("data_hash"),
             "dataset": meta.get("dataset"),
             "target": meta.get("target"),
+            "why": meta.get("why") or {},
             "predictor": self.predictor.kind,
             "fast_path_note": self.fast_path_note,
             "loaded_at": self.loaded_at,
@@ -202,9 +203,9 @@ class ModelManager:
         self.registry_ok = True
         return mv
 
-    def _load(self, version: str, run_id: str | None) -> LoadedModel:
+    def _load(self, version: str, run_id: str | None, tags: dict | None = None) -> LoadedModel:
         name = self.settings.model_name
-        metadata = registry.model_metadata(name, version)
+        metadata = {**registry.model_metadata(name, version), "why": registry.why(tags)}
         pipeline = mlflow.sklearn.load_model(registry.model_uri(name, version))
         return build_loaded_model(
             name, version, self.settings.model_alias, pipeline, metadata, run_id, self.settings.fast_path
@@ -237,7 +238,7 @@ class ModelManager:
                 }
             started = time.perf_counter()
             try:
-                loaded = self._load(version, getattr(mv, "run_id", None))
+                loaded = self._load(version, getattr(mv, "run_id", None), getattr(mv, "tags", None))
             except Exception as exc:  # noqa: BLE001 - whatever breaks a load, the old model keeps serving
                 self._failed[version] = time.monotonic()
                 return self._failure(previous, version, exc, type(exc).__name__)

@@ -221,17 +221,23 @@ def evaluate_gate(
 
 
 def record(result: GateResult, settings: TrainingSettings) -> Path:
-    body = {"passed": result.passed, **{k: v for k, v in asdict(result).items() if k != "segments"}}
+    client = mlflow.MlflowClient()
+    challenger = client.get_model_version(result.model_name, result.challenger)
+    body = {
+        "passed": result.passed,
+        **{k: v for k, v in asdict(result).items() if k != "segments"},
+        # why the challenger exists: the retrain's trigger, its figures, the data's lineage
+        "why": registry.why(challenger.tags),
+    }
     if result.segments is not None:
         body["segments"] = result.segments.to_dict(orient="records")
     path = settings.reports_dir / f"gate-{result.model_name}-v{result.challenger}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
-    client = mlflow.MlflowClient()
     client.set_model_version_tag(
         result.model_name, result.challenger, "gate", "passed" if result.passed else "failed"
     )
-    run_id = client.get_model_version(result.model_name, result.challenger).run_id
+    run_id = challenger.run_id
     client.log_artifact(run_id, str(path), "gate")
     (path.with_suffix(".txt")).write_text(result.table() + "\n")
     client.log_artifact(run_id, str(path.with_suffix(".txt")), "gate")
@@ -267,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     if result.champion == result.challenger:
         log.info("v%s is already the champion", result.challenger)
         return 0
-    move = registry.promote(settings.model_name, result.challenger, reason="gate passed")
+    # the audit trail (champion_history) says why the new champion was built
+    built_for = registry.why(registry.get_version(settings.model_name, result.challenger).tags).get(
+        "retrain_trigger"
+    )
+    reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
+    move = registry.promote(settings.model_name, result.challenger, reason=reason)
     log.info("promoted: champion v%s -> v%s", move.from_version or "-", move.to_version)
     return 0
 

@@ -271,13 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", exc)
         return 2
     client = registry.MlflowClient()
+    # why this version exists (registry.WHY_TAGS): on the model version and on its training run
     tags = {
+        "retrain_trigger": settings.retrain_trigger_kinds or "manual",
         "retrain_reason": reason[:500],
         "retrain_production_rows": str(data.added),
+        "retrain_new_labels": settings.retrain_new_labels,
+        "retrain_source_changed": str(data.source_changed).lower(),
         "monitoring_run_id": run_id,
     }
     for key, value in tags.items():
         client.set_model_version_tag(result.model_name, result.version, key, value)
+        client.set_tag(result.run_id, key, value)
     m = result.test_metrics
     log.info(
         "trained %s v%s (%s): test ROC AUC %.4f, recall %.3f",

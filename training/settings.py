@@ -40,6 +40,16 @@ class TrainingSettings(Settings):
         "manual retrain",
         "why a retrain runs (the trigger sets it; Jenkins passes REASON)",
     )
+    retrain_trigger_kinds: str = env_field(
+        ("RETRAIN_TRIGGER_KINDS", "TRIGGER_KINDS"),
+        "manual",
+        "what started a retrain: drift, quality, new data, manual (the trigger sets it; Jenkins: TRIGGER_KINDS)",
+    )
+    retrain_new_labels: str = env_field(
+        ("RETRAIN_NEW_LABELS", "NEW_LABELS"),
+        "",
+        "labelled records since the champion was trained, when new data triggered (Jenkins: NEW_LABELS)",
+    )
     retrain_monitoring_run_id: str = env_field(
         ("RETRAIN_MONITORING_RUN_ID", "MONITORING_RUN_ID"),
         "",

@@ -58,6 +58,12 @@ class ModelResponse(Schema):
     data_hash = fields.String(allow_none=True)
     dataset = fields.String(allow_none=True)
     target = fields.String(allow_none=True)
+    why = fields.Dict(
+        metadata={
+            "description": "why this version exists: retrain_trigger (drift, quality, new data, manual), "
+            "retrain_reason, figures and the data's lineage (data_snapshot, data_parent, source_hash)"
+        }
+    )
     predictor = fields.String(required=True, metadata={"description": "numpy (fast path) or pipeline"})
     fast_path_note = fields.String()
     loaded_at = fields.String(required=True)
