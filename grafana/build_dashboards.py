@@ -273,6 +273,22 @@ def drift() -> Board:
         defaults={"min": 0, "max": 1},
     )
     b.prom(
+        "timeseries",
+        "New data: labelled records since the champion was trained",
+        [
+            ("monitor_labelled_since_training", "labelled since training"),
+            ("monitor_source_changed", "source changed (1)"),
+        ],
+        defaults={"min": 0},
+    )
+    b.prom(
+        "stat",
+        "Age of the champion's data (days)",
+        [("monitor_champion_data_age_seconds / 86400", "days")],
+        w=6,
+        h=4,
+    )
+    b.prom(
         "stat",
         "Minutes since the last monitoring run",
         [("(time() - monitor_last_run_timestamp_seconds) / 60", "minutes")],
