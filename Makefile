@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote settings-doc model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
+        promote settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ monitor: $(STAMP) ## one drift + live-quality check of the recent predictions (h
 
 retrain: $(STAMP) ## original data + labelled production records -> new snapshot, train, gate, promote
 	$(PY) -m training.retrain
+
+retrain-scheduled: $(STAMP) ## the scheduled retrain: start one only when there is new data since the champion
+	$(PY) -m monitoring.monitor scheduled
 
 simulate: $(STAMP) ## traffic to the service: SCENARIO=none|covariate|unseen_category|missing|label_shift
 	$(PY) -m scripts.simulate --scenario $(or $(SCENARIO),none) $(SIMULATE_ARGS)

@@ -36,7 +36,11 @@ COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile")) + [REPO / "jenkins" / "Dockerfile"]
 PROM_DIR = REPO / "prometheus"
-JENKINSFILES = [REPO / "Jenkinsfile", REPO / "jenkins" / "retrain.Jenkinsfile"]
+JENKINSFILES = [
+    REPO / "Jenkinsfile",
+    REPO / "jenkins" / "retrain.Jenkinsfile",
+    REPO / "jenkins" / "scheduled.Jenkinsfile",
+]
 DASHBOARDS = REPO / "grafana" / "dashboards"
 PROVISIONING = REPO / "grafana" / "provisioning"
 BIN = Path(sys.executable).parent
@@ -266,7 +270,7 @@ def check_jenkins_jobs() -> list[str]:
             return [f"jenkins-jobs test: {out}"]
         rendered = {p.name: p.read_text() for p in Path(tmp).iterdir()}
     problems = []
-    for job in ("churn-pipeline", "churn-retrain"):
+    for job in ("churn-pipeline", "churn-retrain", "churn-retrain-scheduled"):
         if job not in rendered:
             problems.append(f"job {job} not rendered")
     retrain = rendered.get("churn-retrain", "")
@@ -282,12 +286,21 @@ def check_jenkins_jobs() -> list[str]:
         "PREDICTION_DRIFT_SCORE",
         "LIVE_ROC_AUC",
         "LIVE_RECALL",
+        "TRIGGER_KINDS",
+        "NEW_LABELS",
+        "SOURCE_HASH",
     ):
         if f"<name>{param}</name>" not in retrain:
             problems.append(f"churn-retrain lacks parameter {param}")
-    for job, script in (("churn-pipeline", "Jenkinsfile"), ("churn-retrain", "jenkins/retrain.Jenkinsfile")):
+    for job, script in (
+        ("churn-pipeline", "Jenkinsfile"),
+        ("churn-retrain", "jenkins/retrain.Jenkinsfile"),
+        ("churn-retrain-scheduled", "jenkins/scheduled.Jenkinsfile"),
+    ):
         if f"<scriptPath>{script}</scriptPath>" not in rendered.get(job, ""):
             problems.append(f"{job} does not run {script}")
+    if "<spec>H 3 * * *</spec>" not in rendered.get("churn-retrain-scheduled", ""):
+        problems.append("churn-retrain-scheduled has no nightly timer")
     return problems
 
 

@@ -141,13 +141,19 @@ def champion(settings: MonitorSettings) -> Champion | None:
 
 
 def check_freshness(
-    settings: MonitorSettings, config: DatasetConfig, champ: Champion, engine: sa.Engine, now=None
+    settings: MonitorSettings,
+    config: DatasetConfig,
+    champ: Champion,
+    engine: sa.Engine,
+    now=None,
+    label_bound: int | None = None,
 ) -> Freshness:
     """Has new data arrived since the champion was trained? Bounds from the data set config's `retrain:`
     (new_labels: N labelled production records since then; on_source_change: the source's content
     differs from the champion's source snapshot)."""
     now = store.as_utc(now) if now is not None else store.utcnow()
-    out = Freshness(label_bound=config.retrain_new_labels, champion_source_hash=champ.source_hash)
+    bound = config.retrain_new_labels if label_bound is None else label_bound
+    out = Freshness(label_bound=bound, champion_source_hash=champ.source_hash)
     if champ.trained_at is not None:
         out.data_age_seconds = max(0.0, (now - champ.trained_at).total_seconds())
         out.new_labels = store.labelled_since(engine, settings.model_name, champ.trained_at)
@@ -388,6 +394,54 @@ def run_once(
         _export(settings, outcome)
 
 
+def scheduled_retrain(
+    settings: MonitorSettings,
+    config: DatasetConfig | None = None,
+    *,
+    trigger: RetrainTrigger | None = None,
+    now=None,
+) -> TriggerEvent | None:
+    """The scheduled retrain: fire (reason `schedule`) only when there is new data since the champion was
+    trained -- any labelled record, or a changed source (`retrain.on_source_change`) -- and otherwise
+    record `nothing_new`. None when there is no champion. Cooldown and dedupe apply as to any trigger."""
+    config = config or load_config(settings.dataset_config)
+    engine = store.engine_for(settings.database_url)
+    trigger = trigger or RetrainTrigger(settings)
+    registry.connect(settings.tracking_uri)
+    champ = champion(settings)
+    if champ is None:
+        log.info("scheduled retrain: model '%s' has no champion yet", settings.model_name)
+        return None
+    fresh = check_freshness(settings, config, champ, engine, now, label_bound=1)
+    if not fresh.reasons:
+        labels = "unknown" if fresh.new_labels is None else str(fresh.new_labels)
+        return trigger.note(
+            f"schedule: nothing new since v{champ.version} was trained ({labels} labelled records, "
+            f"source {'unchanged' if fresh.source_hash else 'not checked'})",
+            source="schedule",
+        )
+    event = trigger.fire(
+        "schedule: " + "; ".join(fresh.reasons),
+        source="schedule",
+        dedupe_key=f"schedule:{settings.model_name}:v{champ.version}:" + ",".join(fresh.kinds),
+        figures={**fresh.figures(), "trigger_kinds": ["schedule", "new data"]},
+    )
+    metrics.triggers.labels(settings.model_name, event.backend, event.status, "schedule").inc()
+    return event
+
+
+def schedule_due(settings: MonitorSettings, now=None) -> bool:
+    """Is a scheduled retrain due? RETRAIN_SCHEDULE_SECONDS since the last one (kept in trigger_events,
+    so a restarted loop keeps its rhythm); never when the schedule is off."""
+    if settings.schedule_seconds <= 0:
+        return False
+    now = store.as_utc(now) if now is not None else store.utcnow()
+    t = store.trigger_events
+    with store.engine_for(settings.database_url).connect() as conn:
+        last = conn.execute(sa.select(sa.func.max(t.c.created_at)).where(t.c.source == "schedule")).scalar()
+    return last is None or (now - store.as_utc(last)).total_seconds() >= settings.schedule_seconds
+
+
 # --------------------------------------------------------------------------- loop + HTTP
 
 
@@ -485,6 +539,13 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
         while not stop.is_set():
             outcome = run_once(settings, config, trigger=trigger)
             print(outcome.line(), flush=True)
+            if schedule_due(settings):
+                try:
+                    event = scheduled_retrain(settings, config, trigger=trigger)
+                    if event is not None:
+                        print(f"scheduled retrain: {event.status} {event.detail}", flush=True)
+                except Exception:  # noqa: BLE001 - the loop goes on; the next period tries again
+                    log.exception("scheduled retrain failed")
             done += 1
             if iterations is not None and done >= iterations:
                 break
@@ -509,12 +570,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     lp = sub.add_parser("loop", help="a check every MONITOR_INTERVAL_SECONDS, with /metrics and POST /alerts")
     lp.add_argument("--iterations", type=int, help="stop after this many checks (tests)")
+    sub.add_parser(
+        "scheduled",
+        help="the scheduled retrain: fire only when there is new data since the champion was trained",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = load_or_exit(MonitorSettings)
     if args.command == "loop":
         return loop(settings, args.iterations)
+    if args.command == "scheduled":
+        event = scheduled_retrain(settings)
+        if event is None:
+            print("scheduled retrain: no champion yet", flush=True)
+            return 0
+        print(f"scheduled retrain: event {event.id} {event.status} ({event.backend}) {event.detail}")
+        return 1 if event.status == "failed" else 0
     outcome = run_once(settings, summary_table=not args.fast)
     print(outcome.line(), flush=True)
     if outcome.status == "error":

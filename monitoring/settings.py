@@ -110,6 +110,13 @@ class MonitorSettings(Settings):
     retrain_command_env: str | None = env_field("RETRAIN_COMMAND", None, "what the local backend runs")
     retrain_log_dir: RepoPath | None = env_field("RETRAIN_LOG_DIR", None, "the local backend's logs")
     interval_seconds: float = env_field("MONITOR_INTERVAL_SECONDS", 300.0, "period of `monitor loop`", gt=0)
+    schedule_seconds: float = env_field(
+        "RETRAIN_SCHEDULE_SECONDS",
+        0.0,
+        "`monitor loop`: a scheduled retrain this often, only when there is new data (0: off; "
+        "the on-prem stack schedules the Jenkins job churn-retrain-scheduled instead)",
+        ge=0,
+    )
     metrics_host: str = env_field(
         "MONITOR_HOST", "0.0.0.0", "`monitor loop`: bind address of /metrics and POST /alerts"
     )

@@ -52,7 +52,7 @@ log = logging.getLogger("monitoring.trigger")
 @dataclass(frozen=True)
 class TriggerEvent:
     id: int
-    status: str  # fired | failed | cooldown | duplicate
+    status: str  # fired | failed | cooldown | duplicate | nothing_new (the schedule found no new data)
     backend: str
     detail: str
     parameters: dict[str, Any]
@@ -224,6 +224,25 @@ class RetrainTrigger:
             detail,
         )
         return TriggerEvent(event_id, status, self.backend, detail, parameters)
+
+    def note(self, reason: str, *, source: str, status: str = "nothing_new") -> TriggerEvent:
+        """Record a decision not to retrain (the schedule found nothing new): a row, no backend call."""
+        t = store.trigger_events
+        with self.engine.begin() as conn:
+            event_id = conn.execute(
+                t.insert().values(
+                    created_at=store.utcnow(),
+                    backend=self.backend,
+                    source=source,
+                    dedupe_key=f"{source}:{status}",
+                    reason=reason[:1000],
+                    status=status,
+                    detail="no retrain",
+                    parameters={},
+                )
+            ).inserted_primary_key[0]
+        log.info("retrain trigger %s (%s, event %s): %s", status, self.backend, event_id, reason)
+        return TriggerEvent(event_id, status, self.backend, "no retrain", {})
 
     def _decide(self, event_id: int, key: str, now) -> tuple[str, str]:
         t = store.trigger_events

@@ -178,3 +178,41 @@ def test_retrain_config_is_validated(tmp_path):
     path.write_text(base + "\nretrain: {new_label: 5}\n")
     with pytest.raises(ConfigError, match="unknown"):
         load_config(path)
+
+
+# --------------------------------------------------------------------------- the schedule
+def test_the_schedule_records_nothing_new_and_fires_no_retrain(env, monkeypatch):
+    settings, config, test, engine, _, trained_at = env
+    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    log(engine, test.iloc[:50], config, settings, at=trained_at - timedelta(hours=1))  # before training
+    event = monitor.scheduled_retrain(settings, config)
+    assert event.status == "nothing_new" and "nothing new" in event_reason(settings, event.id)
+    assert fired(settings) == []
+
+
+def test_the_schedule_retrains_on_any_new_label_once(env, monkeypatch):
+    settings, config, test, engine, _, _ = env
+    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    log(engine, test.iloc[:3], config, settings)  # far below retrain.new_labels (100): still new data
+    first = monitor.scheduled_retrain(settings, config)
+    assert first.fired and first.parameters["TRIGGER_KINDS"] == "schedule,new data"
+    assert first.parameters["REASON"].startswith("schedule: new data: 3 labelled records")
+    again = monitor.scheduled_retrain(settings, config)
+    assert again.status == "duplicate" and len(fired(settings)) == 1
+    # the monitor's own check does not fire for 3 labels: the bound is for unscheduled retrains
+    assert monitor.run_once(settings, config, summary_table=False).trigger is None
+
+
+def test_the_schedule_is_due_once_per_period_and_never_when_off(env, monkeypatch):
+    settings, config, test, engine, _, _ = env
+    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    assert not monitor.schedule_due(settings)  # RETRAIN_SCHEDULE_SECONDS=0: off
+    daily = settings.model_copy(update={"schedule_seconds": 86400.0})
+    assert monitor.schedule_due(daily)  # never ran
+    monitor.scheduled_retrain(daily, config)
+    assert not monitor.schedule_due(daily)
+    assert monitor.schedule_due(daily, now=datetime.now(UTC) + timedelta(days=1, minutes=1))
+
+
+def event_reason(settings, event_id: int) -> str:
+    return next(e["reason"] for e in events(settings) if e["id"] == event_id)
