@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("retrain (%s): %s", reason, data.summary())
         if data.added == 0 and not data.source_changed and not args.force:
             log.info(
-                "nothing new: no new labelled production records and the source is unchanged "
+                "no new labelled production records and the source is unchanged: nothing to retrain on "
                 "(use --force to retrain anyway)"
             )
             return 0
