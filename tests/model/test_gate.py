@@ -84,9 +84,16 @@ def test_gate_compares_with_the_champion_and_rolls_back(champion_env, capsys):
     threshold = float(registry.model_metadata(settings.model_name, champion)["threshold"])
     same = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, champion))
     version = _register(same, threshold, settings)
+    # why it exists (as training.retrain tags it): into the gate report and the promotion's audit reason
+    mlflow.MlflowClient().set_model_version_tag(settings.model_name, version, "retrain_trigger", "new data")
     assert gate.main([]) == 0
     out = capsys.readouterr().out
     assert "vs champion: roc_auc" in out and "PASS" in out
+    report = json.loads((settings.reports_dir / f"gate-{settings.model_name}-v{version}.json").read_text())
+    assert report["why"]["retrain_trigger"] == "new data"
+    promotion = registry.champion_history(settings.model_name)[-1]
+    assert promotion["to_version"] == version
+    assert promotion["reason"] == "gate passed; retrained for new data"
     assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == version
     assert registry.previous_champion(settings.model_name) == champion
     move = registry.rollback(settings.model_name, reason="test")
