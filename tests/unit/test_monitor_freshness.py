@@ -216,3 +216,17 @@ def test_the_schedule_is_due_once_per_period_and_never_when_off(env, monkeypatch
 
 def event_reason(settings, event_id: int) -> str:
     return next(e["reason"] for e in events(settings) if e["id"] == event_id)
+
+
+def test_the_loop_runs_the_schedule_when_due(env, monkeypatch):
+    settings, config, test, engine, _, _ = env
+    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    monkeypatch.setenv("RETRAIN_SCHEDULE_SECONDS", "86400")
+    monkeypatch.setenv("MONITOR_METRICS_PORT", "0")
+    monkeypatch.setenv("MONITOR_HOST", "127.0.0.1")
+    settings = MonitorSettings.from_env()
+    monkeypatch.setattr(monitor, "load_config", lambda path: config)
+    log(engine, test.iloc[:5], config, settings)
+    assert monitor.loop(settings, iterations=1) == 0
+    [event] = [e for e in events(settings) if e["source"] == "schedule"]
+    assert event["status"] == "fired" and event["reason"].startswith("schedule: new data: 5 labelled")

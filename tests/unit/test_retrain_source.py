@@ -53,3 +53,18 @@ def test_a_changed_source_is_the_new_base(setup):
     off = dataclasses.replace(config, retrain={"new_labels": 0, "on_source_change": False})
     base, changed = retrain.current_base(settings, off)
     assert base.hash == root.hash and not changed
+
+
+def test_training_tags_the_snapshot_lineage(setup):
+    settings, config, root = setup
+    from training import tracking
+    from training.data import open_snapshot
+
+    champ = registry.version_by_alias("m", registry.CHAMPION)
+    child = open_snapshot(champ.tags["data_hash"], settings.data_dir)
+    tags = tracking.run_tags(SimpleNamespace(snapshot=child, config=config), "abc")
+    # the monitor compares the source's hash now with source_hash: the root, not the retrain snapshot
+    assert tags["source_hash"] == root.hash and tags["data_parent"] == root.hash
+    assert tags["data_hash"] == child.hash != root.hash
+    first = tracking.run_tags(SimpleNamespace(snapshot=root, config=config), "abc")
+    assert first["source_hash"] == root.hash and first["data_parent"] == ""
