@@ -6,7 +6,9 @@ One check:
    threshold;
 2. reads the window: the most recent MONITOR_WINDOW_SIZE predictions served by that version within
    MONITOR_WINDOW_MINUTES, with their feedback labels where they came back;
-3. below MONITOR_MIN_WINDOW records it records a `skipped` run with the reason and stops;
+3. checks for new data since the champion was trained (labelled records, a changed source: the data
+   set config's `retrain:` bounds; see check_freshness), which raises a retrain even when step 4 does
+   not run; below MONITOR_MIN_WINDOW records it records a `skipped` run with the reason and stops;
 4. otherwise computes drift and live quality (monitoring.drift), saves Evidently's HTML report to the
    reports store, writes a `monitoring_runs` row linking it, sets the Prometheus gauges, and when a
    threshold is crossed calls the retrain trigger (cooldown and dedupe apply).
@@ -14,6 +16,9 @@ One check:
 `loop` runs a check every MONITOR_INTERVAL_SECONDS and serves, on MONITOR_METRICS_PORT:
 `GET /metrics` (Prometheus), `GET /healthz`, and `POST /alerts`, an Alertmanager webhook receiver
 that calls the same retrain trigger for each firing alert (dedupe key: the alert's name and labels).
+
+`scheduled` (`make retrain-scheduled`; `loop` every RETRAIN_SCHEDULE_SECONDS) retrains only when there is
+new data since the champion was trained, and records `nothing_new` otherwise.
 
 Exit codes of `run`: 0 when the check ran (ok, drift or skipped), 1 on error, 3 with --fail-on-drift
 when the check alarmed.
