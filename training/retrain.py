@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     client = registry.MlflowClient()
     # why this version exists (registry.WHY_TAGS): on the model version and on its training run
     tags = {
-        "retrain_trigger": settings.retrain_trigger_kinds or "manual",
+        # an Alertmanager-started retrain has no kinds: its source (`alertmanager`) says why
+        "retrain_trigger": settings.retrain_trigger_kinds or settings.retrain_trigger_source or "manual",
         "retrain_reason": reason[:500],
         "retrain_production_rows": str(data.added),
         "retrain_new_labels": settings.retrain_new_labels,

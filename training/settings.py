@@ -45,6 +45,11 @@ class TrainingSettings(Settings):
         "manual",
         "what started a retrain: drift, quality, new data, manual (the trigger sets it; Jenkins: TRIGGER_KINDS)",
     )
+    retrain_trigger_source: str = env_field(
+        ("RETRAIN_TRIGGER_SOURCE", "TRIGGER_SOURCE"),
+        "manual",
+        "who started a retrain: monitor, schedule, alertmanager, manual (tagged when no kinds are given)",
+    )
     retrain_new_labels: str = env_field(
         ("RETRAIN_NEW_LABELS", "NEW_LABELS"),
         "",
