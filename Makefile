@@ -117,7 +117,7 @@ LOAD_TEST_DIR  ?= var/reports/load-test
 comma          := ,
 export REGISTRY IMAGE_TAG
 
-.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-test
+.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-test bench-stack
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
 	$(PY) compose/validate_stack.py
@@ -170,6 +170,9 @@ stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops th
 
 stack-test: $(STAMP) ## the stack for real: engine, offline images, pipeline stages, loop, faults, PromQL; always down -v
 	$(PY) -m scripts.stack_test
+
+bench-stack: $(STAMP) ## the stack test's measured figures (var/stack-test/results-*.json) -> docs/benchmarks.md (Stack)
+	$(PY) -m scripts.bench_stack
 
 stack-native: $(STAMP) ## the same services natively on loopback (Procfile, honcho); Ctrl-C stops them
 	$(PY) compose/native.py up

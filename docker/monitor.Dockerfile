@@ -9,6 +9,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml requirements.lock docker/pip-install.sh ./
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh service
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh runtime
 
 FROM ${PYTHON_IMAGE} AS runtime

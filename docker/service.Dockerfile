@@ -13,7 +13,7 @@ COPY pyproject.toml requirements.lock docker/pip-install.sh ./
 # pyproject's runtime dependencies, resolved against the lock (the project's code goes to /app below,
 # so a new top-level package needs no change here). Pip settings and an extra CA bundle come as
 # BuildKit secrets (pipconf, cacert): used by this step only, never stored in a layer.
-RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh runtime
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh service
 
 # ---- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -19,8 +19,7 @@
    Prometheus.
 Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
 
-Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave the stack up), SERVICE_REPLICAS (2),
-STACK_TEST_SKIP_BUILD=1 (use the images as they are).
+Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave the stack up), SERVICE_REPLICAS (2).
 """
 
 from __future__ import annotations
@@ -443,10 +442,17 @@ def check_promql(stack: Stack) -> tuple[int, list[str]]:
 # ------------------------------------------------------------------------------------------ the run
 
 
+def starting_state() -> str:
+    """cold (no base, no project image), bases-kept (debootstrap bases only) or warm (images from a run)."""
+    bases = sh(["docker", "image", "inspect", "churnops-offline/debian:bookworm"], check=False, capture=True)
+    repos = sh(["docker", "images", "--format", "{{.Repository}}"], capture=True).stdout.split()
+    project = any(r.endswith("/churnops-service") for r in repos)
+    return "warm" if project else ("bases-kept" if bases.returncode == 0 else "cold")
+
+
 def build_images(env: dict[str, str]) -> None:
-    if os.environ.get("STACK_TEST_SKIP_BUILD") == "1":
-        note("images: STACK_TEST_SKIP_BUILD=1, using the images as they are")
-        return
+    RESULTS["start_state"] = starting_state()
+    note(f"images: starting state {RESULTS['start_state']}")
     times = STATE / "build-times.txt"
     times.unlink(missing_ok=True)
     start = time.monotonic()
@@ -765,7 +771,8 @@ def main() -> int:
             )
             note("stack: docker compose down -v")
         RESULTS.update(ok=ok, wall_seconds=round(time.monotonic() - T0))
-        (STATE / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
+        for name in ("results.json", f"results-{RESULTS.get('start_state', 'unknown')}.json"):
+            (STATE / name).write_text(json.dumps(RESULTS, indent=2) + "\n")
         print("\n--- timeline")
         for t, text in TIMELINE:
             print(f"{t:7.1f}s  {text}")

@@ -55,7 +55,7 @@ timed() {  # timed NAME CMD...: run, print and record the wall time
   local name=$1 start; shift; start=$(date +%s)
   "$@"
   local took=$(( $(date +%s) - start ))
-  echo "build: $name in ${took} s"
+  echo "build: $name in ${took} s" >&2
   if [ -n "${BUILD_TIMES:-}" ]; then echo "$name $took" >> "$BUILD_TIMES"; fi
 }
 

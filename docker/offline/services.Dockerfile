@@ -2,7 +2,7 @@
 # debootstrap base (docker/offline/bases.sh); one target each, swapped in by compose/offline.yml:
 #   postgres      PostgreSQL 15, an entrypoint that runs initdb and /docker-entrypoint-initdb.d once
 #   prometheus    Prometheus 2.42          alertmanager  Alertmanager 0.25
-#   nginx         nginx (light), the load balancer, unprivileged on 8080
+#   nginx         nginx, the load balancer, unprivileged on 8080
 #   registry      the Docker registry (distribution 2.8)
 #   s3            moto_server (PyPI moto[server]) standing in for MinIO: objects are kept IN MEMORY
 # Each keeps the paths, ports and health probes of the upstream image it replaces.
@@ -59,10 +59,10 @@ CMD ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertm
 
 # ---------------------------------------------------------------- nginx
 FROM ${BASE_IMAGE} AS nginx
-ARG NGINX_VERSION=1.22.1-9+deb12u9
+ARG NGINX_VERSION=1.22.1-9+deb12u11
 ARG WGET_VERSION
 RUN apt-get update \
- && apt-get install --yes --no-install-recommends nginx-light=${NGINX_VERSION} wget=${WGET_VERSION} \
+ && apt-get install --yes --no-install-recommends nginx=${NGINX_VERSION} wget=${WGET_VERSION} \
  && rm -rf /var/lib/apt/lists/* \
  && chown -R www-data:www-data /var/log/nginx /var/lib/nginx
 USER 33:33
