@@ -130,10 +130,11 @@ DOCKER_BUILD     ?= $(shell if docker buildx version >/dev/null 2>&1; then echo 
                       else echo docker build; fi)
 IMAGE_BUILD_ARGS ?=
 PIP_SECRETS_DIR  ?=
-images: ## build the images, tagged with the git commit (and latest)
+images: ## build the images, tagged with the git commit (and latest); training = its `training` target (not the agent)
 	@for image in $(IMAGES); do \
 	  echo "building $(REGISTRY)/churnops-$$image:$(IMAGE_TAG)"; \
-	  DOCKER_BUILDKIT=1 $(DOCKER_BUILD) -q -f docker/$$image.Dockerfile --build-arg GIT_COMMIT=$(IMAGE_TAG) $(IMAGE_BUILD_ARGS) \
+	  target=; if [ $$image = training ]; then target="--target training"; fi; \
+	  DOCKER_BUILDKIT=1 $(DOCKER_BUILD) -q -f docker/$$image.Dockerfile $$target --build-arg GIT_COMMIT=$(IMAGE_TAG) $(IMAGE_BUILD_ARGS) \
 	    $(if $(PIP_SECRETS_DIR),--secret id=pipconf$(comma)src=$(PIP_SECRETS_DIR)/pip.conf --secret id=cacert$(comma)src=$(PIP_SECRETS_DIR)/ca.crt) \
 	    -t $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) -t $(REGISTRY)/churnops-$$image:latest . || exit 1; \
 	done

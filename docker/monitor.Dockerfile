@@ -10,6 +10,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml requirements.lock docker/pip-install.sh ./
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh service
+# one step per set, not one RUN: the smaller sets' layers are shared with the other images' builds
+# hadolint ignore=DL3059
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh runtime
 
 FROM ${PYTHON_IMAGE} AS runtime

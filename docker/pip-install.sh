@@ -4,11 +4,12 @@
 # first, so the three Dockerfiles share those cached layers):
 #   service   the runtime dependencies minus what only training and monitoring import (SERVICE_SKIPS)
 #   runtime   every runtime dependency (monitor)
-#   dev       runtime + the dev extras (training image, the Jenkins agent)
+#   pipeline  runtime + Locust (training image: the pipeline's jobs, smoke and load tests)
+#   dev       runtime + all dev extras (the Jenkins agent: lint, tests, validators)
 # The site's pip settings and CA bundle arrive as BuildKit secrets (/run/secrets/pipconf, /run/secrets/cacert) when the build passes them; they are read
 # here and never copied into a layer.
 set -eu
-extras="${1:-runtime}"   # service | runtime | dev
+extras="${1:-runtime}"   # service | runtime | pipeline | dev
 python - "$extras" > /tmp/requirements.txt <<'PY'
 import re, sys, tomllib
 # not imported by model_service (nor by the MLflow server): drift reports, tuning, the data set source
@@ -17,6 +18,9 @@ project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 deps = list(project["dependencies"])
 if sys.argv[1] == "service":
     deps = [d for d in deps if re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() not in SERVICE_SKIPS]
+name = lambda d: re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower()  # noqa: E731
+if sys.argv[1] == "pipeline":
+    deps += [d for d in project["optional-dependencies"]["dev"] if name(d) == "locust"]
 if sys.argv[1] == "dev":
     deps += project["optional-dependencies"]["dev"]
 print("\n".join(deps))

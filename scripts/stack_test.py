@@ -228,7 +228,10 @@ def write_env() -> dict[str, str]:
     }
     path = STATE / "stack.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    path.chmod(0o600)
+    # readable by the docker group only: the pipeline stages read it as the agent's `churnops-env` secret
+    # file (the agent runs as uid 10001 with that group; docker group members are root-equivalent anyway)
+    os.chown(path, -1, int(env["DOCKER_GID"]))
+    path.chmod(0o640)
     return env
 
 
@@ -543,7 +546,7 @@ def run(stack: Stack) -> None:
         "sh",
         "trainer",
         "-c",
-        "cat var/reports/load-test/summary.json 2>/dev/null || true",
+        "cat /data/reports/load-test/summary.json 2>/dev/null || true",
         capture=True,
     ).stdout
     RESULTS["load_test"] = summary.strip()[-400:]
