@@ -37,15 +37,15 @@ FROM ${PYTHON_IMAGE} AS training
 ARG GIT_COMMIT=unknown
 # Debian bookworm versions (main, updates, security); bump together with the base image.
 ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
-ARG GIT_VERSION=1:2.39.5-0+deb12u3
 ARG MAKE_VERSION=4.3-4.1
 LABEL org.opencontainers.image.title="churnops-training" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
+# No git here (it brings Perl): the commit comes from GIT_COMMIT (build argument, Makefile, MLflow tags).
 # /data: the training data volume (snapshots, reports) is created from this folder, so it belongs to
 # the app user; a volume over a missing folder would be root's and training would fail to write.
 RUN apt-get update \
- && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} git=${GIT_VERSION} make=${MAKE_VERSION} \
+ && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} make=${MAKE_VERSION} \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 app \
  && useradd --create-home --uid 10001 --gid app --shell /bin/bash app \

@@ -6,7 +6,8 @@ Tables (SQLAlchemy 2 Core; the monitoring component reads them):
   the record as validated (JSON), probability, label and the request's latency.
 - `feedback`: the true label of a record, by request id and record index (one per record).
 
-`PredictionLog` takes a request's records with `submit` (a deque append, no I/O), and a background
+`PredictionLog` takes a request's records with `submit` (a deque append, plus an append to the process's
+write-ahead segment so that a killed worker loses nothing), and a background
 thread writes them in batches (`LOG_BATCH_SIZE`, at least every `LOG_FLUSH_SECONDS`) with
 "insert ... on conflict do nothing", so a replayed record is never written twice. The in-memory queue
 is bounded (`LOG_QUEUE_SIZE` records); past it records go straight to the spool.
@@ -275,6 +276,9 @@ class PredictionLog:
         self._cond = threading.Condition()
         self._spool_lock = threading.Lock()
         self._segment = None  # open spool segment (file object holding an flock)
+        self._wal = None  # this process's write-ahead segment (flock-held; see _write_ahead)
+        self._wal_path: Path | None = None
+        self._wal_dirty = False
         self._stop = False
         self._flush_requested = 0
         self._flushed = 0
@@ -307,6 +311,7 @@ class PredictionLog:
         n = len(records)
         with self._cond:
             if self._queued + n <= self.queue_size and not self._stop:
+                self._write_ahead(item)
                 self._items.append(item)
                 self._queued += n
                 self._pending[request_id] += n
@@ -352,6 +357,8 @@ class PredictionLog:
         if rows:
             self._spool(rows, reason="shutdown")
         self._close_segment()
+        with self._cond:  # everything is in the database or the spool now
+            self._close_wal()
         self.metrics.queue_depth(0)
 
     def queued(self) -> int:
@@ -359,7 +366,13 @@ class PredictionLog:
             return self._queued
 
     def spooled_files(self) -> list[Path]:
-        return sorted(self.spool_dir.glob("*.jsonl")) if self.spool_dir.is_dir() else []
+        return sorted(self.spool_dir.glob("spool-*.jsonl")) if self.spool_dir.is_dir() else []
+
+    def _replayable_files(self) -> list[Path]:
+        """Spool segments and the write-ahead segments of dead processes (live ones hold an flock)."""
+        if not self.spool_dir.is_dir():
+            return []
+        return sorted(p for p in self.spool_dir.glob("*.jsonl") if p != self._wal_path)
 
     def ping(self) -> bool:
         try:
@@ -387,6 +400,8 @@ class PredictionLog:
                 self._write([r for item in batch for r in item.rows()], batch)
             if self._queued_snapshot() == 0:
                 with self._cond:
+                    if self._queued == 0 and self._wal_dirty:
+                        self._wal_written()
                     if self._flushed < flush_target:
                         self._flushed = flush_target
                         self._cond.notify_all()
@@ -523,9 +538,39 @@ class PredictionLog:
         self.metrics.spooled(len(rows))
         log.warning("prediction log: spooled %d records (%s)", len(rows), reason)
 
-    def _open_segment(self):
+    # ---- write-ahead segment (the caller holds self._cond)
+    def _write_ahead(self, item: _Item) -> None:
+        """Append the records to this process's write-ahead segment before the answer leaves, so that a
+        killed worker (SIGKILL, OOM) loses no answered record: once its flock is gone, any process
+        replays the segment like a spool segment (inserts ignore duplicates). A plain write, no fsync:
+        it covers the process dying, not the host. Emptied whenever the queue has been written out."""
+        data = "".join(_row_to_json(r) + "\n" for r in item.rows()).encode()
+        try:
+            if self._wal is None:
+                self._wal = self._open_segment(prefix="wal")
+                self._wal_path = Path(self._wal.name).with_suffix(".jsonl")
+            os.write(self._wal.fileno(), data)
+            self._wal_dirty = True
+        except OSError as exc:
+            log.error("prediction log: write-ahead append failed (%s); record kept in memory only", exc)
+
+    def _wal_written(self) -> None:
+        try:
+            os.ftruncate(self._wal.fileno(), 0)
+            self._wal_dirty = False
+        except (OSError, AttributeError) as exc:
+            log.error("prediction log: cannot empty the write-ahead segment: %s", exc)
+
+    def _close_wal(self) -> None:
+        if self._wal is not None:
+            if self._wal_path is not None:
+                self._wal_path.unlink(missing_ok=True)  # before the flock goes: nobody replays it
+            self._wal.close()
+            self._wal, self._wal_path, self._wal_dirty = None, None, False
+
+    def _open_segment(self, prefix: str = "spool"):
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"spool-{os.getpid()}-{time.time_ns()}"
+        stem = f"{prefix}-{os.getpid()}-{time.time_ns()}"
         tmp = self.spool_dir / f"{stem}.open"
         f = open(tmp, "a", encoding="utf-8")  # noqa: SIM115 - held open while it is the current segment
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -543,7 +588,7 @@ class PredictionLog:
             return
         if not self.db_ok and time.monotonic() < self._next_retry:
             return
-        files = self.spooled_files()
+        files = self._replayable_files()
         if not files:
             return
         if not self.ping():

@@ -535,6 +535,14 @@ def run(stack: Stack) -> None:
         f"deploy: {len(replicas)} service replicas + monitor healthy; lb up on 127.0.0.1:{env['SERVICE_PORT']}"
     )
     stack.stage("Smoke", "smoke")
+    # the API keys hold through the balancer (and the 4xx panels get data): a wrong key is refused
+    codes = {
+        http("POST", f"{stack.url('SERVICE_PORT')}/v1/predict", {"records": [{}]}, {"X-API-Key": "wrong"})[0]
+        for _ in range(5)
+    }
+    if codes != {401}:
+        raise StackTestError(f"a wrong API key got HTTP {codes} through the load balancer, want 401")
+    note("auth: a wrong API key is refused (HTTP 401) through the load balancer")
     stack.stage("Load test", "load-test", timeout=600)
     summary = stack.compose(
         "--profile",
@@ -693,8 +701,21 @@ def run(stack: Stack) -> None:
         pid = sh(["docker", "inspect", "-f", "{{.State.Pid}}", victim], capture=True).stdout.strip()
         window.append(time.monotonic())
         os.kill(int(pid), 9)
+        # the replica is dying until Docker sees it stopped: requests it took meanwhile were in flight
+        wait(
+            "the killed replica to stop",
+            lambda: (
+                sh(["docker", "inspect", "-f", "{{.State.Running}}", victim], capture=True).stdout.strip()
+                == "false"
+            ),
+            15,
+            0.05,
+        )
         window.append(time.monotonic())
-        note(f"faults: replica {victim[:12]} killed (SIGKILL to its gunicorn master, host pid {pid})")
+        note(
+            f"faults: replica {victim[:12]} killed (SIGKILL to its gunicorn master, host pid {pid}); "
+            f"stopped {window[1] - window[0]:.2f} s later"
+        )
         time.sleep(10)
 
     kill.run(limit=1500, seconds=90, during=kill_replica)
@@ -702,6 +723,12 @@ def run(stack: Stack) -> None:
     failed = len(pg.failures) + len(kill.failures)
     in_flight = [f for f in kill.failures if f[0] <= window[1] and f[1] >= window[0]]
     beyond = [f for f in kill.failures if f not in in_flight] + pg.failures
+    for phase, failures in (("PostgreSQL restart", pg.failures), ("replica kill", kill.failures)):
+        for start, end, detail in failures:
+            print(
+                f"    failed during {phase}: {start - T0:.3f}-{end - T0:.3f} s "
+                f"(kill window {window[0] - T0:.3f}-{window[1] - T0:.3f} s): {detail.splitlines()[0][:100]}"
+            )
 
     def stored():
         ids = ",".join(f"'{i}'" for i in answered)
