@@ -19,7 +19,7 @@
    Prometheus.
 Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
 
-Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave the stack up), SERVICE_REPLICAS (2).
+Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave a failed stack up for a look), SERVICE_REPLICAS (2).
 """
 
 from __future__ import annotations
