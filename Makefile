@@ -125,22 +125,37 @@ REGISTRY       ?= localhost:5000
 IMAGE_TAG      ?= $(GIT_COMMIT)
 STACK_ENV_FILE ?= .env
 COMPOSE        ?= docker compose
-STACK          := $(COMPOSE) --env-file $(STACK_ENV_FILE) -f compose/docker-compose.yml
+COMPOSE_FILES  ?= compose/docker-compose.yml
+STACK          := $(COMPOSE) --env-file $(STACK_ENV_FILE) $(addprefix -f ,$(COMPOSE_FILES))
 IMAGES         := service monitor training
 LOAD_TEST_DIR  ?= var/reports/load-test
+comma          := ,
 export REGISTRY IMAGE_TAG
 
-.PHONY: validate-stack images push deploy smoke load-test stack-up stack-down stack-native
+.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-test bench-stack
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
 	$(PY) compose/validate_stack.py
 
-images: ## build the images, tagged with the git commit (and latest)
+# Builds use BuildKit (the Dockerfiles take pip settings and a CA bundle as build secrets). DOCKER_BUILD:
+# `docker build` when buildx is there, else a CLI with BuildKit built in (Debian's docker.io 20.10).
+# IMAGE_BUILD_ARGS: e.g. local bases (docker/offline/build.sh); PIP_SECRETS_DIR: pip.conf and ca.crt.
+DOCKER_BUILD     ?= $(shell if docker buildx version >/dev/null 2>&1; then echo docker build; \
+                      elif /usr/bin/docker --version 2>/dev/null | grep -qE ' (19|20|21|22)\.'; then echo /usr/bin/docker build; \
+                      else echo docker build; fi)
+IMAGE_BUILD_ARGS ?=
+PIP_SECRETS_DIR  ?=
+images: ## build the images, tagged with the git commit (and latest); training = its `training` target (not the agent)
 	@for image in $(IMAGES); do \
 	  echo "building $(REGISTRY)/churnops-$$image:$(IMAGE_TAG)"; \
-	  docker build -f docker/$$image.Dockerfile --build-arg GIT_COMMIT=$(IMAGE_TAG) \
+	  target=; if [ $$image = training ]; then target="--target training"; fi; \
+	  DOCKER_BUILDKIT=1 $(DOCKER_BUILD) -q -f docker/$$image.Dockerfile $$target --build-arg GIT_COMMIT=$(IMAGE_TAG) $(IMAGE_BUILD_ARGS) \
+	    $(if $(PIP_SECRETS_DIR),--secret id=pipconf$(comma)src=$(PIP_SECRETS_DIR)/pip.conf --secret id=cacert$(comma)src=$(PIP_SECRETS_DIR)/ca.crt) \
 	    -t $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) -t $(REGISTRY)/churnops-$$image:latest . || exit 1; \
 	done
+
+images-offline: ## the same images without a registry: bases from debootstrap + Debian + PyPI (docs/deploy.md)
+	docker/offline/build.sh all
 
 push: images ## push the commit-tagged images to the stack's registry
 	@for image in $(IMAGES); do \
@@ -168,6 +183,12 @@ stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example
 
 stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops them)
 	$(STACK) down
+
+stack-test: $(STAMP) ## the stack for real: engine, offline images, pipeline stages, loop, faults, PromQL; always down -v
+	$(PY) -m scripts.stack_test
+
+bench-stack: $(STAMP) ## the stack test's measured figures (var/stack-test/results-*.json) -> docs/benchmarks.md (Stack)
+	$(PY) -m scripts.bench_stack
 
 stack-native: $(STAMP) ## the same services natively on loopback (Procfile, honcho); Ctrl-C stops them
 	$(PY) compose/native.py up
