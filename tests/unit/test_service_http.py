@@ -106,6 +106,7 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         if model is not None:
             state.manager.current = model
             state.manager.last_error = None
+            state.manager.registry_ok = True  # as if loaded from a healthy registry
         return app
 
     yield build
