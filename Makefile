@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote settings-doc model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
+        settings-doc model-card demo monitor retrain simulate rollback bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -132,7 +132,7 @@ LOAD_TEST_DIR  ?= var/reports/load-test
 comma          := ,
 export REGISTRY IMAGE_TAG
 
-.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-test bench-stack
+.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
 	$(PY) compose/validate_stack.py
@@ -168,13 +168,17 @@ deploy: ## roll the service replicas and the monitor to IMAGE_TAG (compose up, n
 smoke: $(STAMP) ## the deployed service: ready + one prediction of a held-out record (SERVICE_URL)
 	$(PY) -m load_tests.smoke
 
-load-test: $(STAMP) ## Locust headless against SERVICE_URL; fails past load_tests/thresholds.yaml
+LOAD_TEST_THRESHOLDS ?= load_tests/thresholds.yaml
+export LOAD_TEST_THRESHOLDS
+load_test_run = $$($(PY) -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['$(1)'])" "$(LOAD_TEST_THRESHOLDS)")
+
+load-test: $(STAMP) ## Locust headless against SERVICE_URL; fails past LOAD_TEST_THRESHOLDS (load_tests/thresholds.yaml)
 	@mkdir -p $(LOAD_TEST_DIR)
 	LOAD_TEST_REPORT=$(LOAD_TEST_DIR)/summary.json $(BIN)/locust -f load_tests/locustfile.py --headless \
 	  --host $${SERVICE_URL:-http://127.0.0.1:8000} \
-	  --users $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['users'])") \
-	  --spawn-rate $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['spawn_rate'])") \
-	  --run-time $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['run_time'])") \
+	  --users $(call load_test_run,users) \
+	  --spawn-rate $(call load_test_run,spawn_rate) \
+	  --run-time $(call load_test_run,run_time) \
 	  --csv $(LOAD_TEST_DIR)/locust --html $(LOAD_TEST_DIR)/locust.html --only-summary
 
 stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example)
@@ -192,3 +196,6 @@ bench-stack: $(STAMP) ## the stack test's measured figures (var/stack-test/resul
 
 stack-native: $(STAMP) ## the same services natively on loopback (Procfile, honcho); Ctrl-C stops them
 	$(PY) compose/native.py up
+
+stack-native-reset: $(STAMP) ## delete the native stack's state (STACK_DIR, var/stack): registry, data, secrets
+	$(PY) compose/native.py reset

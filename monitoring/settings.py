@@ -111,7 +111,9 @@ class MonitorSettings(Settings):
     retrain_log_dir: RepoPath | None = env_field("RETRAIN_LOG_DIR", None, "the local backend's logs")
     interval_seconds: float = env_field("MONITOR_INTERVAL_SECONDS", 300.0, "period of `monitor loop`", gt=0)
     metrics_host: str = env_field(
-        "MONITOR_HOST", "0.0.0.0", "`monitor loop`: bind address of /metrics and POST /alerts"
+        "MONITOR_HOST",
+        "127.0.0.1",
+        "`monitor loop`: bind address of /metrics and POST /alerts (Compose: 0.0.0.0)",
     )
     metrics_port: int = env_field(
         "MONITOR_METRICS_PORT",
@@ -121,7 +123,7 @@ class MonitorSettings(Settings):
         le=65535,
     )
     webhook_token: str = env_field(
-        "MONITOR_WEBHOOK_TOKEN", "", "if set, POST /alerts needs this bearer token"
+        "MONITOR_WEBHOOK_TOKEN", "", "bearer token POST /alerts needs (unset: the webhook refuses, 503)"
     )
     reports_uri: str | None = env_field(
         "MONITOR_REPORTS_URI", None, "HTML reports: a folder or s3://bucket/prefix"
