@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        promote settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve serve clean clean-state
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -128,22 +128,37 @@ REGISTRY       ?= localhost:5000
 IMAGE_TAG      ?= $(GIT_COMMIT)
 STACK_ENV_FILE ?= .env
 COMPOSE        ?= docker compose
-STACK          := $(COMPOSE) --env-file $(STACK_ENV_FILE) -f compose/docker-compose.yml
+COMPOSE_FILES  ?= compose/docker-compose.yml
+STACK          := $(COMPOSE) --env-file $(STACK_ENV_FILE) $(addprefix -f ,$(COMPOSE_FILES))
 IMAGES         := service monitor training
 LOAD_TEST_DIR  ?= var/reports/load-test
+comma          := ,
 export REGISTRY IMAGE_TAG
 
-.PHONY: validate-stack images push deploy smoke load-test stack-up stack-down stack-native
+.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
 	$(PY) compose/validate_stack.py
 
-images: ## build the images, tagged with the git commit (and latest)
+# Builds use BuildKit (the Dockerfiles take pip settings and a CA bundle as build secrets). DOCKER_BUILD:
+# `docker build` when buildx is there, else a CLI with BuildKit built in (Debian's docker.io 20.10).
+# IMAGE_BUILD_ARGS: e.g. local bases (docker/offline/build.sh); PIP_SECRETS_DIR: pip.conf and ca.crt.
+DOCKER_BUILD     ?= $(shell if docker buildx version >/dev/null 2>&1; then echo docker build; \
+                      elif /usr/bin/docker --version 2>/dev/null | grep -qE ' (19|20|21|22)\.'; then echo /usr/bin/docker build; \
+                      else echo docker build; fi)
+IMAGE_BUILD_ARGS ?=
+PIP_SECRETS_DIR  ?=
+images: ## build the images, tagged with the git commit (and latest); training = its `training` target (not the agent)
 	@for image in $(IMAGES); do \
 	  echo "building $(REGISTRY)/churnops-$$image:$(IMAGE_TAG)"; \
-	  docker build -f docker/$$image.Dockerfile --build-arg GIT_COMMIT=$(IMAGE_TAG) \
+	  target=; if [ $$image = training ]; then target="--target training"; fi; \
+	  DOCKER_BUILDKIT=1 $(DOCKER_BUILD) -q -f docker/$$image.Dockerfile $$target --build-arg GIT_COMMIT=$(IMAGE_TAG) $(IMAGE_BUILD_ARGS) \
+	    $(if $(PIP_SECRETS_DIR),--secret id=pipconf$(comma)src=$(PIP_SECRETS_DIR)/pip.conf --secret id=cacert$(comma)src=$(PIP_SECRETS_DIR)/ca.crt) \
 	    -t $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) -t $(REGISTRY)/churnops-$$image:latest . || exit 1; \
 	done
+
+images-offline: ## the same images without a registry: bases from debootstrap + Debian + PyPI (docs/deploy.md)
+	docker/offline/build.sh all
 
 push: images ## push the commit-tagged images to the stack's registry
 	@for image in $(IMAGES); do \
@@ -156,13 +171,17 @@ deploy: ## roll the service replicas and the monitor to IMAGE_TAG (compose up, n
 smoke: $(STAMP) ## the deployed service: ready + one prediction of a held-out record (SERVICE_URL)
 	$(PY) -m load_tests.smoke
 
-load-test: $(STAMP) ## Locust headless against SERVICE_URL; fails past load_tests/thresholds.yaml
+LOAD_TEST_THRESHOLDS ?= load_tests/thresholds.yaml
+export LOAD_TEST_THRESHOLDS
+load_test_run = $$($(PY) -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['$(1)'])" "$(LOAD_TEST_THRESHOLDS)")
+
+load-test: $(STAMP) ## Locust headless against SERVICE_URL; fails past LOAD_TEST_THRESHOLDS (load_tests/thresholds.yaml)
 	@mkdir -p $(LOAD_TEST_DIR)
 	LOAD_TEST_REPORT=$(LOAD_TEST_DIR)/summary.json $(BIN)/locust -f load_tests/locustfile.py --headless \
 	  --host $${SERVICE_URL:-http://127.0.0.1:8000} \
-	  --users $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['users'])") \
-	  --spawn-rate $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['spawn_rate'])") \
-	  --run-time $$($(PY) -c "import yaml; print(yaml.safe_load(open('load_tests/thresholds.yaml'))['run']['run_time'])") \
+	  --users $(call load_test_run,users) \
+	  --spawn-rate $(call load_test_run,spawn_rate) \
+	  --run-time $(call load_test_run,run_time) \
 	  --csv $(LOAD_TEST_DIR)/locust --html $(LOAD_TEST_DIR)/locust.html --only-summary
 
 stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example)
@@ -172,5 +191,14 @@ stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example
 stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops them)
 	$(STACK) down
 
+stack-test: $(STAMP) ## the stack for real: engine, offline images, pipeline stages, loop, faults, PromQL; always down -v
+	$(PY) -m scripts.stack_test
+
+bench-stack: $(STAMP) ## the stack test's measured figures (var/stack-test/results-*.json) -> docs/benchmarks.md (Stack)
+	$(PY) -m scripts.bench_stack
+
 stack-native: $(STAMP) ## the same services natively on loopback (Procfile, honcho); Ctrl-C stops them
 	$(PY) compose/native.py up
+
+stack-native-reset: $(STAMP) ## delete the native stack's state (STACK_DIR, var/stack): registry, data, secrets
+	$(PY) compose/native.py reset

@@ -3,6 +3,7 @@
     python compose/native.py up        # prepare STACK_DIR, then honcho start (Ctrl-C / SIGTERM stops all)
     python compose/native.py env       # print the settings (KEY=value) the Procfile's processes get
     python compose/native.py prepare   # only prepare STACK_DIR (PostgreSQL cluster, configs, env file)
+    python compose/native.py reset     # delete STACK_DIR (the stack must be stopped): a fresh start
 
 Same entry points and the same settings names as compose/docker-compose.yml; only the addresses
 differ (127.0.0.1 and the ports below instead of Compose service names):
@@ -10,15 +11,18 @@ differ (127.0.0.1 and the ports below instead of Compose service names):
 | process      | what                                                 | port (env)                  |
 |--------------|------------------------------------------------------|-----------------------------|
 | postgres     | PostgreSQL 15 (Debian), databases mlflow and churn   | NATIVE_PG_PORT 55432        |
-| s3           | moto_server, S3 API standing in for MinIO            | NATIVE_S3_PORT 59000        |
+| s3           | moto_server, S3 API standing in for MinIO (reports)  | NATIVE_S3_PORT 59000        |
 | mlflow       | mlflow server: PostgreSQL backend, proxied artifacts | NATIVE_MLFLOW_PORT 55000    |
+|              | (kept on disk in STACK_DIR/artifacts)                |                             |
 | service      | gunicorn model_service (the champion)                | NATIVE_SERVICE_PORT 58000   |
 | monitor      | python -m monitoring.monitor loop (+ POST /alerts)   | NATIVE_MONITOR_PORT 59108   |
 | prometheus   | Prometheus (Debian) with prometheus/rules            | NATIVE_PROMETHEUS_PORT 59090|
 | alertmanager | Alertmanager (Debian), webhook to the monitor        | NATIVE_ALERTMANAGER_PORT 59093|
 
-State (database files, TSDB, configs, secrets, logs) lives in STACK_DIR (default var/stack). Passwords
-are generated there on first use, never kept in the repository.
+State (database files, MLflow artifacts, TSDB, configs, secrets, logs/stack.log) lives in STACK_DIR
+(default var/stack), so a restarted stack serves what it served before. moto_server keeps its buckets
+in memory: only the monitor's HTML reports (s3://monitoring) are lost at a restart. Passwords are
+generated there on first use, never kept in the repository.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ PORTS = {
     "ALERTMANAGER": 59093,
 }
 BUCKETS = ("mlflow", "monitoring")
+SECRETS = ("MLFLOW_DB_PASSWORD", "CHURN_DB_PASSWORD", "API_KEY", "ADMIN_TOKEN", "MONITOR_WEBHOOK_TOKEN")
 
 
 def stack_dir() -> Path:
@@ -61,14 +66,13 @@ def port(name: str) -> int:
 
 def _secrets(root: Path) -> dict[str, str]:
     path = root / "secrets.env"
-    if not path.exists():
-        values = {
-            k: secrets.token_urlsafe(18)
-            for k in ("MLFLOW_DB_PASSWORD", "CHURN_DB_PASSWORD", "API_KEY", "ADMIN_TOKEN")
-        }
+    values = dict(line.split("=", 1) for line in path.read_text().split()) if path.exists() else {}
+    missing = [k for k in SECRETS if k not in values]
+    if missing:  # first use, or a STACK_DIR from before a secret was added
+        values.update({k: secrets.token_urlsafe(18) for k in missing})
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         path.chmod(0o600)
-    return dict(line.split("=", 1) for line in path.read_text().split())
+    return values
 
 
 def settings() -> dict[str, str]:
@@ -83,7 +87,8 @@ def settings() -> dict[str, str]:
         **{f"NATIVE_{k}_PORT": str(port(k)) for k in PORTS},
         # MLflow server (proxied artifacts to the S3 server: its clients need no S3 credentials)
         "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://mlflow:{sec['MLFLOW_DB_PASSWORD']}@{pg}/mlflow",
-        "MLFLOW_ARTIFACTS_DESTINATION": "s3://mlflow/artifacts",
+        # on disk next to the PostgreSQL registry: both survive a restart (moto keeps S3 in memory)
+        "MLFLOW_ARTIFACTS_DESTINATION": str(root / "artifacts"),
         "MLFLOW_S3_ENDPOINT_URL": s3,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "AWS_ACCESS_KEY_ID": "native",
@@ -104,7 +109,9 @@ def settings() -> dict[str, str]:
         "SPOOL_DIR": str(root / "spool"),
         # monitor
         "MONITOR_INTERVAL_SECONDS": os.environ.get("MONITOR_INTERVAL_SECONDS", "300"),
+        "MONITOR_HOST": "127.0.0.1",
         "MONITOR_METRICS_PORT": str(port("MONITOR")),
+        "MONITOR_WEBHOOK_TOKEN": sec["MONITOR_WEBHOOK_TOKEN"],
         "MONITOR_REPORTS_URI": "s3://monitoring/reports",
         "S3_ENDPOINT_URL": s3,
         "RETRAIN_TRIGGER": os.environ.get("RETRAIN_TRIGGER", "log"),
@@ -242,19 +249,31 @@ def render_configs(env: dict[str, str]) -> None:
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
     (root / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
 
+    token_file = root / "webhook_token"
+    token_file.write_text(env["MONITOR_WEBHOOK_TOKEN"])
+    token_file.chmod(0o600)
     am = yaml.safe_load((REPO / "prometheus" / "alertmanager.yml").read_text())
     for receiver in am["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://127.0.0.1:{env['NATIVE_MONITOR_PORT']}/alerts"
+            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     am["route"].update({"group_wait": "1s", "group_interval": "5s"})
     for route in am["route"].get("routes", []):
         route["group_wait"] = "1s"
     (root / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
 
 
+STALE_REGISTRY = """stack-native: {root} holds a model registry (PostgreSQL) whose artifacts are gone
+(they were kept in moto_server's memory before the stack kept them in {root}/artifacts). The service
+could not load any model from it. Start afresh: make stack-native-reset (deletes {root}), then
+make stack-native and train again (docs/runbook.md, 'No champion yet')."""
+
+
 def prepare() -> dict[str, str]:
     root = stack_dir()
     root.mkdir(parents=True, exist_ok=True)
+    if (root / "postgres" / "PG_VERSION").exists() and not (root / "artifacts").is_dir():
+        raise SystemExit(STALE_REGISTRY.format(root=root))
     for sub in (
         "prometheus-data",
         "alertmanager-data",
@@ -263,6 +282,7 @@ def prepare() -> dict[str, str]:
         "data",
         "reports",
         "logs",
+        "artifacts",
     ):
         (root / sub).mkdir(exist_ok=True)
     env = settings()
@@ -347,6 +367,56 @@ def run_postgres() -> int:
     return child.wait()
 
 
+def run_logged(cmd: list[str], log_path: Path) -> int:
+    """Run honcho, its output to the terminal and appended to log_path. A stop asked for by SIGINT
+    (Ctrl-C) or SIGTERM is a clean exit (0), not honcho's 130/143; a process that dies keeps its code."""
+    import signal
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # honcho's lines reach the log as they come
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    asked = []
+
+    def stop(signum: int, _frame: object) -> None:
+        asked.append(signum)
+        child.send_signal(signum)  # honcho stops every process (a second signal is ignored by it)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    with log_path.open("ab") as log:
+        log.write(f"--- stack-native up {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+        for line in child.stdout:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+            log.write(line)
+            log.flush()
+    rc = child.wait()
+    return 0 if asked and rc in (0, 130, 143) else rc
+
+
+def reset() -> int:
+    """Delete STACK_DIR, loudly; refused while a stack process still listens on its ports."""
+    root = stack_dir()
+    busy = []
+    for name in PORTS:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port(name))) == 0:
+                busy.append(f"{name} ({port(name)})")
+    if busy:
+        print(
+            f"stack-native-reset: stop the stack first; still listening: {', '.join(busy)}", file=sys.stderr
+        )
+        return 1
+    if not root.exists():
+        print(f"stack-native-reset: {root} does not exist; nothing to delete")
+        return 0
+    shutil.rmtree(root)
+    print(
+        f"stack-native-reset: deleted {root} (registry, artifacts, database, metrics, secrets); "
+        "the next make stack-native starts empty: train and gate a model"
+    )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "up"
     if command == "env":
@@ -369,29 +439,19 @@ def main(argv: list[str]) -> int:
     if command == "make-buckets":
         make_buckets()
         return 0
+    if command == "reset":
+        return reset()
     if command == "up":
         env = prepare()
         honcho = Path(sys.executable).with_name("honcho")
         root = Path(env["STACK_DIR"])
         print(
             f"stack-native: state in {root}; MLflow {env['MLFLOW_TRACKING_URI']}, service {env['SERVICE_URL']}, "
-            f"Prometheus http://127.0.0.1:{env['NATIVE_PROMETHEUS_PORT']}",
+            f"Prometheus http://127.0.0.1:{env['NATIVE_PROMETHEUS_PORT']}; log {root / 'logs' / 'stack.log'}",
             flush=True,
         )
-        os.execv(
-            str(honcho),
-            [
-                str(honcho),
-                "-d",
-                str(REPO),
-                "-f",
-                str(REPO / "Procfile"),
-                "-e",
-                str(root / "stack.env"),
-                "start",
-                *argv[1:],
-            ],
-        )
+        cmd = [str(honcho), "-d", str(REPO), "-f", str(REPO / "Procfile"), "-e", str(root / "stack.env")]
+        return run_logged([*cmd, "start", *argv[1:]], root / "logs" / "stack.log")
     print(__doc__)
     return 2
 

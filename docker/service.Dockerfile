@@ -1,5 +1,6 @@
-# Model service image: gunicorn serving the MLflow "champion" of MODEL_NAME on port 8000.
-# Build from the repository root:  docker build -f docker/service.Dockerfile --build-arg GIT_COMMIT=$(git rev-parse HEAD) .
+# Model service image: gunicorn serving the MLflow "champion" of MODEL_NAME on port 8000; the stack's
+# MLflow server runs from it too. Build from the repository root (`make images`, or
+# docker/offline/build.sh without a registry). The base is a build argument: PYTHON_IMAGE.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---- build: the locked runtime dependencies in a virtual environment (no compilers needed: all wheels)
@@ -8,32 +9,32 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
-# Resolve pyproject's runtime dependencies against the lock, then drop the project itself: the code
-# lives in /app (PYTHONPATH) so that config/ and the code stay side by side as in the repository.
-RUN mkdir core training model_service monitoring \
- && pip install --no-cache-dir -c requirements.lock . \
- && pip uninstall --yes churnops
+COPY pyproject.toml requirements.lock docker/pip-install.sh ./
+# pyproject's runtime dependencies, resolved against the lock (the project's code goes to /app below,
+# so a new top-level package needs no change here). Pip settings and an extra CA bundle come as
+# BuildKit secrets (pipconf, cacert): used by this step only, never stored in a layer.
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.sh service
 
 # ---- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 ARG GIT_COMMIT=unknown
+ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
 LABEL org.opencontainers.image.title="churnops-service" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # libgomp1: XGBoost's OpenMP runtime (the slim base does not ship it).
 RUN apt-get update \
- && apt-get install --yes --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
+ && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
+ && mkdir -p /var/spool/churnops && chown 10001:10001 /var/spool/churnops
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY config config
-COPY core core
-COPY training training
-COPY model_service model_service
-COPY monitoring monitoring
+# the project's tree as filtered by .dockerignore (code and config; owned by root, read-only for app)
+COPY . /app
+# PROMETHEUS_MULTIPROC_DIR is not set here: gunicorn_conf.py makes its own folder unless Compose sets
+# one, and the MLflow server (same image) must not inherit a folder that does not exist in it.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
@@ -41,10 +42,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     GIT_COMMIT=${GIT_COMMIT} \
     HOST=0.0.0.0 \
     PORT=8000 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus-multiproc \
     SPOOL_DIR=/var/spool/churnops
-# the spool must outlive the container: Compose mounts a named volume here (flock-shared by replicas)
-RUN mkdir -p /var/spool/churnops && chown 10001:10001 /var/spool/churnops
+# the spool must outlive the container: Compose mounts a named volume there (flock-shared by replicas)
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \

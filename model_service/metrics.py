@@ -77,6 +77,12 @@ RELOAD_FAILING = Gauge(
     multiprocess_mode="livemax",
     registry=None,
 )
+CHAMPION_MISSING = Gauge(
+    f"{PREFIX}_champion_missing",
+    "1 while the registry has no champion to serve (nothing promoted yet)",
+    multiprocess_mode="livemax",
+    registry=None,
+)
 LOG_QUEUE = Gauge(
     f"{PREFIX}_log_queue_depth",
     "Records waiting in memory for the prediction log",
@@ -115,6 +121,7 @@ ALL = [
     MODEL_LOADED,
     RELOADS,
     RELOAD_FAILING,
+    CHAMPION_MISSING,
     LOG_QUEUE,
     LOG_WRITTEN,
     LOG_SPOOLED,

@@ -5,7 +5,9 @@ uses that object to the end, so a swap never changes a model under a running req
 the new version *fully* (artifact, metadata, schemas, fast path, a check of the fast path against the
 pipeline, a warm-up prediction) before one reference assignment swaps it in. If anything fails, the
 old model keeps serving; the error goes to the log, `/ready` (`reload_error`) and the metrics
-(`model_service_reloads_total{result="failure"}`, `model_service_reload_failing`).
+(`model_service_reloads_total{result="failure"}`, `model_service_reload_failing`). No champion at all
+(nothing promoted yet) is a state, not a failure: one log line, `/ready` says "no champion yet", and
+`model_service_champion_missing` is 1.
 
 What triggers a reload, in every worker: a background check of the registry alias every
 RELOAD_INTERVAL_SECONDS, and `POST /v1/admin/reload` (the worker that receives it reloads at once and
@@ -196,7 +198,7 @@ class ModelManager:
     # ---- loading
     def _resolve(self) -> Any:
         try:
-            mv = registry.version_by_alias(self.settings.model_name, self.settings.model_alias)
+            mv = registry.version_by_alias(self.settings.model_name, self.settings.model_alias, strict=True)
         except Exception as exc:  # noqa: BLE001 - registry unreachable
             self.registry_ok = False
             raise RuntimeError(f"registry unreachable: {exc}") from exc
@@ -220,6 +222,8 @@ class ModelManager:
                 mv = self._resolve()
             except RuntimeError as exc:
                 return self._failure(previous, None, exc, "registry")
+            if mv is None and previous is None:
+                return self._no_champion()
             if mv is None:
                 err = RuntimeError(
                     f"model '{self.settings.model_name}' has no alias '{self.settings.model_alias}'"
@@ -248,6 +252,7 @@ class ModelManager:
             self._publish(previous, loaded)
             m.RELOADS.labels("success", "").inc()
             m.RELOAD_FAILING.set(0)
+            m.CHAMPION_MISSING.set(0)
             log.info(
                 "serving %s v%s (%s; %s) after %.1fs%s",
                 loaded.name,
@@ -264,6 +269,26 @@ class ModelManager:
                 "error": None,
                 "predictor": loaded.predictor.kind,
             }
+
+    def _no_champion(self) -> dict[str, Any]:
+        """Nothing to serve yet because nothing was promoted: a state, not a failed reload. Logged once
+        (then at DEBUG), shown by /ready and `model_service_champion_missing`, not counted as a failure."""
+        message = (
+            f"no champion yet: model '{self.settings.model_name}' has no alias "
+            f"'{self.settings.model_alias}': train and gate a model"
+        )
+        first = self.public_error != message
+        self.last_error = self.public_error = message
+        if first:
+            self.last_error_at = datetime.now(UTC).isoformat(timespec="seconds")
+        m.CHAMPION_MISSING.set(1)
+        m.RELOAD_FAILING.set(0)
+        (log.warning if first else log.debug)(
+            "%s (docs/runbook.md, 'No champion yet'); checking again every %ss",
+            message,
+            self.settings.reload_interval,
+        )
+        return {"changed": False, "previous_version": None, "version": None, "error": message}
 
     def _failure(
         self, previous: str | None, version: str | None, exc: BaseException, reason: str

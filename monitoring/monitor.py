@@ -27,6 +27,7 @@ when the check alarmed.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import signal
@@ -499,10 +500,13 @@ def make_server(
             if not self.path.startswith("/alerts"):
                 self._send(404, b'{"error": "not found"}')
                 return
-            if (
-                settings.webhook_token
-                and self.headers.get("Authorization") != f"Bearer {settings.webhook_token}"
-            ):
+            if not settings.webhook_token:
+                log.warning("POST /alerts refused: MONITOR_WEBHOOK_TOKEN is not set (the webhook is closed)")
+                self._send(503, b'{"error": "webhook disabled: MONITOR_WEBHOOK_TOKEN is not set"}')
+                return
+            sent = self.headers.get("Authorization") or ""
+            if not hmac.compare_digest(sent.encode(), f"Bearer {settings.webhook_token}".encode()):
+                log.warning("POST /alerts refused: bad or missing bearer token")
                 self._send(401, b'{"error": "bad or missing bearer token"}')
                 return
             try:
@@ -532,10 +536,13 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
     thread = threading.Thread(target=server.serve_forever, name="monitor-http", daemon=True)
     thread.start()
     log.info(
-        "monitor loop: every %ss; metrics and /alerts on port %s",
+        "monitor loop: every %ss; metrics and /alerts on %s:%s",
         settings.interval_seconds,
-        settings.metrics_port,
+        settings.metrics_host,
+        server.server_address[1],
     )
+    if not settings.webhook_token:
+        log.warning("MONITOR_WEBHOOK_TOKEN is not set: POST /alerts refuses every call (503)")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -118,7 +118,9 @@ class MonitorSettings(Settings):
         ge=0,
     )
     metrics_host: str = env_field(
-        "MONITOR_HOST", "0.0.0.0", "`monitor loop`: bind address of /metrics and POST /alerts"
+        "MONITOR_HOST",
+        "127.0.0.1",
+        "`monitor loop`: bind address of /metrics and POST /alerts (Compose: 0.0.0.0)",
     )
     metrics_port: int = env_field(
         "MONITOR_METRICS_PORT",
@@ -128,7 +130,7 @@ class MonitorSettings(Settings):
         le=65535,
     )
     webhook_token: str = env_field(
-        "MONITOR_WEBHOOK_TOKEN", "", "if set, POST /alerts needs this bearer token"
+        "MONITOR_WEBHOOK_TOKEN", "", "bearer token POST /alerts needs (unset: the webhook refuses, 503)"
     )
     reports_uri: str | None = env_field(
         "MONITOR_REPORTS_URI", None, "HTML reports: a folder or s3://bucket/prefix"

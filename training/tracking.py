@@ -74,8 +74,11 @@ def training_run(
 def candidate_run(
     run_name: str, tags: dict, params: dict | None = None, metrics: dict | None = None
 ) -> Iterator[str]:
-    """A nested run (its id) for fitting one candidate, with its parameters and tuning score."""
-    with mlflow.start_run(run_name=run_name, nested=True, tags=tags) as run:
+    """A nested run (its id) for fitting one candidate, with its parameters and tuning score, in its
+    parent's experiment (MLflow puts a nested run without an experiment id in the default one)."""
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id if parent else None
+    with mlflow.start_run(run_name=run_name, nested=True, tags=tags, experiment_id=experiment_id) as run:
         if params:
             mlflow.log_params(params)
         if metrics:

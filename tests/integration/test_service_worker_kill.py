@@ -119,7 +119,8 @@ def _check(svc: Service, db_url: str, traffic: Traffic, victims: list[int]) -> N
         90,
         f"{len(expected)} accepted requests ({sum(expected.values())} records) stored",
     )
-    assert svc.metric("model_service_log_replayed_records_total") > 0
+    # no assertion on the replay counter: when the killed worker's writer had already committed all it
+    # held, its segment has nothing to replay (the forked SIGKILL unit test forces the replay path)
     assert svc.stop() == 0, svc.log()[-2000:]
     stored = _stored(db_url)
     print(

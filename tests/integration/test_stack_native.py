@@ -4,12 +4,15 @@ Brings the whole stack up on free loopback ports (PostgreSQL, moto S3, MLflow se
 monitor loop, Prometheus, Alertmanager), trains and gates a model into it, serves and predicts held-out
 records, sends feedback and drifted traffic, and checks that the monitor sees it, that Prometheus scrapes
 the service and the monitor, that the DataDrift alert travels Prometheus -> Alertmanager -> monitor
-POST /alerts -> retrain trigger, and that every PromQL expression of the dashboards and alert rules
-parses and returns data from this real Prometheus. Then it tears everything down.
+POST /alerts (with its bearer token) -> retrain trigger, and that every PromQL expression of the
+dashboards and alert rules parses and returns data from this real Prometheus. Then it stops the stack
+(a clean exit, its output in STACK_DIR/logs), starts it again on the same STACK_DIR and checks that it
+serves the same champion, and tears everything down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -55,6 +58,28 @@ def _ok(url: str) -> bool:
     return requests.get(url, timeout=3).status_code == 200
 
 
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "compose" / "native.py"), "up"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    os.killpg(proc.pid, signal.SIGTERM)  # honcho stops every child on SIGTERM
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
 @pytest.fixture(scope="module")
 def stack():
     missing = [
@@ -92,15 +117,7 @@ def stack():
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = root / "stack.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "compose" / "native.py"), "up"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _start(env, log)
     settings = dict(
         line.split("=", 1)
         for line in subprocess.run(
@@ -133,13 +150,10 @@ def stack():
         _wait("service", lambda: _ok(f"{settings['SERVICE_URL']}/health"), 120, log, proc)
         yield info
     finally:
+        proc = info["proc"]  # the test restarts the stack
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # honcho stops every child on SIGTERM
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _stop(proc)
         still = []
         for name in PORT_NAMES:
             with socket.socket() as s:
@@ -348,3 +362,19 @@ def test_native_stack_end_to_end(stack) -> None:
             else:
                 problems.append(f"{where}: no data for {expr}")
     assert not problems, "\n".join(problems)
+
+    # stop (a clean exit, the output kept in STACK_DIR/logs) and start again on the same STACK_DIR: the
+    # registry (PostgreSQL) and its artifacts (on disk) both survive, so the champion serves again
+    assert _stop(stack["proc"]) == 0
+    assert "service" in (stack["root"] / "logs" / "stack.log").read_text()
+    stack["proc"] = _start(stack["env"], stack["log"])
+    _wait(
+        "every restarted service worker ready",
+        lambda: all(_ok(f"{settings['SERVICE_URL']}/ready") for _ in range(8)),
+        180,
+        stack["log"],
+        stack["proc"],
+    )
+    again = requests.get(f"{url}/v1/model", headers={"X-API-Key": key}, timeout=10).json()
+    assert again["version"] == "1", again
+    assert len(_predict(stack, _records(normal.head(50)))) == 1

@@ -30,6 +30,12 @@ def test_champion_quality_and_lineage(champion_env):
     assert {"evaluation/segment_metrics.csv", "evaluation/evaluation.json", "evaluation/plots"} <= artifacts
     # both candidates were measured on the held-out test set
     assert {"logreg_test_roc_auc", "xgboost_test_roc_auc"} <= set(run.data.metrics)
+    # the candidates' nested runs are in the parent's experiment, none elsewhere (e.g. "Default")
+    client = mlflow.MlflowClient()
+    everywhere = [e.experiment_id for e in client.search_experiments()]
+    children = client.search_runs(everywhere, f"tags.mlflow.parentRunId = '{version.run_id}'")
+    assert {c.info.run_name for c in children} == {"baseline-logreg", "xgboost-tuned"}
+    assert {c.info.experiment_id for c in children} == {run.info.experiment_id}
 
 
 def test_training_is_deterministic(embedded_env):

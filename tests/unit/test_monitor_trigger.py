@@ -273,6 +273,12 @@ def test_webhook_and_metrics_over_http(settings, monkeypatch):
     try:
         payload = {"alerts": [{"status": "firing", "labels": {"alertname": "ChurnLiveRecallLow"}}]}
         assert requests.post(f"{base}/alerts", json=payload, timeout=5).status_code == 401
+        for wrong in ("Bearer hook-secreT", "Bearer hook-secret2", "hook-secret", "Basic aG9vaw=="):
+            refused = requests.post(
+                f"{base}/alerts", json=payload, headers={"Authorization": wrong}, timeout=5
+            )
+            assert refused.status_code == 401, wrong
+        assert statuses(s) == []  # nothing refused reached the trigger
         r = requests.post(
             f"{base}/alerts", json=payload, headers={"Authorization": "Bearer hook-secret"}, timeout=5
         )
@@ -280,6 +286,30 @@ def test_webhook_and_metrics_over_http(settings, monkeypatch):
         assert r.json()["events"][0]["status"] == "fired"
         text = requests.get(f"{base}/metrics", timeout=5).text
         assert "monitor_alert_webhooks_total" in text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_webhook_without_a_token_is_closed(settings, monkeypatch, caplog):
+    monkeypatch.setenv("MONITOR_METRICS_PORT", "0")
+    monkeypatch.delenv("MONITOR_WEBHOOK_TOKEN", raising=False)
+    monkeypatch.delenv("MONITOR_HOST", raising=False)
+    s = MonitorSettings.from_env()
+    assert s.metrics_host == "127.0.0.1"  # loopback unless the deployment says otherwise
+    server = make_server(s, RetrainTrigger(s))
+    assert server.server_address[0] == "127.0.0.1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        payload = {"alerts": [{"status": "firing", "labels": {"alertname": "ChurnLiveRecallLow"}}]}
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
+            r = requests.post(f"{base}/alerts", json=payload, headers=headers, timeout=5)
+            assert r.status_code == 503
+            assert "MONITOR_WEBHOOK_TOKEN" in r.json()["error"]
+        assert statuses(s) == []
+        assert "MONITOR_WEBHOOK_TOKEN is not set" in caplog.text
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
     finally:
         server.shutdown()
         server.server_close()

@@ -106,6 +106,7 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         if model is not None:
             state.manager.current = model
             state.manager.last_error = None
+            state.manager.registry_ok = True  # as if loaded from a healthy registry
         return app
 
     yield build
@@ -505,13 +506,11 @@ def test_explain_without_an_explainer_is_501(make_app, tiny_model):
 # --------------------------------------------------------------------------- no model: 503
 @pytest.mark.parametrize(("method", "path", "payload"), PROTECTED[:3], ids=[p for _, p, _ in PROTECTED[:3]])
 def test_without_a_model_the_model_endpoints_are_503(make_app, method, path, payload):
-    client = make_app().test_client()
+    client = make_app().test_client()  # the registry is unreachable
     resp = client.open(path, method=method, json=payload, headers=KEY)
     assert resp.status_code == 503
-    assert (
-        resp.get_json()["message"]
-        == f"no model loaded yet: loading telco-churn failed: RuntimeError: {NO_ALIAS}"
-    )
+    assert resp.get_json()["message"].startswith("no model loaded yet: loading telco-churn failed: ")
+    assert "registry unreachable" in resp.get_json()["message"]
     assert resp.headers["Retry-After"] == "5"
 
 
@@ -521,9 +520,41 @@ def test_without_a_model_ready_is_503_and_health_200(make_app):
     assert ready.status_code == 503
     body = ready.get_json()
     assert body["ready"] is False and body["status"] == "not_ready" and body["model_version"] is None
-    assert NO_ALIAS in body["reload_error"]
+    assert body["reload_error"] == "registry unreachable"  # not mistaken for "no champion yet"
+    assert body["registry"] == "unreachable"
     health = client.get("/health")
     assert health.status_code == 200 and health.get_json() == {"status": "ok", "pid": os.getpid()}
+
+
+def _metric(name: str) -> float:
+    from model_service import metrics as m
+
+    return sum(s.value for metric in m.registry().collect() for s in metric.samples if s.name == name)
+
+
+def test_no_champion_yet_is_a_state_not_an_error_storm(make_app, tmp_path, caplog):
+    """A reachable registry without the champion alias: one warning, no failure counted, /ready and
+    the champion-missing gauge say what to do; the first load clears it."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri).search_experiments()  # an empty registry: nothing promoted
+    app = make_app(tracking_uri=uri)
+    manager = app.extensions["model_service"].manager
+    failures_before = _metric("model_service_reloads_total")
+    caplog.set_level("DEBUG", logger="model_service.model")
+    for _ in range(5):
+        result = manager.check()
+    assert result["version"] is None and result["error"].startswith("no champion yet")
+    warnings = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") and "champion" in r.message]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert _metric("model_service_champion_missing") == 1
+    assert _metric("model_service_reload_failing") == 0
+    assert _metric("model_service_reloads_total") == failures_before  # no failure counted
+    body = app.test_client().get("/ready").get_json()
+    assert body["status"] == "not_ready" and body["registry"] == "ok"
+    assert body["reload_error"] == f"no champion yet: {NO_ALIAS}: train and gate a model"
 
 
 # --------------------------------------------------------------------------- model, ready, reload
@@ -624,10 +655,11 @@ def test_admin_reload_checks_here_and_tells_the_other_workers(client, state, mon
 
 
 def test_admin_reload_failure_is_503_with_the_result(client, state):
-    resp = client.post("/v1/admin/reload", headers=ADMIN)  # the registry has no champion here
+    resp = client.post("/v1/admin/reload", headers=ADMIN)  # the registry is unreachable here
     assert resp.status_code == 503
     body = resp.get_json()
-    assert body["version"] == "3" and body["previous_version"] == "3" and NO_ALIAS in body["error"]
+    assert body["version"] == "3" and body["previous_version"] == "3"
+    assert "registry unreachable" in body["error"]
 
 
 # --------------------------------------------------------------------------- feedback

