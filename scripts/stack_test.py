@@ -202,6 +202,7 @@ def write_env() -> dict[str, str]:
                 "ADMIN_TOKEN",
                 "JENKINS_API_TOKEN",
                 "JENKINS_JOB_TOKEN",
+                "MONITOR_WEBHOOK_TOKEN",
                 "JENKINS_ADMIN_PASSWORD",
                 "JENKINS_MONITOR_PASSWORD",
                 "GRAFANA_ADMIN_PASSWORD",

@@ -52,7 +52,9 @@ ARG WGET_VERSION
 RUN apt-get update \
  && apt-get install --yes --no-install-recommends prometheus-alertmanager=${ALERTMANAGER_VERSION} wget=${WGET_VERSION} \
  && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /alertmanager && chown 65534:65534 /alertmanager
+ && mkdir -p /alertmanager && chown 65534:65534 /alertmanager \
+ && ln -s /usr/bin/prometheus-alertmanager /usr/bin/alertmanager
+# /bin/alertmanager as in the upstream image: Compose's entrypoint (it writes the webhook token file) runs it
 USER 65534:65534
 EXPOSE 9093
 HEALTHCHECK --interval=15s --timeout=3s --retries=5 CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9093/-/ready"]
