@@ -29,8 +29,7 @@ from core.features import json_record, prepare
 from core.settings import load_or_exit
 from monitoring.scenarios import SCENARIOS, Scenario, ScenarioSpec, apply
 from monitoring.settings import MonitorSettings
-from training.data import DataError, assign_split, ingest, latest_snapshot
-from training.retrain import root_snapshot
+from training.data import DataError, assign_split, ingest, latest_snapshot, lineage_root
 from training.settings import TrainingSettings
 
 
@@ -63,7 +62,7 @@ def held_out_records(settings: TrainingSettings, config: DatasetConfig) -> pd.Da
         snap = latest_snapshot(config, settings.data_dir)
     except DataError:
         snap = ingest(config, settings.data_dir)
-    frame = root_snapshot(snap, settings.data_dir).load()
+    frame = lineage_root(snap).load()
     features, label = prepare(frame, config)
     side = assign_split(features, config.split["valid_share"], config.split["test_share"])
     return features[side == "test"].assign(label=label[side == "test"].to_numpy()).reset_index(drop=True)

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +36,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import yaml
+from scripts.local_servers import free_port
+from scripts.promql_check import promql_problems
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("STACK_TEST_DIR") or REPO / "var" / "stack-test")
@@ -54,7 +53,6 @@ DRIFTED = (
     "paperless_billing",
     "tech_support",
 )
-ONLY_ON_FAILURE = ('status=~"5.."', 'result="failure"')
 T0 = time.monotonic()
 TIMELINE: list[tuple[float, str]] = []
 RESULTS: dict = {}
@@ -159,12 +157,6 @@ def wait(what: str, probe, timeout: float, interval: float = 2.0):
     raise StackTestError(
         f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last})" if last else "")
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_env() -> dict[str, str]:
@@ -406,41 +398,8 @@ class Traffic:
 # ------------------------------------------------------------------------------------------ PromQL
 
 
-def promql_expressions() -> list[tuple[str, str]]:
-    exprs = []
-    for path in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                lhs = re.split(r"\s(?:>=|<=|==|!=|>|<)\s*[-0-9.e]+\s*$", rule["expr"].strip())[0]
-                exprs.append((f"rule {rule['alert']}", lhs))
-    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                if "expr" in target:
-                    exprs.append((f"{path.stem}: {panel['title']}", target["expr"]))
-    rules = yaml.safe_load((REPO / "grafana" / "provisioning" / "alerting" / "rules.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            for data in rule["data"]:
-                if data["datasourceUid"] == "prometheus":
-                    exprs.append((f"grafana rule {rule['uid']}", data["model"]["expr"]))
-    return exprs
-
-
 def check_promql(stack: Stack) -> tuple[int, list[str]]:
-    problems, exprs = [], promql_expressions()
-    for where, expr in exprs:
-        answer = prom(stack, expr)
-        if answer.get("status") != "success":
-            problems.append(f"{where}: {answer.get('error')} in {expr}")
-        elif not answer["data"]["result"]:
-            if any(marker in expr for marker in ONLY_ON_FAILURE):
-                metric = re.search(r"([a-z_:]+)\{", expr).group(1)
-                if not prom(stack, metric)["data"]["result"]:
-                    problems.append(f"{where}: metric {metric} does not exist")
-            else:
-                problems.append(f"{where}: no data for {expr}")
-    return len(exprs), problems
+    return promql_problems(lambda expr: prom(stack, expr))
 
 
 # ------------------------------------------------------------------------------------------ the run

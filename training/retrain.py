@@ -30,7 +30,6 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,15 @@ from core.features import category_string
 from core.settings import load_or_exit
 from training import gate
 from training.cli import setup_logging
-from training.data import DataError, Snapshot, ingest, latest_snapshot, open_snapshot, write_snapshot
+from training.data import (
+    DataError,
+    Snapshot,
+    ingest,
+    latest_snapshot,
+    lineage_root,
+    open_snapshot,
+    write_snapshot,
+)
 from training.settings import TrainingSettings
 from training.train import train
 
@@ -65,17 +72,6 @@ class RetrainData:
         )
 
 
-def root_snapshot(snapshot: Snapshot, data_dir: Path) -> Snapshot:
-    seen = set()
-    while snapshot.manifest.get("parent") and snapshot.hash not in seen:
-        seen.add(snapshot.hash)
-        try:
-            snapshot = open_snapshot(snapshot.manifest["parent"], data_dir)
-        except DataError:
-            break
-    return snapshot
-
-
 def base_snapshot(settings: TrainingSettings, config: DatasetConfig) -> Snapshot:
     return current_base(settings, config)[0]
 
@@ -96,7 +92,7 @@ def current_base(settings: TrainingSettings, config: DatasetConfig) -> tuple[Sna
         )
     except DataError:
         snap = ingest(config, settings.data_dir)
-    root = root_snapshot(snap, settings.data_dir)
+    root = lineage_root(snap)
     if not config.retrain_on_source_change:
         return root, False
     try:

@@ -13,9 +13,7 @@ serves the same champion, and tears everything down.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,8 +25,8 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
+from scripts.promql_check import promql_problems
 from tests.conftest import FAST_TRAINING, REPO, free_port, require_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,7 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PORT_NAMES = ("PG", "S3", "MLFLOW", "SERVICE", "MONITOR", "PROMETHEUS", "ALERTMANAGER")
 # Expressions that have data only after something went wrong (a 5xx, a failed reload): they must parse,
 # and the metric they select must exist, but an empty answer is the healthy one.
-ONLY_ON_FAILURE = ('status=~"5.."', 'result="failure"')
 
 
 def _wait(what: str, probe, timeout: float, log: Path | None = None, proc: subprocess.Popen | None = None):
@@ -233,28 +230,6 @@ def _db(stack, sql: str) -> list:
         engine.dispose()
 
 
-def _promql_expressions() -> list[tuple[str, str]]:
-    exprs = []
-    for path in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                # the alert's condition without its threshold: the measured value must exist
-                lhs = re.split(r"\s(?:>=|<=|==|!=|>|<)\s*[-0-9.e]+\s*$", rule["expr"].strip())[0]
-                exprs.append((f"rule {rule['alert']}", lhs))
-    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel["targets"]:
-                if "expr" in target:
-                    exprs.append((f"{path.stem}: {panel['title']}", target["expr"]))
-    rules = yaml.safe_load((REPO / "grafana" / "provisioning" / "alerting" / "rules.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            for data in rule["data"]:
-                if data["datasourceUid"] == "prometheus":
-                    exprs.append((f"grafana rule {rule['uid']}", data["model"]["expr"]))
-    return exprs
-
-
 def test_native_stack_end_to_end(stack) -> None:
     settings = stack["settings"]
 
@@ -349,18 +324,7 @@ def test_native_stack_end_to_end(stack) -> None:
     assert any("DataDrift" in reason for _, reason in events), events
 
     # every PromQL expression of the dashboards and alert rules parses and returns data here
-    problems = []
-    for where, expr in _promql_expressions():
-        answer = _prom(stack, expr)
-        if answer.get("status") != "success":
-            problems.append(f"{where}: {answer.get('error')} in {expr}")
-        elif not answer["data"]["result"]:
-            if any(marker in expr for marker in ONLY_ON_FAILURE):
-                metric = re.search(r"([a-z_:]+)\{", expr).group(1)
-                if not _prom(stack, metric)["data"]["result"]:
-                    problems.append(f"{where}: metric {metric} does not exist")
-            else:
-                problems.append(f"{where}: no data for {expr}")
+    _, problems = promql_problems(lambda expr: _prom(stack, expr))
     assert not problems, "\n".join(problems)
 
     # stop (a clean exit, the output kept in STACK_DIR/logs) and start again on the same STACK_DIR: the
