@@ -31,17 +31,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
-PARAMETERS = (
-    "REASON",
-    "TRIGGER_SOURCE",
-    "MONITORING_RUN_ID",
-    "DRIFT_SHARE",
-    "DRIFTED_FEATURES",
-    "PREDICTION_DRIFT_SCORE",
-    "LIVE_ROC_AUC",
-    "LIVE_RECALL",
-)
+JOBS = REPO / "jenkins" / "jobs" / "churnops.yaml"
+
+
+def declared_parameters(job: str = "churn-retrain") -> tuple[str, ...]:
+    """The parameters the job declares in jenkins/jobs (what a real Jenkins accepts), read, not copied."""
+    for entry in yaml.safe_load(JOBS.read_text()):
+        spec = entry.get("job-template") or entry.get("job") or {}
+        if spec.get("name") == job:
+            return tuple(next(iter(p.values()))["name"] for p in spec.get("parameters", []))
+    raise SystemExit(f"jenkins stand-in: {JOBS} declares no job {job!r}")
+
+
+PARAMETERS = declared_parameters()
 
 
 def retrain_stages() -> list[tuple[str, str]]:
