@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-ONLY_ON_FAILURE = ('status=~"5.."', 'result="failure"')
+ONLY_ON_FAILURE = ('status=~"5.."', 'status=~"[45].."', 'result="failure"')
 
 
 def promql_expressions() -> list[tuple[str, str]]:

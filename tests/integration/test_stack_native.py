@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,6 +50,16 @@ def _wait(what: str, probe, timeout: float, log: Path | None = None, proc: subpr
         time.sleep(1)
     tail = log.read_text()[-4000:] if log and log.exists() else ""
     raise AssertionError(f"timed out waiting for {what} ({last})\n--- stack log tail ---\n{tail}")
+
+
+def _loaded_workers(service_url: str) -> float:
+    """Workers with a model loaded, from the service's own /metrics (0 while it does not answer)."""
+    try:
+        text = requests.get(f"{service_url}/metrics", timeout=5).text
+    except requests.RequestException:
+        return 0.0
+    found = re.search(r"^model_service_model_loaded(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def _ok(url: str) -> bool:
@@ -238,10 +249,12 @@ def test_native_stack_end_to_end(stack) -> None:
         _run(stack, "-m", module, *(["ingest"] if module == "training.data" else []))
 
     # the service picks the champion up by itself, in every worker: each polls the registry on its own,
-    # so one ready answer says only that the worker that answered has loaded it
+    # so one ready answer says only that the worker that answered has loaded it; the multiprocess gauge
+    # model_service_model_loaded sums the live workers that have
+    workers = int(settings.get("GUNICORN_WORKERS") or stack["env"].get("GUNICORN_WORKERS") or 2)
     _wait(
-        "every service worker ready (8 ready answers in a row on fresh connections)",
-        lambda: all(_ok(f"{settings['SERVICE_URL']}/ready") for _ in range(8)),
+        f"all {workers} service workers serving a model (model_service_model_loaded)",
+        lambda: _loaded_workers(settings["SERVICE_URL"]) >= workers,
         120,
         stack["log"],
     )
@@ -333,8 +346,8 @@ def test_native_stack_end_to_end(stack) -> None:
     assert "service" in (stack["root"] / "logs" / "stack.log").read_text()
     stack["proc"] = _start(stack["env"], stack["log"])
     _wait(
-        "every restarted service worker ready",
-        lambda: all(_ok(f"{settings['SERVICE_URL']}/ready") for _ in range(8)),
+        f"all {workers} restarted service workers serving a model",
+        lambda: _loaded_workers(settings["SERVICE_URL"]) >= workers,
         180,
         stack["log"],
         stack["proc"],
