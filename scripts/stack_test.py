@@ -77,18 +77,23 @@ def sh(
     env: dict | None = None,
     input: str | None = None,
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        cmd,
-        cwd=REPO,
-        shell=isinstance(cmd, str),
-        text=True,
-        timeout=timeout,
-        input=input,
-        stdout=subprocess.PIPE if capture else None,
-        stderr=subprocess.STDOUT if capture else None,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            cmd,
+            cwd=REPO,
+            shell=isinstance(cmd, str),
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.STDOUT if capture else None,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # a StackTestError, so the caller prints unhealthy logs
+        raise StackTestError(
+            f"timed out after {timeout:.0f} s: {cmd if isinstance(cmd, str) else ' '.join(cmd)}"
+        ) from exc
     if check and result.returncode != 0:
         out = (result.stdout or "")[-3000:]
         raise StackTestError(
