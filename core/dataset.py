@@ -65,6 +65,11 @@ class DatasetConfig:
         return int(self.retrain.get("new_labels", 0))
 
     @property
+    def retrain_min_labels(self) -> int:
+        """Labelled records since the champion was trained that a drift or quality alarm waits for."""
+        return int(self.retrain.get("min_labels", 0))
+
+    @property
     def retrain_on_source_change(self) -> bool:
         """Retrain when the source's content differs from the champion's source snapshot."""
         return bool(self.retrain.get("on_source_change", False))
@@ -95,21 +100,24 @@ class DatasetConfig:
         return float(self.costs.get("false_negative", 1.0))
 
 
-RETRAIN_DEFAULTS: dict[str, Any] = {"new_labels": 0, "on_source_change": False}
+RETRAIN_DEFAULTS: dict[str, Any] = {"new_labels": 0, "on_source_change": False, "min_labels": 0}
 
 
 def _retrain(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    """`retrain: {new_labels: N, on_source_change: bool}`: when new data alone starts a retrain."""
+    """`retrain: {new_labels: N, on_source_change: bool, min_labels: M}`: when new data alone starts a
+    retrain, and how many labelled records since the champion was trained a drift or quality alarm waits
+    for before it starts one (a retrain learns from labels, which come back after the predictions)."""
     spec = raw.get("retrain") or {}
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: retrain must be a mapping (new_labels, on_source_change)")
+        raise ConfigError(f"{where}: retrain must be a mapping (new_labels, on_source_change, min_labels)")
     unknown = set(spec) - set(RETRAIN_DEFAULTS)
     if unknown:
         raise ConfigError(f"{where}: retrain has unknown key(s) {sorted(unknown)}")
     out = {**RETRAIN_DEFAULTS, **spec}
-    n = out["new_labels"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"{where}: retrain.new_labels must be a whole number >= 0 (0: off), got {n!r}")
+    for key in ("new_labels", "min_labels"):
+        n = out[key]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"{where}: retrain.{key} must be a whole number >= 0 (0: off), got {n!r}")
     if not isinstance(out["on_source_change"], bool):
         raise ConfigError(f"{where}: retrain.on_source_change must be true or false")
     return out

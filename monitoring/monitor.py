@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -143,6 +144,26 @@ def champion(settings: MonitorSettings) -> Champion | None:
         # champions trained before `source_hash` was tagged: their data_hash (the ingested snapshot
         # for a first training; a retrained one then reads as changed once, see docs/monitoring.md)
         source_hash=mv.tags.get("source_hash") or mv.tags.get("data_hash") or None,
+    )
+
+
+WAITING = "waiting_labels"
+
+
+def waiting_for_labels(config: DatasetConfig, window: pd.DataFrame, kinds: list[str]) -> str | None:
+    """Why an alarm does not start a retrain yet, or None. A drift or quality alarm comes as soon as the
+    predictions do, but a retrain learns from their labels, which come back later: it waits until
+    `retrain.min_labels` records of the checked window have their label. New data (enough new labels, a
+    changed source) never waits."""
+    need = config.retrain_min_labels
+    if need <= 0 or any(k == "new_labels" or k.startswith("source_changed") for k in kinds):
+        return None
+    have = int(window["label"].notna().sum()) if "label" in window else 0
+    if have >= need:
+        return None
+    return (
+        f"waiting for labels: {have} of the {len(window)} checked records have their label, "
+        f"retrain.min_labels {need}; a later check starts the retrain once they are in"
     )
 
 
@@ -269,9 +290,18 @@ def _fire(
     kinds: list[str],
     figures: dict[str, Any],
     outcome: CheckOutcome,
+    waiting: str | None = None,
 ) -> None:
-    """One retrain trigger for everything this check found (cooldown and dedupe apply)."""
+    """One retrain trigger for everything this check found (cooldown and dedupe apply); with `waiting`
+    (an alarm without the labels to learn from, see `waiting_for_labels`) a `waiting_labels` row and no
+    retrain: a later check fires once the labels are in."""
     trigger = trigger or RetrainTrigger(settings)
+    if waiting:
+        outcome.trigger = trigger.note(
+            "; ".join(reasons) + f" -- {waiting}", source="monitor", status=WAITING
+        )
+        metrics.triggers.labels(settings.model_name, outcome.trigger.backend, WAITING, "monitor").inc()
+        return
     # the dedupe key names what crossed (not its figures), so the same drift or the same new data seen
     # on every run within the dedupe window fires once
     key = f"monitor:{settings.model_name}:v{champ.version}:" + ",".join(kinds)
@@ -383,7 +413,8 @@ def run_once(
             # drift and new data seen by the same check: one trigger naming both
             kinds = (sorted(result.kinds) if result.alarm else []) + fresh.kinds
             figures = {**_figures(result), **fresh.figures()}
-            _fire(settings, trigger, champ, run_id, reasons, kinds, figures, outcome)
+            waiting = waiting_for_labels(config, window, kinds)
+            _fire(settings, trigger, champ, run_id, reasons, kinds, figures, outcome, waiting)
             values["trigger_event_id"] = outcome.trigger.id
         return outcome
     except Exception as exc:  # noqa: BLE001 - recorded in the history row and reported
@@ -451,9 +482,17 @@ def schedule_due(settings: MonitorSettings, now=None) -> bool:
 # --------------------------------------------------------------------------- loop + HTTP
 
 
-def handle_alerts(payload: dict[str, Any], trigger: RetrainTrigger, model_name: str) -> list[TriggerEvent]:
-    """Alertmanager webhook (version 4): one trigger call per firing alert; resolved alerts are ignored."""
+def handle_alerts(
+    payload: dict[str, Any],
+    trigger: RetrainTrigger,
+    model_name: str,
+    waiting: Callable[[], str | None] | None = None,
+) -> list[TriggerEvent]:
+    """Alertmanager webhook (version 4): one trigger call per firing alert; resolved alerts are ignored.
+    `waiting()` says why no retrain can start yet (too few labels: `waiting_for_labels`); the alert is
+    then recorded as `waiting_labels` and the monitor's own check starts the retrain once labels are in."""
     events = []
+    why_wait = waiting() if waiting is not None and payload.get("alerts") else None
     for alert in payload.get("alerts") or []:
         status = alert.get("status") or payload.get("status") or "firing"
         metrics.alerts_received.labels(status).inc()
@@ -471,15 +510,45 @@ def handle_alerts(payload: dict[str, Any], trigger: RetrainTrigger, model_name: 
             + ":"
             + ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
         )
-        event = trigger.fire(reason, source="alertmanager", dedupe_key=key)
+        if why_wait:
+            event = trigger.note(f"{reason} -- {why_wait}", source="alertmanager", status=WAITING)
+        else:
+            event = trigger.fire(reason, source="alertmanager", dedupe_key=key)
         metrics.triggers.labels(model_name, event.backend, event.status, "alertmanager").inc()
         events.append(event)
     return events
 
 
+def alert_waiting(settings: MonitorSettings, config: DatasetConfig) -> Callable[[], str | None]:
+    """`waiting_for_labels` for an alert, on the window the monitor checks, looked up when the alert
+    arrives (None when the lookup fails: the alert then fires as it would without the rule; logged)."""
+
+    def why() -> str | None:
+        try:
+            registry.connect(settings.tracking_uri)
+            champ = champion(settings)
+            if champ is None:
+                return None
+            engine = store.engine_for(settings.database_url)
+            window = read_window(
+                engine, settings.model_name, champ.version, settings.window_size, settings.window_minutes
+            )
+            return waiting_for_labels(config, window, [])
+        except Exception as exc:  # noqa: BLE001 - an alert is never dropped because of a lookup
+            log.warning("alert: cannot count the labels of the checked window: %s", exc)
+            return None
+
+    return why
+
+
 def make_server(
-    settings: MonitorSettings, trigger: RetrainTrigger, host: str | None = None
+    settings: MonitorSettings,
+    trigger: RetrainTrigger,
+    host: str | None = None,
+    config: DatasetConfig | None = None,
 ) -> ThreadingHTTPServer:
+    waiting = alert_waiting(settings, config) if config is not None else None
+
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(code)
@@ -515,7 +584,7 @@ def make_server(
             except (ValueError, json.JSONDecodeError):
                 self._send(400, b'{"error": "body is not JSON"}')
                 return
-            events = handle_alerts(payload, trigger, settings.model_name)
+            events = handle_alerts(payload, trigger, settings.model_name, waiting)
             body = {
                 "events": [
                     {"id": e.id, "status": e.status, "backend": e.backend, "detail": e.detail} for e in events
@@ -532,7 +601,7 @@ def make_server(
 def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
     config = load_config(settings.dataset_config)
     trigger = RetrainTrigger(settings)
-    server = make_server(settings, trigger)
+    server = make_server(settings, trigger, config=config)
     thread = threading.Thread(target=server.serve_forever, name="monitor-http", daemon=True)
     thread.start()
     log.info(

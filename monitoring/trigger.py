@@ -53,6 +53,7 @@ log = logging.getLogger("monitoring.trigger")
 class TriggerEvent:
     id: int
     status: str  # fired | failed | cooldown | duplicate | nothing_new (the schedule found no new data)
+    # | waiting_labels (an alarm without the labels a retrain needs yet)
     backend: str
     detail: str
     parameters: dict[str, Any]

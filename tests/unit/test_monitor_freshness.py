@@ -169,11 +169,47 @@ def test_drift_and_new_data_in_one_check_fire_one_trigger_with_both_reasons(env)
     assert again.trigger.status == "duplicate" and len(fired(settings)) == 1
 
 
+def test_a_drift_alarm_waits_for_labels_then_fires_once(env):
+    settings, config, test, engine, _, _ = env
+    config = dataclasses.replace(
+        config, retrain={"new_labels": 0, "on_source_change": False, "min_labels": 100}
+    )
+    drifted = apply(test.sample(600, random_state=2), Scenario("covariate"), config, reference=test)
+    log(engine, drifted.iloc[:300], config, settings, feedback=False)  # drift seen, no label back yet
+    waiting = monitor.run_once(settings, config, summary_table=False)
+    assert waiting.status == "drift" and waiting.trigger.status == "waiting_labels"
+    assert (
+        "waiting for labels: 0 of the 300 checked records"
+        in waiting.trigger.detail + waiting.reason + (events(settings)[0]["reason"])
+    )
+    assert fired(settings) == []
+    log(engine, drifted.iloc[300:], config, settings)  # the labels are in: the next check fires, once
+    outcome = monitor.run_once(settings, config, summary_table=False)
+    assert outcome.trigger.fired, outcome.trigger.detail
+    assert [e["status"] for e in events(settings)] == ["waiting_labels", "fired"]
+    assert monitor.run_once(settings, config, summary_table=False).trigger.status == "duplicate"
+
+
+def test_new_data_never_waits_for_labels(env):
+    settings, config, test, engine, csv, _ = env
+    config = dataclasses.replace(
+        config, retrain={"new_labels": 0, "on_source_change": True, "min_labels": 100}
+    )
+    drifted = apply(test.sample(300, random_state=3), Scenario("covariate"), config, reference=test)
+    log(engine, drifted, config, settings, feedback=False)
+    csv.write_text(csv.read_text() + csv.read_text().splitlines()[1] + "\n")  # the source changed
+    outcome = monitor.run_once(settings, config, summary_table=False)
+    assert outcome.trigger.fired and outcome.trigger.parameters["TRIGGER_KINDS"] == "drift,new data"
+
+
 def test_retrain_config_is_validated(tmp_path):
     base = Path(TrainingSettings.from_env().dataset_config).read_text()
     path = tmp_path / "d.yaml"
     path.write_text(base + "\nretrain: {new_labels: -1}\n")
     with pytest.raises(ConfigError, match="retrain.new_labels"):
+        load_config(path)
+    path.write_text(base + "\nretrain: {min_labels: 1.5}\n")
+    with pytest.raises(ConfigError, match="retrain.min_labels"):
         load_config(path)
     path.write_text(base + "\nretrain: {new_label: 5}\n")
     with pytest.raises(ConfigError, match="unknown"):

@@ -263,6 +263,18 @@ def test_alertmanager_webhook(settings):
     assert [e.status for e in handle_alerts(payload, trigger, "telco-churn")] == ["duplicate"]
 
 
+def test_an_alert_without_labels_waits_and_holds_no_cooldown(settings):
+    trigger = RetrainTrigger(settings)
+    payload = {"alerts": [{"status": "firing", "labels": {"alertname": "ChurnDataDrift"}}]}
+    why = "waiting for labels: 12 of the 300 checked records have their label, retrain.min_labels 100"
+    [held] = handle_alerts(payload, trigger, "telco-churn", lambda: why)
+    assert held.status == "waiting_labels" and held.parameters == {}
+    assert statuses(settings) == ["waiting_labels"]
+    # the labels are in: the same alert fires (the held row is neither a duplicate nor a cooldown)
+    [event] = handle_alerts(payload, trigger, "telco-churn", lambda: None)
+    assert event.status == "fired"
+
+
 def test_webhook_and_metrics_over_http(settings, monkeypatch):
     monkeypatch.setenv("MONITOR_METRICS_PORT", "0")
     monkeypatch.setenv("MONITOR_WEBHOOK_TOKEN", "hook-secret")
