@@ -594,6 +594,9 @@ def run(stack: Stack) -> None:
             )
         )
     note(f"loop: Jenkins backend fired: {fired.splitlines()[0][:160]}")
+    # a drift alarm waits for labels (retrain.min_labels) before it fires: the rows say whether it waited
+    rows = stack.psql("SELECT source || ' ' || status FROM trigger_events ORDER BY id;").splitlines()
+    note(f"loop: trigger events in order: {rows}")
     jenkins = f"{stack.url('JENKINS_PORT')}/standin/api/json"
 
     def build_done():
