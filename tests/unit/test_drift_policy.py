@@ -63,7 +63,9 @@ def scored(frame: pd.DataFrame) -> pd.DataFrame:
 def world():
     rng = np.random.default_rng(11)
     reference = scored(population(1000, rng))
-    calibration = calibrate(reference, IMPORTANCE, CONFIG)
+    calibration = calibrate(
+        reference, IMPORTANCE, CONFIG, replace(DriftPolicy.from_mapping(CONFIG.drift), top_k=5)
+    )
     return reference, calibration
 
 
@@ -186,13 +188,13 @@ def test_uncalibrated_champions_keep_the_static_thresholds():
 
 
 def test_policy_comes_from_the_config(tmp_path):
-    assert DriftPolicy.from_mapping(CONFIG.drift).top_k == 5
+    assert DriftPolicy.from_mapping(CONFIG.drift).top_k == 10
     text = CONFIG.path.read_text()
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text.replace("  top_k: 5", "  top_k: 50"))
+    bad.write_text(text.replace("  top_k: 10", "  top_k: 50"))
     with pytest.raises(ConfigError, match="drift.top_k"):
         load_config(bad)
-    bad.write_text(text.replace("  top_k: 5", "  topk: 5"))
+    bad.write_text(text.replace("  top_k: 10", "  topk: 10"))
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(bad)
     policy = replace(DriftPolicy.from_mapping(CONFIG.drift), window_sizes=(300,))
