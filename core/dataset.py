@@ -137,7 +137,8 @@ def _drift(raw: dict[str, Any], where: str, n_features: int) -> dict[str, Any]:
     unknown = set(spec) - set(DRIFT_DEFAULTS)
     if unknown:
         raise ConfigError(f"{where}: drift has unknown key(s) {sorted(unknown)}")
-    out = {**DRIFT_DEFAULTS, **spec}
+    # a config with fewer features than the default top_k watches them all
+    out = {**DRIFT_DEFAULTS, "top_k": min(DRIFT_DEFAULTS["top_k"], n_features), **spec}
     for key in ("top_k", "bootstrap_windows", "seed"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "seed" else 1):

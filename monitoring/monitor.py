@@ -46,6 +46,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core import registry, store
@@ -197,6 +198,15 @@ def calibration_of(run_id: str) -> Calibration | None:
     """The drift bounds calibrated with the champion's training run (None: trained before calibration)."""
     raw = registry.drift_calibration(run_id)
     return Calibration.from_dict(raw) if raw else None
+
+
+def importance_of(champ: Champion) -> dict[str, float]:
+    """The champion's feature importance (model metadata), for a champion without calibrated bounds."""
+    try:
+        return registry.model_metadata(champ.name, champ.version).get("feature_importance") or {}
+    except (MlflowException, OSError) as exc:
+        log.warning("no feature importance for v%s (%s): features weigh alike", champ.version, exc)
+        return {}
 
 
 def read_window(
@@ -356,9 +366,7 @@ def run_once(
             settings.quality,
             champ.threshold,
             calibration=calibration,
-            importance=None
-            if calibration
-            else registry.model_metadata(champ.name, champ.version).get("feature_importance"),
+            importance=None if calibration else importance_of(champ),
             summary_table=summary_table,
         )
         outcome.result = result
