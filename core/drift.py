@@ -17,8 +17,8 @@ alarm), when any of:
 - `feature`: one of the model's `top_k` most important features is past its own bound;
 - `weighted_share`: the importance of the features past their `drifted` bound adds up past a bound (many
   small shifts together);
-- `prediction`: the score's distribution is past its bound;
-- `share` (uncalibrated champions only): the plain share of drifted features (DRIFT_SHARE_THRESHOLD).
+- `prediction_drift`: the score's distribution is past its bound;
+- `drift_share` (uncalibrated champions only): the plain share of drifted features (DRIFT_SHARE_THRESHOLD).
 Every bound depends on the window size; calibrated bounds are stored for a few sizes and interpolated
 linearly in 1/sqrt(n) (a distance's noise shrinks like that).
 """
@@ -242,7 +242,9 @@ def normalised_importance(importance: Mapping[str, float], config: DatasetConfig
 @dataclass
 class Finding:
     level: str  # warning | alarm
-    kind: str  # the trigger's dedupe key part: feature:<name> | weighted_share | share | prediction_drift
+    kind: (
+        str  # the trigger's dedupe key part: feature:<name> | weighted_share | prediction_drift | drift_share
+    )
     reason: str
 
 
