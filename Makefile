@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve serve clean clean-state
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -90,13 +90,16 @@ rollback: export ROLLBACK_EXTRA_ARGS := $(value ROLLBACK_ARGS)
 rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
 	printf '%s' "$$ROLLBACK_EXTRA_ARGS" | xargs scripts/rollback.sh $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"}
 
-bench: bench-train bench-serve ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-drift ## every benchmark; tables go to docs/benchmarks.md
 
 bench-train: $(STAMP) ## training wall time and peak memory -> docs/benchmarks.md
 	$(PY) -m scripts.bench_train
 
 bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs/benchmarks.md (Serving)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m scripts.bench_serve
+
+bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)
+	$(PY) -m scripts.bench_drift
 
 serve: $(STAMP) ## the model service under gunicorn on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
 	$(BIN)/gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"

@@ -56,6 +56,7 @@ class DatasetConfig:
     example_record: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""  # the registered model's name when MODEL_NAME is unset (default_model_name)
     retrain: dict[str, Any] = field(default_factory=lambda: dict(RETRAIN_DEFAULTS))
+    drift: dict[str, Any] = field(default_factory=lambda: dict(DRIFT_DEFAULTS))
     path: Path | None = None
 
     @property
@@ -120,6 +121,52 @@ def _retrain(raw: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: retrain.{key} must be a whole number >= 0 (0: off), got {n!r}")
     if not isinstance(out["on_source_change"], bool):
         raise ConfigError(f"{where}: retrain.on_source_change must be true or false")
+    return out
+
+
+# The drift alarm policy and its calibration (core.drift.DriftPolicy; docs/monitoring.md).
+DRIFT_DEFAULTS: dict[str, Any] = {
+    "top_k": 5,
+    "false_alarm_rate": 0.05,
+    "warning_rate": 0.20,
+    "feature_level": 0.05,
+    "min_weighted_share": 0.25,
+    "window_sizes": [200, 300, 500],
+    "bootstrap_windows": 1000,
+    "seed": 0,
+}
+
+
+def _drift(raw: dict[str, Any], where: str, n_features: int) -> dict[str, Any]:
+    """`drift:`: the alarm policy's parameters (every key optional)."""
+    spec = raw.get("drift") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: drift must be a mapping ({', '.join(DRIFT_DEFAULTS)})")
+    unknown = set(spec) - set(DRIFT_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{where}: drift has unknown key(s) {sorted(unknown)}")
+    # a config with fewer features than the default top_k watches them all
+    out = {**DRIFT_DEFAULTS, "top_k": min(DRIFT_DEFAULTS["top_k"], n_features), **spec}
+    for key in ("top_k", "bootstrap_windows", "seed"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "seed" else 1):
+            raise ConfigError(f"{where}: drift.{key} must be a whole number >= 1, got {v!r}")
+    if out["top_k"] > n_features:
+        raise ConfigError(f"{where}: drift.top_k {out['top_k']} is more than the {n_features} features")
+    for key in ("false_alarm_rate", "warning_rate", "feature_level", "min_weighted_share"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
+            raise ConfigError(f"{where}: drift.{key} must be a number between 0 and 1, got {v!r}")
+    if out["warning_rate"] < out["false_alarm_rate"]:
+        raise ConfigError(f"{where}: drift.warning_rate must be >= drift.false_alarm_rate")
+    sizes = out["window_sizes"]
+    if (
+        not isinstance(sizes, list)
+        or not sizes
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 10 for n in sizes)
+    ):
+        raise ConfigError(f"{where}: drift.window_sizes must be a list of whole numbers >= 10, got {sizes!r}")
+    out["window_sizes"] = sorted(set(sizes))
     return out
 
 
@@ -259,5 +306,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         example_record=dict(example),
         model_name=_model_name(raw, where),
         retrain=_retrain(raw, where),
+        drift=_drift(raw, where, len(features)),
         path=path,
     )

@@ -21,6 +21,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from core.drift import CALIBRATION_ARTIFACT
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 log = logging.getLogger(__name__)
@@ -207,6 +209,16 @@ def why(tags: dict[str, str] | None) -> dict[str, str]:
     """The WHY_TAGS among a model version's tags."""
     tags = tags or {}
     return {key: tags[key] for key in WHY_TAGS if tags.get(key)}
+
+
+def drift_calibration(run_id: str) -> dict[str, Any] | None:
+    """The drift bounds calibrated with a training run (core.drift.CALIBRATION_ARTIFACT), None for a run
+    trained before calibration existed."""
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{CALIBRATION_ARTIFACT}")
+    except (MlflowException, OSError) as exc:
+        log.info("run %s has no drift calibration (%s)", run_id, type(exc).__name__)
+        return None
 
 
 def model_metadata(name: str, version: str | int) -> dict[str, Any]:

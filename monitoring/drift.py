@@ -1,23 +1,25 @@
 """Drift and live quality of one window of logged predictions against the champion's reference sample.
 
-Pure computation (no database, no registry), so tests and the calibration script call it directly.
+Pure computation (no database, no registry), so tests and the drift bench call it directly.
 
-- Data drift (Evidently 0.7): one `ValueDrift` per feature with an explicit method and threshold
-  (numeric features: `num_method`; categorical and binary features: `cat_method`), and
-  `DriftedColumnsCount` for the share. Methods are set explicitly because Evidently's default changes
-  with the sample size; each score is stored with its method and threshold.
-- Prediction drift: `ValueDrift` on the model score.
-- Data quality, which drift tests do not see: a rise of a feature's missing-value share (Evidently's
-  drift tests drop missing values) and the share of categorical values never seen in the reference.
+- Data drift: each feature's distance to the reference (numeric: normed Wasserstein; categorical and
+  binary: Jensen-Shannon) and the score's, judged by the alarm policy of core.drift against the bounds
+  calibrated with the champion's training run (`judge`: one of the top-k important features past its
+  bound, the importance-weighted drift share, the score; warning and alarm levels). The figures are
+  computed by core.drift, the same function the calibration and the drift bench use; the Evidently report
+  (`ValueDrift` per column with the same methods and the calibrated bounds) shows them.
+- Data quality, which drift tests do not see: a rise of a feature's missing-value share (the distances
+  drop missing values) and the share of categorical values never seen in the reference.
 - Live quality where feedback labels exist: ROC AUC, precision, recall, F1 at the model threshold.
 
-The window alarms when any of: drifted-feature share >= `share_threshold`, prediction drift, a missing
-share rise > `missing_share_delta`, unseen categories > `unseen_category_share`, or a live quality
-figure below its floor (with at least `min_labelled` labels).
+The window alarms when the drift policy alarms, a missing share rises > `missing_share_delta`, unseen
+categories pass `unseen_category_share`, or a live quality figure falls below its floor (with at least
+`min_labelled` labels). A drift warning is recorded and shown, and starts nothing.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,31 +31,10 @@ from evidently.presets import DataDriftPreset
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from core.dataset import DatasetConfig
+from core.drift import CAT_METHOD, NUM_METHOD, SCORE, Calibration, DriftPolicy, Verdict, judge, window_scores
 from monitoring.settings import DriftSettings, QualitySettings
 
-SCORE = "score"
 LABEL = "label"
-# Evidently methods whose score is a p-value (drift when it is below the threshold); the others are
-# distances (drift when at or above the threshold).
-P_VALUE_METHODS = {
-    "ks",
-    "chisquare",
-    "z",
-    "t_test",
-    "mannw",
-    "anderson",
-    "fisher_exact",
-    "g_test",
-    "cramer_von_mises",
-    "epps_singleton",
-    "empirical_mmd",
-}
-
-
-def is_drifted(method: str, score: float, threshold: float) -> bool:
-    if score is None or np.isnan(score):
-        return False
-    return score < threshold if method in P_VALUE_METHODS else score >= threshold
 
 
 @dataclass
@@ -61,12 +42,15 @@ class FeatureDrift:
     feature: str
     kind: str
     method: str
-    threshold: float
+    threshold: float  # the feature's `drifted` bound for this window size
     score: float
     drifted: bool
     missing_share: float = 0.0
     reference_missing_share: float = 0.0
     unseen_share: float = 0.0
+    importance: float = 0.0
+    alarm_bound: float | None = None  # top-k features: the bound past which it alarms on its own
+    warning_bound: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -80,24 +64,41 @@ class DriftResult:
     drift_share: float
     drifted_count: int
     prediction_method: str
-    prediction_threshold: float
+    prediction_threshold: float  # the score's alarm bound
     prediction_score: float
     prediction_drift: bool
     quality: dict[str, float | int | None]
     reasons: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # what crossed, without figures (the trigger's dedupe key)
     report: Any = None  # the Evidently snapshot (save_html)
+    verdict: Verdict | None = None  # the drift policy's verdict (level, findings, bounds)
+    calibration: Calibration | None = None
 
     @property
     def alarm(self) -> bool:
         return bool(self.reasons)
 
     @property
+    def level(self) -> str:
+        """ok | warning | alarm: the drift policy's level, or alarm when another check alarmed."""
+        if self.alarm:
+            return "alarm"
+        return self.verdict.level if self.verdict else "ok"
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.verdict.reasons("warning") if self.verdict else []
+
+    @property
     def dataset_drift(self) -> bool:
-        return any(r.startswith("drift share") for r in self.reasons)
+        return bool(self.verdict and self.verdict.level == "alarm")
+
+    @property
+    def weighted_share(self) -> float:
+        return self.verdict.weighted_share if self.verdict else 0.0
 
     def details(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "features": [f.as_dict() for f in self.features],
             "prediction": {
                 "method": self.prediction_method,
@@ -107,14 +108,25 @@ class DriftResult:
             },
             "quality": self.quality,
         }
+        if self.verdict is not None and self.calibration is not None:
+            out["policy"] = {
+                "level": self.verdict.level,
+                "warnings": self.warnings,
+                "weighted_share": self.verdict.weighted_share,
+                "calibrated": self.calibration.calibrated,
+                "top": self.calibration.top,
+                "bounds": self.verdict.bounds.as_dict(),
+                "calibration": {
+                    "false_alarm_rate": self.calibration.policy.false_alarm_rate,
+                    "warning_rate": self.calibration.policy.warning_rate,
+                    **self.calibration.info,
+                },
+            }
+        return out
 
     def summary(self) -> str:
         drifted = [
-            f"{f.feature} ({f.method} {f.score:.3f} >= {f.threshold})"
-            if f.method not in P_VALUE_METHODS
-            else f"{f.feature} ({f.method} p={f.score:.3g} < {f.threshold})"
-            for f in self.features
-            if f.drifted
+            f"{f.feature} ({f.method} {f.score:.3f} > {f.threshold:.3f})" for f in self.features if f.drifted
         ]
         q = self.quality
         quality = (
@@ -122,11 +134,50 @@ class DriftResult:
             if q.get("roc_auc") is not None
             else f"{q.get('n_labelled', 0)} labels"
         )
+        warn = f"; drift warning: {'; '.join(self.warnings)}" if self.warnings else ""
         return (
             f"{self.n_current} records vs {self.n_reference} reference; drift share {self.drift_share:.2f} "
-            f"({self.drifted_count}/{len(self.features)}{': ' + ', '.join(drifted) if drifted else ''}); "
+            f"({self.drifted_count}/{len(self.features)}{': ' + ', '.join(drifted) if drifted else ''}), "
+            f"importance-weighted {self.weighted_share:.2f}; "
             f"score drift {self.prediction_method} {self.prediction_score:.3f} "
-            f"({'drift' if self.prediction_drift else 'no drift'}); {quality}"
+            f"({'drift' if self.prediction_drift else 'no drift'}){warn}; {quality}"
+        )
+
+    def policy_html(self) -> str:
+        """The alarm policy's verdict and bounds as an HTML block (put at the top of the saved report)."""
+        if self.verdict is None or self.calibration is None:
+            return ""
+        cal, b = self.calibration, self.verdict.bounds
+        how = (
+            f"calibrated at training time on {cal.info.get('bootstrap_windows')} resampled windows per size "
+            f"(sizes {', '.join(str(n) for n in cal.policy.window_sizes)}; bounds for {self.n_current} "
+            f"records interpolated): undrifted windows alarm at most {cal.policy.false_alarm_rate:.0%} "
+            f"of the time, warn at most {cal.policy.warning_rate:.0%}"
+            if cal.calibrated
+            else "not calibrated (a champion trained before calibration): the monitor's static thresholds"
+        )
+        rows = "".join(
+            f"<tr><td>{html.escape(f.feature)}</td><td>{f.importance:.3f}</td><td>{f.method}</td>"
+            f"<td>{f.score:.3f}</td><td>{f.threshold:.3f}</td>"
+            f"<td>{'' if f.warning_bound is None else f'{f.warning_bound:.3f}'}</td>"
+            f"<td>{'' if f.alarm_bound is None else f'{f.alarm_bound:.3f}'}</td>"
+            f"<td>{'drifted' if f.drifted else ''}</td></tr>"
+            for f in sorted(self.features, key=lambda f: -f.importance)
+        )
+        rows += (
+            f"<tr><td>score</td><td></td><td>{NUM_METHOD}</td><td>{self.prediction_score:.3f}</td><td></td>"
+            f"<td>{b.warning.get(SCORE, float('nan')):.3f}</td><td>{self.prediction_threshold:.3f}</td>"
+            f"<td>{'drift' if self.prediction_drift else ''}</td></tr>"
+        )
+        findings = "".join(f"<li>{f.level}: {html.escape(f.reason)}</li>" for f in self.verdict.findings)
+        return (
+            '<section style="font-family:sans-serif;margin:1em">'
+            f"<h2>Drift policy: {self.verdict.level.upper()}</h2><ul>{findings or '<li>no bound crossed</li>'}</ul>"
+            f"<p>Importance-weighted drift share {self.verdict.weighted_share:.2f} (warning past "
+            f"{b.weighted_share['warning']:.2f}, alarm past {b.weighted_share['alarm']:.2f}); bounds {how}.</p>"
+            "<table border=1 cellpadding=3><tr><th>feature</th><th>importance</th><th>method</th><th>distance</th>"
+            "<th>drifted past</th><th>warning past</th><th>alarm past</th><th></th></tr>"
+            f"{rows}</table></section>"
         )
 
 
@@ -184,62 +235,41 @@ def compute_drift(
     quality: QualitySettings,
     threshold: float,
     *,
+    calibration: Calibration | None = None,
+    importance: dict[str, float] | None = None,
     summary_table: bool = True,
+    report: bool = True,
 ) -> DriftResult:
     """`reference`: features + score (+ label); `current`: features + score (+ label from feedback, NaN when none).
 
+    `calibration`: the bounds calibrated with the champion's training run; without one (a champion
+    trained before calibration) the static thresholds of `drift` with the model's `importance`.
     `summary_table` adds Evidently's DataDriftPreset summary (the familiar drift table in the HTML report,
-    ~5 s more); without it the report holds the same per-column ValueDrift metrics and DriftedColumnsCount
-    with the same methods and thresholds, so the figures are identical.
+    ~5 s more); `report=False` skips Evidently (the figures and the verdict are the same).
     """
+    if calibration is None:
+        calibration = Calibration.static(
+            config,
+            DriftPolicy.from_mapping(config.drift),
+            importance or {},
+            num_threshold=drift.num_threshold,
+            cat_threshold=drift.cat_threshold,
+            score_threshold=drift.prediction_threshold,
+            share_threshold=drift.share_threshold,
+        )
     ref = _evidently_frame(reference, config)
     cur = _evidently_frame(current, config)
-    kinds = {f.name: f.type for f in config.features}
-    methods = {
-        n: (drift.num_method, drift.num_threshold)
-        if k == "numeric"
-        else (drift.cat_method, drift.cat_threshold)
-        for n, k in kinds.items()
-    }
-    # A column with no value left in the window cannot be tested for distribution drift: it is
-    # judged by the missing-share check alone.
-    testable = [n for n in config.feature_names if cur[n].notna().sum() > 0 and ref[n].notna().sum() > 0]
-    score_metric = ValueDrift(
-        column=SCORE, method=drift.prediction_method, threshold=drift.prediction_threshold
-    )
-    column_tests = dict(
-        columns=testable,
-        num_method=drift.num_method,
-        cat_method=drift.cat_method,
-        num_threshold=drift.num_threshold,
-        cat_threshold=drift.cat_threshold,
-        drift_share=drift.share_threshold,
-    )
-    if summary_table:
-        metrics: list = [DataDriftPreset(**column_tests), score_metric]
-    else:
-        metrics = [
-            DriftedColumnsCount(**column_tests),
-            *[ValueDrift(column=c, method=methods[c][0], threshold=methods[c][1]) for c in testable],
-            score_metric,
-        ]
-    definition = data_definition(config)
-    snapshot = Report(metrics).run(
-        current_data=Dataset.from_pandas(cur, data_definition=definition),
-        reference_data=Dataset.from_pandas(ref, data_definition=definition),
-    )
-    values: dict[str, float] = {}
-    for item in snapshot.dict()["metrics"]:
-        cfg = item.get("config", {})
-        if cfg.get("type", "").endswith(":ValueDrift"):
-            values[cfg["column"]] = float(item["value"])
+    scores = window_scores(reference, current, config)
+    verdict = judge(scores, calibration, len(cur))
+    bounds = verdict.bounds
+    snapshot = _report(ref, cur, config, bounds, summary_table) if report else None
 
     features: list[FeatureDrift] = []
-    reasons: list[str] = []
-    kinds: list[str] = []
+    reasons: list[str] = verdict.reasons("alarm")
+    kinds: list[str] = verdict.kinds("alarm")
+    drifted = set(verdict.drifted)
     for feature in config.features:
         name = feature.name
-        method, thr = methods[name]
         miss_cur = float(cur[name].isna().mean()) if len(cur) else 0.0
         miss_ref = float(ref[name].isna().mean()) if len(ref) else 0.0
         unseen = 0.0
@@ -247,11 +277,22 @@ def compute_drift(
             known = set(ref[name].dropna().unique()) | set(feature.categories)
             present = cur[name].dropna()
             unseen = float((~present.isin(known)).mean()) if len(present) else 0.0
-        score = values.get(name, float("nan"))
-        fd = FeatureDrift(
-            name, feature.type, method, thr, score, is_drifted(method, score, thr), miss_cur, miss_ref, unseen
+        features.append(
+            FeatureDrift(
+                name,
+                feature.type,
+                calibration.methods.get(name, NUM_METHOD if feature.type == "numeric" else CAT_METHOD),
+                bounds.drifted[name],
+                scores.get(name, float("nan")),
+                name in drifted,
+                miss_cur,
+                miss_ref,
+                unseen,
+                importance=calibration.importance.get(name, 0.0),
+                alarm_bound=bounds.alarm.get(name),
+                warning_bound=bounds.warning.get(name),
+            )
         )
-        features.append(fd)
         if miss_cur - miss_ref > drift.missing_share_delta:
             reasons.append(
                 f"missing values in {name}: {miss_cur:.1%} vs {miss_ref:.1%} in the reference "
@@ -264,20 +305,8 @@ def compute_drift(
             )
             kinds.append(f"unseen:{name}")
 
-    drifted_count = sum(f.drifted for f in features)
-    share = drifted_count / len(features) if features else 0.0
-    if share >= drift.share_threshold and drifted_count:
-        names = ", ".join(f.feature for f in features if f.drifted)
-        reasons.insert(0, f"drift share {share:.2f} >= {drift.share_threshold} ({names})")
-        kinds.insert(0, "drift_share")
-    pscore = values.get(SCORE, float("nan"))
-    pdrift = is_drifted(drift.prediction_method, pscore, drift.prediction_threshold)
-    if pdrift:
-        reasons.append(
-            f"prediction drift: {drift.prediction_method} {pscore:.3f} (threshold {drift.prediction_threshold})"
-        )
-        kinds.append("prediction_drift")
-
+    pscore = scores.get(SCORE, float("nan"))
+    pbound = bounds.alarm.get(SCORE, float("nan"))
     labels = current[LABEL] if LABEL in current else pd.Series(np.nan, index=current.index)
     q = live_quality(labels.reset_index(drop=True), cur[SCORE], threshold)
     if q["n_labelled"] >= quality.min_labelled:
@@ -290,14 +319,43 @@ def compute_drift(
         len(cur),
         len(ref),
         features,
-        share,
-        drifted_count,
-        drift.prediction_method,
-        drift.prediction_threshold,
+        verdict.share,
+        len(verdict.drifted),
+        NUM_METHOD,
+        pbound,
         pscore,
-        pdrift,
+        "prediction_drift" in verdict.kinds("alarm"),
         q,
         reasons,
         kinds,
         snapshot,
+        verdict,
+        calibration,
+    )
+
+
+def _report(ref: pd.DataFrame, cur: pd.DataFrame, config: DatasetConfig, bounds, summary_table: bool):
+    """Evidently's report of the window: one ValueDrift per column with its method and `drifted` bound,
+    the score's with its alarm bound, and the drifted-column count (or the DataDriftPreset table)."""
+    kinds = {f.name: f.type for f in config.features}
+    method = {n: NUM_METHOD if k == "numeric" else CAT_METHOD for n, k in kinds.items()}
+    # A column with no value left in the window cannot be tested for distribution drift: it is
+    # judged by the missing-share check alone.
+    testable = [n for n in config.feature_names if cur[n].notna().sum() > 0 and ref[n].notna().sum() > 0]
+    score_metric = ValueDrift(column=SCORE, method=NUM_METHOD, threshold=bounds.alarm.get(SCORE, 0.2))
+    per_column = [ValueDrift(column=c, method=method[c], threshold=bounds.drifted[c]) for c in testable]
+    column_tests = dict(
+        columns=testable,
+        num_method=NUM_METHOD,
+        cat_method=CAT_METHOD,
+        per_column_threshold={c: bounds.drifted[c] for c in testable},
+    )
+    if summary_table:  # the preset holds the per-column ValueDrift metrics itself
+        metrics: list = [DataDriftPreset(**column_tests), score_metric]
+    else:
+        metrics = [DriftedColumnsCount(**column_tests), *per_column, score_metric]
+    definition = data_definition(config)
+    return Report(metrics).run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition),
     )

@@ -21,6 +21,15 @@ window = Gauge("monitor_window_records", "Records in the last checked window", L
 drift_share = Gauge(
     "monitor_drift_share", "Share of features whose drift test flagged drift", LABELS, registry=REGISTRY
 )
+weighted_drift_share = Gauge(
+    "monitor_weighted_drift_share",
+    "Share of the model's feature importance held by drifted features",
+    LABELS,
+    registry=REGISTRY,
+)
+drift_level = Gauge(
+    "monitor_drift_level", "The drift policy's level: 0 ok, 1 warning, 2 alarm", LABELS, registry=REGISTRY
+)
 drifted_features = Gauge("monitor_drifted_features", "Number of drifted features", LABELS, registry=REGISTRY)
 feature_drift = Gauge(
     "monitor_feature_drift_score",

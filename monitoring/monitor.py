@@ -47,10 +47,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core import registry, store
 from core.dataset import DatasetConfig, load_config
+from core.drift import LEVELS, Calibration
 from core.settings import load_or_exit
 from core.source import DataError, source_hash
 from monitoring import metrics, reports
@@ -212,6 +214,22 @@ def reference_of(run_id: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+@lru_cache(maxsize=8)
+def calibration_of(run_id: str) -> Calibration | None:
+    """The drift bounds calibrated with the champion's training run (None: trained before calibration)."""
+    raw = registry.drift_calibration(run_id)
+    return Calibration.from_dict(raw) if raw else None
+
+
+def importance_of(champ: Champion) -> dict[str, float]:
+    """The champion's feature importance (model metadata), for a champion without calibrated bounds."""
+    try:
+        return registry.model_metadata(champ.name, champ.version).get("feature_importance") or {}
+    except (MlflowException, OSError) as exc:
+        log.warning("no feature importance for v%s (%s): features weigh alike", champ.version, exc)
+        return {}
+
+
 def read_window(
     engine: sa.Engine, model_name: str, version: str, size: int, minutes: float, now=None
 ) -> pd.DataFrame:
@@ -250,14 +268,16 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
         return
     metrics.drift_share.labels(name).set(r.drift_share)
     metrics.drifted_features.labels(name).set(r.drifted_count)
+    metrics.weighted_drift_share.labels(name).set(r.weighted_share)
+    metrics.drift_level.labels(name).set(LEVELS.index(r.level))
     metrics.feature_drift.clear()
     for f in r.features:
         if not np.isnan(f.score):
-            metrics.feature_drift.labels(name, f.feature, f.method, str(f.threshold)).set(f.score)
+            metrics.feature_drift.labels(name, f.feature, f.method, f"{f.threshold:.4g}").set(f.score)
         metrics.feature_drifted.labels(name, f.feature).set(int(f.drifted))
     metrics.prediction_drift.clear()
     if not np.isnan(r.prediction_score):
-        metrics.prediction_drift.labels(name, r.prediction_method, str(r.prediction_threshold)).set(
+        metrics.prediction_drift.labels(name, r.prediction_method, f"{r.prediction_threshold:.4g}").set(
             r.prediction_score
         )
     metrics.alarm.labels(name).set(int(r.alarm))
@@ -367,6 +387,7 @@ def run_once(
                 values["trigger_event_id"] = outcome.trigger.id
             return outcome
         reference = reference_of(champ.run_id)
+        calibration = calibration_of(champ.run_id)
         result = compute_drift(
             reference,
             window,
@@ -374,6 +395,8 @@ def run_once(
             settings.drift,
             settings.quality,
             champ.threshold,
+            calibration=calibration,
+            importance=None if calibration else importance_of(champ),
             summary_table=summary_table,
         )
         outcome.result = result
@@ -388,7 +411,8 @@ def run_once(
             html = Path(tmp) / "report.html"
             result.report.save_html(str(html))
             name = f"{settings.model_name}-run{run_id:06d}-{started:%Y%m%dT%H%M%SZ}.html"
-            outcome.report_uri = reports.save(settings, name, html.read_bytes())
+            page = reports.with_section(html.read_bytes(), result.policy_html())
+            outcome.report_uri = reports.save(settings, name, page)
         q = result.quality
         values.update(
             reference_size=result.n_reference,

@@ -32,6 +32,16 @@ def save(settings: MonitorSettings, name: str, content: bytes, content_type: str
     return f"s3://{bucket}/{key}"
 
 
+def with_section(page: bytes, section: str) -> bytes:
+    """`section` (HTML) at the top of the page's body: the drift policy's verdict above Evidently's report."""
+    if not section:
+        return page
+    text = page.decode("utf-8")
+    at = text.find("<body")
+    at = text.find(">", at) + 1 if at >= 0 else 0
+    return (text[:at] + section + text[at:]).encode("utf-8")
+
+
 def load(settings: MonitorSettings, uri: str) -> bytes:
     if not uri.startswith("s3://"):
         return Path(uri).read_bytes()

@@ -9,6 +9,8 @@ what is sent.
 | covariate         | numeric features shifted by `strength` standard deviations (clipped to the    |
 |                   | declared range); categorical/binary features: `strength`/2 of the rows moved  |
 |                   | to another category                                                           |
+| move              | a `share` of the rows (chosen among those not in it) moved to the feature's   |
+|                   | least common category in `reference` (categorical/binary features)            |
 | unseen_category   | a `share` of one categorical feature set to a value never declared            |
 | missing           | a `share` of nullable features (or the chosen ones) set to missing            |
 | label_shift       | records resampled so that `share` of them are positives (churners)            |
@@ -23,7 +25,7 @@ import pandas as pd
 
 from core.dataset import DatasetConfig
 
-SCENARIOS = ("none", "covariate", "unseen_category", "missing", "label_shift")
+SCENARIOS = ("none", "covariate", "move", "unseen_category", "missing", "label_shift")
 UNSEEN_VALUE = "Unseen category"
 
 
@@ -43,6 +45,7 @@ class Scenario:
 
 DEFAULT_FEATURES = {
     "covariate": ("monthly_charges", "tenure"),
+    "move": ("internet_service",),
     "unseen_category": ("payment_method",),
     "missing": (),
 }
@@ -108,6 +111,20 @@ def apply(
                     out.loc[move, name] = out.loc[move, name].map(
                         lambda v, c=cats: c[(c.index(v) + 1) % len(c)] if v in c else c[0]
                     )
+        elif scenario.name == "move":
+            if feature.type == "numeric":
+                raise ValueError(f"move needs a categorical or binary feature, {name} is numeric")
+            present = base[name].dropna()
+            if feature.type == "binary":
+                present = pd.to_numeric(present).astype(int)
+            target = present.value_counts().sort_values(kind="stable").index[0]
+            current = pd.to_numeric(out[name]) if feature.type == "binary" else out[name]
+            movable = np.flatnonzero((current != target).to_numpy())
+            k = min(len(movable), round(scenario.share * len(out)))
+            out[name] = out[name].astype(object)
+            out.loc[rng.choice(movable, size=k, replace=False), name] = target
+            if feature.type == "binary":
+                out[name] = pd.to_numeric(out[name])
         elif scenario.name == "unseen_category":
             hit = rng.random(len(out)) < scenario.share
             out[name] = out[name].astype(object)

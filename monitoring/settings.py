@@ -19,6 +19,9 @@ TRIGGER_BACKENDS = ("local", "jenkins", "log")
 
 @dataclass(frozen=True)
 class DriftSettings:
+    """The static thresholds (champions trained before calibration; core.drift.Calibration.static) and the
+    data-quality bounds. The distances themselves are fixed: normed Wasserstein and Jensen-Shannon."""
+
     num_method: str = "wasserstein"
     num_threshold: float = 0.2
     cat_method: str = "jensenshannon"
@@ -62,20 +65,32 @@ class MonitorSettings(Settings):
         "MONITOR_WINDOW_MINUTES", 60.0, "... logged within this many minutes (0: any age)", ge=0
     )
     min_window: int = env_field("MONITOR_MIN_WINDOW", 200, "fewer records: the run is skipped", ge=1)
-    drift_num_method: str = env_field("DRIFT_NUM_METHOD", "wasserstein", "Evidently method, numeric features")
-    drift_num_threshold: float = env_field("DRIFT_NUM_THRESHOLD", 0.2, "drifted when the distance is >= this")
-    drift_cat_method: str = env_field(
-        "DRIFT_CAT_METHOD", "jensenshannon", "Evidently method, categorical and binary features"
+    drift_num_method: Literal["wasserstein"] = env_field(
+        "DRIFT_NUM_METHOD",
+        "wasserstein",
+        "numeric features' distance (the calibrated bounds are for this one)",
     )
-    drift_cat_threshold: float = env_field("DRIFT_CAT_THRESHOLD", 0.1, "drifted when the distance is >= this")
+    drift_num_threshold: float = env_field(
+        "DRIFT_NUM_THRESHOLD", 0.2, "uncalibrated champions only: drifted past this distance"
+    )
+    drift_cat_method: Literal["jensenshannon"] = env_field(
+        "DRIFT_CAT_METHOD", "jensenshannon", "categorical and binary features' distance"
+    )
+    drift_cat_threshold: float = env_field(
+        "DRIFT_CAT_THRESHOLD", 0.1, "uncalibrated champions only: drifted past this distance"
+    )
     drift_share_threshold: float = env_field(
-        "DRIFT_SHARE_THRESHOLD", 0.1, "alarm when this share of features drifted", gt=0, le=1
+        "DRIFT_SHARE_THRESHOLD",
+        0.1,
+        "uncalibrated champions only: alarm when this share of features drifted",
+        gt=0,
+        le=1,
     )
-    prediction_drift_method: str = env_field(
-        "PREDICTION_DRIFT_METHOD", "wasserstein", "Evidently method for the score"
+    prediction_drift_method: Literal["wasserstein"] = env_field(
+        "PREDICTION_DRIFT_METHOD", "wasserstein", "the score's distance"
     )
     prediction_drift_threshold: float = env_field(
-        "PREDICTION_DRIFT_THRESHOLD", 0.2, "score drift when the distance is >= this"
+        "PREDICTION_DRIFT_THRESHOLD", 0.2, "uncalibrated champions only: score drift past this distance"
     )
     missing_share_delta: float = env_field(
         "MISSING_SHARE_DELTA", 0.1, "alarm when a feature's missing share rises by more than this"

@@ -5,7 +5,8 @@ config, every candidate's held-out metrics, the chosen one's test metrics, the `
 one nested run per candidate (`baseline-logreg`, `xgboost-tuned` with the tuned parameters and the
 cross-validated PR AUC), and in the parent run the chosen model: the held-out test set (the gate scores
 it), the drift reference (a sample of the valid split with labels and scores, the monitor compares
-production with it), the model with signature, input example and metadata, registered under
+production with it) with its calibrated drift bounds (`reference/drift_calibration.json`,
+training.drift_calibration), the model with signature, input example and metadata, registered under
 MODEL_NAME with the alias `challenger`.
 """
 
@@ -23,9 +24,11 @@ from sklearn.pipeline import Pipeline
 
 from core import registry
 from core.dataset import DatasetConfig
+from core.drift import CALIBRATION_ARTIFACT, Calibration
 from core.features import example_record
 from training.candidate import Candidate
 from training.data import Splits, TrainingData, lineage_root
+from training.drift_calibration import calibrate
 from training.evaluate import Report
 from training.settings import TrainingSettings
 
@@ -134,6 +137,7 @@ def register(
         "test_metrics": held.test,
         "feature_importance": report.importance.round(6).to_dict(),
     }
+    reference = reference_sample(chosen, splits, settings.seed)
     return log_model_version(
         chosen.pipeline,
         config,
@@ -141,9 +145,22 @@ def register(
         threshold=held.threshold,
         sample=splits.X["train"].head(100),
         test_set=splits.X["test"].assign(label=splits.y["test"].to_numpy()),
-        reference=reference_sample(chosen, splits, settings.seed),
+        reference=reference,
         tags={**tags, "algorithm": chosen.name},
         metadata=metadata,
+        drift_calibration=calibrate(reference, report.importance.to_dict(), config),
+    )
+
+
+def calibration_tag(calibration: Calibration) -> str:
+    """The model version's tag: what the calibration promises, where it is (the bounds are the artifact)."""
+    policy = calibration.policy
+    rates = ", ".join(
+        f"{n}: {r['bootstrap_alarm_rate']:.3f}" for n, r in calibration.info.get("rates", {}).items()
+    )
+    return (
+        f"{CALIBRATION_ARTIFACT}: alarm rate <= {policy.false_alarm_rate} (resampled: {rates}), "
+        f"top {policy.top_k} {', '.join(calibration.top)}"
     )
 
 
@@ -169,6 +186,7 @@ def log_model_version(
     reference: pd.DataFrame,
     tags: dict,
     metadata: dict,
+    drift_calibration: Calibration | None = None,
 ) -> str:
     """Inside an active run: log the held-out test set (for the gate), the drift reference, and the model
     with its signature, input example, threshold and feature schema; register it and alias it
@@ -176,6 +194,9 @@ def log_model_version(
     run = mlflow.active_run()
     _log_frame(test_set, "data", "test.parquet")
     _log_frame(reference, "reference", "reference.parquet")
+    if drift_calibration is not None:
+        mlflow.log_dict(drift_calibration.as_dict(), CALIBRATION_ARTIFACT)
+        tags = {**tags, "drift_calibration": calibration_tag(drift_calibration)}
     signature = infer_signature(sample, pipe.predict_proba(sample))
     metadata = {
         **metadata,
