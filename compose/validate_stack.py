@@ -469,7 +469,7 @@ def check_grafana_provisioning() -> list[str]:
                     problems.append(f"rule {rule.get('uid')}: unknown datasource {d.get('datasourceUid')}")
                 if "$" in json.dumps(rule.get("annotations", {})):
                     problems.append(f"rule {rule.get('uid')}: '$' in annotations (Grafana expands env vars)")
-    wanted = {"drift": "drift share", "quality": "live roc auc", "latency": "p95", "errors": "5xx"}
+    wanted = {"drift": "drift policy", "quality": "live roc auc", "latency": "p95", "errors": "5xx"}
     for what, needle in wanted.items():
         if not any(needle in (t or "").lower() for t in titles):
             problems.append(f"no Grafana alert rule for {what}")

@@ -564,16 +564,16 @@ def run(stack: Stack) -> None:
         "the monitor to flag drift",
         lambda: (
             float(
-                (prom(stack, "max(monitor_drift_share)")["data"]["result"] or [{"value": [0, "0"]}])[0][
+                (prom(stack, "max(monitor_drift_level)")["data"]["result"] or [{"value": [0, "0"]}])[0][
                     "value"
                 ][1]
             )
-            >= 0.3
+            >= 2
         ),
         180,
         5,
     )
-    note("loop: monitor_drift_share >= 0.3 in Prometheus")
+    note("loop: monitor_drift_level = 2 (alarm) in Prometheus")
     alert_events = wait(
         "the DataDrift alert reaching the retrain trigger",
         lambda: stack.psql(
