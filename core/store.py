@@ -283,13 +283,54 @@ def labelled_since(engine: Engine, model_name: str, since: datetime) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def run_window(engine: Engine, run_id: int) -> pd.DataFrame | None:
+    """The predictions a monitoring run judged (its model version, between its window's first and last
+    record, at most its window size), as `recent_predictions` returns them; None when the run is unknown
+    or judged no window."""
+    r = monitoring_runs
+    with engine.connect() as conn:
+        run = conn.execute(select(r).where(r.c.id == int(run_id))).mappings().first()
+    if run is None or not run["window_start"] or not run["window_end"] or not run["model_version"]:
+        return None
+    start, end = as_utc(run["window_start"]), as_utc(run["window_end"])
+    minutes = (end - start).total_seconds() / 60.0 + 1e-6
+    return recent_predictions(
+        engine,
+        run["model_name"],
+        run["model_version"],
+        int(run["window_size"] or 0),
+        minutes,
+        now=end,
+        bounded=True,
+    )
+
+
+def last_alarm_run(engine: Engine, model_name: str, version: str) -> int | None:
+    """The newest monitoring run that alarmed on `version` (its window is what a retrain is for)."""
+    r = monitoring_runs
+    query = (
+        select(r.c.id)
+        .where(r.c.model_name == model_name, r.c.model_version == str(version), r.c.alarm.is_(True))
+        .order_by(r.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
 def recent_predictions(
-    engine: Engine, model_name: str, version: str, size: int, minutes: float, now: datetime | None = None
+    engine: Engine,
+    model_name: str,
+    version: str,
+    size: int,
+    minutes: float,
+    now: datetime | None = None,
+    bounded: bool = False,
 ) -> pd.DataFrame:
     """The most recent predictions of a version (at most `size`, within `minutes`; 0: any age), each with
-    its record's features, score and feedback label (NaN where none came)."""
+    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`."""
     p, f = predictions, feedback
-    now = now or utcnow()
+    upper, now = now, now or utcnow()
     query = (
         select(
             p.c.request_id,
@@ -308,6 +349,8 @@ def recent_predictions(
     )
     if minutes and minutes > 0:
         query = query.where(p.c.created_at >= now - timedelta(minutes=minutes))
+    if upper is not None and bounded:
+        query = query.where(p.c.created_at <= upper)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     if not rows:

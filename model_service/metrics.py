@@ -23,6 +23,13 @@ PREDICTIONS = Counter(
     ["model_version", "label"],
     registry=None,
 )
+PREDICT_ERRORS = Counter(
+    f"{PREFIX}_prediction_errors",
+    "Records of predict requests the model failed to score (5xx), by model version (the post-promotion "
+    "guard compares versions on it)",
+    ["model_version"],
+    registry=None,
+)
 SCORES = Histogram(
     f"{PREFIX}_prediction_score",
     "Predicted probability of the positive class",
@@ -111,6 +118,7 @@ FEEDBACK = Counter(f"{PREFIX}_feedback", "Feedback requests, by outcome", ["outc
 
 ALL = [
     PREDICTIONS,
+    PREDICT_ERRORS,
     SCORES,
     BATCH_SIZE,
     PREDICT_SECONDS,

@@ -2,9 +2,14 @@
 
 Judges the `challenger` against absolute floors, the current `champion` on the same held-out test set
 (the challenger's), behavioural tests and a one-record latency budget, all from the data set's config
-(`gate:`). Prints a table of every check and writes it as JSON. Exit 0 and `champion` moved to the
-challenger when every check passes; exit 1 with `champion` untouched otherwise; exit 2 when the gate
-cannot run (no challenger, unreadable config).
+(`gate:`), and refuses a version the post-promotion guard blocked. Prints a table of every check and
+writes it as JSON. Exit 0 and `champion` moved to the challenger when every check passes; exit 1 with
+`champion` untouched otherwise; exit 2 when the gate cannot run (no challenger, unreadable config).
+
+Overrides, for emergencies, each recorded (registry tags and the champion history, who and why):
+`--unblock --reason TEXT` lifts the guard's block of the version (a person's decision);
+`--force --reason TEXT` promotes it even when checks fail (tag `forced=true`, the reason starts with
+"FORCED past the gate"). The post-promotion guard watches a forced champion like any other.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ def evaluate_gate(
     champion_mv = registry.version_by_alias(name, registry.CHAMPION, client)
     gate = config.gate
     test = test_set_of(challenger_mv)
+    why_blocked = registry.blocked(challenger_mv)
     y = test["label"].to_numpy()
     challenger = load_version(name, str(challenger_mv.version))
     scores = challenger.score(test)
@@ -167,6 +173,15 @@ def evaluate_gate(
         challenger_metrics=metrics,
     )
     checks = result.checks
+    checks.append(
+        Check(
+            "not blocked by the guard",
+            why_blocked is None,
+            "blocked" if why_blocked else "no",
+            "not blocked",
+            why_blocked or "never rolled back by the post-promotion guard (or a person lifted the block)",
+        )
+    )
     for metric, floor in (gate.get("floors") or {}).items():
         checks.append(
             Check(
@@ -248,12 +263,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__)
     parser.add_argument("--version", help="gate this model version instead of the 'challenger' alias")
     parser.add_argument("--no-promote", action="store_true", help="judge only; never move 'champion'")
+    parser.add_argument(
+        "--force", action="store_true", help="promote even when checks fail (emergency override; --reason)"
+    )
+    parser.add_argument(
+        "--unblock", action="store_true", help="lift the guard's block of the version first (--reason)"
+    )
+    parser.add_argument("--reason", help="why the override (recorded; required with --force, --unblock)")
+    parser.add_argument("--by", help="who (recorded; default: the user)")
     args = parser.parse_args(argv)
+    if (args.force or args.unblock) and not (args.reason or "").strip():
+        parser.error("--force and --unblock need --reason TEXT (it is recorded)")
+    if args.force and args.no_promote:
+        parser.error("--force and --no-promote contradict each other")
     settings = load_or_exit(TrainingSettings)
     setup_logging(settings.log_level)
     try:
         config = load_config(settings.dataset_config)
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
+        if args.unblock:
+            target = args.version or getattr(
+                registry.version_by_alias(settings.model_name, registry.CHALLENGER), "version", None
+            )
+            if target is None:
+                raise registry.RegistryError(f"model '{settings.model_name}' has no challenger to unblock")
+            registry.unblock(settings.model_name, target, reason=args.reason, by=args.by)
+            log.info("v%s unblocked by %s: %s", target, args.by or "the user", args.reason)
         result = evaluate_gate(settings, config, args.version)
     except (ConfigError, registry.RegistryError) as exc:
         log.error("error: %s", exc)
@@ -262,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     print(result.table(), flush=True)
     path = record(result, settings)
     log.info("report: %s", path)
-    if not result.passed:
+    forced = args.force and not result.passed
+    if not result.passed and not args.force:
         if result.champion:
             log.info("champion unchanged: v%s", result.champion)
         else:
@@ -277,9 +313,24 @@ def main(argv: list[str] | None = None) -> int:
     built_for = registry.why(registry.get_version(settings.model_name, result.challenger).tags).get(
         "retrain_trigger"
     )
-    reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
-    move = registry.promote(settings.model_name, result.challenger, reason=reason)
-    log.info("promoted: champion v%s -> v%s", move.from_version or "-", move.to_version)
+    if forced:
+        failed = ", ".join(c.name for c in result.checks if not c.passed)
+        reason = f"FORCED past the gate: {args.reason.strip()} (failed: {failed})"
+    else:
+        reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
+    try:
+        move = registry.promote(
+            settings.model_name, result.challenger, reason=reason, by=args.by, forced=forced
+        )
+    except registry.RegistryError as exc:
+        log.error("error: refused: %s", exc)
+        return 1
+    log.info(
+        "%s: champion v%s -> v%s",
+        "FORCED promotion" if forced else "promoted",
+        move.from_version or "-",
+        move.to_version,
+    )
     return 0
 
 
