@@ -165,9 +165,8 @@ def service_counts(service: rollout.Service, timeout: float = 3.0) -> dict[str, 
     scored: dict[str, float] = {}
     failed: dict[str, float] = {}
     for family in text_string_to_metric_families(response.text):
-        target = {"model_service_predictions": scored, "model_service_prediction_errors": failed}.get(
-            family.name
-        )
+        base = family.name.removesuffix("_total")  # typed: the family's name; untyped: the sample's
+        target = {"model_service_predictions": scored, "model_service_prediction_errors": failed}.get(base)
         if target is None:
             continue
         for sample in family.samples:

@@ -185,7 +185,7 @@ def main() -> int:
         # imports after the environment is set: every settings module reads it
         import sqlalchemy as sa
 
-        from core import store
+        from core import registry, store
         from core.dataset import load_config
         from monitoring import monitor
         from monitoring.scenarios import Scenario
@@ -316,10 +316,12 @@ def main() -> int:
 
         # -- 6. the drift goes on, unchanged: v2 was retrained for it and its drift reference is the
         # window it was retrained for, so the check is ok and no second retrain is needed (the loop settles)
-        stats = traffic(drifted, seed=3, scenario=scenario)
+        # other records than the ones v2 was retrained for, with the same drift
+        more = pool.sample(records, replace=records > len(pool), random_state=3).reset_index(drop=True)
+        stats = traffic(more, seed=3, scenario=scenario)
         again = check()
         timeline.mark(
-            f"monitor run {again.run_id} on v2 (same drifted traffic): {again.status}",
+            f"monitor run {again.run_id} on v2 (the same drift, other records): {again.status}",
             f"{'settled: ' if again.status == 'ok' else ''}{again.reason}",
         )
         if again.status != "ok" or (again.trigger is not None and again.trigger.fired):
@@ -378,7 +380,10 @@ def main() -> int:
             logs / "gate-forced.log",
             300,
         )
-        forced_at = time.time()
+        # the promotion's recorded time (whole seconds, rounded down: the figure errs on the long side)
+        forced_at = datetime.fromisoformat(
+            registry.champion_history(msettings.model_name)[-1]["at"]
+        ).timestamp()
         wait_for(lambda: served_version(msettings) == bad, 60, f"the service to serve the forced v{bad}")
         timeline.mark(f"v{bad} served (bad)", "normal traffic, labels back after 1 s; the guard watches")
         sent = threading.Thread(target=traffic, args=(normal, 4), daemon=True)
