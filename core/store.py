@@ -7,7 +7,9 @@ One database holds the whole loop (SQLite on the embedded default, PostgreSQL on
 - `feedback`: the true label of a record, by request id and record index (one per record).
 - `monitoring_runs`: one row per monitor check (drift, live quality, alarm, report).
 - `trigger_events`: every retrain trigger decision (for cooldown and dedupe).
-- `rollbacks`: who moved the champion back, when, why, from and to.
+- `rollbacks`: who moved the champion back, when, why, from and to (a person or the guard).
+- `shadow_predictions`: the challenger's score of a live record, scored beside the champion's answer
+  (the service's shadow share), for the gate's online check.
 
 The schema is created and upgraded by Alembic migrations (`core/migrations`, version table
 `churnops_alembic_version`), run by `create_tables` (`engine_for` does it once per process and URL;
@@ -145,6 +147,39 @@ rollbacks = Table(
     Column("served", Boolean),
     Column("detail", Text),
 )
+
+
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("request_id", String(36), nullable=False),
+    Column("record_index", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("champion_version", String(64), nullable=False),
+    Column("shadow_version", String(64), nullable=False, index=True),
+    Column("score", Float, nullable=False),
+    UniqueConstraint("request_id", "record_index", "shadow_version", name="uq_shadow_request_record"),
+)
+
+
+def shadow_pairs(engine: Engine, model_name: str, shadow_version: str) -> pd.DataFrame:
+    """Records the challenger `shadow_version` scored in shadow, with the champion's score of the same
+    record (the answer it gave), the champion's version and the feedback label (labelled records only)."""
+    s, p, f = shadow_predictions, predictions, feedback
+    on_p = and_(p.c.request_id == s.c.request_id, p.c.record_index == s.c.record_index)
+    on_f = and_(f.c.request_id == s.c.request_id, f.c.record_index == s.c.record_index)
+    query = (
+        select(
+            s.c.score.label("shadow_score"), p.c.score.label("champion_score"), p.c.model_version, f.c.label
+        )
+        .select_from(s.join(p, on_p).join(f, on_f))
+        .where(s.c.model_name == model_name, s.c.shadow_version == str(shadow_version))
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return pd.DataFrame(rows, columns=["shadow_score", "champion_score", "champion_version", "label"])
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

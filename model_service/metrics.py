@@ -30,6 +30,13 @@ PREDICT_ERRORS = Counter(
     ["model_version"],
     registry=None,
 )
+SHADOW_RECORDS = Counter(
+    f"{PREFIX}_shadow_records",
+    "Records handed to shadow scoring (the challenger beside the champion), by challenger version and "
+    "outcome (scored, dropped: queue full, failed)",
+    ["shadow_version", "outcome"],
+    registry=None,
+)
 SCORES = Histogram(
     f"{PREFIX}_prediction_score",
     "Predicted probability of the positive class",
@@ -119,6 +126,7 @@ FEEDBACK = Counter(f"{PREFIX}_feedback", "Feedback requests, by outcome", ["outc
 ALL = [
     PREDICTIONS,
     PREDICT_ERRORS,
+    SHADOW_RECORDS,
     SCORES,
     BATCH_SIZE,
     PREDICT_SECONDS,

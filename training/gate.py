@@ -2,7 +2,9 @@
 
 Judges the `challenger` against absolute floors, the current `champion` on the same held-out test set
 (the challenger's), behavioural tests and a one-record latency budget, all from the data set's config
-(`gate:`), and refuses a version the post-promotion guard blocked. Prints a table of every check and
+(`gate:`), and refuses a version the post-promotion guard blocked. With `gate.online`, once enough live
+records scored in shadow by the challenger (the service's SHADOW_SHARE) have feedback labels, it also
+compares the challenger's live quality with the champion's on those same records. Prints a table of every check and
 writes it as JSON. Exit 0 and `champion` moved to the challenger when every check passes; exit 1 with
 `champion` untouched otherwise; exit 2 when the gate cannot run (no challenger, unreadable config).
 
@@ -25,8 +27,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.metrics import recall_score, roc_auc_score
 
-from core import registry
+from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.settings import load_or_exit
 from training.behaviour import Check, run_behaviour_tests
@@ -145,6 +148,52 @@ def fairness_checks(segments: pd.DataFrame, spec: dict) -> list[Check]:
     return checks
 
 
+def online_checks(
+    database_url: str, name: str, challenger: LoadedModel, champion_mv, spec: dict
+) -> list[Check]:
+    """The challenger's live quality against the champion's on the same live records: the records the
+    service scored with both (shadow scoring, SHADOW_SHARE) that have feedback labels. Not judged (a
+    passing check saying so) until `min_records` of them exist."""
+    pairs = store.shadow_pairs(store.engine_for(database_url), name, challenger.version)
+    pairs = pairs[pairs["champion_version"] == str(champion_mv.version)]
+    needed = int(spec.get("min_records", 200))
+    if len(pairs) < needed or pairs["label"].nunique() < 2:
+        return [
+            Check(
+                "online: shadow vs champion, same records",
+                True,
+                str(len(pairs)),
+                f">= {needed} records",
+                f"not judged: {len(pairs)} shadow-scored records with feedback (SHADOW_SHARE on the service)",
+            )
+        ]
+    y = pairs["label"].astype(int).to_numpy()
+    champion_threshold = float(
+        champion_mv.tags.get("threshold") or registry.model_metadata(name, champion_mv.version)["threshold"]
+    )
+    ours = {
+        "roc_auc": roc_auc_score(y, pairs["shadow_score"]),
+        "recall": recall_score(y, pairs["shadow_score"] >= challenger.threshold, zero_division=0),
+    }
+    theirs = {
+        "roc_auc": roc_auc_score(y, pairs["champion_score"]),
+        "recall": recall_score(y, pairs["champion_score"] >= champion_threshold, zero_division=0),
+    }
+    checks = []
+    for metric, tolerance in (spec.get("max_regression") or {"roc_auc": 0.02}).items():
+        checks.append(
+            Check(
+                f"online: live {metric} vs champion",
+                ours[metric] >= theirs[metric] - tolerance,
+                f"{ours[metric]:.4f}",
+                f">= {theirs[metric] - tolerance:.4f}",
+                f"{len(pairs)} live records scored by both, with feedback; champion "
+                f"v{str(champion_mv.version)} {theirs[metric]:.4f} minus tolerance {tolerance}",
+            )
+        )
+    return checks
+
+
 def evaluate_gate(
     settings: TrainingSettings, config: DatasetConfig, challenger_version: str | None = None
 ) -> GateResult:
@@ -213,6 +262,9 @@ def evaluate_gate(
                         f"champion v{str(champion_mv.version)} {theirs:.4f} minus tolerance {tolerance}",
                     )
                 )
+    online = gate.get("online") or {}
+    if online and champion_mv is not None and str(champion_mv.version) != str(challenger_mv.version):
+        checks.extend(online_checks(settings.database_url, name, challenger, champion_mv, online))
     fairness = gate.get("fairness") or {}
     if fairness:
         result.segments = segment_metrics(test, y, scores, challenger.threshold, fairness.get("columns", []))

@@ -66,6 +66,9 @@ def predict():
         )
     except LogUnavailable:
         abort(503, message="the prediction log cannot be written; retry later", headers={"Retry-After": "5"})
+    shadow = services().shadow
+    if shadow is not None and shadow.enabled:  # the challenger scores it later, off the request path
+        shadow.offer(rid, model.version, batch, now())
     positives = int(labels.sum())
     if positives:
         m.PREDICTIONS.labels(model.version, "1").inc(positives)
