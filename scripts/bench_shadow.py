@@ -4,7 +4,7 @@ In a fresh state folder (BENCH_STATE_DIR, default var/bench-shadow, emptied firs
 it (the champion), trains v2 (the challenger, not promoted; the demo's small budget: 3 trials x 2
 folds), then for each shadow share starts the service (gunicorn, GUNICORN_WORKERS workers) with
 SHADOW_SHARE set, drives it with wrk (one record per request, BENCH_CONNECTIONS connections,
-BENCH_SECONDS seconds) and counts the shadow records it wrote. Writes the table under
+BENCH_SECONDS seconds; BENCH_ROUNDS runs per share, in alternating order) and counts the shadow records it wrote. Writes the table under
 `## Shadow scoring` in docs/benchmarks.md and prints it. Needs wrk (`apt-get install wrk`).
 """
 
@@ -66,8 +66,12 @@ def main() -> int:
     run([py, "-m", "training.train"], env, state / "train-v2.log")  # the challenger, not gated
     key = secrets.token_hex(16)
     body = json.dumps({"records": [RECORD]})
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    # the shares in alternating order (0, 10, 100, 100, 10, 0, ...): a neighbour's load that comes and
+    # goes falls on every share, not on one
+    order = [share for r in range(rounds) for share in (SHARES if r % 2 == 0 else SHARES[::-1])]
     rows = []
-    for share in SHARES:
+    for share in order:
         port = free_port()
         work = Path(tempfile.mkdtemp(prefix="bench-shadow-", dir=state))
         server_env = {
@@ -111,18 +115,19 @@ def main() -> int:
             flush=True,
         )
     table = [
-        "| shadow share | requests/s | p50 (ms) | p99 (ms) | non-2xx | shadow records written |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| shadow share | run | requests/s | p50 (ms) | p99 (ms) | non-2xx | shadow records written |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for share, r, shadowed in rows:
-        table.append(
-            f"| {share:.0%} | {r['rps']:.0f} | {r['p50'] / 1000:.2f} | {r['p99'] / 1000:.2f} | "
-            f"{int(r['non2xx'])} | {shadowed} |"
-        )
+    for share in SHARES:
+        for n, (_, r, shadowed) in enumerate(row for row in rows if row[0] == share):
+            table.append(
+                f"| {share:.0%} | {n + 1} | {r['rps']:.0f} | {r['p50'] / 1000:.2f} | {r['p99'] / 1000:.2f} | "
+                f"{int(r['non2xx'])} | {shadowed} |"
+            )
     text = "\n".join(table) + (
         f"\n\n`make bench-shadow`: the service (gunicorn, {workers} workers) with a champion (XGBoost, "
         f"v1) and a challenger (v2, also XGBoost) and SHADOW_SHARE at each share; wrk with one record per "
-        f"request, {conns} connections, {seconds} s each. The challenger scores off the request path (a "
+        f"request, {conns} connections, {seconds} s each, {rounds} runs per share in alternating order. The challenger scores off the request path (a "
         "background thread per worker, after the champion answered), so its cost shows as CPU taken from "
         "the requests, not as a step of them. One run on a shared 2-core machine: read orders of magnitude."
     )
