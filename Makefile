@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift serve clean clean-state
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift bench-shadow serve clean clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs
 
 bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)
 	$(PY) -m scripts.bench_drift
+
+bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%, 100% -> docs/benchmarks.md (Shadow scoring)
+	$(PY) -m scripts.bench_shadow
 
 serve: $(STAMP) ## the model service under gunicorn on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
 	$(BIN)/gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"

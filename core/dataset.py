@@ -57,6 +57,7 @@ class DatasetConfig:
     model_name: str = ""  # the registered model's name when MODEL_NAME is unset (default_model_name)
     retrain: dict[str, Any] = field(default_factory=lambda: dict(RETRAIN_DEFAULTS))
     drift: dict[str, Any] = field(default_factory=lambda: dict(DRIFT_DEFAULTS))
+    guard: dict[str, Any] = field(default_factory=lambda: dict(GUARD_DEFAULTS))
     path: Path | None = None
 
     @property
@@ -167,6 +168,49 @@ def _drift(raw: dict[str, Any], where: str, n_features: int) -> dict[str, Any]:
     ):
         raise ConfigError(f"{where}: drift.window_sizes must be a list of whole numbers >= 10, got {sizes!r}")
     out["window_sizes"] = sorted(set(sizes))
+    return out
+
+
+# The post-promotion guard's bounds (monitoring.guard; docs/monitoring.md, "The post-promotion guard").
+GUARD_DEFAULTS: dict[str, Any] = {
+    "watch_seconds": 3600,  # how long after a promotion the new champion is compared with the previous
+    "min_records": 100,  # its predictions before error rate and latency are judged
+    "max_error_rate_increase": 0.02,  # error share of records, new minus previous
+    "max_latency_p99_ratio": 2.0,  # p99 latency of a predict request, new / previous ...
+    "latency_slack_ms": 10.0,  # ... and at least this many ms above it (tiny latencies are noisy)
+    "min_labelled": 100,  # feedback labels (on both versions) before live quality is judged
+    "max_quality_drop": {"roc_auc": 0.05, "recall": 0.15},  # previous minus new, live, on feedback
+}
+QUALITY_FIGURES = ("roc_auc", "recall", "precision", "f1")
+
+
+def _guard(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    spec = raw.get("guard") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: guard must be a mapping ({', '.join(GUARD_DEFAULTS)})")
+    unknown = set(spec) - set(GUARD_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{where}: guard has unknown key(s) {sorted(unknown)}")
+    out = {**GUARD_DEFAULTS, **spec}
+    for key, value in out.items():
+        if key == "max_quality_drop":
+            if not isinstance(value, dict) or set(value) - set(QUALITY_FIGURES):
+                raise ConfigError(
+                    f"{where}: guard.max_quality_drop maps {', '.join(QUALITY_FIGURES)} to numbers"
+                )
+            bad = {
+                k: v
+                for k, v in value.items()
+                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0
+            }
+            if bad:
+                raise ConfigError(f"{where}: guard.max_quality_drop values must be numbers >= 0, got {bad}")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: guard.{key} must be a number >= 0, got {value!r}")
+    if out["max_latency_p99_ratio"] < 1:
+        raise ConfigError(
+            f"{where}: guard.max_latency_p99_ratio must be >= 1, got {out['max_latency_p99_ratio']!r}"
+        )
     return out
 
 
@@ -307,5 +351,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         model_name=_model_name(raw, where),
         retrain=_retrain(raw, where),
         drift=_drift(raw, where, len(features)),
+        guard=_guard(raw, where),
         path=path,
     )

@@ -99,10 +99,61 @@ def _who() -> str:
         return "unknown"
 
 
-def promote(name: str, version: str | int, reason: str, by: str | None = None) -> AliasMove:
-    """Move `champion` to `version`, recording the version it replaced for rollback."""
+# A version the post-promotion guard rolled back is blocked (version tags): neither the gate, a retrain
+# nor a rollback makes it the champion again until a person lifts the block (`unblock`, audited).
+BLOCKED_TAG = "blocked"
+
+
+def blocked(mv: ModelVersion) -> str | None:
+    """Why a version is blocked from promotion (None: it is not)."""
+    tags = mv.tags or {}
+    if tags.get(BLOCKED_TAG) != "true":
+        return None
+    return f"blocked by {tags.get('blocked_by', '?')} at {tags.get('blocked_at', '?')}: {tags.get('blocked_reason', '')}"
+
+
+def block(name: str, version: str | int, reason: str, by: str) -> None:
+    client = MlflowClient()
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    tags = {BLOCKED_TAG: "true", "blocked_by": by, "blocked_at": at, "blocked_reason": reason[:4000]}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+def unblock(name: str, version: str | int, reason: str, by: str | None = None) -> None:
+    """A person's override: the version may be promoted again (recorded on the version)."""
+    client = MlflowClient()
+    mv = get_version(name, version, client)
+    if blocked(mv) is None:
+        return
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    tags = {
+        BLOCKED_TAG: "false",
+        "unblocked_by": by or _who(),
+        "unblocked_at": at,
+        "unblocked_reason": reason[:4000],
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+def _refuse_blocked(name: str, mv: ModelVersion) -> None:
+    why_blocked = blocked(mv)
+    if why_blocked:
+        raise RegistryError(
+            f"v{str(mv.version)} of '{name}' is {why_blocked} (a person lifts it: python -m training.gate "
+            f"--version {str(mv.version)} --unblock --reason TEXT)"
+        )
+
+
+def promote(
+    name: str, version: str | int, reason: str, by: str | None = None, forced: bool = False
+) -> AliasMove:
+    """Move `champion` to `version`, recording the version it replaced for rollback. Refused for a
+    blocked version. `forced`: promoted past a failed gate (an audited override, tagged `forced`)."""
     client = MlflowClient()
     target = get_version(name, version, client)
+    _refuse_blocked(name, target)
     current = version_by_alias(name, CHAMPION, client)
     move = AliasMove(
         CHAMPION,
@@ -120,6 +171,7 @@ def promote(name: str, version: str | int, reason: str, by: str | None = None) -
         "promoted_by": move.by,
         "promotion_reason": reason,
         "replaced_version": move.from_version or "",
+        "forced": str(forced).lower(),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, str(target.version), key, value)
@@ -149,6 +201,7 @@ def rollback(
     target = get_version(name, to_version, client)
     if str(target.version) == str(current.version):
         raise RegistryError(f"v{str(target.version)} is already the champion of '{name}'")
+    _refuse_blocked(name, target)
     move = AliasMove(
         CHAMPION,
         str(current.version),
@@ -184,6 +237,20 @@ def _append_history(client: MlflowClient, name: str, move: AliasMove) -> None:
 def champion_history(name: str) -> list[dict[str, Any]]:
     model = MlflowClient().get_registered_model(name)
     return json.loads(model.tags.get("champion_history", "[]"))
+
+
+# The drift reference logged with a version's training run. A retrained version also gets the production
+# window it was retrained for (training.retrain), named by its `reference_artifact` tag: the monitor
+# compares live traffic with that, so traffic the model has already learned does not read as drift.
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+PRODUCTION_REFERENCE_ARTIFACT = "reference/production.parquet"
+REFERENCE_TAG = "reference_artifact"
+
+
+def reference_artifact(tags: dict[str, str] | None) -> str:
+    """The artifact path of a version's drift reference (its `reference_artifact` tag, else the sample of
+    its training data's valid split)."""
+    return (tags or {}).get(REFERENCE_TAG) or REFERENCE_ARTIFACT
 
 
 def model_uri(name: str, version: str | int) -> str:

@@ -7,7 +7,9 @@ One database holds the whole loop (SQLite on the embedded default, PostgreSQL on
 - `feedback`: the true label of a record, by request id and record index (one per record).
 - `monitoring_runs`: one row per monitor check (drift, live quality, alarm, report).
 - `trigger_events`: every retrain trigger decision (for cooldown and dedupe).
-- `rollbacks`: who moved the champion back, when, why, from and to.
+- `rollbacks`: who moved the champion back, when, why, from and to (a person or the guard).
+- `shadow_predictions`: the challenger's score of a live record, scored beside the champion's answer
+  (the service's shadow share), for the gate's online check.
 
 The schema is created and upgraded by Alembic migrations (`core/migrations`, version table
 `churnops_alembic_version`), run by `create_tables` (`engine_for` does it once per process and URL;
@@ -147,6 +149,39 @@ rollbacks = Table(
 )
 
 
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("request_id", String(36), nullable=False),
+    Column("record_index", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("champion_version", String(64), nullable=False),
+    Column("shadow_version", String(64), nullable=False, index=True),
+    Column("score", Float, nullable=False),
+    UniqueConstraint("request_id", "record_index", "shadow_version", name="uq_shadow_request_record"),
+)
+
+
+def shadow_pairs(engine: Engine, model_name: str, shadow_version: str) -> pd.DataFrame:
+    """Records the challenger `shadow_version` scored in shadow, with the champion's score of the same
+    record (the answer it gave), the champion's version and the feedback label (labelled records only)."""
+    s, p, f = shadow_predictions, predictions, feedback
+    on_p = and_(p.c.request_id == s.c.request_id, p.c.record_index == s.c.record_index)
+    on_f = and_(f.c.request_id == s.c.request_id, f.c.record_index == s.c.record_index)
+    query = (
+        select(
+            s.c.score.label("shadow_score"), p.c.score.label("champion_score"), p.c.model_version, f.c.label
+        )
+        .select_from(s.join(p, on_p).join(f, on_f))
+        .where(s.c.model_name == model_name, s.c.shadow_version == str(shadow_version))
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return pd.DataFrame(rows, columns=["shadow_score", "champion_score", "champion_version", "label"])
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for the log: SQLite gets its folder, WAL and a busy timeout; others pre-ping."""
     if url.startswith("sqlite"):
@@ -283,13 +318,54 @@ def labelled_since(engine: Engine, model_name: str, since: datetime) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def run_window(engine: Engine, run_id: int) -> pd.DataFrame | None:
+    """The predictions a monitoring run judged (its model version, between its window's first and last
+    record, at most its window size), as `recent_predictions` returns them; None when the run is unknown
+    or judged no window."""
+    r = monitoring_runs
+    with engine.connect() as conn:
+        run = conn.execute(select(r).where(r.c.id == int(run_id))).mappings().first()
+    if run is None or not run["window_start"] or not run["window_end"] or not run["model_version"]:
+        return None
+    start, end = as_utc(run["window_start"]), as_utc(run["window_end"])
+    minutes = (end - start).total_seconds() / 60.0 + 1e-6
+    return recent_predictions(
+        engine,
+        run["model_name"],
+        run["model_version"],
+        int(run["window_size"] or 0),
+        minutes,
+        now=end,
+        bounded=True,
+    )
+
+
+def last_alarm_run(engine: Engine, model_name: str, version: str) -> int | None:
+    """The newest monitoring run that alarmed on `version` (its window is what a retrain is for)."""
+    r = monitoring_runs
+    query = (
+        select(r.c.id)
+        .where(r.c.model_name == model_name, r.c.model_version == str(version), r.c.alarm.is_(True))
+        .order_by(r.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
 def recent_predictions(
-    engine: Engine, model_name: str, version: str, size: int, minutes: float, now: datetime | None = None
+    engine: Engine,
+    model_name: str,
+    version: str,
+    size: int,
+    minutes: float,
+    now: datetime | None = None,
+    bounded: bool = False,
 ) -> pd.DataFrame:
     """The most recent predictions of a version (at most `size`, within `minutes`; 0: any age), each with
-    its record's features, score and feedback label (NaN where none came)."""
+    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`."""
     p, f = predictions, feedback
-    now = now or utcnow()
+    upper, now = now, now or utcnow()
     query = (
         select(
             p.c.request_id,
@@ -308,6 +384,8 @@ def recent_predictions(
     )
     if minutes and minutes > 0:
         query = query.where(p.c.created_at >= now - timedelta(minutes=minutes))
+    if upper is not None and bounded:
+        query = query.where(p.c.created_at <= upper)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     if not rows:

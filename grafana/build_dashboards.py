@@ -315,6 +315,28 @@ def drift() -> Board:
         WHERE status <> 'skipped' ORDER BY started_at""",
         fmt="time_series",
     )
+    b.prom(
+        "stat",
+        "Guard: versions blocked (rolled back, awaiting a person)",
+        [("max by (model_name) (monitor_guard_blocked_versions)", "{{model_name}}")],
+        w=6,
+        h=4,
+    )
+    b.prom(
+        "timeseries",
+        "Guard: checks by outcome (watching, breach, idle)",
+        [("sum by (outcome) (increase(monitor_guard_checks_total[15m]))", "{{outcome}}")],
+        w=18,
+        h=4,
+    )
+    b.sql(
+        "table",
+        "Rollbacks (a person or the guard: who, why, served)",
+        CHURN_DB,
+        """
+        SELECT at AS "time", by, from_version, to_version, served, reason, detail FROM rollbacks
+        ORDER BY at DESC LIMIT 20""",
+    )
     b.sql(
         "table",
         "Retrain triggers",

@@ -42,6 +42,7 @@ from model_service.prediction_log.request_ids import new_request_id
 from model_service.prediction_log.writer import PredictionLog
 from model_service.schema import predict_request_schema
 from model_service.settings import ServiceSettings, SettingsError
+from model_service.shadow import ShadowScorer
 from model_service.state import EXTENSION, ServiceState, shutdown_all, track
 
 __all__ = ["check_settings_or_exit", "create_app", "shutdown_all"]
@@ -109,6 +110,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         ModelManager(settings, trigger_file=trigger),
         plog,
         FeedbackStore(plog),
+        ShadowScorer(settings),
     )
 
 
@@ -161,6 +163,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
     if start_background:
         state.plog.start()
         state.manager.start()
+        state.shadow.start(state.manager)
     else:  # tests drive the writer by hand
         state.plog.spool_dir.mkdir(parents=True, exist_ok=True)
         state.plog.ensure_tables()

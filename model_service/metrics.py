@@ -23,6 +23,20 @@ PREDICTIONS = Counter(
     ["model_version", "label"],
     registry=None,
 )
+PREDICT_ERRORS = Counter(
+    f"{PREFIX}_prediction_errors",
+    "Records of predict requests the model failed to score (5xx), by model version (the post-promotion "
+    "guard compares versions on it)",
+    ["model_version"],
+    registry=None,
+)
+SHADOW_RECORDS = Counter(
+    f"{PREFIX}_shadow_records",
+    "Records handed to shadow scoring (the challenger beside the champion), by challenger version and "
+    "outcome (scored, dropped: queue full, failed)",
+    ["shadow_version", "outcome"],
+    registry=None,
+)
 SCORES = Histogram(
     f"{PREFIX}_prediction_score",
     "Predicted probability of the positive class",
@@ -111,6 +125,8 @@ FEEDBACK = Counter(f"{PREFIX}_feedback", "Feedback requests, by outcome", ["outc
 
 ALL = [
     PREDICTIONS,
+    PREDICT_ERRORS,
+    SHADOW_RECORDS,
     SCORES,
     BATCH_SIZE,
     PREDICT_SECONDS,

@@ -84,6 +84,14 @@ class ServiceSettings(Settings):
         "PROMETHEUS_MULTIPROC_DIR", None, "gunicorn multiprocess metrics (default: a fresh temporary folder)"
     )
     fast_path: bool = env_field("FAST_PATH", True, "numpy fast path (falls back to the pipeline)")
+    shadow_share: float = env_field(
+        "SHADOW_SHARE",
+        0.0,
+        "share of predict requests the shadow alias also scores, off the request path (0: off)",
+        ge=0,
+        le=1,
+    )
+    shadow_alias: str = env_field("SHADOW_ALIAS", "challenger", "the version scored in shadow (not served)")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from model_service.feedback import FeedbackStore
 from model_service.model import ModelManager
 from model_service.prediction_log.writer import PredictionLog
 from model_service.settings import ServiceSettings
+from model_service.shadow import ShadowScorer
 
 log = logging.getLogger("model_service")
 EXTENSION = "model_service"
@@ -31,6 +32,7 @@ class ServiceState:
     manager: ModelManager
     plog: PredictionLog
     feedback: FeedbackStore
+    shadow: ShadowScorer | None = None
     _closed: bool = field(default=False, init=False)
     _ping_cache: tuple[float, bool] = field(default=(0.0, True), init=False)
 
@@ -47,6 +49,8 @@ class ServiceState:
             return
         self._closed = True
         self.manager.stop()
+        if self.shadow is not None:
+            self.shadow.stop()
         self.plog.close(timeout=max(1.0, self.settings.graceful_timeout - 5))
         log.info("model service worker %d stopped; prediction log flushed", os.getpid())
 

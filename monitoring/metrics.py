@@ -100,3 +100,39 @@ def record_status(model_name: str, status: str) -> None:
     runs.labels(model_name, status).inc()
     for s in STATUSES:
         last_status.labels(model_name, s).set(1 if s == status else 0)
+
+
+# The post-promotion guard (monitoring.guard)
+guard_watching = Gauge(
+    "monitor_guard_watching",
+    "1 while the guard watches the champion after its promotion (by version)",
+    ["model_name", "version"],
+    registry=REGISTRY,
+)
+guard_figure = Gauge(
+    "monitor_guard_figure",
+    "The guard's last figures of the watched champion (new) and the one it replaced (previous)",
+    ["model_name", "figure", "side"],
+    registry=REGISTRY,
+)
+guard_breach = Gauge(
+    "monitor_guard_breach",
+    "1 when the guard's last check found the watched champion out of its bounds",
+    ["model_name"],
+    registry=REGISTRY,
+)
+guard_rollbacks = Counter(
+    "monitor_guard_rollbacks_total",
+    "Champions the guard rolled back, by the version rolled back from and the figure that breached",
+    ["model_name", "from_version", "figure"],
+    registry=REGISTRY,
+)
+guard_checks = Counter(
+    "monitor_guard_checks_total", "Guard checks, by outcome", ["model_name", "outcome"], registry=REGISTRY
+)
+guard_blocked = Gauge(
+    "monitor_guard_blocked_versions",
+    "Versions the guard rolled back and blocked from promotion (until a person lifts the block)",
+    ["model_name"],
+    registry=REGISTRY,
+)

@@ -2,8 +2,9 @@
 
 One check:
 1. finds the champion in the registry and loads the reference sample logged with its training run
-   (`reference/reference.parquet`: valid-split features, label and out-of-sample score) and its
-   threshold;
+   (`reference/reference.parquet`: valid-split features, label and out-of-sample score; for a retrained
+   champion `reference/production.parquet`, the production window it was retrained for, named by its
+   `reference_artifact` tag) and its threshold;
 2. reads the window: the most recent MONITOR_WINDOW_SIZE predictions served by that version within
    MONITOR_WINDOW_MINUTES, with their feedback labels where they came back;
 3. checks for new data since the champion was trained (labelled records, a changed source: the data
@@ -16,6 +17,10 @@ One check:
 `loop` runs a check every MONITOR_INTERVAL_SECONDS and serves, on MONITOR_METRICS_PORT:
 `GET /metrics` (Prometheus), `GET /healthz`, and `POST /alerts`, an Alertmanager webhook receiver
 that calls the same retrain trigger for each firing alert (dedupe key: the alert's name and labels).
+
+`loop` also runs the post-promotion guard (monitoring.guard) every GUARD_INTERVAL_SECONDS
+(GUARD_ENABLED): after a promotion it compares the new champion with the previous one and rolls back
+on a breach.
 
 `scheduled` (`make retrain-scheduled`; `loop` every RETRAIN_SCHEDULE_SECONDS) retrains only when there is
 new data since the champion was trained, and records `nothing_new` otherwise.
@@ -55,7 +60,7 @@ from core.dataset import DatasetConfig, load_config
 from core.drift import LEVELS, Calibration
 from core.settings import load_or_exit
 from core.source import DataError, source_hash
-from monitoring import metrics, reports
+from monitoring import guard, metrics, reports
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, TriggerEvent, trigger_kinds
@@ -71,6 +76,7 @@ class Champion:
     threshold: float
     trained_at: datetime | None = None  # the model version's creation time
     source_hash: str | None = None  # the hash of the source snapshot its data descends from
+    reference: str = registry.REFERENCE_ARTIFACT  # its drift reference's artifact path
 
 
 @dataclass
@@ -146,6 +152,7 @@ def champion(settings: MonitorSettings) -> Champion | None:
         # champions trained before `source_hash` was tagged: their data_hash (the ingested snapshot
         # for a first training; a retrained one then reads as changed once, see docs/monitoring.md)
         source_hash=mv.tags.get("source_hash") or mv.tags.get("data_hash") or None,
+        reference=registry.reference_artifact(mv.tags),
     )
 
 
@@ -209,8 +216,8 @@ def check_freshness(
 
 
 @lru_cache(maxsize=8)
-def reference_of(run_id: str) -> pd.DataFrame:
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference/reference.parquet")
+def reference_of(run_id: str, artifact: str = registry.REFERENCE_ARTIFACT) -> pd.DataFrame:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
     return pd.read_parquet(path)
 
 
@@ -386,7 +393,7 @@ def run_once(
                 _fire(settings, trigger, champ, run_id, fresh.reasons, fresh.kinds, fresh.figures(), outcome)
                 values["trigger_event_id"] = outcome.trigger.id
             return outcome
-        reference = reference_of(champ.run_id)
+        reference = reference_of(champ.run_id, champ.reference)
         calibration = calibration_of(champ.run_id)
         result = compute_drift(
             reference,
@@ -639,6 +646,10 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if settings.guard_enabled:  # the post-promotion guard, on its own (shorter) period
+        threading.Thread(
+            target=guard.run_forever, args=(settings, config, stop), name="monitor-guard", daemon=True
+        ).start()
     done = 0
     try:
         while not stop.is_set():
@@ -656,6 +667,7 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
                 break
             stop.wait(settings.interval_seconds)
     finally:
+        stop.set()  # the guard's thread too
         server.shutdown()
         server.server_close()
     return 0

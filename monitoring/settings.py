@@ -163,6 +163,16 @@ class MonitorSettings(Settings):
         "API_KEYS", "", "the service's keys (the first one is used when SERVICE_API_KEY is unset)"
     )
     admin_token: str = env_field("ADMIN_TOKEN", "", "bearer token of POST /v1/admin/reload")
+    guard_enabled: bool = env_field(
+        "GUARD_ENABLED", True, "`monitor loop` runs the post-promotion guard (bounds: the config's guard:)"
+    )
+    guard_interval_seconds: float = env_field(
+        "GUARD_INTERVAL_SECONDS",
+        15.0,
+        "period of the post-promotion guard's check",
+        gt=0,
+        allow_inf_nan=False,
+    )
     rollback_timeout: float = env_field(
         "ROLLBACK_TIMEOUT_SECONDS",
         60.0,

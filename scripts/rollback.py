@@ -3,7 +3,7 @@
 Moves the `champion` alias back to the version it replaced (or to VERSION), records who, when, why, from
 and to (registry tags, by core.registry.rollback, and a row of the `rollbacks` table), asks the
 service to reload (POST /v1/admin/reload with ADMIN_TOKEN), and waits until GET /v1/model reports the
-version. Exit 0 when served, 1 when the service does not serve it within ROLLBACK_TIMEOUT_SECONDS,
+version: core.rollout, the same path the post-promotion guard (monitoring.guard) rolls back through. Exit 0 when served, 1 when the service does not serve it within ROLLBACK_TIMEOUT_SECONDS,
 2 when the rollback is refused (no such version, nothing to roll back to), cannot run, or an option is
 invalid (a version that is not a positive integer, a timeout that is not a positive finite number):
 options are all checked before the alias moves.
@@ -19,59 +19,28 @@ import sys
 import time
 
 import psutil
-import requests
-import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from core import registry, store
+from core import registry, rollout, store
 from core.settings import load_or_exit
 from monitoring.settings import MonitorSettings
 
 
+def service_of(settings: MonitorSettings) -> rollout.Service:
+    return rollout.Service(settings.service_url, settings.api_key, settings.admin_token)
+
+
 def served_version(settings: MonitorSettings, timeout: float = 3.0) -> str | None:
     """The version GET /v1/model reports, or None when the service does not answer."""
-    try:
-        response = requests.get(
-            f"{settings.service_url}/v1/model", headers={"X-API-Key": settings.api_key}, timeout=timeout
-        )
-    except requests.RequestException:
-        return None
-    if response.status_code != 200:
-        return None
-    body = response.json()
-    for key in ("version", "model_version"):
-        if body.get(key) is not None:
-            return str(body[key])
-    model = body.get("model")
-    return str(model.get("version")) if isinstance(model, dict) and model.get("version") is not None else None
-
-
-def request_reload(settings: MonitorSettings) -> str:
-    try:
-        response = requests.post(
-            f"{settings.service_url}/v1/admin/reload",
-            headers={"Authorization": f"Bearer {settings.admin_token}"},
-            timeout=30,
-        )
-    except requests.RequestException as exc:
-        return f"reload request failed ({type(exc).__name__}); waiting for the service's own poll"
-    return f"reload requested: HTTP {response.status_code}"
+    return rollout.served_version(service_of(settings), timeout)
 
 
 def wait_served(
     settings: MonitorSettings, version: str, timeout: float, confirmations: int = 4
 ) -> tuple[bool, str | None, float]:
     """Until `confirmations` answers in a row (separate connections, so several workers) report `version`."""
-    started = time.monotonic()
-    seen, streak = None, 0
-    while time.monotonic() - started < timeout:
-        seen = served_version(settings)
-        streak = streak + 1 if seen == str(version) else 0
-        if streak >= confirmations:
-            return True, seen, time.monotonic() - started
-        time.sleep(0.25 if streak else 0.5)
-    return False, seen, time.monotonic() - started
+    return rollout.wait_served(service_of(settings), version, timeout, confirmations)
 
 
 def who() -> str:
@@ -155,42 +124,18 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    engine = store.engine_for(settings.database_url)
     try:
-        move = registry.rollback(name, args.version, reason=args.reason, by=by)
+        done = rollout.roll_back(engine, name, args.version, reason=args.reason, by=by)
     except registry.RegistryError as exc:
         print(f"error: refused: {exc}", file=sys.stderr)
         return 2
-    engine = store.engine_for(settings.database_url)
-    with engine.begin() as conn:
-        row_id = conn.execute(
-            store.rollbacks.insert().values(
-                at=store.utcnow(),
-                by=by,
-                reason=args.reason,
-                model_name=name,
-                from_version=None if move.from_version is None else str(move.from_version),
-                to_version=str(move.to_version),
-            )
-        ).inserted_primary_key[0]
-    print(
-        f"rollback {row_id}: champion of '{name}' v{move.from_version} -> v{move.to_version} "
-        f"by {by} at {move.at} ({args.reason})",
-        flush=True,
-    )
+    move = done.move
+    print(done.line(name), flush=True)
     moved = time.monotonic()
     if args.no_wait:
         return 0
-    print(request_reload(settings), flush=True)
-    ok, seen, waited = wait_served(settings, str(move.to_version), timeout)
-    detail = (
-        f"served v{seen} after {waited:.1f} s"
-        if ok
-        else f"service at {settings.service_url} reports {'v' + seen if seen else 'nothing'} after {timeout:.0f} s"
-    )
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(store.rollbacks).where(store.rollbacks.c.id == row_id).values(served=ok, detail=detail)
-        )
+    ok, detail = rollout.follow(engine, service_of(settings), done, timeout)
     if not ok:
         print(f"error: {detail}; the alias is moved, the service has not followed", file=sys.stderr)
         return 1

@@ -3,13 +3,17 @@ champion, scored by it, and rows written straight into the prediction log tables
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import mlflow
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from werkzeug.serving import make_server
 
 from core import registry, store
 from core.dataset import DatasetConfig
@@ -91,3 +95,16 @@ def log_predictions(
         if fbs:
             conn.execute(store.feedback.insert(), fbs)
     return keys
+
+
+@contextmanager
+def served_app(app) -> Iterator[str]:
+    """The app on a free loopback port (werkzeug, threaded) while the block runs; yields its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)

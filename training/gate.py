@@ -2,9 +2,16 @@
 
 Judges the `challenger` against absolute floors, the current `champion` on the same held-out test set
 (the challenger's), behavioural tests and a one-record latency budget, all from the data set's config
-(`gate:`). Prints a table of every check and writes it as JSON. Exit 0 and `champion` moved to the
-challenger when every check passes; exit 1 with `champion` untouched otherwise; exit 2 when the gate
-cannot run (no challenger, unreadable config).
+(`gate:`), and refuses a version the post-promotion guard blocked. With `gate.online`, once enough live
+records scored in shadow by the challenger (the service's SHADOW_SHARE) have feedback labels, it also
+compares the challenger's live quality with the champion's on those same records. Prints a table of every check and
+writes it as JSON. Exit 0 and `champion` moved to the challenger when every check passes; exit 1 with
+`champion` untouched otherwise; exit 2 when the gate cannot run (no challenger, unreadable config).
+
+Overrides, for emergencies, each recorded (registry tags and the champion history, who and why):
+`--unblock --reason TEXT` lifts the guard's block of the version (a person's decision);
+`--force --reason TEXT` promotes it even when checks fail (tag `forced=true`, the reason starts with
+"FORCED past the gate"). The post-promotion guard watches a forced champion like any other.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.metrics import recall_score, roc_auc_score
 
-from core import registry
+from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.settings import load_or_exit
 from training.behaviour import Check, run_behaviour_tests
@@ -140,6 +148,52 @@ def fairness_checks(segments: pd.DataFrame, spec: dict) -> list[Check]:
     return checks
 
 
+def online_checks(
+    database_url: str, name: str, challenger: LoadedModel, champion_mv, spec: dict
+) -> list[Check]:
+    """The challenger's live quality against the champion's on the same live records: the records the
+    service scored with both (shadow scoring, SHADOW_SHARE) that have feedback labels. Not judged (a
+    passing check saying so) until `min_records` of them exist."""
+    pairs = store.shadow_pairs(store.engine_for(database_url), name, challenger.version)
+    pairs = pairs[pairs["champion_version"] == str(champion_mv.version)]
+    needed = int(spec.get("min_records", 200))
+    if len(pairs) < needed or pairs["label"].nunique() < 2:
+        return [
+            Check(
+                "online: shadow vs champion, same records",
+                True,
+                str(len(pairs)),
+                f">= {needed} records",
+                f"not judged: {len(pairs)} shadow-scored records with feedback (SHADOW_SHARE on the service)",
+            )
+        ]
+    y = pairs["label"].astype(int).to_numpy()
+    champion_threshold = float(
+        champion_mv.tags.get("threshold") or registry.model_metadata(name, champion_mv.version)["threshold"]
+    )
+    ours = {
+        "roc_auc": roc_auc_score(y, pairs["shadow_score"]),
+        "recall": recall_score(y, pairs["shadow_score"] >= challenger.threshold, zero_division=0),
+    }
+    theirs = {
+        "roc_auc": roc_auc_score(y, pairs["champion_score"]),
+        "recall": recall_score(y, pairs["champion_score"] >= champion_threshold, zero_division=0),
+    }
+    checks = []
+    for metric, tolerance in (spec.get("max_regression") or {"roc_auc": 0.02}).items():
+        checks.append(
+            Check(
+                f"online: live {metric} vs champion",
+                ours[metric] >= theirs[metric] - tolerance,
+                f"{ours[metric]:.4f}",
+                f">= {theirs[metric] - tolerance:.4f}",
+                f"{len(pairs)} live records scored by both, with feedback; champion "
+                f"v{str(champion_mv.version)} {theirs[metric]:.4f} minus tolerance {tolerance}",
+            )
+        )
+    return checks
+
+
 def evaluate_gate(
     settings: TrainingSettings, config: DatasetConfig, challenger_version: str | None = None
 ) -> GateResult:
@@ -156,6 +210,7 @@ def evaluate_gate(
     champion_mv = registry.version_by_alias(name, registry.CHAMPION, client)
     gate = config.gate
     test = test_set_of(challenger_mv)
+    why_blocked = registry.blocked(challenger_mv)
     y = test["label"].to_numpy()
     challenger = load_version(name, str(challenger_mv.version))
     scores = challenger.score(test)
@@ -167,6 +222,15 @@ def evaluate_gate(
         challenger_metrics=metrics,
     )
     checks = result.checks
+    checks.append(
+        Check(
+            "not blocked by the guard",
+            why_blocked is None,
+            "blocked" if why_blocked else "no",
+            "not blocked",
+            why_blocked or "never rolled back by the post-promotion guard (or a person lifted the block)",
+        )
+    )
     for metric, floor in (gate.get("floors") or {}).items():
         checks.append(
             Check(
@@ -198,6 +262,9 @@ def evaluate_gate(
                         f"champion v{str(champion_mv.version)} {theirs:.4f} minus tolerance {tolerance}",
                     )
                 )
+    online = gate.get("online") or {}
+    if online and champion_mv is not None and str(champion_mv.version) != str(challenger_mv.version):
+        checks.extend(online_checks(settings.database_url, name, challenger, champion_mv, online))
     fairness = gate.get("fairness") or {}
     if fairness:
         result.segments = segment_metrics(test, y, scores, challenger.threshold, fairness.get("columns", []))
@@ -248,12 +315,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__)
     parser.add_argument("--version", help="gate this model version instead of the 'challenger' alias")
     parser.add_argument("--no-promote", action="store_true", help="judge only; never move 'champion'")
+    parser.add_argument(
+        "--force", action="store_true", help="promote even when checks fail (emergency override; --reason)"
+    )
+    parser.add_argument(
+        "--unblock", action="store_true", help="lift the guard's block of the version first (--reason)"
+    )
+    parser.add_argument("--reason", help="why the override (recorded; required with --force, --unblock)")
+    parser.add_argument("--by", help="who (recorded; default: the user)")
     args = parser.parse_args(argv)
+    if (args.force or args.unblock) and not (args.reason or "").strip():
+        parser.error("--force and --unblock need --reason TEXT (it is recorded)")
+    if args.force and args.no_promote:
+        parser.error("--force and --no-promote contradict each other")
     settings = load_or_exit(TrainingSettings)
     setup_logging(settings.log_level)
     try:
         config = load_config(settings.dataset_config)
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
+        if args.unblock:
+            target = args.version or getattr(
+                registry.version_by_alias(settings.model_name, registry.CHALLENGER), "version", None
+            )
+            if target is None:
+                raise registry.RegistryError(f"model '{settings.model_name}' has no challenger to unblock")
+            registry.unblock(settings.model_name, target, reason=args.reason, by=args.by)
+            log.info("v%s unblocked by %s: %s", target, args.by or "the user", args.reason)
         result = evaluate_gate(settings, config, args.version)
     except (ConfigError, registry.RegistryError) as exc:
         log.error("error: %s", exc)
@@ -262,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     print(result.table(), flush=True)
     path = record(result, settings)
     log.info("report: %s", path)
-    if not result.passed:
+    forced = args.force and not result.passed
+    if not result.passed and not args.force:
         if result.champion:
             log.info("champion unchanged: v%s", result.champion)
         else:
@@ -277,9 +365,24 @@ def main(argv: list[str] | None = None) -> int:
     built_for = registry.why(registry.get_version(settings.model_name, result.challenger).tags).get(
         "retrain_trigger"
     )
-    reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
-    move = registry.promote(settings.model_name, result.challenger, reason=reason)
-    log.info("promoted: champion v%s -> v%s", move.from_version or "-", move.to_version)
+    if forced:
+        failed = ", ".join(c.name for c in result.checks if not c.passed)
+        reason = f"FORCED past the gate: {args.reason.strip()} (failed: {failed})"
+    else:
+        reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
+    try:
+        move = registry.promote(
+            settings.model_name, result.challenger, reason=reason, by=args.by, forced=forced
+        )
+    except registry.RegistryError as exc:
+        log.error("error: refused: %s", exc)
+        return 1
+    log.info(
+        "%s: champion v%s -> v%s",
+        "FORCED promotion" if forced else "promoted",
+        move.from_version or "-",
+        move.to_version,
+    )
     return 0
 
 

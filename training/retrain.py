@@ -16,8 +16,9 @@
    Records whose missing values are within the declared shares are kept, missing values and all:
    missingness can be what predicts the label.
 3. New snapshot = base rows + the kept production rows, content-hashed, with the base as its parent.
-4. Train on it, gate the new version, promote it when the gate passes (training.train, training.gate).
-   The running service picks the new champion up by its own reload poll.
+4. Train on it; log as the new version's drift reference the production window the retrain is for
+   (training.reference), so the loop settles; gate the new version, promote it when the gate passes
+   (training.train, training.gate). The running service picks the new champion up by its own reload poll.
 
 Exit codes: 0 promoted (or nothing new: no new labelled record, source unchanged), 1 gate failed (champion unchanged),
 2 cannot run (config, data, registry).
@@ -38,7 +39,7 @@ from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.features import category_string
 from core.settings import load_or_exit
-from training import gate
+from training import gate, reference
 from training.cli import setup_logging
 from training.data import (
     DataError,
@@ -233,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
     setup_logging(settings.log_level)
+    replaced = None
     # the local trigger sets RETRAIN_*; the Jenkins retrain job passes its build parameters as they are
     reason = settings.retrain_reason
     run_id = settings.retrain_monitoring_run_id
     try:
         config = load_config(settings.dataset_config)
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
+        champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+        replaced = str(champion.version) if champion is not None else None
         data = build_training_data(settings, config, settings.database_url)
         log.info("retrain (%s): %s", reason, data.summary())
         if data.added == 0 and not data.source_changed and not args.force:
@@ -288,6 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         result.chosen,
         m["roc_auc"],
         m["recall"],
+    )
+    reference.log_production_reference(
+        settings.database_url,
+        config,
+        result.model_name,
+        result.version,
+        replaced,
+        run_id,
+        gate.load_version(result.model_name, result.version).score,
     )
     code = gate.main(["--version", result.version])
     if code == 0:

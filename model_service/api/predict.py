@@ -43,7 +43,11 @@ def predict():
     started = time.perf_counter()
     model = current_model()
     batch = validated_batch(model)
-    scores = model.predict(batch)
+    try:
+        scores = model.predict(batch)
+    except Exception:
+        m.PREDICT_ERRORS.labels(model.version).inc(batch.n)  # the guard's error rate, by version
+        raise
     labels = model.labels(scores)
     m.PREDICT_SECONDS.labels(model.predictor.kind).observe(time.perf_counter() - started)
     by_row = unknown_by_row(batch)
@@ -62,6 +66,9 @@ def predict():
         )
     except LogUnavailable:
         abort(503, message="the prediction log cannot be written; retry later", headers={"Retry-After": "5"})
+    shadow = services().shadow
+    if shadow is not None and shadow.enabled:  # the challenger scores it later, off the request path
+        shadow.offer(rid, model.version, batch, now())
     positives = int(labels.sum())
     if positives:
         m.PREDICTIONS.labels(model.version, "1").inc(positives)

@@ -171,10 +171,6 @@ def test_the_model_card_uses_the_data_sets_words_and_its_own_file(trained: Train
 
 def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tmp_path):
     """simulate -> service (HTTP) -> prediction log + feedback -> monitor -> retraining data."""
-    import threading
-
-    from werkzeug.serving import make_server
-
     from model_service.app import create_app
     from model_service.settings import ServiceSettings
     from model_service.state import EXTENSION
@@ -182,6 +178,7 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
     from monitoring.scenarios import Scenario
     from monitoring.settings import MonitorSettings
     from scripts import simulate
+    from tests.loop_helpers import served_app
     from training import retrain
     from training.settings import TrainingSettings
     from training.validate import validate
@@ -207,13 +204,10 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
     app = create_app(ServiceSettings.from_env(), start_background=False)
     state = app.extensions[EXTENSION]
     state.plog.start()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served_app(app) as url:
         # shifted ages: production rows that are not already in the data, missing values and all
         stats = simulate.simulate(
-            f"http://127.0.0.1:{server.server_port}",
+            url,
             API_KEY,
             records,
             config,
@@ -225,9 +219,6 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
         )
         assert stats.accepted == len(records) and stats.feedback_sent == len(records), stats.line()
         assert state.plog.flush(10)
-    finally:
-        server.shutdown()
-        thread.join(10)
 
     outcome = monitor.run_once(MonitorSettings.from_env(), config, summary_table=False)
     assert outcome.status in ("ok", "drift") and outcome.result is not None, outcome.reason

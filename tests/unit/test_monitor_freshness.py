@@ -71,7 +71,7 @@ def env(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     monkeypatch.setattr(monitor, "champion", lambda s: champ)
     reference = valid.assign(score=fake_score(valid))
-    monkeypatch.setattr(monitor, "reference_of", lambda run_id: reference)
+    monkeypatch.setattr(monitor, "reference_of", lambda run_id, *artifact: reference)
     engine = store.engine_for(settings.database_url)
     return settings, config, test, engine, csv, trained_at
 

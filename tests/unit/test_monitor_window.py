@@ -58,7 +58,7 @@ def setup(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(
         monitor, "champion", lambda s: monitor.Champion(s.model_name, "3", "run-x", THRESHOLD)
     )
-    monkeypatch.setattr(monitor, "reference_of", lambda run_id: reference)
+    monkeypatch.setattr(monitor, "reference_of", lambda run_id, *artifact: reference)
     engine = store.engine_for(settings.database_url)
     return settings, config, test, engine
 

@@ -1,0 +1,416 @@
+"""The post-promotion guard: `python -m monitoring.guard check` (one check) or `... loop`; `monitor loop`
+runs it in a thread every GUARD_INTERVAL_SECONDS (GUARD_ENABLED).
+
+For `guard.watch_seconds` (data set config) after every move of `champion` -- the gate's promotion, a
+retrain's, a forced one, a person's rollback -- the guard compares the new champion with the version it
+replaced, on what each served:
+
+- error rate: records of predict requests the model failed to score, over all its records (the
+  service's `model_service_prediction_errors_total` and `model_service_predictions_total` by version,
+  read from SERVICE_URL/metrics), judged once the new version has `min_records` predictions;
+- p99 latency of a predict request (the prediction log's `latency_ms`, one value per request), judged
+  once both have `min_records` predictions: a breach is above both `max_latency_p99_ratio` x the
+  previous p99 and the previous p99 + `latency_slack_ms`;
+- live quality as labels arrive (feedback joined to the prediction log: ROC AUC, recall... at each
+  version's own threshold), judged once both have `min_labelled` labels: a breach is a drop larger than
+  `max_quality_drop`.
+
+The previous version's figures are from its most recent predictions before the promotion (at most
+2,000); the new one's from its predictions since. A breach rolls back through core.rollout, the path of
+`scripts/rollback.sh` (registry tags and history, a `rollbacks` row with by = `guard` and the figures as
+the reason, the service asked to reload), blocks the version from promotion until a person lifts it
+(`python -m training.gate --version N --unblock --reason TEXT`), counts `monitor_guard_rollbacks_total`
+and sets `monitor_guard_breach`; `monitor_guard_blocked_versions` stays above 0 (the alert
+ModelVersionBlockedByGuard) until a person lifts the block.
+The guard does not judge a promotion whose previous version is blocked (it cannot roll back to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from core import registry, rollout, store
+from core.dataset import DatasetConfig, load_config
+from core.settings import load_or_exit
+from monitoring import metrics
+from monitoring.drift import live_quality
+from monitoring.settings import MonitorSettings
+
+log = logging.getLogger("monitoring.guard")
+GUARD = "guard"  # who, in the audit trail
+PREVIOUS_ROWS = 2000
+
+
+@dataclass
+class Figures:
+    """What one version served: records, errors (None: the service's metrics were not readable), p99
+    latency per request, live quality on its labelled records."""
+
+    version: str
+    records: int = 0
+    requests: int = 0
+    errors: float | None = None
+    scored: float | None = None
+    p99_ms: float | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_rate(self) -> float | None:
+        if self.errors is None or self.scored is None or self.errors + self.scored <= 0:
+            return None
+        return self.errors / (self.errors + self.scored)
+
+    @property
+    def labelled(self) -> int:
+        return int(self.quality.get("n_labelled") or 0)
+
+
+@dataclass
+class Breach:
+    figure: str  # error_rate | latency_p99 | roc_auc | recall | ...
+    detail: str
+
+
+@dataclass
+class GuardOutcome:
+    status: str  # idle | watching | breach | error
+    reason: str
+    version: str | None = None
+    previous: str | None = None
+    new: Figures | None = None
+    old: Figures | None = None
+    breaches: list[Breach] = field(default_factory=list)
+    rollback: rollout.Rollback | None = None
+    served: str | None = None
+
+    def line(self) -> str:
+        out = f"guard: {self.status.upper()}"
+        if self.version:
+            out += f" (champion v{self.version}" + (f" vs v{self.previous})" if self.previous else ")")
+        out += f": {self.reason}"
+        if self.rollback is not None:
+            m = self.rollback.move
+            out += f"\n  rolled back: rollback {self.rollback.row_id}, v{m.from_version} -> v{m.to_version} by {m.by}"
+        if self.served:
+            out += f"\n  {self.served}"
+        return out
+
+
+def watched_move(name: str, version: str) -> dict[str, Any] | None:
+    """The newest champion move to `version` (the promotion, forced promotion or rollback that made it
+    the champion), from the registry's champion history."""
+    for move in reversed(registry.champion_history(name)):
+        if str(move.get("to_version")) == str(version):
+            return move
+    return None
+
+
+def version_records(
+    engine: sa.Engine,
+    name: str,
+    version: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    size: int | None = None,
+) -> pd.DataFrame:
+    """request id, time, score, latency and feedback label (NaN: none) of a version's predictions."""
+    p, f = store.predictions, store.feedback
+    query = (
+        sa.select(p.c.request_id, p.c.created_at, p.c.score, p.c.latency_ms, f.c.label.label("feedback"))
+        .select_from(
+            p.outerjoin(f, sa.and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index))
+        )
+        .where(p.c.model_name == name, p.c.model_version == str(version))
+        .order_by(p.c.created_at.desc(), p.c.id.desc())
+    )
+    if since is not None:
+        query = query.where(p.c.created_at >= since)
+    if until is not None:
+        query = query.where(p.c.created_at < until)
+    if size:
+        query = query.limit(size)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return pd.DataFrame(
+        {
+            "request_id": [r.request_id for r in rows],
+            "score": [float(r.score) for r in rows],
+            "latency_ms": [float(r.latency_ms) for r in rows],
+            "label": [np.nan if r.feedback is None else float(r.feedback) for r in rows],
+        }
+    )
+
+
+def service_counts(service: rollout.Service, timeout: float = 3.0) -> dict[str, tuple[float, float]] | None:
+    """{version: (records scored, records failed)} from the service's /metrics; None when unreadable."""
+    try:
+        response = requests.get(f"{service.url}/metrics", timeout=timeout)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        log.debug("service metrics not readable: %s", exc)
+        return None
+    scored: dict[str, float] = {}
+    failed: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        base = family.name.removesuffix("_total")  # typed: the family's name; untyped: the sample's
+        target = {"model_service_predictions": scored, "model_service_prediction_errors": failed}.get(base)
+        if target is None:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total") and "model_version" in sample.labels:
+                version = sample.labels["model_version"]
+                target[version] = target.get(version, 0.0) + float(sample.value)
+    return {v: (scored.get(v, 0.0), failed.get(v, 0.0)) for v in set(scored) | set(failed)}
+
+
+def figures_of(
+    frame: pd.DataFrame, version: str, threshold: float, counts: dict[str, tuple[float, float]] | None
+) -> Figures:
+    out = Figures(version, records=len(frame))
+    if len(frame):
+        per_request = frame.groupby("request_id")["latency_ms"].first()
+        out.requests = len(per_request)
+        out.p99_ms = float(np.percentile(per_request.to_numpy(), 99))
+        out.quality = live_quality(frame["label"], frame["score"], threshold)
+    if counts is not None:
+        out.scored, out.errors = counts.get(str(version), (0.0, 0.0))
+    return out
+
+
+def judge(new: Figures, old: Figures, bounds: dict[str, Any]) -> tuple[list[Breach], list[str]]:
+    """Breaches of the bounds, and what was not judged yet (and why)."""
+    breaches: list[Breach] = []
+    pending: list[str] = []
+    min_records, min_labelled = int(bounds["min_records"]), int(bounds["min_labelled"])
+    if new.records < min_records:
+        pending.append(
+            f"error rate and latency after {min_records} records (v{new.version} has {new.records})"
+        )
+    else:
+        new_rate, old_rate = new.error_rate, old.error_rate
+        if new_rate is None:
+            pending.append("error rate: the service's metrics are not readable")
+        else:
+            base = old_rate or 0.0
+            if new_rate - base > bounds["max_error_rate_increase"]:
+                breaches.append(
+                    Breach(
+                        "error_rate",
+                        f"error rate {new_rate:.1%} vs {base:.1%} (+{new_rate - base:.1%} > "
+                        f"{bounds['max_error_rate_increase']:.1%})",
+                    )
+                )
+        if old.records < min_records or old.p99_ms is None or new.p99_ms is None:
+            pending.append(f"latency: v{old.version} has {old.records} records (needs {min_records})")
+        else:
+            limit = max(old.p99_ms * bounds["max_latency_p99_ratio"], old.p99_ms + bounds["latency_slack_ms"])
+            if new.p99_ms > limit:
+                breaches.append(
+                    Breach(
+                        "latency_p99",
+                        f"p99 latency {new.p99_ms:.1f} ms vs {old.p99_ms:.1f} ms (limit {limit:.1f} ms)",
+                    )
+                )
+    if new.labelled < min_labelled or old.labelled < min_labelled:
+        pending.append(
+            f"live quality after {min_labelled} labels each (v{new.version} {new.labelled}, "
+            f"v{old.version} {old.labelled})"
+        )
+    else:
+        for figure, drop in (bounds.get("max_quality_drop") or {}).items():
+            ours, theirs = new.quality.get(figure), old.quality.get(figure)
+            if ours is None or theirs is None:
+                continue
+            if theirs - ours > drop:
+                breaches.append(
+                    Breach(
+                        figure,
+                        f"live {figure} {ours:.3f} vs {theirs:.3f} (drop {theirs - ours:.3f} > {drop}) "
+                        f"on {new.labelled} and {old.labelled} labels",
+                    )
+                )
+    return breaches, pending
+
+
+def _threshold(name: str, version: str) -> float:
+    mv = registry.get_version(name, version)
+    if mv.tags.get("threshold"):
+        return float(mv.tags["threshold"])
+    return float(registry.model_metadata(name, version)["threshold"])
+
+
+def blocked_versions(name: str) -> list[str]:
+    found = registry.MlflowClient().search_model_versions(f"name='{name}'")
+    return sorted((str(v.version) for v in found if registry.blocked(v)), key=int)
+
+
+def _export(name: str, outcome: GuardOutcome) -> None:
+    metrics.guard_checks.labels(name, outcome.status).inc()
+    metrics.guard_blocked.labels(name).set(len(blocked_versions(name)))
+    metrics.guard_breach.labels(name).set(1 if outcome.status == "breach" else 0)
+    metrics.guard_watching.clear()
+    if outcome.status == "watching" and outcome.version:
+        metrics.guard_watching.labels(name, outcome.version).set(1)
+    for side, figs in (("new", outcome.new), ("previous", outcome.old)):
+        if figs is None:
+            continue
+        values = {
+            "records": figs.records,
+            "error_rate": figs.error_rate,
+            "latency_p99_ms": figs.p99_ms,
+            **{k: figs.quality.get(k) for k in ("roc_auc", "recall")},
+        }
+        for figure, value in values.items():
+            if value is not None:
+                metrics.guard_figure.labels(name, figure, side).set(float(value))
+
+
+def check(
+    settings: MonitorSettings, config: DatasetConfig, *, now: datetime | None = None, wait: bool = True
+) -> GuardOutcome:
+    """One guard check (see the module doc); rolls back on a breach. Exports the guard's metrics."""
+    outcome = _check(settings, config, now=now, wait=wait)
+    _export(settings.model_name, outcome)
+    return outcome
+
+
+def _check(
+    settings: MonitorSettings, config: DatasetConfig, *, now: datetime | None = None, wait: bool = True
+) -> GuardOutcome:
+    name = settings.model_name
+    bounds = config.guard
+    now = store.as_utc(now) if now is not None else store.utcnow()
+    registry.connect(settings.tracking_uri)
+    champ = registry.version_by_alias(name, registry.CHAMPION)
+    if champ is None:
+        return GuardOutcome("idle", f"model '{name}' has no champion")
+    version = str(champ.version)
+    move = watched_move(name, version)
+    if move is None or not move.get("from_version"):
+        return GuardOutcome("idle", f"v{version} replaced no earlier champion: nothing to compare", version)
+    previous = str(move["from_version"])
+    at = store.as_utc(datetime.fromisoformat(move["at"]))
+    age = (now - at).total_seconds()
+    if age > bounds["watch_seconds"]:
+        return GuardOutcome(
+            "idle",
+            f"watch over: promoted {age:.0f} s ago (watch_seconds {bounds['watch_seconds']})",
+            version,
+            previous,
+        )
+    if registry.blocked(registry.get_version(name, previous)):
+        return GuardOutcome("idle", f"v{previous} is blocked: nothing to roll back to", version, previous)
+    engine = store.engine_for(settings.database_url)
+    service = rollout.Service(settings.service_url, settings.api_key, settings.admin_token)
+    counts = service_counts(service)
+    # promotion times have whole seconds: a second's slack so no record of the new version is missed
+    new = figures_of(
+        version_records(engine, name, version, since=at - timedelta(seconds=1)),
+        version,
+        _threshold(name, version),
+        counts,
+    )
+    old = figures_of(
+        version_records(engine, name, previous, until=at + timedelta(seconds=1), size=PREVIOUS_ROWS),
+        previous,
+        _threshold(name, previous),
+        counts,
+    )
+    breaches, pending = judge(new, old, bounds)
+    outcome = GuardOutcome("watching", "", version, previous, new, old, breaches)
+    if not breaches:
+        judged = [
+            f"{new.records} records, p99 {new.p99_ms:.1f} ms vs {old.p99_ms:.1f} ms"
+            if new.p99_ms and old.p99_ms
+            else "",
+            f"live roc_auc {new.quality.get('roc_auc'):.3f} vs {old.quality.get('roc_auc'):.3f}"
+            if new.quality.get("roc_auc") is not None and old.quality.get("roc_auc") is not None
+            else "",
+        ]
+        outcome.reason = (
+            f"within bounds, {age:.0f} of {bounds['watch_seconds']} s watched"
+            + "".join(f"; {j}" for j in judged if j)
+            + ("; not judged yet: " + "; ".join(pending) if pending else "")
+        )
+        return outcome
+    figures = "; ".join(b.detail for b in breaches)
+    reason = f"guard: v{version} vs v{previous} since its promotion {age:.0f} s ago: {figures}"
+    outcome.status, outcome.reason = "breach", figures
+    try:
+        registry.block(name, version, reason=reason, by=GUARD)
+        outcome.rollback = rollout.roll_back(engine, name, previous, reason=reason, by=GUARD)
+    except registry.RegistryError as exc:
+        outcome.status, outcome.reason = "error", f"breach ({figures}) but the rollback was refused: {exc}"
+        return outcome
+    for b in breaches:
+        metrics.guard_rollbacks.labels(name, version, b.figure).inc()
+    log.warning("%s", outcome.rollback.line(name))
+    if wait:
+        _, outcome.served = rollout.follow(engine, service, outcome.rollback, settings.rollback_timeout)
+    else:
+        outcome.served = rollout.request_reload(service)
+    return outcome
+
+
+def run_forever(
+    settings: MonitorSettings, config: DatasetConfig, stop: threading.Event, iterations: int | None = None
+) -> None:
+    """A check every GUARD_INTERVAL_SECONDS until `stop` (the `monitor loop` thread and `guard loop`)."""
+    done = 0
+    while not stop.is_set():
+        try:
+            outcome = check(settings, config)
+            if outcome.status in ("breach", "error"):
+                print(outcome.line(), flush=True)
+            else:
+                log.info("%s", outcome.line())
+        except Exception:  # noqa: BLE001 - the guard goes on; the next period tries again
+            log.exception("guard check failed")
+            metrics.guard_checks.labels(settings.model_name, "error").inc()
+        done += 1
+        if iterations is not None and done >= iterations:
+            return
+        stop.wait(settings.guard_interval_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.guard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="one check (rolls back on a breach)")
+    lp = sub.add_parser("loop", help="a check every GUARD_INTERVAL_SECONDS")
+    lp.add_argument("--iterations", type=int, help="stop after this many checks (tests)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    settings = load_or_exit(MonitorSettings)
+    config = load_config(settings.dataset_config)
+    if args.command == "loop":
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        run_forever(settings, config, stop, args.iterations)
+        return 0
+    outcome = check(settings, config)
+    print(outcome.line(), flush=True)
+    return 1 if outcome.status == "error" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
