@@ -646,10 +646,12 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    guard_thread = None
     if settings.guard_enabled:  # the post-promotion guard, on its own (shorter) period
-        threading.Thread(
+        guard_thread = threading.Thread(
             target=guard.run_forever, args=(settings, config, stop), name="monitor-guard", daemon=True
-        ).start()
+        )
+        guard_thread.start()
     done = 0
     try:
         while not stop.is_set():
@@ -667,7 +669,9 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
                 break
             stop.wait(settings.interval_seconds)
     finally:
-        stop.set()  # the guard's thread too
+        stop.set()  # the guard's thread too: wait for a check in progress to finish
+        if guard_thread is not None:
+            guard_thread.join(timeout=60)
         server.shutdown()
         server.server_close()
     return 0
