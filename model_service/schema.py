@@ -306,16 +306,23 @@ class RecordValidator:
         unknown: dict[str, list[int]] = {}
         for spec in self.categorical_specs:
             col = [r[spec.name] for r in records]
-            for v in col:
-                if type(v) is not str and not (v is None and spec.nullable):
-                    return None
-            known = spec.category_set
-            miss = [i for i, v in enumerate(col) if v is not None and v not in known]
-            if miss:
-                cap = spec.max_length
-                if any(len(col[i]) > cap for i in miss):
-                    return None
-                unknown[spec.name] = miss
+            known = spec.category_set  # strings only: a value found in it is a known string
+            try:
+                miss = [i for i, v in enumerate(col) if v not in known]
+            except TypeError:  # an unhashable value (list, object)
+                return None
+            if miss:  # only these need a type check: nulls, unknown strings, anything else
+                cap, nullable, new = spec.max_length, spec.nullable, []
+                for i in miss:
+                    v = col[i]
+                    if type(v) is str:
+                        if len(v) > cap:
+                            return None
+                        new.append(i)
+                    elif not (v is None and nullable):
+                        return None
+                if new:
+                    unknown[spec.name] = new
             categorical[spec.name] = col
         for name in self._binary_names:  # 1.0 -> 1 in the logged record
             for r in records:

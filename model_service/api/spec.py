@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 from flask_smorest import Api, Blueprint
 
 from model_service.state import EXTENSION
@@ -94,6 +94,14 @@ class ServiceApi(Api):
         allowed = getattr(error, "valid_methods", None)
         if code == 405 and allowed:  # RFC 9110: a 405 lists the allowed methods
             headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        if isinstance(payload, dict) and "message" not in payload and code in (404, 405):
+            path = request.path[:100]
+            payload["message"] = (
+                f"no endpoint at {path}"
+                if code == 404
+                else f"method {request.environ.get('REQUEST_METHOD', '?')[:20]} not allowed on {path}"
+                + (f" (allowed: {', '.join(sorted(allowed))})" if allowed else "")
+            )
         return payload, code, headers
 
     def patch_record_ref(self) -> None:

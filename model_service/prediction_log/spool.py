@@ -3,8 +3,9 @@
 Every accepted request is appended as one JSON line (its records, scores and labels) to this worker's
 current segment under
 `SPOOL_DIR/<hash of DATABASE_URL>/` and made durable (`fdatasync`) *before* the request is answered:
-a 200 means the records are on disk. Concurrent requests share one `fdatasync` (group commit: whoever
-finds no sync running starts one that covers every line written so far, the others wait for it).
+a 200 means the records are on disk. Concurrent requests share `fdatasync` calls (group commit: a
+request waits for a sync in flight that started after its line was written, else starts its own at
+once, overlapping the running one; see `Spool.sync`).
 
 A segment being written is held with an exclusive `flock` (it becomes visible as `*.jsonl` only once
 locked). The writer thread inserts the queued records into the database; a segment whose records are
@@ -104,7 +105,8 @@ class Segment:
         self.bytes = 0
         self.written = 0  # appends made
         self.synced = 0  # appends known durable
-        self.syncing = False
+        self.sync_started = 0  # appends covered by a sync in flight (or done)
+        self.syncing = 0  # syncs in flight
         self.pending = 0  # records appended and not yet settled (in the database, or left for replay)
         self.dirty = False  # holds records the database did not take: kept for replay
         self.retired = False  # no more appends; closed once nothing is pending
@@ -146,16 +148,21 @@ class Spool:
             return seg, seq
 
     def sync(self, seg: Segment, seq: int) -> None:
-        """Return once append number `seq` of `seg` is on disk (one fdatasync shared by every waiter).
+        """Return once append number `seq` of `seg` is on disk. Group commit that overlaps: a request
+        waits for a sync in flight only if that sync started after its line was written (so it covers
+        it); otherwise it starts its own at once instead of queueing behind the running one. Concurrent
+        fdatasync calls on one file share the kernel's journal commit, so overlapping them costs the
+        disk little, while serialising them made every request wait for up to two syncs.
         Without `fsync` the write itself is enough: the kernel keeps it when the process dies."""
         if not self.fsync:
             return
         with self._cond:
             while seg.synced < seq:
-                if seg.syncing:
+                if seg.sync_started >= seq:  # a sync in flight covers this line: wait for it
                     self._cond.wait()
                     continue
-                seg.syncing, target = True, seg.written
+                target = seg.written
+                seg.sync_started, seg.syncing = max(seg.sync_started, target), seg.syncing + 1
                 ok = False
                 self._cond.release()
                 try:
@@ -163,9 +170,11 @@ class Spool:
                     ok = True
                 finally:
                     self._cond.acquire()
-                    seg.syncing = False
+                    seg.syncing -= 1
                     if ok:
                         seg.synced = max(seg.synced, target)
+                    else:  # the waiters it covered must sync for themselves (and see the error)
+                        seg.sync_started = seg.synced
                     self._cond.notify_all()
 
     def settle(self, seg: Segment, records: int, stored: bool) -> None:

@@ -1,7 +1,7 @@
 """The writer: durable acceptance, with the database off the request path.
 
 `PredictionLog.submit` appends a request's records to this worker's spool segment and waits for them
-to be on disk (group commit: one fdatasync shared by the concurrent requests of the worker) before it
+to be on disk (group commit: fdatasync calls shared by the concurrent requests of the worker) before it
 returns, so a 200 means the records survive a killed worker. It then queues them (a deque append), and
 a background thread writes them in batches (`LOG_BATCH_SIZE`, at least every `LOG_FLUSH_SECONDS`)
 through the `LogStore` (inserts that skip duplicates). The in-memory queue is bounded (`LOG_QUEUE_SIZE`

@@ -411,12 +411,17 @@ def test_wrong_method_is_405_with_allow(client, method, path, allow):
     resp = client.open(path, method=method, headers=KEY)
     assert resp.status_code == 405
     assert resp.headers["Allow"] == allow
-    assert resp.get_json() == {"code": 405, "status": "Method Not Allowed"}
+    assert resp.get_json() == {
+        "code": 405,
+        "status": "Method Not Allowed",
+        "message": f"method {method} not allowed on {path} (allowed: {allow})",
+    }
 
 
 def test_unknown_path_is_404(client):
     resp = client.get("/v1/nothing", headers=KEY)
     assert resp.status_code == 404 and resp.get_json()["code"] == 404
+    assert resp.get_json()["message"] == "no endpoint at /v1/nothing"
 
 
 # --------------------------------------------------------------------------- predict and explain: 200

@@ -163,6 +163,60 @@ def test_concurrent_submits_share_a_sync(tmp_path, monkeypatch):
     log.close(timeout=5)
 
 
+def test_a_line_written_during_a_sync_does_not_wait_for_it(tmp_path, monkeypatch):
+    """The running sync may have started before this line was written, so it does not cover it: the
+    request starts its own sync at once (overlapping) instead of queueing behind the running one."""
+    first_started, release_first = threading.Event(), threading.Event()
+    calls = []
+    real = os.fdatasync
+
+    def sync(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            first_started.set()
+            release_first.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", sync)
+    log = PredictionLog(DOWN, tmp_path / "spool")
+    slow = threading.Thread(target=_submit, args=(log, 1))
+    slow.start()
+    assert first_started.wait(10)
+    done = threading.Event()
+    fast = threading.Thread(target=lambda: (_submit(log, 1), done.set()))
+    fast.start()
+    assert done.wait(10), "the second request waited for a sync that does not cover its line"
+    assert slow.is_alive() and len(calls) == 2
+    release_first.set()
+    slow.join(10)
+    fast.join(10)
+    assert _spool_lines(log) == 2
+    log.close(timeout=5)
+
+
+def test_a_failed_sync_fails_only_its_caller_and_the_others_sync_again(tmp_path, monkeypatch):
+    """A sync that raises answers its own request 503 (LogUnavailable); a request it covered syncs by
+    itself rather than waiting forever."""
+    from model_service.prediction_log.writer import LogUnavailable
+
+    calls = []
+    real = os.fdatasync
+
+    def flaky(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(5, "I/O error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", flaky)
+    log = PredictionLog(DOWN, tmp_path / "spool")
+    with pytest.raises(LogUnavailable):
+        _submit(log, 1)
+    _submit(log, 1)  # syncs for itself
+    assert len(calls) == 2
+    log.close(timeout=5)
+
+
 @pytest.mark.parametrize("fsync", [True, False], ids=["LOG_SYNC=fsync", "LOG_SYNC=write"])
 def test_a_killed_process_loses_no_accepted_record(tmp_path, fsync):
     """A process SIGKILLed right after accepting (records queued, nothing written to the database) leaves

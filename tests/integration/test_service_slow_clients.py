@@ -1,0 +1,84 @@
+"""Slow clients cannot starve the service as `make serve` runs it (default workers and threads).
+
+Twelve connections (the attack of issue 11) each send a request line and then one header byte at a
+time, never finishing their headers; while they hang, `GET /health` and a prediction still answer.
+No timing threshold: only a generous client timeout, which a starved worker would exceed (it queues
+new requests behind the slow ones for as long as they keep sending).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+import requests
+
+from tests.integration.service_process import API_KEY, RECORD, Service, private_store, service_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SLOW_CLIENTS = 12
+HOLD_SECONDS = 40  # each slow client keeps sending for this long (longer than the checks below take)
+
+
+@pytest.fixture(scope="module")
+def service(trained_champion, tmp_path_factory):
+    root = tmp_path_factory.mktemp("svc-slow")
+    env = service_env(private_store(trained_champion.env, root / "store"), root)
+    env.pop("GUNICORN_THREADS")  # the default of `make serve`
+    svc = Service(root, env)
+    svc.start()
+    yield svc
+    svc.cleanup()
+
+
+class SlowClients:
+    """Connections that send a request line, then one header byte every `interval` seconds."""
+
+    def __init__(self, port: int, n: int, interval: float = 1.0):
+        self.port, self.n, self.interval = port, n, interval
+        self.stop = threading.Event()
+        self.connected = threading.Semaphore(0)
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+
+    def _run(self) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                self.connected.release()
+                header = b"X-Slow: " + b"a" * HOLD_SECONDS
+                for byte in header:
+                    if self.stop.wait(self.interval):
+                        return
+                    sock.sendall(bytes([byte]))
+        except OSError:
+            self.connected.release()  # the server shed the connection: fine, it is not starving anyone
+
+    def __enter__(self) -> SlowClients:
+        for t in self.threads:
+            t.start()
+        for _ in range(self.n):
+            self.connected.acquire(timeout=10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def test_health_and_predict_answer_while_slow_clients_hang(service: Service):
+    with SlowClients(service.port, SLOW_CLIENTS) as slow:
+        threading.Event().wait(2 * slow.interval)  # they have started their headers
+        for _ in range(10):  # fresh connections: they may land on any worker
+            resp = requests.get(service.url + "/health", timeout=20, headers={"Connection": "close"})
+            assert resp.status_code == 200
+        resp = requests.post(
+            service.url + "/v1/predict",
+            json={"records": [RECORD]},
+            headers={"X-API-Key": API_KEY, "Connection": "close"},
+            timeout=20,
+        )
+        assert resp.status_code == 200, resp.text
+        assert any(t.is_alive() for t in slow.threads), "the slow clients must still be hanging"
