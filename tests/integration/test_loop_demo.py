@@ -1,5 +1,5 @@
-"""`make demo` end to end: the whole closed loop on the embedded default, under the 5-minute budget: it
-settles after the heal, and the guard rolls a bad model forced past the gate back by itself."""
+"""`make demo` end to end: the whole closed loop on the embedded default (its time is printed, not
+asserted: speed is measured by benchmarks, never by timed assertions); it settles after the heal, and the guard rolls a bad model forced past the gate back by itself."""
 
 from __future__ import annotations
 
@@ -56,4 +56,3 @@ def test_make_demo(tmp_path: Path):
     print(
         f"demo: {elapsed:.0f} s in all, drift onset -> v2 serving {onset:.0f} s, bad -> good {healed:.1f} s"
     )
-    assert elapsed < 300 or os.environ.get("DEMO_BUDGET_LENIENT"), f"demo took {elapsed:.0f} s (budget 300 s)"
