@@ -321,7 +321,9 @@ def test_native_stack_end_to_end(stack) -> None:
         "drift in the monitor's metrics",
         lambda: (
             float(
-                (_prom(stack, "max(monitor_drift_level)")["data"]["result"] or [[0, [0, "0"]]])[0]["value"][1]
+                (_prom(stack, "max(monitor_drift_level)")["data"]["result"] or [{"value": [0, "0"]}])[0][
+                    "value"
+                ][1]
             )
             >= 2
         ),
