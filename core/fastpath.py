@@ -115,8 +115,21 @@ class CategoricalBlock:
         )
 
     def encode(self, codes: list[np.ndarray], X: np.ndarray) -> None:
-        """Write the block's output columns of X from one code array per input column."""
+        """Write the block's output columns of X from one code array per input column.
+
+        Row-major X (the service's small batches): one gather of rows per input column. Column-major X
+        (batch scoring's large ones): one contiguous gather per output column. The same values either
+        way: each output column is a copy of its table's column at the row's code, or constant."""
         block = X[:, self.out]
+        if X.flags.f_contiguous and not X.flags.c_contiguous:
+            done = np.zeros(block.shape[1], dtype=bool)
+            for owned, table, code in zip(self.owned, self.tables, codes, strict=True):
+                for k, c in enumerate(owned):
+                    np.take(table[:, k], code, out=block[:, c])
+                done[owned] = True
+            for c in np.flatnonzero(~done):
+                block[:, c] = self.rest[c]
+            return
         block[:] = self.rest
         for owned, table, code in zip(self.owned, self.tables, codes, strict=True):
             if len(owned):
@@ -234,13 +247,19 @@ class CompiledPredictor:
         return self.transform_arrays(batch.n, numeric, index, codes)
 
     def transform_arrays(
-        self, n: int, numeric: np.ndarray, column_index: dict[str, int], codes: dict[str, np.ndarray]
+        self,
+        n: int,
+        numeric: np.ndarray,
+        column_index: dict[str, int],
+        codes: dict[str, np.ndarray],
+        order: str = "C",
     ) -> np.ndarray:
         """The model's input matrix from arrays: numeric and binary features as float64 columns of
         `numeric` (NaN: missing; `column_index` names them), each categorical feature as its codes
         (`CategoricalBlock.codes_of`, or vectorised by the caller: batch scoring). Every path to the
-        fast path's numbers goes through here."""
-        X = np.empty((n, self.width), dtype=np.float64)
+        fast path's numbers goes through here. `order="F"` builds a column-major matrix (faster to fill
+        for large batches; the same numbers)."""
+        X = np.empty((n, self.width), dtype=np.float64, order=order)
         for block in self.blocks:
             if isinstance(block, NumericBlock):
                 sub = numeric[:, [column_index[c] for c in block.columns]]
