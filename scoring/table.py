@@ -331,6 +331,11 @@ class BatchScorer:
             rows = np.flatnonzero(rejected)
             rejects = self.rejects(batch, rows, prepared.reasons(rows), first_row)
             keep = pa.array(~rejected)
+            prepared.unseen = {  # counted among the scored rows only
+                name: n
+                for name in prepared.unseen
+                if (n := int(np.count_nonzero(prepared.codes[name][~rejected] == self._categories[name][2])))
+            }
             keys = [k.filter(keep) for k in keys]
             proba = proba[~rejected]
         labels = (proba >= self.threshold).astype(np.int64)
