@@ -15,6 +15,7 @@ keys name a rejected row). Output paths are folders of part files, as Spark writ
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -46,8 +47,10 @@ def session(settings: ScoreSettings, app: str):
         .config("spark.ui.showConsoleProgress", "true" if settings.progress_seconds > 0 else "false")
     )
     if settings.spark_master.startswith("local"):
-        # local executors run this interpreter (its venv holds the project); a cluster's come from
-        # spark-submit's --conf spark.pyspark.python (docs/scaling.md)
+        # local executors run this interpreter (its venv holds the project): pyspark's context takes
+        # it from PYSPARK_PYTHON, exported here; a cluster's come from spark-submit's
+        # --conf spark.pyspark.python (docs/scaling.md)
+        os.environ["PYSPARK_PYTHON"] = sys.executable
         builder = builder.master(settings.spark_master).config("spark.pyspark.python", sys.executable)
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
     else:
