@@ -339,8 +339,9 @@ def log_run(settings: ScoreSettings, result: Result, model_run_id: str | None) -
     """The run in MLflow (experiment SCORE_EXPERIMENT): what was scored, with what, how many, how fast."""
     import mlflow
 
-    registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
-    with mlflow.start_run(run_name=f"score {result.model_name} v{result.model_version}") as run:
+    experiment_id = registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
+    name = f"score {result.model_name} v{result.model_version}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
         mlflow.log_params(
             {
                 "engine": result.engine,
