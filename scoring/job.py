@@ -262,6 +262,7 @@ class Result:
     rows_out: int = 0
     rows_rejected: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of this process during the run (every thread; the local engine)
     unseen_categories: dict[str, int] = field(default_factory=dict)
     monitor_sampled: int = 0
     mlflow_run_id: str | None = None
@@ -273,7 +274,9 @@ class Result:
     def line(self) -> str:
         return (
             f"scored {self.rows_in:,} rows with {self.model_name} v{self.model_version} ({self.engine}) in "
-            f"{self.seconds:.2f} s ({self.rows_per_second:,.0f} rows/s): {self.rows_out:,} written to "
+            f"{self.seconds:.2f} s ({self.rows_per_second:,.0f} rows/s"
+            + (f", {self.cpu_seconds:.2f} CPU-s" if self.cpu_seconds else "")
+            + f"): {self.rows_out:,} written to "
             f"{self.output}, {self.rows_rejected:,} rejected"
             + (f" (reasons in {self.rejects})" if self.rows_rejected else "")
             + (f"; {self.monitor_sampled} sampled for the monitor" if self.monitor_sampled else "")
@@ -290,7 +293,7 @@ def score_local(
     )
     sample = MonitorSample(settings.monitor_sample)
     progress = Progress(source.total_rows, settings.progress_seconds)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     out = Writer(output, output_schema(source.schema, settings.keys))
     rej = Writer(rejects, reject_schema(settings.keys, model.specs))
 
@@ -328,6 +331,7 @@ def score_local(
     out.commit()
     rej.commit()
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
     if settings.monitor_sample:
         result.monitor_sampled = sample.write(
             settings.database_url, model, result.seconds / max(result.rows_in, 1)
@@ -362,6 +366,7 @@ def log_run(settings: ScoreSettings, result: Result, model_run_id: str | None) -
                 "rows_out": result.rows_out,
                 "rows_rejected": result.rows_rejected,
                 "seconds": result.seconds,
+                "cpu_seconds": result.cpu_seconds,
                 "rows_per_second": result.rows_per_second,
                 "monitor_sampled": result.monitor_sampled,
                 **{f"unseen_{k}": v for k, v in result.unseen_categories.items()},
