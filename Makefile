@@ -37,7 +37,8 @@ $(SPARK_STAMP): $(STAMP)
 	@$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,spark]'
 	@touch $@
 
-install-spark: $(SPARK_STAMP) system-packages ## pyspark (the `spark` extra) and a Java runtime (Debian) for `make score ENGINE=spark`
+install-spark: $(SPARK_STAMP) ## pyspark (the `spark` extra) and a Java runtime (Debian) for `make score ENGINE=spark`
+	@command -v java >/dev/null 2>&1 || scripts/system_packages.sh
 
 lint: $(STAMP) system-packages ## ruff, import contracts (packages stand on core/), the stack's validators
 	$(BIN)/ruff check .
