@@ -179,7 +179,9 @@ def monitor_sample(
     fraction = min(1.0, 2.0 * settings.monitor_sample / max(result.rows_in, 1))
     rows = frame.sample(fraction=fraction, seed=0).limit(settings.monitor_sample * 2).toArrow()
     sample = MonitorSample(settings.monitor_sample)
+    first = 0  # the sample's own row numbers (Spark has no global one)
     for batch in rows.to_batches():
-        _, _, prepared = scorer.score(batch)
-        sample.offer(scorer, batch, prepared, 0)
+        _, _, prepared = scorer.score(batch, first)
+        sample.offer(scorer, batch, prepared, first)
+        first += batch.num_rows
     return sample.write(settings.database_url, model, result.seconds / max(result.rows_in, 1))

@@ -15,6 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from core import store
 from scoring.__main__ import main
 from tests.conftest import REPO, require_server
 
@@ -68,10 +69,14 @@ def test_spark_scores_like_the_in_process_engine(
     frame.to_csv(tmp_path / "customers.csv", index=False)
     local, spark = tmp_path / "local.parquet", tmp_path / "spark.parquet"
     assert main(["--input", str(tmp_path / "customers.parquet"), "--output", str(local)]) == 0
-    assert (
-        main(["--input", str(tmp_path / "customers.parquet"), "--output", str(spark), "--engine", "spark"])
-        == 0
-    )
+    monkeypatch.setenv("SCORE_MONITOR_SAMPLE", "50")  # and a sample for the monitor, from Spark's rows
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'loop.db'}")
+    args = ["--input", str(tmp_path / "customers.parquet"), "--output", str(spark), "--engine", "spark"]
+    assert main(args) == 0
+    monkeypatch.setenv("SCORE_MONITOR_SAMPLE", "0")
+    engine = store.engine_for(f"sqlite:///{tmp_path / 'loop.db'}")
+    window = store.recent_predictions(engine, champion_env.model_name, champion_env.version, 500, 0)
+    assert len(window) == 50 and window["request_id"].str.startswith("batch-").all()
 
     expected, got = _read(local), _read(spark)
     assert (
