@@ -75,13 +75,12 @@ class Source:
     dictionary_columns: set[str] = field(default_factory=set)
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        # categorical columns read dictionary-encoded: each distinct value is checked and coded once
+        # categorical columns read dictionary-encoded: each distinct value is checked and coded once.
+        # One file at a time, one record batch at a time (no read-ahead queue: memory stays flat)
         if self.format == "parquet":
-            fmt = pads.ParquetFileFormat(
-                read_options=pads.ParquetReadOptions(dictionary_columns=self.dictionary_columns)
-            )
-            dataset = pads.dataset(self.path, format=fmt)
-            yield from dataset.to_batches(columns=self.columns, batch_size=batch_rows)
+            for part in parquet_files(self.path):
+                reader = pq.ParquetFile(part, read_dictionary=sorted(self.dictionary_columns))
+                yield from reader.iter_batches(batch_size=batch_rows, columns=self.columns)
             return
         text = pa.dictionary(pa.int32(), pa.string())
         options = pacsv.ConvertOptions(
@@ -95,6 +94,17 @@ class Source:
         for batch in reader:
             if batch.num_rows:
                 yield batch
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """A Parquet file, or the part files of a folder (Spark's and Hive's layout), in name order."""
+    if not path.is_dir():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*.parquet")
+        if not any(x.startswith((".", "_")) for x in p.relative_to(path).parts)
+    )
 
 
 def csv_header(path: Path) -> list[str]:
