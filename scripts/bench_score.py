@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "other jobs on this shared machine do not inflate it. The process wall time adds the interpreter "
         "start, the imports and the model load and check. The load average is the machine's when the run "
         "started (2 cores: above 2, other work ran beside it). Peak RSS is the child's maximum resident set "
-        "(getrusage): flat from 1M to 10M rows, as the engine holds at most SCORE_THREADS + 1 batches.\n\n"
+        "(getrusage); the engine holds at most SCORE_THREADS + 1 batches of its own.\n\n"
         f"In the same run, on the first {base['rows']:,} rows prepared by the fast path (CPU time, one "
         f"thread): checks and codes {base['check_rows_cpu_s']:,.0f} rows per CPU-second, the matrix "
         f"{base['transform_rows_cpu_s']:,.0f}; XGBoost's own `booster.inplace_predict` on that matrix with "
