@@ -12,7 +12,8 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift bench-shadow serve clean clean-state
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift bench-shadow serve clean clean-state \
+        score install-spark bench-score
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,6 +30,15 @@ system-packages: ## the Debian packages the tests and the stack validators run (
 	@scripts/system_packages.sh
 
 install: $(STAMP) ## create .venv and install the locked dependencies
+
+SPARK_STAMP := $(VENV)/.spark-stamp
+$(SPARK_STAMP): $(STAMP)
+	@echo "installing the spark extra (pyspark, about 450 MB) into $(VENV)"
+	@$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,spark]'
+	@touch $@
+
+install-spark: $(SPARK_STAMP) ## pyspark (the `spark` extra) and a Java runtime (Debian) for `make score ENGINE=spark`
+	@command -v java >/dev/null 2>&1 || scripts/system_packages.sh
 
 lint: $(STAMP) system-packages ## ruff, import contracts (packages stand on core/), the stack's validators
 	$(BIN)/ruff check .
@@ -90,7 +100,22 @@ rollback: export ROLLBACK_EXTRA_ARGS := $(value ROLLBACK_ARGS)
 rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
 	printf '%s' "$$ROLLBACK_EXTRA_ARGS" | xargs scripts/rollback.sh $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"}
 
-bench: bench-train bench-serve bench-drift ## every benchmark; tables go to docs/benchmarks.md
+# Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
+# SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.
+unexport INPUT OUTPUT KEYS MODEL ENGINE REJECTS
+score: export SCORE_INPUT := $(if $(value INPUT),$(value INPUT),$(value SCORE_INPUT))
+score: export SCORE_OUTPUT := $(if $(value OUTPUT),$(value OUTPUT),$(value SCORE_OUTPUT))
+score: export SCORE_KEYS := $(if $(value KEYS),$(value KEYS),$(value SCORE_KEYS))
+score: export SCORE_MODEL := $(if $(value MODEL),$(value MODEL),$(value SCORE_MODEL))
+score: export SCORE_ENGINE := $(if $(value ENGINE),$(value ENGINE),$(value SCORE_ENGINE))
+score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SCORE_REJECTS))
+score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
+	$(PY) -m scoring
+
+bench: bench-train bench-serve bench-drift bench-score ## every benchmark; tables go to docs/benchmarks.md
+
+bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
+	$(PY) -m scripts.bench_score
 
 bench-train: $(STAMP) ## training wall time and peak memory -> docs/benchmarks.md
 	$(PY) -m scripts.bench_train

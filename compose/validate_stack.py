@@ -31,6 +31,9 @@ from pathlib import Path
 
 import yaml
 
+from core.settings import variable_of
+from scoring.settings import ScoreSettings
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -45,6 +48,7 @@ JENKINSFILES = [
     REPO / "Jenkinsfile",
     REPO / "jenkins" / "retrain.Jenkinsfile",
     REPO / "jenkins" / "scheduled.Jenkinsfile",
+    REPO / "jenkins" / "batch-score.Jenkinsfile",
 ]
 DASHBOARDS = REPO / "grafana" / "dashboards"
 PROVISIONING = REPO / "grafana" / "provisioning"
@@ -289,7 +293,7 @@ def check_jenkins_jobs() -> list[str]:
             return [f"jenkins-jobs test: {out}"]
         rendered = {p.name: p.read_text() for p in Path(tmp).iterdir()}
     problems = []
-    for job in ("churn-pipeline", "churn-retrain", "churn-retrain-scheduled"):
+    for job in ("churn-pipeline", "churn-retrain", "churn-retrain-scheduled", "churn-batch-score"):
         if job not in rendered:
             problems.append(f"job {job} not rendered")
     retrain = rendered.get("churn-retrain", "")
@@ -315,11 +319,20 @@ def check_jenkins_jobs() -> list[str]:
         ("churn-pipeline", "Jenkinsfile"),
         ("churn-retrain", "jenkins/retrain.Jenkinsfile"),
         ("churn-retrain-scheduled", "jenkins/scheduled.Jenkinsfile"),
+        ("churn-batch-score", "jenkins/batch-score.Jenkinsfile"),
     ):
         if f"<scriptPath>{script}</scriptPath>" not in rendered.get(job, ""):
             problems.append(f"{job} does not run {script}")
     if "<spec>H 3 * * *</spec>" not in rendered.get("churn-retrain-scheduled", ""):
         problems.append("churn-retrain-scheduled has no nightly timer")
+    batch = rendered.get("churn-batch-score", "")
+    if "<spec>H 2 * * *</spec>" not in batch:
+        problems.append("churn-batch-score has no nightly timer")
+    # the batch job's parameters are the scoring settings: each must be a variable ScoreSettings reads
+    variables = {variable_of(ScoreSettings, name) for name in ScoreSettings.model_fields}
+    for param in re.findall(r"<name>(SCORE_\w+)</name>", batch):
+        if param not in variables:
+            problems.append(f"churn-batch-score parameter {param} is no ScoreSettings variable")
     return problems
 
 

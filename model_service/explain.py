@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from core.fastpath import CompiledPredictor, PipelinePredictor, to_frame
 from core.features import original_feature
-from model_service.fastpath import CompiledPredictor, PipelinePredictor, to_frame
-from model_service.schema import FieldSpec, Validated
+from core.schema import FieldSpec, Validated
 
 ADDITIVITY_TOLERANCE = 1e-5
 UNITS = "log-odds"

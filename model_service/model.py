@@ -30,9 +30,7 @@ import mlflow
 import numpy as np
 
 from core import registry
-from model_service import metrics as m
-from model_service.explain import Explainer, build_explainer
-from model_service.fastpath import (
+from core.fastpath import (
     TOLERANCE,
     CompiledPredictor,
     CompileError,
@@ -40,7 +38,10 @@ from model_service.fastpath import (
     compile_pipeline,
     synthetic_records,
 )
-from model_service.schema import FieldSpec, RecordValidator, Validated, field_specs, record_schema
+from core.schema import FieldSpec, Validated, field_specs
+from model_service import metrics as m
+from model_service.explain import Explainer, build_explainer
+from model_service.schema import RecordValidator, record_schema
 from model_service.settings import ServiceSettings
 
 log = logging.getLogger("model_service.model")

@@ -8,9 +8,10 @@ import sys
 from core.settings import REPO_ROOT, Settings, reference_markdown
 from model_service.settings import ServiceSettings
 from monitoring.settings import MonitorSettings
+from scoring.settings import ScoreSettings
 from training.settings import TrainingSettings
 
-CLASSES: list[type[Settings]] = [Settings, TrainingSettings, ServiceSettings, MonitorSettings]
+CLASSES: list[type[Settings]] = [Settings, TrainingSettings, ServiceSettings, MonitorSettings, ScoreSettings]
 DOC = REPO_ROOT / "docs" / "settings.md"
 
 

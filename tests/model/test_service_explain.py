@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
+from core.fastpath import PipelinePredictor, compile_pipeline, synthetic_records
+from core.schema import CATEGORICAL, field_specs
 from model_service.explain import (
     Explainer,
     ExplainUnavailable,
@@ -20,9 +22,8 @@ from model_service.explain import (
     column_features,
     records_payload,
 )
-from model_service.fastpath import PipelinePredictor, compile_pipeline, synthetic_records
 from model_service.model import build_loaded_model, importance_list
-from model_service.schema import CATEGORICAL, RecordValidator, field_specs
+from model_service.schema import RecordValidator
 
 ADDITIVE = 1e-5
 

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_service.fastpath import CompileError, PipelinePredictor, compile_pipeline, synthetic_records
+from core.fastpath import CompileError, PipelinePredictor, compile_pipeline, synthetic_records
+from core.schema import field_specs
 from model_service.model import build_loaded_model
-from model_service.schema import RecordValidator, field_specs
+from model_service.schema import RecordValidator
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from core.dataset import load_config
+from core.fastpath import to_frame
 from core.features import prepare
-from model_service.fastpath import to_frame
-from model_service.schema import RecordErrors, RecordValidator, field_specs
+from core.schema import field_specs
+from model_service.schema import RecordErrors, RecordValidator
 from monitoring.drift import compute_drift
 from monitoring.settings import MonitorSettings
 from scripts.simulate import to_json_record

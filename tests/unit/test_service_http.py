@@ -51,10 +51,11 @@ def tiny_model() -> LoadedModel:
     from sklearn.pipeline import Pipeline
 
     from core.dataset import load_config
+    from core.fastpath import synthetic_records, to_frame
     from core.features import build_preprocessor
+    from core.schema import field_specs
     from core.settings import REPO_ROOT
-    from model_service.fastpath import synthetic_records, to_frame
-    from model_service.schema import RecordValidator, field_specs
+    from model_service.schema import RecordValidator
 
     config = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
     meta = {

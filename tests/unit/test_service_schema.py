@@ -8,13 +8,11 @@ import random
 import pytest
 
 from core.dataset import load_config
+from core.schema import FieldSpec, SchemaError, field_specs
 from core.settings import REPO_ROOT
 from model_service.schema import (
-    FieldSpec,
     RecordErrors,
     RecordValidator,
-    SchemaError,
-    field_specs,
     predict_request_schema,
     record_schema,
 )

@@ -12,11 +12,12 @@ from core.settings import REPO_ROOT, Settings, SettingsError, variable_of
 from model_service.settings import ServiceSettings
 from monitoring import monitor
 from monitoring.settings import MonitorSettings
+from scoring.settings import ScoreSettings
 from scripts import settings_reference
 from training import gate, train
 from training.settings import TrainingSettings
 
-COMPONENTS = [TrainingSettings, ServiceSettings, MonitorSettings]
+COMPONENTS = [TrainingSettings, ServiceSettings, MonitorSettings, ScoreSettings]
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,7 @@ def test_several_bad_variables_are_reported_together(monkeypatch: pytest.MonkeyP
 def test_local_paths_derive_from_state_dir_and_each_stays_overridable(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("REPORTS_DIR", str(tmp_path / "elsewhere"))
-    training, service, monitor = (cls.from_env() for cls in COMPONENTS)
+    training, service, monitor, scoring = (cls.from_env() for cls in COMPONENTS)
     state = tmp_path / "state"
     assert training.data_dir == state / "data"
     assert training.artifact_root == state / "mlflow" / "artifacts"
@@ -66,6 +67,8 @@ def test_local_paths_derive_from_state_dir_and_each_stays_overridable(tmp_path: 
     assert service.database_url == monitor.database_url == f"sqlite:///{state / 'service' / 'service.db'}"
     assert service.spool_dir == state / "service" / "spool"
     assert monitor.retrain_log_dir == state / "logs" / "retrain"
+    assert scoring.artifact_root == training.artifact_root
+    assert scoring.database_url == service.database_url and scoring.tracking_uri == training.tracking_uri
     assert monitor.reports_uri == str(state / "reports" / "monitoring")
 
 
@@ -110,7 +113,7 @@ def test_the_reference_in_the_docs_is_generated_from_the_classes():
             assert f"`{variable_of(cls, name)}`" in text
 
 
-PACKAGES = ["core", "training", "model_service", "monitoring"]
+PACKAGES = ["core", "training", "model_service", "monitoring", "scoring"]
 
 
 def test_only_the_settings_classes_read_the_environment():

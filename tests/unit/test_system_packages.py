@@ -20,6 +20,6 @@ def test_without_root_the_missing_packages_are_named_and_it_stops():
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1
-    for package in ("postgresql", "prometheus", "prometheus-alertmanager", "groovy"):
+    for package in ("postgresql", "prometheus", "prometheus-alertmanager", "groovy", "default-jre-headless"):
         assert package in lines[0]
     assert "apt-get install" in lines[0]

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from model_service.schema import CATEGORICAL, FieldSpec, Validated
+from core.schema import CATEGORICAL, FieldSpec, Validated
 
 TOLERANCE = 1e-6
 _UNSEEN = "\x00unseen-category-probe\x00"
@@ -82,20 +82,58 @@ class NumericBlock:
 
 @dataclass
 class CategoricalBlock:
-    """Lookup tables of a categorical transformer, one gather for the whole block.
+    """Lookup tables of a categorical transformer, one small table per input column.
 
-    Every input column owns a disjoint set of output columns (checked when probing). `gather` has one
-    row per (input column, code): the owned columns' values for that code, zeros elsewhere; `rest`
-    holds the output columns no input column moves (their constant value). The block's output is
-    `gather[codes].sum(axis=0) + rest`: each output column receives one non-zero term at most, so
-    the sum is exact.
+    Every input column owns a disjoint set of output columns (checked when probing). For column j,
+    `tables[j]` has one row per code (its known values in `values[j]` order, then missing, then
+    unseen) and one column per output column it owns (`owned[j]`, relative to `out`); `rest` holds the
+    output columns no input column moves (their constant value). Encoding a batch is one gather per
+    input column: `X[:, out][:, owned[j]] = tables[j][codes_j]`, the rest constant.
     """
 
     columns: list[str]
     out: slice
-    lookups: list[tuple[dict[str, int], int, int]]  # per column: value -> row, row of missing, row of unseen
-    gather: np.ndarray
+    values: list[list[str]]  # per column: the known values, in code order
+    lookups: list[dict[str, int]]  # per column: value -> code (missing: len(values), unseen: len + 1)
+    owned: list[np.ndarray]
+    tables: list[np.ndarray]
     rest: np.ndarray
+
+    def missing_code(self, j: int) -> int:
+        return len(self.values[j])
+
+    def unseen_code(self, j: int) -> int:
+        return len(self.values[j]) + 1
+
+    def codes_of(self, j: int, column: list[str | None]) -> np.ndarray:
+        """Codes of a column of Python values (None: missing), by dict lookups (the service's batches)."""
+        lookup, missing, unseen = self.lookups[j], self.missing_code(j), self.unseen_code(j)
+        return np.fromiter(
+            (missing if v is None else lookup.get(v, unseen) for v in column),
+            dtype=np.intp,
+            count=len(column),
+        )
+
+    def encode(self, codes: list[np.ndarray], X: np.ndarray) -> None:
+        """Write the block's output columns of X from one code array per input column.
+
+        Row-major X (the service's small batches): one gather of rows per input column. Column-major X
+        (batch scoring's large ones): one contiguous gather per output column. The same values either
+        way: each output column is a copy of its table's column at the row's code, or constant."""
+        block = X[:, self.out]
+        if X.flags.f_contiguous and not X.flags.c_contiguous:
+            done = np.zeros(block.shape[1], dtype=bool)
+            for owned, table, code in zip(self.owned, self.tables, codes, strict=True):
+                for k, c in enumerate(owned):
+                    np.take(table[:, k], code, out=block[:, c])
+                done[owned] = True
+            for c in np.flatnonzero(~done):
+                block[:, c] = self.rest[c]
+            return
+        block[:] = self.rest
+        for owned, table, code in zip(self.owned, self.tables, codes, strict=True):
+            if len(owned):
+                block[:, owned] = table[code]
 
 
 def _numeric_ops(trans: Any) -> list[tuple[str, np.ndarray]]:
@@ -161,7 +199,8 @@ def _categorical_block(
     width = out.stop - out.start
     if base.shape[0] != width:
         raise CompileError("categorical block width differs from the ColumnTransformer's slice")
-    rows, lookups, owned, offset = [], [], np.zeros(width, dtype=bool), 0
+    owned = np.zeros(width, dtype=bool)
+    owned_by, tables, lookups, known_values = [], [], [], []
     for j, col in enumerate(columns):
         probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
         probe[col] = values[j]
@@ -173,16 +212,13 @@ def _categorical_block(
         if owned[idx].any():
             raise CompileError(f"categorical output columns of {col} overlap another column's")
         owned[idx] = True
-        part = np.zeros_like(table)
-        part[:, idx] = table[:, idx]
-        rows.append(part)
+        owned_by.append(idx)
+        tables.append(np.ascontiguousarray(table[:, idx]))
         n_cats = len(values[j]) - 2
-        lookups.append(
-            ({v: offset + i for i, v in enumerate(values[j][:n_cats])}, offset + n_cats, offset + n_cats + 1)
-        )
-        offset += len(values[j])
+        known_values.append(list(values[j][:n_cats]))
+        lookups.append({v: i for i, v in enumerate(values[j][:n_cats])})
     rest = np.where(owned, 0.0, base)
-    return CategoricalBlock(columns, out, lookups, np.ascontiguousarray(np.vstack(rows)), rest)
+    return CategoricalBlock(columns, out, known_values, lookups, owned_by, tables, rest)
 
 
 class CompiledPredictor:
@@ -195,15 +231,38 @@ class CompiledPredictor:
         self.algorithm = algorithm
 
     def transform(self, batch: Validated) -> np.ndarray:
-        n = batch.n
-        X = np.empty((n, self.width), dtype=np.float64)
-        matrix, index = batch.matrix, batch.column_index
+        """The model's input matrix of a validated batch (the service's records)."""
+        if batch.matrix is not None:
+            numeric, index = batch.matrix, batch.column_index
+        else:
+            names = [c for block in self.blocks if isinstance(block, NumericBlock) for c in block.columns]
+            numeric = np.column_stack([batch.numeric[c] for c in names]) if names else np.empty((batch.n, 0))
+            index = {c: j for j, c in enumerate(names)}
+        codes = {
+            col: block.codes_of(j, batch.categorical[col])
+            for block in self.blocks
+            if isinstance(block, CategoricalBlock)
+            for j, col in enumerate(block.columns)
+        }
+        return self.transform_arrays(batch.n, numeric, index, codes)
+
+    def transform_arrays(
+        self,
+        n: int,
+        numeric: np.ndarray,
+        column_index: dict[str, int],
+        codes: dict[str, np.ndarray],
+        order: str = "C",
+    ) -> np.ndarray:
+        """The model's input matrix from arrays: numeric and binary features as float64 columns of
+        `numeric` (NaN: missing; `column_index` names them), each categorical feature as its codes
+        (`CategoricalBlock.codes_of`, or vectorised by the caller: batch scoring). Every path to the
+        fast path's numbers goes through here. `order="F"` builds a column-major matrix (faster to fill
+        for large batches; the same numbers)."""
+        X = np.empty((n, self.width), dtype=np.float64, order=order)
         for block in self.blocks:
             if isinstance(block, NumericBlock):
-                if matrix is not None:
-                    sub = matrix[:, [index[c] for c in block.columns]]
-                else:
-                    sub = np.column_stack([batch.numeric[c] for c in block.columns])
+                sub = numeric[:, [column_index[c] for c in block.columns]]
                 for op, v in block.ops:
                     if op == "fill":
                         nan = np.isnan(sub)
@@ -215,15 +274,12 @@ class CompiledPredictor:
                         sub = sub / v
                 X[:, block.out] = sub
             else:
-                codes = np.array(
-                    [
-                        [missing if v is None else lookup.get(v, unseen) for v in batch.categorical[col]]
-                        for col, (lookup, missing, unseen) in zip(block.columns, block.lookups, strict=True)
-                    ],
-                    dtype=np.intp,
-                ).reshape(len(block.columns), n)
-                X[:, block.out] = block.gather[codes].sum(axis=0) + block.rest
+                block.encode([codes[col] for col in block.columns], X)
         return X
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """P(positive) of a prepared matrix (`transform`/`transform_arrays`)."""
+        return self._score(X)
 
     def predict(self, batch: Validated) -> np.ndarray:
         return self._score(self.transform(batch))
