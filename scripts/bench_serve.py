@@ -175,8 +175,8 @@ nothing. Rows in the first runs of this pass had granian behind on 1,000-record 
 before it had left gunicorn's writer inserting on the same cores; the bench now waits for each log to
 catch up before the next row. Decision, for now: gunicorn stays the server of `make serve` and the
 image; the switch to granian is the next step. Switching also moves the image, Compose, the Procfile,
-the demo, the screenshots and the stack test's fault injection, which this pass could not verify (no
-Docker here), and granian gives up two of issue 11's edges that need an answer first: a request it
+the demo, the screenshots and the stack test's fault injection, which were not yet run against
+granian (the Compose stack test runs gunicorn), and granian gives up two of issue 11's edges that need an answer first: a request it
 cannot parse as HTTP gets a bare 400 with no body (gunicorn's are JSON here; in the stack nginx answers
 those before the service), and it has no silent-worker timeout (GUNICORN_TIMEOUT). {verdict} How loaded
 the machine is moves the ratio to `mlflow models serve` most: mlflow loses more to other work than this
