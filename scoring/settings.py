@@ -50,7 +50,7 @@ class ScoreSettings(Settings):
         "SCORE_ENGINE", "local", "`local` (in process, Arrow record batches) or `spark` (pyspark)"
     )
     batch_rows: int = env_field(
-        "SCORE_BATCH_ROWS", 131072, "rows per Arrow record batch (memory stays flat at a few batches)", ge=1
+        "SCORE_BATCH_ROWS", 65536, "rows per Arrow record batch (memory stays flat at a few batches)", ge=1
     )
     threads: int = env_field(
         "SCORE_THREADS", 2, "record batches the in-process engine scores at once (one thread each)", ge=1

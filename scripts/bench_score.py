@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n\nModel: the champion of a throwaway store trained with the default budget, "
         f"{base['algorithm']} v{base['version']}, {base['width']} input columns after preprocessing. "
         "Input: Parquet, rows drawn at random from the built-in data set (19 features and a `customer_id` "
-        "key), row groups of 131,072 rows; output Parquet. `make score` in process: SCORE_BATCH_ROWS 131,072, "
+        "key), row groups of 131,072 rows; output Parquet. `make score` in process: SCORE_BATCH_ROWS 65,536, "
         "SCORE_THREADS 2 (two batches scored at once, one XGBoost thread each). The scoring loop is read, "
         "check every value, prepare, score, write; its rows/s is wall time, its rows per CPU-second divide "
         "by the CPU time the process spent in it (all threads): 2 cores give at most twice that, and the "
