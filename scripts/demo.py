@@ -388,24 +388,37 @@ def main() -> int:
         timeline.mark(f"v{bad} served (bad)", "normal traffic, labels back after 1 s; the guard watches")
         sent = threading.Thread(target=traffic, args=(normal, 4), daemon=True)
         sent.start()
+
+        def guard_rollback():
+            """The guard's audit row for rolling the bad version back (None until there is one)."""
+            with store.engine_for(msettings.database_url).connect() as conn:
+                return (
+                    conn.execute(
+                        sa.select(store.rollbacks)
+                        .where(store.rollbacks.c.by == "guard", store.rollbacks.c.from_version == bad)
+                        .order_by(store.rollbacks.c.id.desc())
+                        .limit(1)
+                    )
+                    .mappings()
+                    .first()
+                )
+
+        # one answer of v1 proves nothing: a worker that has not yet reloaded v3 still answers v1. So
+        # first the guard's own audit row, then v1 from every worker (answers in a row)
         wait_for(
-            lambda: guard.poll() is not None or served_version(msettings) == "1",
+            lambda: guard.poll() is not None or guard_rollback() is not None,
             max(60.0, budget / 2),
             "the guard to roll the bad model back",
         )
         if guard.poll() is not None:
             raise DemoFailure(f"the guard exited with {guard.returncode} (log: {logs / 'guard.log'})")
+        every_worker, seen, _ = wait_served(msettings, "1", 60, confirmations=8)
+        if not every_worker:
+            raise DemoFailure(f"the guard rolled back, but the service still answers v{seen}")
         healed = timeline.mark("v1 served again: rolled back by the guard")
         bad_to_good = healed - forced_at
         sent.join(timeout=30)
-        with store.engine_for(msettings.database_url).connect() as conn:
-            row = (
-                conn.execute(sa.select(store.rollbacks).order_by(store.rollbacks.c.id.desc()).limit(1))
-                .mappings()
-                .one()
-            )
-        if row["by"] != "guard":
-            raise DemoFailure(f"the last rollback was not the guard's: {dict(row)}")
+        row = guard_rollback()
         timeline.mark(
             f"guard's audit: rollback {row['id']} v{row['from_version']} -> v{row['to_version']} by guard",
             f"{row['reason']}; v{bad} blocked from promotion until a person lifts it",

@@ -62,6 +62,26 @@ def _loaded_workers(service_url: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _wait_model_version(url: str, key: str, version: str, timeout: float, log: Path) -> dict:
+    """GET /v1/model answers `version` 4 times in a row (fresh connections, so both workers as a rule);
+    a worker the gauge counted can still be restarted by gunicorn on a loaded machine, so one answer is
+    not taken on trust. On timeout: the last status and body, and the stack log."""
+    deadline, streak, last = time.monotonic() + timeout, 0, None
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.get(f"{url}/v1/model", headers={"X-API-Key": key}, timeout=10)
+            last = (answer.status_code, answer.text[:500])
+            body = answer.json() if answer.status_code == 200 else {}
+        except (requests.RequestException, ValueError) as exc:
+            last, body = repr(exc), {}
+        streak = streak + 1 if body.get("version") == version else 0
+        if streak >= 4:
+            return body
+        time.sleep(0.25 if streak else 1)
+    tail = log.read_text()[-4000:] if log.exists() else ""
+    raise AssertionError(f"GET /v1/model did not answer v{version} 4 times in a row: {last}\n{tail}")
+
+
 def _ok(url: str) -> bool:
     return requests.get(url, timeout=3).status_code == 200
 
@@ -258,10 +278,7 @@ def test_native_stack_end_to_end(stack) -> None:
         120,
         stack["log"],
     )
-    model = requests.get(
-        f"{settings['SERVICE_URL']}/v1/model", headers={"X-API-Key": settings["API_KEYS"]}, timeout=10
-    ).json()
-    assert model["version"] == "1", model
+    _wait_model_version(settings["SERVICE_URL"], settings["API_KEYS"], "1", 60, stack["log"])
 
     # held-out traffic, with feedback labels for part of it
     frame = _test_frame(stack)
@@ -354,6 +371,5 @@ def test_native_stack_end_to_end(stack) -> None:
         stack["log"],
         stack["proc"],
     )
-    again = requests.get(f"{url}/v1/model", headers={"X-API-Key": key}, timeout=10).json()
-    assert again["version"] == "1", again
+    _wait_model_version(url, key, "1", 60, stack["log"])
     assert len(_predict(stack, _records(normal.head(50)))) == 1
