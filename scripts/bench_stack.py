@@ -32,7 +32,7 @@ def row(kind: str, r: dict) -> str:
         f"{r.get('warm_build_push_seconds', '-')} | {r.get('start_seconds', '-')} | "
         f"{images.get('service', '-')} / {images.get('monitor', '-')} / {images.get('training', '-')} | "
         f"{r.get('answered', '-')} / {r.get('failed', '-')} / {r.get('stored', '-')} | "
-        f"{r.get('rollback_seconds', '-')} | {r.get('promql', '-')} |"
+        f"{r.get('rollback_seconds', '-')} | {r.get('guard_seconds', '-')} | {r.get('promql', '-')} |"
     )
 
 
@@ -48,13 +48,13 @@ def main() -> int:
     body = "\n".join(
         [
             "`make stack-test` (scripts/stack_test.py) on the offline images: engine check, image builds, stack up, the",
-            "pipeline's stages in the training image, the drift -> retrain loop, rollback, faults, PromQL. One run per",
+            "pipeline's stages in the training image, the drift -> retrain loop, rollback, faults, the guard, PromQL. One run per",
             "starting state; seconds are wall time on the shared 2-core machine.",
             "",
             "| start | result | whole run s | image builds s (bases / services / project) | Build & Push stage s (rebuild from cache) "
             "| stack start s | image MB service / monitor / training | requests answered / failed / stored "
-            "| rollback s | PromQL with data |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| rollback s | guard: forced bad model -> good one on every replica s | PromQL with data |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *(row(kind, r) for kind, r in runs.items()),
             "",
             "cold: Docker not installed (the test ran `apt-get install docker.io debootstrap` and started dockerd), no",

@@ -15,7 +15,11 @@
    in the training image; the new champion is served by every replica; scripts/rollback.sh goes back.
 6. Faults under traffic: PostgreSQL restarted, then one service replica killed (SIGKILL): requests
    answered / failed, prediction records stored (none lost, none twice).
-7. Every PromQL expression of the Grafana dashboards and the alert rules returns data from the live
+7. The post-promotion guard: a deliberately bad model (scripts/bad_model.py) forced past the gate (the
+   audited override) while labelled traffic flows; the monitor container's guard rolls it back by
+   itself (a `rollbacks` row by guard), every replica serves the good champion again, the bad version is
+   refused a second forced promotion, and ModelVersionBlockedByGuard fires in Prometheus.
+8. Every PromQL expression of the Grafana dashboards and the alert rules returns data from the live
    Prometheus.
 Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
 
@@ -212,6 +216,7 @@ def write_env() -> dict[str, str]:
         "RELOAD_INTERVAL_SECONDS": "5",
         "GUNICORN_WORKERS": "2",
         "MONITOR_INTERVAL_SECONDS": "15",
+        "GUARD_INTERVAL_SECONDS": "5",
         "MONITOR_WINDOW_SIZE": "300",
         "MONITOR_WINDOW_MINUTES": "0",
         "MONITOR_MIN_WINDOW": "100",
@@ -464,6 +469,19 @@ def image_sizes(env: dict[str, str]) -> None:
 def run(stack: Stack) -> None:
     env = stack.env
     # ---- the storage, registry, metrics and the Jenkins stand-in; service and monitor come with Deploy
+    # a run that was interrupted (dockerd stopped, the machine shut down) leaves its containers and volumes:
+    # the old PostgreSQL volume holds the old run's passwords, so the fresh secrets would be refused
+    left = stack.compose("--profile", "jobs", "ps", "-aq", capture=True, check=False).stdout.split()
+    volumes = sh(
+        ["docker", "volume", "ls", "-q", "--filter", "label=com.docker.compose.project=churnops"],
+        capture=True,
+        check=False,
+    ).stdout.split()
+    if left or volumes:
+        stack.compose("--profile", "jobs", "down", "-v", "--remove-orphans", capture=True, timeout=300)
+        note(
+            f"stack: {len(left)} containers and {len(volumes)} volumes of an interrupted run removed (down -v)"
+        )
     start = time.monotonic()
     base = ["postgres", "minio", "minio-init", "mlflow", "registry", "prometheus", "alertmanager", "jenkins"]
     try:
@@ -583,16 +601,23 @@ def run(stack: Stack) -> None:
         5,
     )
     note(f"loop: Alertmanager -> monitor /alerts -> retrain trigger: {alert_events.splitlines()}")
-    fired = stack.psql(
-        "SELECT source || ' ' || detail FROM trigger_events WHERE status = 'fired' AND backend = 'jenkins' ORDER BY id;"
-    )
-    if not fired:
+    # an alarm that came before the labels waits (waiting_labels) and fires at a later check: wait for it
+    try:
+        fired = wait(
+            "a retrain trigger event fired with the Jenkins backend",
+            lambda: stack.psql(
+                "SELECT source || ' ' || detail FROM trigger_events WHERE status = 'fired' AND backend = 'jenkins' ORDER BY id;"
+            ),
+            180,
+            5,
+        )
+    except StackTestError as exc:
         raise StackTestError(
-            "no retrain trigger event fired with the Jenkins backend: "
+            f"{exc}: "
             + stack.psql(
                 "SELECT status || ' ' || backend || ' ' || coalesce(detail, '') FROM trigger_events;"
             )
-        )
+        ) from exc
     note(f"loop: Jenkins backend fired: {fired.splitlines()[0][:160]}")
     # a drift alarm waits for labels (retrain.min_labels) before it fires: the rows say whether it waited
     rows = stack.psql("SELECT source || ' ' || status FROM trigger_events ORDER BY id;").splitlines()
@@ -737,6 +762,9 @@ def run(stack: Stack) -> None:
     )
     note("faults: the killed replica restarted and is healthy")
 
+    # ---- the post-promotion guard, live: a bad model forced past the gate is rolled back by the monitor
+    guard_phase(stack, v1)
+
     # ---- dashboards and alert rules against the live Prometheus
     count, promql_problems = check_promql(stack)
     RESULTS["promql"] = f"{count - len(promql_problems)}/{count}"
@@ -744,6 +772,77 @@ def run(stack: Stack) -> None:
     problems += promql_problems
     if problems:
         raise StackTestError("\n".join(problems))
+
+
+def guard_phase(stack: Stack, good: str) -> None:
+    """A deliberately bad model forced past the gate while labelled traffic flows; the guard in the monitor
+    container (GUARD_INTERVAL_SECONDS) must roll it back, audit it, block it and raise the alert."""
+    trainer = ["--profile", "jobs", "run", "--rm", "--no-deps", "trainer"]
+
+    def labelled_traffic(what: str) -> None:
+        stack.compose(
+            *trainer,
+            "make",
+            "simulate",
+            "SCENARIO=none",
+            "SIMULATE_ARGS=--records 300 --rate 60 --batch 5 --feedback-delay 1",
+            timeout=300,
+        )
+        note(f"guard: 300 held-out records with their labels sent {what}")
+
+    # the guard compares live quality on both versions: the good champion needs labelled records too
+    labelled_traffic(f"to v{good}")
+    out = stack.compose(*trainer, "python", "-m", "scripts.bad_model", capture=True, timeout=600)
+    bad = out.stdout.strip().splitlines()[-1]
+    note(f"guard: deliberately bad model registered as v{bad} (labels flipped)")
+
+    def force(reason: str, check: bool) -> subprocess.CompletedProcess:
+        """The audited override: promote `bad` past a failed gate."""
+        gate = ["python", "-m", "training.gate", "--version", bad, "--force", "--by", "stack-test"]
+        return stack.compose(*trainer, *gate, "--reason", reason, check=check, capture=True, timeout=300)
+
+    force("stack test: a deliberately bad model forced past the gate", check=True)
+    forced = time.monotonic()
+    note(f"guard: v{bad} FORCED past the gate (audited override); champion v{good} -> v{bad}")
+    wait(f"a replica serving the forced v{bad}", lambda: bad in served_versions(stack).values(), 120, 1)
+    labelled_traffic(f"while v{bad} serves")
+    row = wait(
+        f"the monitor's guard to roll v{bad} back",
+        lambda: stack.psql(
+            f"""SELECT to_version || ' | ' || reason FROM rollbacks WHERE "by" = 'guard' AND from_version = '{bad}';"""
+        ),
+        300,
+        2,
+    )
+    to_version, reason = row.splitlines()[0].split(" | ", 1)
+    if to_version != good:
+        raise StackTestError(f"the guard rolled v{bad} back to v{to_version}, want v{good}")
+    wait(f"every replica back on v{good}", lambda: set(served_versions(stack).values()) == {good}, 120, 1)
+    RESULTS["guard_seconds"] = round(time.monotonic() - forced, 1)
+    note(
+        f"guard: rolled v{bad} back by itself; every replica serves v{good} {RESULTS['guard_seconds']} s after "
+        f"the forced promotion ({reason[:200]})"
+    )
+    again = force("stack test: forcing a blocked version again", check=False)
+    if again.returncode == 0 or "blocked" not in again.stdout:
+        raise StackTestError(
+            f"a second forced promotion of the blocked v{bad} was not refused (exit {again.returncode}): "
+            f"{again.stdout[-500:]}"
+        )
+    note(
+        f"guard: v{bad} is blocked: a second forced promotion is refused ({again.stdout.strip().splitlines()[-1][:160]})"
+    )
+    alert = 'ALERTS{alertname="ModelVersionBlockedByGuard", alertstate="firing"}'
+    wait(
+        "ModelVersionBlockedByGuard firing in Prometheus",
+        lambda: prom(stack, alert)["data"]["result"],
+        120,
+        5,
+    )
+    # one series per figure that breached (from_version, figure)
+    series = prom(stack, "monitor_guard_rollbacks_total")["data"]["result"]
+    breached = sorted(f"v{r['metric'].get('from_version')} {r['metric'].get('figure')}" for r in series)
+    note(f"guard: ModelVersionBlockedByGuard firing; monitor_guard_rollbacks_total by figure: {breached}")
 
 
 def main() -> int:
@@ -779,7 +878,7 @@ def main() -> int:
             f"\nstack-test: {'PASSED' if ok else 'FAILED'} in {r['wall_seconds']} s; images MB {r.get('image_mb')}; "
             f"requests answered {r.get('answered', '-')}, failed {r.get('failed', '-')} "
             f"({r.get('failed_in_flight', '-')} in flight at the kill), records stored {r.get('stored', '-')}; "
-            f"rollback {r.get('rollback_seconds', '-')} s; PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}"
+            f"rollback {r.get('rollback_seconds', '-')} s; guard rollback {r.get('guard_seconds', '-')} s; PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}"
         )
     return 0 if ok else 1
 
