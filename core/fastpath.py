@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,7 @@ class CategoricalBlock:
     owned: list[np.ndarray]
     tables: list[np.ndarray]
     rest: np.ndarray
+    _columns: dict[Any, list[list[np.ndarray]]] = field(default_factory=dict, repr=False, compare=False)
 
     def missing_code(self, j: int) -> int:
         return len(self.values[j])
@@ -114,6 +115,16 @@ class CategoricalBlock:
             count=len(column),
         )
 
+    def _table_columns(self, dtype: Any) -> list[list[np.ndarray]]:
+        """Each table's columns as contiguous arrays of the matrix's dtype (made once per dtype)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._columns:
+            self._columns[dtype] = [
+                [np.ascontiguousarray(table[:, k], dtype=dtype) for k in range(table.shape[1])]
+                for table in self.tables
+            ]
+        return self._columns[dtype]
+
     def encode(self, codes: list[np.ndarray], X: np.ndarray) -> None:
         """Write the block's output columns of X from one code array per input column.
 
@@ -123,9 +134,10 @@ class CategoricalBlock:
         block = X[:, self.out]
         if X.flags.f_contiguous and not X.flags.c_contiguous:
             done = np.zeros(block.shape[1], dtype=bool)
-            for owned, table, code in zip(self.owned, self.tables, codes, strict=True):
-                for k, c in enumerate(owned):
-                    np.take(table[:, k], code, out=block[:, c])
+            for owned, columns, code in zip(self.owned, self._table_columns(X.dtype), codes, strict=True):
+                for column, c in zip(columns, owned, strict=True):
+                    # codes are in range by construction: "clip" skips the buffered copy of "raise"
+                    np.take(column, code, out=block[:, c], mode="clip")
                 done[owned] = True
             for c in np.flatnonzero(~done):
                 block[:, c] = self.rest[c]
@@ -224,11 +236,14 @@ def _categorical_block(
 class CompiledPredictor:
     kind = "numpy"
 
-    def __init__(self, blocks: list, width: int, score: Any, algorithm: str):
+    def __init__(self, blocks: list, width: int, score: Any, algorithm: str, matrix_dtype: Any = np.float64):
         self.blocks = blocks
         self.width = width
         self._score = score
         self.algorithm = algorithm
+        # the narrowest matrix that gives the estimator the same numbers: XGBoost reads float32
+        # (a float64 matrix is cast value by value inside `inplace_predict`), the linear model float64
+        self.matrix_dtype = np.dtype(matrix_dtype)
 
     def transform(self, batch: Validated) -> np.ndarray:
         """The model's input matrix of a validated batch (the service's records)."""
@@ -253,13 +268,16 @@ class CompiledPredictor:
         column_index: dict[str, int],
         codes: dict[str, np.ndarray],
         order: str = "C",
+        dtype: Any = np.float64,
     ) -> np.ndarray:
         """The model's input matrix from arrays: numeric and binary features as float64 columns of
         `numeric` (NaN: missing; `column_index` names them), each categorical feature as its codes
         (`CategoricalBlock.codes_of`, or vectorised by the caller: batch scoring). Every path to the
         fast path's numbers goes through here. `order="F"` builds a column-major matrix (faster to fill
-        for large batches; the same numbers)."""
-        X = np.empty((n, self.width), dtype=np.float64, order=order)
+        for large batches; the same numbers). `dtype=self.matrix_dtype` builds the narrowest matrix the
+        estimator reads the same (float32 for XGBoost: every value computed in float64, then rounded
+        once, as XGBoost rounds a float64 matrix; half the bytes to write and to read)."""
+        X = np.empty((n, self.width), dtype=dtype, order=order)
         for block in self.blocks:
             if isinstance(block, NumericBlock):
                 sub = numeric[:, [column_index[c] for c in block.columns]]
@@ -338,7 +356,7 @@ def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) ->
             out = booster.inplace_predict(X, iteration_range=iteration_range, validate_features=False)
             return np.asarray(out, dtype=np.float64).reshape(-1)
 
-        algorithm = "xgboost"
+        algorithm, matrix_dtype = "xgboost", np.float32
     elif isinstance(est, LogisticRegression):
         coef = np.asarray(est.coef_, dtype=np.float64)
         if coef.shape != (1, width):
@@ -348,10 +366,10 @@ def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) ->
         def score(X: np.ndarray) -> np.ndarray:
             return expit(X @ w + b)
 
-        algorithm = "logistic_regression"
+        algorithm, matrix_dtype = "logistic_regression", np.float64
     else:
         raise CompileError(f"estimator {type(est).__name__}")
-    return CompiledPredictor(blocks, width, score, algorithm)
+    return CompiledPredictor(blocks, width, score, algorithm, matrix_dtype)
 
 
 def synthetic_records(specs: list[FieldSpec], n: int = 256, seed: int = 0) -> list[dict[str, Any]]:

@@ -302,12 +302,21 @@ class BatchScorer:
         return coded.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
 
     # ------------------------------------------------------------------ scores
+    def matrix(self, prepared: Prepared) -> np.ndarray:
+        """The model's input matrix of a prepared batch: column-major (faster to fill), of the narrowest
+        dtype the estimator reads the same (`CompiledPredictor.matrix_dtype`)."""
+        return self.compiled.transform_arrays(
+            prepared.n,
+            prepared.numeric,
+            self.column_index,
+            prepared.codes,
+            order="F",
+            dtype=self.compiled.matrix_dtype,
+        )
+
     def probabilities(self, prepared: Prepared) -> np.ndarray:
         """P(positive) of every row of a prepared batch (rejected rows too: the caller drops them)."""
-        X = self.compiled.transform_arrays(
-            prepared.n, prepared.numeric, self.column_index, prepared.codes, order="F"
-        )
-        return self.compiled.score(X)
+        return self.compiled.score(self.matrix(prepared))
 
     def _constant_columns(self, n: int) -> tuple[pa.Array, pa.Array]:
         if self._constants is None or len(self._constants[0]) < n:
