@@ -269,6 +269,7 @@ class CompiledPredictor:
         codes: dict[str, np.ndarray],
         order: str = "C",
         dtype: Any = np.float64,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The model's input matrix from arrays: numeric and binary features as float64 columns of
         `numeric` (NaN: missing; `column_index` names them), each categorical feature as its codes
@@ -276,8 +277,16 @@ class CompiledPredictor:
         fast path's numbers goes through here. `order="F"` builds a column-major matrix (faster to fill
         for large batches; the same numbers). `dtype=self.matrix_dtype` builds the narrowest matrix the
         estimator reads the same (float32 for XGBoost: every value computed in float64, then rounded
-        once, as XGBoost rounds a float64 matrix; half the bytes to write and to read)."""
-        X = np.empty((n, self.width), dtype=dtype, order=order)
+        once, as XGBoost rounds a float64 matrix; half the bytes to write and to read). `out`: a matrix
+        of that shape, dtype and order to fill instead of a new one (every element is written)."""
+        if out is None:
+            X = np.empty((n, self.width), dtype=dtype, order=order)
+        else:
+            if out.shape != (n, self.width) or out.dtype != np.dtype(dtype):
+                raise ValueError(
+                    f"out is {out.shape} {out.dtype}, expected {(n, self.width)} {np.dtype(dtype)}"
+                )
+            X = out
         for block in self.blocks:
             if isinstance(block, NumericBlock):
                 sub = numeric[:, [column_index[c] for c in block.columns]]

@@ -105,9 +105,10 @@ def score(env: dict[str, str], table: Path, out: Path) -> dict:
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"scoring failed:\n{text[-3000:]}")
     line = next(x for x in text.splitlines() if x.startswith("scored "))
-    loop_seconds = float(re.search(r" in ([0-9.]+) s ", line).group(1))
+    rate = float(re.search(r"\(([0-9,]+) rows/s", line).group(1).replace(",", ""))  # exact seconds
     loop_cpu = float(re.search(r", ([0-9.]+) CPU-s\)", line).group(1))
     rows = int(re.search(r"^scored ([0-9,]+) rows", line).group(1).replace(",", ""))
+    loop_seconds = rows / rate
     version = re.search(r"v(\d+) \(local\)", line)
     return {
         "rows": rows,
@@ -176,9 +177,9 @@ def _timed(fn) -> tuple[float, float]:
 
 
 def median_run(runs: list[dict]) -> dict:
-    """The run of median loop rows/s, with the range of every figure over the repeats."""
+    """The run of median loop rows/s (the lower one of an even count), with the ranges over the repeats."""
     ordered = sorted(runs, key=lambda r: r["rows"] / r["loop_s"])
-    middle = dict(ordered[len(ordered) // 2])
+    middle = dict(ordered[(len(ordered) - 1) // 2])
     for key, fn in (("loop", lambda r: r["rows"] / r["loop_s"]), ("e2e", lambda r: r["rows"] / r["wall_s"])):
         values = [fn(r) for r in runs]
         middle[f"{key}_min"], middle[f"{key}_max"] = min(values), max(values)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 
+import cloudpickle
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -102,6 +103,19 @@ def test_the_batch_matrix_is_as_narrow_as_the_estimator_reads_with_the_same_scor
     else:
         np.testing.assert_allclose(compiled.score(narrow), compiled.score(wide), rtol=0, atol=1e-12)
         np.testing.assert_allclose(scorer.probabilities(prepared), compiled.score(wide), rtol=0, atol=1e-12)
+
+
+def test_a_scorer_refills_its_matrix_batch_after_batch_and_travels_pickled(pipeline):
+    """Each thread refills one matrix for batch after batch (no stale value, no score aliasing it), and
+    the scorer still pickles for Spark's executors."""
+    scorer = _scorer(pipeline)
+    a, b, c = _table(synthetic_records(SPECS, 3 * 4096, seed=9)).to_batches(max_chunksize=4096)
+    first = [scorer.probabilities(scorer.prepare(x)) for x in (a, b, c)]
+    np.testing.assert_array_equal(scorer.probabilities(scorer.prepare(a)), first[0])
+    assert not np.array_equal(first[0], first[1])
+    np.testing.assert_array_equal(_scorer(pipeline).probabilities(scorer.prepare(c)), first[2])
+    travelled = cloudpickle.loads(cloudpickle.dumps(scorer))
+    np.testing.assert_array_equal(travelled.probabilities(travelled.prepare(b)), first[1])
 
 
 def test_the_load_check_compares_the_batch_path_with_the_pipeline(pipeline):
