@@ -203,23 +203,38 @@ def _categorical_block(
     for j, col in enumerate(columns):
         cats = list(dict.fromkeys([*specs[col].categories, *(known[j] if j < len(known) else [])]))
         values.append([*cats, np.nan, _UNSEEN])
-    base_record = {c: [values[j][0]] for j, c in enumerate(columns)}
+    # One frame: the base record (every column at its first value), then for each column one row per
+    # value with the others at their first value. One `transform` call for all the probes (each call
+    # costs the fitted transformer's fixed overhead, ~15 ms); the rows are independent of each other.
+    probes = [{c: [values[k][0]] for k, c in enumerate(columns)}]
+    for j, col in enumerate(columns):
+        probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
+        probe[col] = values[j]
+        probes.append(probe)
     try:
-        base = _dense(trans.transform(pd.DataFrame(base_record, dtype=object)))[0]
-    except Exception as exc:  # noqa: BLE001 - any failure means: not compilable
-        raise CompileError(f"categorical transformer fails on a probe: {exc}") from exc
+        frame = pd.DataFrame({c: [v for p in probes for v in p[c]] for c in columns}, dtype=object)
+        stacked = _dense(trans.transform(frame))
+    except Exception:  # noqa: BLE001 - probe one by one below, to name what fails
+        stacked = None
+    ends = np.cumsum([len(p[columns[0]]) for p in probes])
+    parts = [] if stacked is None else np.split(stacked, ends[:-1])
+
+    def probed(i: int, what: str) -> np.ndarray:
+        if parts:
+            return parts[i]
+        try:
+            return _dense(trans.transform(pd.DataFrame(probes[i], dtype=object)))
+        except Exception as exc:  # noqa: BLE001 - any failure means: not compilable (e.g. handle_unknown="error")
+            raise CompileError(f"categorical transformer fails on {what}: {exc}") from exc
+
+    base = probed(0, "a probe")[0]
     width = out.stop - out.start
     if base.shape[0] != width:
         raise CompileError("categorical block width differs from the ColumnTransformer's slice")
     owned = np.zeros(width, dtype=bool)
     owned_by, tables, lookups, known_values = [], [], [], []
     for j, col in enumerate(columns):
-        probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
-        probe[col] = values[j]
-        try:
-            table = _dense(trans.transform(pd.DataFrame(probe, dtype=object)))
-        except Exception as exc:  # noqa: BLE001 - e.g. handle_unknown="error"
-            raise CompileError(f"categorical transformer fails on probe of {col}: {exc}") from exc
+        table = probed(j + 1, f"probe of {col}")
         idx = np.flatnonzero((table != base).any(axis=0))
         if owned[idx].any():
             raise CompileError(f"categorical output columns of {col} overlap another column's")
