@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,7 @@ class CategoricalBlock:
     owned: list[np.ndarray]
     tables: list[np.ndarray]
     rest: np.ndarray
+    _columns: dict[Any, list[list[np.ndarray]]] = field(default_factory=dict, repr=False, compare=False)
 
     def missing_code(self, j: int) -> int:
         return len(self.values[j])
@@ -114,6 +115,16 @@ class CategoricalBlock:
             count=len(column),
         )
 
+    def _table_columns(self, dtype: Any) -> list[list[np.ndarray]]:
+        """Each table's columns as contiguous arrays of the matrix's dtype (made once per dtype)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._columns:
+            self._columns[dtype] = [
+                [np.ascontiguousarray(table[:, k], dtype=dtype) for k in range(table.shape[1])]
+                for table in self.tables
+            ]
+        return self._columns[dtype]
+
     def encode(self, codes: list[np.ndarray], X: np.ndarray) -> None:
         """Write the block's output columns of X from one code array per input column.
 
@@ -123,9 +134,10 @@ class CategoricalBlock:
         block = X[:, self.out]
         if X.flags.f_contiguous and not X.flags.c_contiguous:
             done = np.zeros(block.shape[1], dtype=bool)
-            for owned, table, code in zip(self.owned, self.tables, codes, strict=True):
-                for k, c in enumerate(owned):
-                    np.take(table[:, k], code, out=block[:, c])
+            for owned, columns, code in zip(self.owned, self._table_columns(X.dtype), codes, strict=True):
+                for column, c in zip(columns, owned, strict=True):
+                    # codes are in range by construction: "clip" skips the buffered copy of "raise"
+                    np.take(column, code, out=block[:, c], mode="clip")
                 done[owned] = True
             for c in np.flatnonzero(~done):
                 block[:, c] = self.rest[c]
@@ -191,23 +203,38 @@ def _categorical_block(
     for j, col in enumerate(columns):
         cats = list(dict.fromkeys([*specs[col].categories, *(known[j] if j < len(known) else [])]))
         values.append([*cats, np.nan, _UNSEEN])
-    base_record = {c: [values[j][0]] for j, c in enumerate(columns)}
+    # One frame: the base record (every column at its first value), then for each column one row per
+    # value with the others at their first value. One `transform` call for all the probes (each call
+    # costs the fitted transformer's fixed overhead, ~15 ms); the rows are independent of each other.
+    probes = [{c: [values[k][0]] for k, c in enumerate(columns)}]
+    for j, col in enumerate(columns):
+        probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
+        probe[col] = values[j]
+        probes.append(probe)
     try:
-        base = _dense(trans.transform(pd.DataFrame(base_record, dtype=object)))[0]
-    except Exception as exc:  # noqa: BLE001 - any failure means: not compilable
-        raise CompileError(f"categorical transformer fails on a probe: {exc}") from exc
+        frame = pd.DataFrame({c: [v for p in probes for v in p[c]] for c in columns}, dtype=object)
+        stacked = _dense(trans.transform(frame))
+    except Exception:  # noqa: BLE001 - probe one by one below, to name what fails
+        stacked = None
+    ends = np.cumsum([len(p[columns[0]]) for p in probes])
+    parts = [] if stacked is None else np.split(stacked, ends[:-1])
+
+    def probed(i: int, what: str) -> np.ndarray:
+        if parts:
+            return parts[i]
+        try:
+            return _dense(trans.transform(pd.DataFrame(probes[i], dtype=object)))
+        except Exception as exc:  # noqa: BLE001 - any failure means: not compilable (e.g. handle_unknown="error")
+            raise CompileError(f"categorical transformer fails on {what}: {exc}") from exc
+
+    base = probed(0, "a probe")[0]
     width = out.stop - out.start
     if base.shape[0] != width:
         raise CompileError("categorical block width differs from the ColumnTransformer's slice")
     owned = np.zeros(width, dtype=bool)
     owned_by, tables, lookups, known_values = [], [], [], []
     for j, col in enumerate(columns):
-        probe = {c: [values[k][0]] * len(values[j]) for k, c in enumerate(columns)}
-        probe[col] = values[j]
-        try:
-            table = _dense(trans.transform(pd.DataFrame(probe, dtype=object)))
-        except Exception as exc:  # noqa: BLE001 - e.g. handle_unknown="error"
-            raise CompileError(f"categorical transformer fails on probe of {col}: {exc}") from exc
+        table = probed(j + 1, f"probe of {col}")
         idx = np.flatnonzero((table != base).any(axis=0))
         if owned[idx].any():
             raise CompileError(f"categorical output columns of {col} overlap another column's")
@@ -224,11 +251,14 @@ def _categorical_block(
 class CompiledPredictor:
     kind = "numpy"
 
-    def __init__(self, blocks: list, width: int, score: Any, algorithm: str):
+    def __init__(self, blocks: list, width: int, score: Any, algorithm: str, matrix_dtype: Any = np.float64):
         self.blocks = blocks
         self.width = width
         self._score = score
         self.algorithm = algorithm
+        # the narrowest matrix that gives the estimator the same numbers: XGBoost reads float32
+        # (a float64 matrix is cast value by value inside `inplace_predict`), the linear model float64
+        self.matrix_dtype = np.dtype(matrix_dtype)
 
     def transform(self, batch: Validated) -> np.ndarray:
         """The model's input matrix of a validated batch (the service's records)."""
@@ -253,13 +283,25 @@ class CompiledPredictor:
         column_index: dict[str, int],
         codes: dict[str, np.ndarray],
         order: str = "C",
+        dtype: Any = np.float64,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The model's input matrix from arrays: numeric and binary features as float64 columns of
         `numeric` (NaN: missing; `column_index` names them), each categorical feature as its codes
         (`CategoricalBlock.codes_of`, or vectorised by the caller: batch scoring). Every path to the
         fast path's numbers goes through here. `order="F"` builds a column-major matrix (faster to fill
-        for large batches; the same numbers)."""
-        X = np.empty((n, self.width), dtype=np.float64, order=order)
+        for large batches; the same numbers). `dtype=self.matrix_dtype` builds the narrowest matrix the
+        estimator reads the same (float32 for XGBoost: every value computed in float64, then rounded
+        once, as XGBoost rounds a float64 matrix; half the bytes to write and to read). `out`: a matrix
+        of that shape, dtype and order to fill instead of a new one (every element is written)."""
+        if out is None:
+            X = np.empty((n, self.width), dtype=dtype, order=order)
+        else:
+            if out.shape != (n, self.width) or out.dtype != np.dtype(dtype):
+                raise ValueError(
+                    f"out is {out.shape} {out.dtype}, expected {(n, self.width)} {np.dtype(dtype)}"
+                )
+            X = out
         for block in self.blocks:
             if isinstance(block, NumericBlock):
                 sub = numeric[:, [column_index[c] for c in block.columns]]
@@ -338,7 +380,7 @@ def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) ->
             out = booster.inplace_predict(X, iteration_range=iteration_range, validate_features=False)
             return np.asarray(out, dtype=np.float64).reshape(-1)
 
-        algorithm = "xgboost"
+        algorithm, matrix_dtype = "xgboost", np.float32
     elif isinstance(est, LogisticRegression):
         coef = np.asarray(est.coef_, dtype=np.float64)
         if coef.shape != (1, width):
@@ -348,10 +390,10 @@ def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) ->
         def score(X: np.ndarray) -> np.ndarray:
             return expit(X @ w + b)
 
-        algorithm = "logistic_regression"
+        algorithm, matrix_dtype = "logistic_regression", np.float64
     else:
         raise CompileError(f"estimator {type(est).__name__}")
-    return CompiledPredictor(blocks, width, score, algorithm)
+    return CompiledPredictor(blocks, width, score, algorithm, matrix_dtype)
 
 
 def synthetic_records(specs: list[FieldSpec], n: int = 256, seed: int = 0) -> list[dict[str, Any]]:

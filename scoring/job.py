@@ -34,11 +34,20 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from core import registry, store
+from core import registry
 from core.schema import CATEGORICAL
 from scoring.model import Described, ScoringModel
 from scoring.settings import ScoreSettings
-from scoring.table import BatchScorer, Prepared, check_columns, output_schema, reject_schema
+from scoring.table import (
+    LABEL,
+    MODEL_NAME,
+    MODEL_VERSION,
+    BatchScorer,
+    Prepared,
+    check_columns,
+    output_schema,
+    reject_schema,
+)
 
 log = logging.getLogger("scoring")
 CSV_BLOCK_BYTES = 16 << 20
@@ -151,13 +160,18 @@ def open_source(path: Path, keys: tuple[str, ...], described: Described) -> Sour
 class Writer:
     """A Parquet or CSV file written under a temporary name, renamed on `commit`."""
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    def __init__(self, path: Path, schema: pa.Schema, dictionary: list[str] | None = None):
+        """`dictionary`: the Parquet columns worth dictionary-encoding (default: all). The scores
+        dictionary-encode only the label and the model's name and version: keys and probabilities are
+        (nearly) all distinct, and a dictionary of them costs twice the CPU for a larger file."""
         self.path = path
         self.format = table_format(path) if path.suffix else "csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         if self.format == "parquet":
-            self._writer: Any = pq.ParquetWriter(self.tmp, schema)
+            self._writer: Any = pq.ParquetWriter(
+                self.tmp, schema, use_dictionary=True if dictionary is None else dictionary
+            )
         else:
             self._writer = pacsv.CSVWriter(self.tmp, schema)
 
@@ -237,6 +251,8 @@ class MonitorSample:
     def write(self, database_url: str, model: ScoringModel, seconds_per_row: float) -> int:
         if not self.rows:
             return 0
+        from core import store  # SQLAlchemy and the service's tables: only for runs that write a sample
+
         engine = store.engine_for(database_url)
         request_id = "batch-" + uuid.uuid4().hex[:30]
         now = store.utcnow()
@@ -304,7 +320,7 @@ def score_local(
     sample = MonitorSample(settings.monitor_sample)
     progress = Progress(source.total_rows, settings.progress_seconds)
     started, cpu_started = time.perf_counter(), time.process_time()
-    out = Writer(output, output_schema(source.schema, settings.keys))
+    out = Writer(output, output_schema(source.schema, settings.keys), [LABEL, MODEL_NAME, MODEL_VERSION])
     rej = Writer(rejects, reject_schema(settings.keys, model.specs))
 
     def handle(batch: pa.RecordBatch, first_row: int, scored, rejected, prepared: Prepared) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 
+import cloudpickle
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -81,6 +82,40 @@ def test_scores_equal_the_service_fast_path_with_nulls_and_unseen_categories(pip
     # plain string columns (no dictionary) give the same numbers
     plain = scorer.score(_table(records).to_batches(max_chunksize=5000)[0])[0]
     np.testing.assert_array_equal(plain["probability"].to_numpy(), out["probability"].to_numpy())
+
+
+def test_the_batch_matrix_is_as_narrow_as_the_estimator_reads_with_the_same_scores(pipeline):
+    """XGBoost reads float32 (it rounds a float64 matrix value by value): the batch path builds a float32
+    column-major matrix for it and gets exactly the scores of the service's float64 row-major one; the
+    linear model keeps float64 (its dot product may sum a column-major matrix in another order: 1e-16)."""
+    scorer = _scorer(pipeline)
+    compiled = scorer.compiled
+    prepared = scorer.prepare(_table(synthetic_records(SPECS, 2000, seed=5)).to_batches()[0])
+    args = (prepared.n, prepared.numeric, scorer.column_index, prepared.codes)
+    narrow = scorer.matrix(prepared)
+    wide = compiled.transform_arrays(*args, order="C")
+    assert narrow.dtype == (np.float32 if compiled.algorithm == "xgboost" else np.float64)
+    assert narrow.flags.f_contiguous and wide.dtype == np.float64
+    np.testing.assert_array_equal(narrow, wide.astype(narrow.dtype))
+    if compiled.algorithm == "xgboost":
+        np.testing.assert_array_equal(compiled.score(narrow), compiled.score(wide))
+        np.testing.assert_array_equal(scorer.probabilities(prepared), compiled.score(wide))
+    else:
+        np.testing.assert_allclose(compiled.score(narrow), compiled.score(wide), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(scorer.probabilities(prepared), compiled.score(wide), rtol=0, atol=1e-12)
+
+
+def test_a_scorer_refills_its_matrix_batch_after_batch_and_travels_pickled(pipeline):
+    """Each thread refills one matrix for batch after batch (no stale value, no score aliasing it), and
+    the scorer still pickles for Spark's executors."""
+    scorer = _scorer(pipeline)
+    a, b, c = _table(synthetic_records(SPECS, 3 * 4096, seed=9)).to_batches(max_chunksize=4096)
+    first = [scorer.probabilities(scorer.prepare(x)) for x in (a, b, c)]
+    np.testing.assert_array_equal(scorer.probabilities(scorer.prepare(a)), first[0])
+    assert not np.array_equal(first[0], first[1])
+    np.testing.assert_array_equal(_scorer(pipeline).probabilities(scorer.prepare(c)), first[2])
+    travelled = cloudpickle.loads(cloudpickle.dumps(scorer))
+    np.testing.assert_array_equal(travelled.probabilities(travelled.prepare(b)), first[1])
 
 
 def test_the_load_check_compares_the_batch_path_with_the_pipeline(pipeline):
