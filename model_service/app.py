@@ -104,6 +104,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         flush_seconds=settings.log_flush_seconds,
         metrics=m.LogMetrics(),
         fsync=settings.log_sync == "fsync",
+        sync_seconds=settings.log_sync_seconds,
     )
     return ServiceState(
         settings,
