@@ -147,42 +147,57 @@ NOTE = (
 )
 
 DURABLE_NOTE = """\
-What was measured and decided (the 2026-12 pass, durability on). A single-record request under
-gunicorn, profiled in process (cProfile, 2,000 requests through the app with `LOG_SYNC=fsync`), spent
-about two thirds of its wall time in the spool's `fdatasync` and the rest spread thin: validation,
-model, the request-metric labels, headers, each well under 0.1 ms; py-spy on a worker under wrk showed
-the worker holding the GIL about a quarter of the time, i.e. waiting on the disk, not computing. The
-group commit serialised syncs (a request that arrived during a sync waited for it, then for the next
-one); it now overlaps them (`Spool.sync`: a request waits only for a sync that started after its line
-was written, else starts its own at once). Concurrent `fdatasync` calls on one file share the kernel's
-journal commit: on this disk 4 threads reached about 9,000 syncs/s where one thread got 420 to 540.
-Validation checks categorical columns in one pass (about 8% less per record). Not kept: caching the
-request-metric label children (13 us of a ~1 ms request) and preallocated spool segments (a sync of an
-overwrite skips the journal, 30% faster alone, but trailing zeros in every segment for the replay
-and the feedback lookup to skip).
+{verdict}
 
-The server. The same app, settings and durability run under gunicorn (`make serve`) and under granian
-(`scripts/granian_serve.py`: granian's WSGI interface, GUNICORN_WORKERS workers x GUNICORN_THREADS
-blocking threads, the prediction log flushed by each worker after granian has drained it on SIGTERM,
-the multiprocess metrics folder set up as gunicorn_conf.py does and a dead worker's live gauges
-dropped when its replacement starts, the reload thread started by the app factory in each worker).
-It keeps the three: the integration tests of worker SIGKILL (no answered record lost, SQLite, fsync
-and write), reload under load and reload failure, metrics summed across workers, slow clients and the
-predict/feedback round trip pass against it (run by pointing tests/integration/service_process.py at
-it), and the durability check above holds. granian has the Rust HTTP layer (its /health ceiling is
-about twice gunicorn's) and reads headers without holding a Python thread, so slow clients cost it
-nothing. Rows in the first runs of this pass had granian behind on 1,000-record batches: the row
-before it had left gunicorn's writer inserting on the same cores; the bench now waits for each log to
-catch up before the next row. Decision, for now: gunicorn stays the server of `make serve` and the
-image; the switch to granian is the next step. Switching also moves the image, Compose, the Procfile,
-the demo, the screenshots and the stack test's fault injection, which were not yet run against
-granian (the Compose stack test runs gunicorn), and granian gives up two of issue 11's edges that need an answer first: a request it
+What a 200 guarantees in each mode (docs/api.md, "A 200 means stored"). `write` (the default since
+this pass): the request's spool line has been written, i.e. it is in the kernel's page cache, which a
+killed worker (SIGKILL, the OOM killer, gunicorn's timeout) cannot lose; that is issue 11's durable
+acceptance, and the SIGKILL integration tests run in both modes. A power loss or kernel crash can take
+the lines written since the worker's last background `fdatasync` (every `LOG_SYNC_SECONDS`, 1 s).
+`fsync`: the line is also synced before the 200, so a power loss takes no answered record either; the
+opt-in for that safety, at the price shown in the table (each request waits for the disk).
+
+What was measured and decided (the second 2026-12 pass, single records in `write` mode). Where a
+request's CPU goes, from py-spy (`--gil`) on the two gunicorn workers under wrk and py-spy/cProfile on
+the WSGI app in process: gunicorn's own Python (its main loop, HTTP parsing, the hand-off to a
+thread, writing the answer) about a third of the GIL time; Flask, flask-smorest, the request metrics
+and the headers about a fifth; the view the rest, led by XGBoost's `inplace_predict`, whose Python side
+(input type dispatch, the JSON of its arguments and of both array interfaces, a class built per call)
+cost more than the trees: ~95 us of it for one record in a tight loop, where the C call alone takes
+~40 us. Kept: for 1 to 64 records the fast path calls the same C function
+(`XGBoosterPredictFromDense`) itself with arguments serialised once (`core.fastpath.DensePredict`,
+compared with `inplace_predict` on probe rows when the model is compiled, and not used if anything
+differs); the predict route's metric children are looked up once (`metrics.child`) and one score is
+observed directly instead of bucketed with numpy. In process that took a single-record request from
+about 0.73-0.83 to 0.66-0.71 ms of CPU (WSGI calls without a server, on the shared machine). Inside a
+request the trees take ~150 us rather than 40: the rest of the request pushes them out of the CPU
+caches. Not changed: the writer thread (at these rates it inserts a batch of 500 every 0.25 s, under 3%
+of the GIL samples), the security headers and the request-id header (each a few us), Flask's per-hook
+coroutine checks (about 1%); gunicorn's share is its design, granian does that part in Rust.
+
+The server (the first 2026-12 pass). The same app, settings and durability run under gunicorn (`make
+serve`) and under granian (`scripts/granian_serve.py`: granian's WSGI interface, GUNICORN_WORKERS
+workers x GUNICORN_THREADS blocking threads, the prediction log flushed by each worker after granian
+has drained it on SIGTERM, the multiprocess metrics folder set up as gunicorn_conf.py does and a dead
+worker's live gauges dropped when its replacement starts, the reload thread started by the app factory
+in each worker). It keeps the three: the integration tests of worker SIGKILL (no answered record lost,
+SQLite, fsync and write), reload under load and reload failure, metrics summed across workers, slow
+clients and the predict/feedback round trip pass against it (run by pointing
+tests/integration/service_process.py at it), and the durability check above holds. granian has the
+Rust HTTP layer (its /health ceiling is about twice gunicorn's) and reads headers without holding a
+Python thread, so slow clients cost it nothing. Decision, for now: gunicorn stays the server of `make
+serve` and the image; switching also moves the image, Compose, the Procfile, the demo, the screenshots
+and the stack test's fault injection, which were not yet run against granian (the Compose stack test
+runs gunicorn), and granian gives up two of issue 11's edges that need an answer first: a request it
 cannot parse as HTTP gets a bare 400 with no body (gunicorn's are JSON here; in the stack nginx answers
-those before the service), and it has no silent-worker timeout (GUNICORN_TIMEOUT). {verdict} How loaded
-the machine is moves the ratio to `mlflow models serve` most: mlflow loses more to other work than this
-service does (61 to 133 single-record requests/s in this pass's runs, load average 6 to 15, against 220
-on an idle machine in issue 11's run, where this service under gunicorn made 9.5x before this pass),
-so a ratio measured under load flatters this service.
+those before the service), and it has no silent-worker timeout (GUNICORN_TIMEOUT). With `fsync`, that
+pass profiled about two thirds of a single-record request's wall time in the spool's `fdatasync`; the
+group commit now overlaps syncs (`Spool.sync`: a request waits only for a sync that started after its
+line was written, else starts its own at once; concurrent `fdatasync` calls on one file share the
+kernel's journal commit). How loaded the machine is moves the ratio to `mlflow models serve` most:
+mlflow loses more to other work than this service does (61 to 133 single-record requests/s in the
+first pass's runs at load average 6 to 15, against 214 to 220 on an idle machine), so a ratio measured
+under load flatters this service: read it with the load average above.
 """
 
 COST_STEPS = {
@@ -554,12 +569,13 @@ def report(
             f"| {kind} | {mode}{default} | **{ratio:.1f}x** ({verdict}) | {o1['p99'] / t1['p99']:.2f} | "
             f"**{recs:,.0f}** ({'met' if recs >= 100_000 else 'NOT met'}) |"
         )
-    met = [f"{k} with `{m}`" for (k, m), r in ratios.items() if r >= 10]
-    verdict = (
-        f"In this run the single-record floor (10x) is met by {', '.join(met)}"
+    met = [f"{k} with `{m}` ({r:.1f}x)" for (k, m), r in ratios.items() if r >= 10]
+    missed = [f"{k} with `{m}` ({r:.1f}x)" for (k, m), r in ratios.items() if r < 10]
+    verdict = "In this run the single-record floor (10x `mlflow models serve`) is " + (
+        f"met by {', '.join(met)}" + (f"; not by {', '.join(missed)}." if missed else ".")
         if met
-        else "In this run no server and mode meets the single-record floor (10x)"
-    ) + "."
+        else "met by no server and mode."
+    )
     lines += ["", DURABLE_NOTE.format(verdict=verdict), NOTE]
     return "\n".join(lines)
 
