@@ -443,7 +443,7 @@ class DensePredict:
             size *= shape[i]
         if size != n:
             raise RuntimeError(f"XGBoosterPredictFromDense: {size} scores for {n} rows")
-        return np.ctypeslib.as_array(preds, shape=(n,)).astype(np.float64)
+        return np.fromiter((preds[i] for i in range(n)), dtype=np.float64, count=n)  # a copy, float32 -> 64
 
 
 def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) -> CompiledPredictor:

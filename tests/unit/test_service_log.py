@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
 import numpy as np
@@ -69,6 +70,8 @@ def _count(engine) -> int:
 def test_request_ids_are_uuid7_with_their_age():
     rid = new_request_id()
     assert len(rid) == 36 and rid[14] == "7"
+    parsed = uuid.UUID(rid)
+    assert str(parsed) == rid and parsed.version == 7 and parsed.variant == uuid.RFC_4122
     assert 0 <= request_id_age(rid) < 1
     assert request_id_age("6f1c2b1e-0000-4000-8000-000000000000") is None
     assert len({new_request_id() for _ in range(1000)}) == 1000
