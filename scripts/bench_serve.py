@@ -158,22 +158,28 @@ the lines written since the worker's last background `fdatasync` (every `LOG_SYN
 opt-in for that safety, at the price shown in the table (each request waits for the disk).
 
 What was measured and decided (the second 2026-12 pass, single records in `write` mode). Where a
-request's CPU goes, from py-spy (`--gil`) on the two gunicorn workers under wrk and py-spy/cProfile on
+request's CPU went, from py-spy (`--gil`) on the two gunicorn workers under wrk and py-spy/cProfile on
 the WSGI app in process: gunicorn's own Python (its main loop, HTTP parsing, the hand-off to a
 thread, writing the answer) about a third of the GIL time; Flask, flask-smorest, the request metrics
 and the headers about a fifth; the view the rest, led by XGBoost's `inplace_predict`, whose Python side
 (input type dispatch, the JSON of its arguments and of both array interfaces, a class built per call)
-cost more than the trees: ~95 us of it for one record in a tight loop, where the C call alone takes
-~40 us. Kept: for 1 to 64 records the fast path calls the same C function
-(`XGBoosterPredictFromDense`) itself with arguments serialised once (`core.fastpath.DensePredict`,
-compared with `inplace_predict` on probe rows when the model is compiled, and not used if anything
-differs); the predict route's metric children are looked up once (`metrics.child`) and one score is
-observed directly instead of bucketed with numpy. In process that took a single-record request from
-about 0.73-0.83 to 0.66-0.71 ms of CPU (WSGI calls without a server, on the shared machine). Inside a
-request the trees take ~150 us rather than 40: the rest of the request pushes them out of the CPU
-caches. Not changed: the writer thread (at these rates it inserts a batch of 500 every 0.25 s, under 3%
-of the GIL samples), the security headers and the request-id header (each a few us), Flask's per-hook
-coroutine checks (about 1%); gunicorn's share is its design, granian does that part in Rust.
+cost more than the trees: ~95 us for one record in a tight loop, where the C call alone takes ~40 us.
+Kept, each checked against the path it replaces by a unit test: for 1 to 64 records the fast path calls
+the same C function (`XGBoosterPredictFromDense`) itself, with its arguments serialised once
+(`core.fastpath.DensePredict`, compared with `inplace_predict` on probe rows when the model is compiled
+and not used if anything differs); one record is transformed (`transform_row`, 33 -> 4 us) and range-
+checked in plain Python on the same float64 values instead of a numpy call per block and column; the
+predict route's metric children are looked up once and one score is observed directly; Flask's
+`ensure_sync` (a coroutine check for the view, each flask-smorest wrapper and each hook, about 16 a
+request) remembers its answer per function; the security headers take one pass over the response's
+headers; API key digests are computed once; request ids are formatted without building a UUID. In
+process (WSGI calls without a server, on the shared machine) a single-record request went from about
+0.73-0.83 to 0.47-0.52 ms of CPU; under wrk the gunicorn workers' CPU per request from about 1.28 to
+1.10 ms and granian's from 1.09 to 0.83 ms (different load averages, 7-10 and 4.5). Inside a request
+the trees take ~150 us rather than 40: the rest of the request pushes them out of the CPU caches. Not
+changed: the writer thread (at these rates it inserts a batch of 500 every 0.25 s, under 3% of the GIL
+samples), the request metrics of prometheus-flask-exporter (multiprocess values: a lock and a pid check
+per update); gunicorn's share is its design, granian does that part in Rust.
 
 The server (the first 2026-12 pass). The same app, settings and durability run under gunicorn (`make
 serve`) and under granian (`scripts/granian_serve.py`: granian's WSGI interface, GUNICORN_WORKERS
