@@ -259,9 +259,64 @@ class CompiledPredictor:
         # the narrowest matrix that gives the estimator the same numbers: XGBoost reads float32
         # (a float64 matrix is cast value by value inside `inplace_predict`), the linear model float64
         self.matrix_dtype = np.dtype(matrix_dtype)
+        self._row_plan = self._plan_rows()
+
+    def _plan_rows(self) -> tuple[list[float], list, list] | None:
+        """What `transform_row` needs: the row's constant values (each categorical block's `rest`), per
+        numeric column its output index and operations as Python floats, per categorical column its
+        lookup and, per code, the (output index, value) pairs its table row sets."""
+        base = [0.0] * self.width
+        numeric, categorical = [], []
+        for block in self.blocks:
+            start = block.out.start
+            if isinstance(block, NumericBlock):
+                for k, col in enumerate(block.columns):
+                    ops = [(op, float(v[k])) for op, v in block.ops]
+                    if ("div", 0.0) in ops:
+                        return None  # numpy divides by zero where Python raises: keep numpy's answer
+                    numeric.append((col, start + k, ops))
+            else:
+                base[block.out] = block.rest.tolist()
+                for j, col in enumerate(block.columns):
+                    cols = [start + int(c) for c in block.owned[j]]
+                    per_code = [list(zip(cols, row, strict=True)) for row in block.tables[j].tolist()]
+                    lookup = block.lookups[j]
+                    categorical.append((col, lookup, block.missing_code(j), block.unseen_code(j), per_code))
+        return base, numeric, categorical
+
+    def transform_row(self, batch: Validated) -> np.ndarray:
+        """`transform` of a one-record batch in plain Python: the same operations on the same float64
+        numbers (fill, subtract, divide; the table rows), without a numpy call per block and column.
+        Equal to `transform` (unit-tested). Needs `_row_plan` (None: a scale of zero)."""
+        base, numeric, categorical = self._row_plan
+        row = base.copy()
+        if batch.matrix is not None:
+            values, index = batch.matrix[0].tolist(), batch.column_index
+            get = lambda c: values[index[c]]  # noqa: E731
+        else:
+            get = lambda c: float(batch.numeric[c][0])  # noqa: E731
+        for col, out, ops in numeric:
+            v = get(col)
+            for op, a in ops:
+                if op == "fill":
+                    if v != v:  # NaN
+                        v = a
+                elif op == "sub":
+                    v = v - a
+                else:
+                    v = v / a
+            row[out] = v
+        cats = batch.categorical
+        for col, lookup, missing, unseen, per_code in categorical:
+            value = cats[col][0]
+            for out, v in per_code[missing if value is None else lookup.get(value, unseen)]:
+                row[out] = v
+        return np.array([row], dtype=np.float64)
 
     def transform(self, batch: Validated) -> np.ndarray:
         """The model's input matrix of a validated batch (the service's records)."""
+        if batch.n == 1 and self._row_plan is not None:
+            return self.transform_row(batch)
         if batch.matrix is not None:
             numeric, index = batch.matrix, batch.column_index
         else:
@@ -327,6 +382,118 @@ class CompiledPredictor:
         return self._score(self.transform(batch))
 
 
+class DensePredict:
+    """XGBoost's C API `XGBoosterPredictFromDense` (what `Booster.inplace_predict` calls) on a small
+    C-contiguous float64 matrix, called directly.
+
+    For one record, `inplace_predict`'s Python side (input type dispatch, the JSON of its arguments and
+    of the array interface, the output's array interface) cost about as much as the prediction itself:
+    ~100 us against ~40 us here (docs/benchmarks.md, Serving). The arguments are the ones
+    `inplace_predict(X, iteration_range=..., validate_features=False)` passes, serialised once; the
+    prediction buffer is XGBoost's per-thread one (thread-safe like `inplace_predict`), copied at once.
+    `build` checks it against `inplace_predict` on probe rows (missing values included) and returns
+    None (callers keep `inplace_predict`) if the library lacks the function or any score differs."""
+
+    MAX_ROWS = 64  # larger batches: inplace_predict (its overhead is spread over the rows)
+
+    def __init__(self, booster: Any, iteration_range: tuple[int, int], width: int):
+        import ctypes
+        import json
+
+        from xgboost.libpath import find_lib_path
+
+        lib = ctypes.CDLL(find_lib_path()[0])  # the library xgboost loaded (dlopen returns it again)
+        fn = lib.XGBoosterPredictFromDense
+        fn.restype = ctypes.c_int
+        fn.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_uint64)),
+            ctypes.POINTER(ctypes.c_uint64),
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_float)),
+        ]
+        lib.XGBGetLastError.restype = ctypes.c_char_p
+        self._ctypes = ctypes
+        self._fn = fn
+        self._error = lib.XGBGetLastError
+        self._booster = booster  # keeps the handle alive
+        self._width = width
+        self._iteration_range = (int(iteration_range[0]), int(iteration_range[1]))
+        self._config = json.dumps(
+            {
+                "type": 0,
+                "training": False,
+                "iteration_begin": int(iteration_range[0]),
+                "iteration_end": int(iteration_range[1]),
+                "missing": float("nan"),
+                "strict_shape": False,
+                "cache_id": 0,
+            }
+        ).encode()
+
+    def __reduce__(self):
+        # ctypes handles do not pickle (batch scoring ships its scorer to Spark executors with
+        # cloudpickle): rebuilt from the booster, which pickles, in the process that unpickles it
+        return (type(self), (self._booster, self._iteration_range, self._width))
+
+    @classmethod
+    def build(
+        cls, booster: Any, iteration_range: tuple[int, int], width: int, reference: Any
+    ) -> DensePredict | None:
+        try:
+            dense = cls(booster, iteration_range, width)
+            probe = np.random.default_rng(0).normal(size=(5, width))
+            probe[1, ::3] = np.nan
+            for rows in (probe[:1], probe):
+                if not np.array_equal(dense(rows), reference(rows)):
+                    return None
+        except Exception:  # noqa: BLE001 - any surprise: keep the public API
+            return None
+        return dense
+
+    def takes(self, X: np.ndarray) -> bool:
+        """Whether `X` is a matrix this path scores (else: `inplace_predict`)."""
+        return (
+            0 < X.shape[0] <= self.MAX_ROWS
+            and X.dtype == np.float64
+            and X.ndim == 2
+            and X.shape[1] == self._width
+            and X.flags.c_contiguous
+        )
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        ct = self._ctypes
+        if not self.takes(X):
+            raise ValueError("DensePredict needs 1 to MAX_ROWS rows, C-contiguous float64, the model's width")
+        n = X.shape[0]
+        interface = (
+            f'{{"data":[{X.ctypes.data},true],"shape":[{n},{self._width}],"strides":null,'
+            f'"typestr":"<f8","version":3}}'
+        ).encode()
+        shape = ct.POINTER(ct.c_uint64)()
+        dims = ct.c_uint64()
+        preds = ct.POINTER(ct.c_float)()
+        rc = self._fn(
+            self._booster.handle,
+            interface,
+            self._config,
+            None,
+            ct.byref(shape),
+            ct.byref(dims),
+            ct.byref(preds),
+        )
+        if rc != 0:
+            raise RuntimeError(f"XGBoosterPredictFromDense: {self._error().decode(errors='replace')}")
+        size = 1
+        for i in range(dims.value):
+            size *= shape[i]
+        if size != n:
+            raise RuntimeError(f"XGBoosterPredictFromDense: {size} scores for {n} rows")
+        return np.fromiter((preds[i] for i in range(n)), dtype=np.float64, count=n)  # a copy, float32 -> 64
+
+
 def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) -> CompiledPredictor:
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
@@ -375,10 +542,17 @@ def compile_pipeline(pipeline: Any, specs: list[FieldSpec], threads: int = 1) ->
         except AttributeError:
             iteration_range = (0, 0)
 
-        def score(X: np.ndarray) -> np.ndarray:
+        def inplace(X: np.ndarray) -> np.ndarray:
             # width checked at compile time, result checked at load: no per-call feature validation
             out = booster.inplace_predict(X, iteration_range=iteration_range, validate_features=False)
             return np.asarray(out, dtype=np.float64).reshape(-1)
+
+        dense = DensePredict.build(booster, iteration_range, width, inplace)
+
+        def score(X: np.ndarray) -> np.ndarray:
+            if dense is not None and dense.takes(X):
+                return dense(X)
+            return inplace(X)
 
         algorithm, matrix_dtype = "xgboost", np.float32
     elif isinstance(est, LogisticRegression):

@@ -26,6 +26,7 @@ import atexit
 import logging
 import sys
 from pathlib import Path
+from types import FunctionType
 
 import swagger_ui_bundle
 from flask import Flask, Response, g, send_from_directory
@@ -104,6 +105,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         flush_seconds=settings.log_flush_seconds,
         metrics=m.LogMetrics(),
         fsync=settings.log_sync == "fsync",
+        sync_seconds=settings.log_sync_seconds,
     )
     return ServiceState(
         settings,
@@ -112,6 +114,25 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         FeedbackStore(plog),
         ShadowScorer(settings),
     )
+
+
+class ServiceFlask(Flask):
+    """Flask, with `ensure_sync` (called for the view, each of its decorators' wrappers and each request
+    hook: about 16 times a predict request, each an `inspect.iscoroutinefunction`) remembering its
+    answer per plain function. Views and hooks are module-level functions, so the cache is bounded;
+    anything else (bound methods) is checked every time as Flask does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync: dict[FunctionType, object] = {}
+
+    def ensure_sync(self, func):
+        if type(func) is not FunctionType:
+            return super().ensure_sync(func)
+        found = self._sync.get(func)
+        if found is None:
+            found = self._sync.setdefault(func, super().ensure_sync(func))
+        return found
 
 
 def _request_id() -> None:
@@ -133,7 +154,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
     settings = (settings or ServiceSettings.from_env()).check()
     _configure_logging(settings.log_level)
 
-    app = Flask("model_service")
+    app = ServiceFlask("model_service")
     app.request_class = ServiceRequest  # unknown methods labelled "other" in the request metrics
     app.config.update(_openapi_config(settings), MAX_CONTENT_LENGTH=settings.max_request_bytes)
     openapi = ServiceApi(app, doc_values={"max_batch_size": settings.max_batch_size})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from functools import wraps
+from functools import lru_cache, wraps
 
 from flask import request
 from flask_smorest import abort
@@ -20,9 +20,15 @@ def matches(given: str, secrets: tuple[str, ...]) -> bool:
     secret is compared whatever matched before."""
     given_d = hashlib.sha256(given.encode()).digest()
     found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(given_d, hashlib.sha256(secret.encode()).digest())
+    for secret_d in _digests(secrets):
+        found |= hmac.compare_digest(given_d, secret_d)
     return found
+
+
+@lru_cache(maxsize=16)
+def _digests(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The configured secrets' digests, computed once per settings (not on every request)."""
+    return tuple(hashlib.sha256(s.encode()).digest() for s in secrets)
 
 
 def require_api_key(view):

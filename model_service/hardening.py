@@ -49,11 +49,20 @@ def endpoint(req: Request) -> str:
     return req.endpoint or UNMATCHED
 
 
+_DEFAULTS = [(name.lower(), name, value) for name, value in HEADERS.items()]
+
+
 def security_headers(resp: Response) -> Response:
-    for name, value in HEADERS.items():
-        resp.headers.setdefault(name, value)
-    docs = request.path == "/docs" or request.path.startswith("/docs/")
-    resp.headers.setdefault("Content-Security-Policy", DOCS_CSP if docs else API_CSP)
-    if "Cache-Control" not in resp.headers:
-        resp.headers["Cache-Control"] = "no-store"
+    """The headers above, each unless the view set its own (one pass over the response's headers)."""
+    headers = resp.headers
+    present = {name.lower() for name, _ in headers.items()}
+    for lower, name, value in _DEFAULTS:
+        if lower not in present:
+            headers.add(name, value)
+    if "content-security-policy" not in present:
+        path = request.path
+        docs = path == "/docs" or path.startswith("/docs/")
+        headers.add("Content-Security-Policy", DOCS_CSP if docs else API_CSP)
+    if "cache-control" not in present:
+        headers.add("Cache-Control", "no-store")
     return resp

@@ -183,13 +183,35 @@ class LogMetrics:
         LOG_DB_UP.set(1 if ok else 0)
 
 
+_CHILDREN: dict[tuple, object] = {}
+
+
+def child(metric, *labels: str):
+    """`metric.labels(*labels)`, remembered: `labels()` takes the metric's lock and rebuilds the key on
+    every call (a few us each, several per predict request). For the predict path's bounded label
+    values only (model versions, predictor kinds, the two labels); the service never removes children."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN.setdefault(key, metric.labels(*labels))
+    return found
+
+
+SMALL_BATCH = 8  # up to this many values, plain observes are cheaper than the bucket counts
+
+
 def observe_many(histogram, values: np.ndarray) -> None:
     """Observe a batch at once: one increment per bucket instead of one observe per value.
 
     A multiprocess observe writes to a memory-mapped file; for 1,000 scores that was ~1,000 writes per
     request. Uses the histogram's bucket counters (prometheus_client internals, stable for years);
-    falls back to plain observes if they are not there.
+    falls back to plain observes if they are not there (and for a few values, where numpy's
+    bucketing costs more than it saves).
     """
+    if values.size <= SMALL_BATCH:
+        for v in values.tolist():
+            histogram.observe(v)
+        return
     buckets = getattr(histogram, "_upper_bounds", None)
     counters = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)

@@ -186,6 +186,7 @@ class RecordValidator:
         self._binary = np.array([s.type == BINARY for s in num], dtype=bool)
         self._nullable = [s.nullable for s in num]
         self._binary_names = [s.name for s in num if s.type == BINARY]
+        self._row_checks = (self._lo.tolist(), self._hi.tolist(), self._binary.tolist())
 
     def validate(self, records: list[Any]) -> Validated:
         """Validate a batch; raises RecordErrors naming every invalid record and field."""
@@ -223,13 +224,18 @@ class RecordValidator:
             matrix = np.array(rows, dtype=np.float64).reshape(len(records), len(names))
         except OverflowError:
             return None
-        with np.errstate(invalid="ignore"):
-            if not np.isfinite(matrix).all() or (matrix < self._lo).any() or (matrix > self._hi).any():
-                return None
-            if self._binary.any():
-                b = matrix[:, self._binary]
-                if not ((b == 0.0) | (b == 1.0)).all():
+        if len(records) == 1:  # the same checks on the same float64 values, without numpy calls
+            for v, lo, hi, binary in zip(matrix[0].tolist(), *self._row_checks, strict=True):
+                if not (math.isfinite(v) and lo <= v <= hi) or (binary and v != 0.0 and v != 1.0):
                     return None
+        else:
+            with np.errstate(invalid="ignore"):
+                if not np.isfinite(matrix).all() or (matrix < self._lo).any() or (matrix > self._hi).any():
+                    return None
+                if self._binary.any():
+                    b = matrix[:, self._binary]
+                    if not ((b == 0.0) | (b == 1.0)).all():
+                        return None
         if nulls:
             rows_idx, cols_idx = zip(*nulls, strict=True)
             matrix[list(rows_idx), list(cols_idx)] = np.nan

@@ -70,15 +70,24 @@ class ServiceSettings(Settings):
     )
     log_sync: str = env_field(
         "LOG_SYNC",
-        "fsync",
-        "before a 200: `fsync` (records on disk: survive a killed worker and a machine crash) or `write` "
-        "(in the kernel's page cache: survive a killed worker, not a power loss; faster)",
+        "write",
+        "before a 200: `write` (the spool line is in the kernel's page cache: survives a killed worker; a "
+        "power loss or kernel crash can take the lines since the last background sync, LOG_SYNC_SECONDS) or "
+        "`fsync` (also `fdatasync`ed: survives a power loss too; slower)",
         pattern="^(fsync|write)$",
+    )
+    log_sync_seconds: float = env_field(
+        "LOG_SYNC_SECONDS",
+        1.0,
+        "with LOG_SYNC=write: how often each worker `fdatasync`s its spool in the background, i.e. the "
+        "power-loss window (0: never, the kernel writes back in its own time)",
+        ge=0,
     )
     spool_dir: RepoPath | None = env_field(
         "SPOOL_DIR",
         None,
-        "write-ahead log: every accepted record is synced here before its 200 (and waits here while the database is down)",
+        "write-ahead log: every accepted record is written here before its 200 (and synced first with "
+        "LOG_SYNC=fsync); it waits here while the database is down",
     )
     prometheus_multiproc_dir: str | None = env_field(
         "PROMETHEUS_MULTIPROC_DIR", None, "gunicorn multiprocess metrics (default: a fresh temporary folder)"

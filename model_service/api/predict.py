@@ -49,7 +49,7 @@ def predict():
         m.PREDICT_ERRORS.labels(model.version).inc(batch.n)  # the guard's error rate, by version
         raise
     labels = model.labels(scores)
-    m.PREDICT_SECONDS.labels(model.predictor.kind).observe(time.perf_counter() - started)
+    m.child(m.PREDICT_SECONDS, model.predictor.kind).observe(time.perf_counter() - started)
     by_row = unknown_by_row(batch)
     score_list, label_list = scores.tolist(), labels.tolist()
     out = [
@@ -71,10 +71,10 @@ def predict():
         shadow.offer(rid, model.version, batch, now())
     positives = int(labels.sum())
     if positives:
-        m.PREDICTIONS.labels(model.version, "1").inc(positives)
+        m.child(m.PREDICTIONS, model.version, "1").inc(positives)
     if positives < batch.n:
-        m.PREDICTIONS.labels(model.version, "0").inc(batch.n - positives)
-    m.observe_many(m.SCORES.labels(model.version), scores)
+        m.child(m.PREDICTIONS, model.version, "0").inc(batch.n - positives)
+    m.observe_many(m.child(m.SCORES, model.version), scores)
     m.BATCH_SIZE.observe(batch.n)
     body = jsonfast.dumps(
         {

@@ -3,7 +3,7 @@
 - `request_ids`: the UUIDv7 request ids (and their age);
 - `store`: table access (`LogStore`: batched inserts that skip duplicates, lookups, the feedback insert);
 - `writer`: `PredictionLog`, the bounded queue and the background thread writing it in batches;
-- `spool`: the per-worker write-ahead segments (JSON lines, synced before the 200, flock-held), kept while
+- `spool`: the per-worker write-ahead segments (JSON lines, written before the 200, synced before it or in the background, flock-held), kept while
   the database is down or after a kill, and their replay.
 
 Tables (defined in `core.store`; the monitoring component reads them): `predictions`, one row per

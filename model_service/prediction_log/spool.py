@@ -1,11 +1,12 @@
 """The spool: a per-worker write-ahead log of accepted records, on local disk.
 
 Every accepted request is appended as one JSON line (its records, scores and labels) to this worker's
-current segment under
-`SPOOL_DIR/<hash of DATABASE_URL>/` and made durable (`fdatasync`) *before* the request is answered:
-a 200 means the records are on disk. Concurrent requests share `fdatasync` calls (group commit: a
-request waits for a sync in flight that started after its line was written, else starts its own at
-once, overlapping the running one; see `Spool.sync`).
+current segment under `SPOOL_DIR/<hash of DATABASE_URL>/` *before* the request is answered. With
+LOG_SYNC=write (the default) the written line is in the page cache, which a killed process cannot
+lose, and `sync_written` (a background thread of the log, every LOG_SYNC_SECONDS) bounds what a power
+loss can take; with LOG_SYNC=fsync it is also made durable (`fdatasync`) before the 200. Concurrent
+requests share `fdatasync` calls (group commit: a request waits for a sync in flight that started after
+its line was written, else starts its own at once, overlapping the running one; see `Spool.sync`).
 
 A segment being written is held with an exclusive `flock` (it becomes visible as `*.jsonl` only once
 locked). The writer thread inserts the queued records into the database; a segment whose records are
@@ -176,6 +177,36 @@ class Spool:
                     else:  # the waiters it covered must sync for themselves (and see the error)
                         seg.sync_started = seg.synced
                     self._cond.notify_all()
+
+    def sync_written(self) -> int:
+        """`fdatasync` every open segment holding appends no sync has covered yet; the number of segments
+        synced. LOG_SYNC=write's background sync (`PredictionLog`, every LOG_SYNC_SECONDS): it bounds what
+        a power loss can take to the lines written since the last one. A failed sync is logged; the next
+        call tries again."""
+        with self._cond:
+            todo = [(s, s.written) for s in self._open if s.fd >= 0 and s.written > s.sync_started]
+            for seg, target in todo:
+                seg.syncing += 1
+                seg.sync_started = target
+        done = 0
+        for seg, target in todo:
+            ok = False
+            try:
+                os.fdatasync(seg.fd)
+                ok = True
+            except OSError as exc:
+                log.warning("prediction log: background sync of %s failed: %s", seg.path.name, exc)
+            finally:
+                with self._cond:
+                    seg.syncing -= 1
+                    if ok:
+                        seg.synced = max(seg.synced, target)
+                        done += 1
+                    else:
+                        seg.sync_started = seg.synced
+                    self._cond.notify_all()
+                    self._maybe_close(seg)  # it may have been retired meanwhile
+        return done
 
     def settle(self, seg: Segment, records: int, stored: bool) -> None:
         """`records` of `seg` are dealt with: in the database (`stored`) or left in the file for replay."""

@@ -1,15 +1,21 @@
 """The writer: durable acceptance, with the database off the request path.
 
-`PredictionLog.submit` appends a request's records to this worker's spool segment and waits for them
-to be on disk (group commit: fdatasync calls shared by the concurrent requests of the worker) before it
-returns, so a 200 means the records survive a killed worker. It then queues them (a deque append), and
+`PredictionLog.submit` appends a request's records to this worker's spool segment (and with
+LOG_SYNC=fsync waits for them to be on disk: group commit, fdatasync calls shared by the concurrent
+requests of the worker) before it returns, so a 200 means the records survive a killed worker. It then queues them (a deque append), and
 a background thread writes them in batches (`LOG_BATCH_SIZE`, at least every `LOG_FLUSH_SECONDS`)
 through the `LogStore` (inserts that skip duplicates). The in-memory queue is bounded (`LOG_QUEUE_SIZE`
 records); past it records are only in the spool (replayed later). While the database is unreachable,
 batches stay in the spool; the writer retries the database every couple of seconds and, once it
 answers, replays every closed segment (its own and those left by earlier or killed processes).
 `close()` (gunicorn's worker_exit hook on SIGTERM, and atexit) drains the queue to the database; what
-the database cannot take stays in the spool. When the spool cannot be written, `submit` raises
+the database cannot take stays in the spool.
+
+How durable "on disk" is depends on `fsync` (LOG_SYNC): with `fsync` each request's line is
+`fdatasync`ed before `submit` returns (it survives a power loss); with `write` (the default) the line is
+in the kernel's page cache when `submit` returns, which a killed process cannot lose, and a background
+thread `fdatasync`s the segments every `sync_seconds` (LOG_SYNC_SECONDS; 0: never), so a power loss or
+kernel crash can take only the lines written since its last sync. When the spool cannot be written, `submit` raises
 `LogUnavailable` (the request is answered 503: nothing is accepted that is not on disk).
 """
 
@@ -68,6 +74,7 @@ class PredictionLog:
         metrics: Any = None,
         engine: Engine | None = None,
         fsync: bool = True,
+        sync_seconds: float = 0.0,
     ):
         self.url = url
         self.store = LogStore(url, engine)
@@ -76,6 +83,9 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.metrics = metrics or _NoMetrics()
         self.spool = Spool(spool_dir_for(spool_dir, url), self.metrics, fsync=fsync)
+        self.sync_seconds = sync_seconds  # LOG_SYNC=write: background fdatasync interval (0: none)
+        self._sync_stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
         self._items: collections.deque[_Entry] = collections.deque()
         self._queued = 0  # records in _items
         self._pending: collections.Counter[str] = (
@@ -105,6 +115,11 @@ class PredictionLog:
         self.ensure_tables()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
+        if not self.spool.fsync and self.sync_seconds > 0:
+            self._sync_thread = threading.Thread(
+                target=self._sync_loop, name="prediction-log-sync", daemon=True
+            )
+            self._sync_thread.start()
         return self
 
     def submit(
@@ -175,6 +190,11 @@ class PredictionLog:
             self._items.clear()
             self._queued = 0
         self._settle(leftover, stored=False)
+        self._sync_stop.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout)
+        if not self.spool.fsync:
+            self.spool.sync_written()  # what stays in the spool (database down) is on disk too
         self.spool.close()
         self.metrics.queue_depth(0)
 
@@ -210,6 +230,11 @@ class PredictionLog:
             return False
         self._insert([row])
         return True
+
+    # ---- background sync (LOG_SYNC=write)
+    def _sync_loop(self) -> None:
+        while not self._sync_stop.wait(self.sync_seconds):
+            self.spool.sync_written()
 
     # ---- writer thread
     def _run(self) -> None:

@@ -30,6 +30,11 @@ def _check(pipe, specs, X: pd.DataFrame):
     np.testing.assert_allclose(
         compiled.predict(synth), PipelinePredictor(pipe, specs).predict(synth), rtol=0, atol=1e-6
     )
+    # one record at a time (XGBoost: the C API called directly, DensePredict) scores what the batch does
+    # (to rounding: a one-row matrix product may round differently in the last bit)
+    some = _records(X.iloc[:80])
+    single = np.concatenate([compiled.predict(validator.validate([r])) for r in some])
+    np.testing.assert_allclose(single, compiled.predict(validator.validate(some)), rtol=0, atol=1e-12)
     return compiled
 
 

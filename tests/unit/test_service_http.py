@@ -984,3 +984,22 @@ def test_swagger_ui_gets_a_policy_that_lets_it_run(client):
     assert "https://" not in text.replace("https://swagger.io", "")
     asset = client.get("/docs/static/swagger-ui-bundle.js")
     assert asset.status_code == 200 and asset.headers["Cache-Control"] == "public, max-age=3600"
+
+
+def test_ensure_sync_answers_as_flask_does_and_remembers_plain_functions(app):
+    from flask import Flask
+
+    def view():
+        return "plain"
+
+    async def coroutine():
+        return "async"
+
+    assert app.ensure_sync(view) is view and app.ensure_sync(view) is view and view in app._sync
+    try:
+        Flask.ensure_sync(app, coroutine)
+    except RuntimeError:  # Flask's async support needs asgiref: the same error either way
+        with pytest.raises(RuntimeError):
+            app.ensure_sync(coroutine)
+    else:
+        assert app.ensure_sync(coroutine) is not coroutine and app.ensure_sync(coroutine)() == "async"

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
 import numpy as np
@@ -46,6 +47,21 @@ def _spool_lines(log: PredictionLog) -> int:
     return _records_in(log.spool_dir.glob("*.jsonl"))
 
 
+def _first_sync_fails(monkeypatch) -> list[int]:
+    """os.fdatasync raises EIO on its first call and syncs after; the fds it was called with."""
+    calls: list[int] = []
+    real = os.fdatasync
+
+    def flaky(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(5, "I/O error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", flaky)
+    return calls
+
+
 def _count(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(predictions)).scalar_one()
@@ -54,6 +70,8 @@ def _count(engine) -> int:
 def test_request_ids_are_uuid7_with_their_age():
     rid = new_request_id()
     assert len(rid) == 36 and rid[14] == "7"
+    parsed = uuid.UUID(rid)
+    assert str(parsed) == rid and parsed.version == 7 and parsed.variant == uuid.RFC_4122
     assert 0 <= request_id_age(rid) < 1
     assert request_id_age("6f1c2b1e-0000-4000-8000-000000000000") is None
     assert len({new_request_id() for _ in range(1000)}) == 1000
@@ -132,13 +150,62 @@ def test_submit_returns_once_the_records_are_on_disk(tmp_path):
 
 def test_log_sync_write_does_not_sync(tmp_path, monkeypatch):
     def no_sync(_fd):
-        raise AssertionError("LOG_SYNC=write must not fdatasync")
+        raise AssertionError("LOG_SYNC=write must not fdatasync on the request path")
 
     monkeypatch.setattr(os, "fdatasync", no_sync)
     log = PredictionLog(DOWN, tmp_path / "spool", fsync=False)
     _submit(log, 2)
     assert _spool_lines(log) == 2
+    monkeypatch.undo()
     log.close(timeout=5)
+
+
+def test_sync_written_syncs_each_segment_with_new_lines_once(tmp_path, monkeypatch):
+    """LOG_SYNC=write's background sync: a segment is synced when it holds lines no sync covered, and
+    not again until new lines arrive."""
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    log = PredictionLog(DOWN, tmp_path / "spool", fsync=False)  # writer not started
+    assert log.spool.sync_written() == 0  # no segment yet
+    _submit(log, 2)
+    seg = log.spool._current
+    assert log.spool.sync_written() == 1 and synced == [seg.fd]
+    assert seg.synced == seg.written == 1
+    assert log.spool.sync_written() == 0 and len(synced) == 1  # nothing new
+    _submit(log, 1)
+    _submit(log, 1)
+    assert log.spool.sync_written() == 1 and seg.synced == 3
+    log.close(timeout=5)
+
+
+def test_a_failed_background_sync_is_tried_again(tmp_path, monkeypatch):
+    calls = _first_sync_fails(monkeypatch)
+    log = PredictionLog(DOWN, tmp_path / "spool", fsync=False)
+    _submit(log, 1)
+    assert log.spool.sync_written() == 0 and log.spool._current.synced == 0
+    assert log.spool.sync_written() == 1 and log.spool._current.synced == 1
+    assert len(calls) == 2
+    log.close(timeout=5)
+
+
+def test_log_sync_write_syncs_in_the_background(tmp_path, monkeypatch):
+    """With LOG_SYNC=write and LOG_SYNC_SECONDS > 0 a thread of the log syncs the segment after the
+    request returned (bounding what a power loss can take); with fsync there is no such thread."""
+    done = threading.Event()
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (real(fd), done.set()))
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, tmp_path / "spool", fsync=False, sync_seconds=0.01).start()
+    _submit(log, 2)
+    assert done.wait(30), "no background sync"
+    seg = log.spool._open[0]
+    assert seg.synced >= 1
+    log.close(timeout=10)
+    assert log._sync_thread is not None and not log._sync_thread.is_alive()
+    strict = PredictionLog(url, tmp_path / "spool2", fsync=True, sync_seconds=0.01).start()
+    assert strict._sync_thread is None
+    strict.close(timeout=10)
 
 
 def test_concurrent_submits_share_a_sync(tmp_path, monkeypatch):
@@ -199,16 +266,7 @@ def test_a_failed_sync_fails_only_its_caller_and_the_others_sync_again(tmp_path,
     itself rather than waiting forever."""
     from model_service.prediction_log.writer import LogUnavailable
 
-    calls = []
-    real = os.fdatasync
-
-    def flaky(fd):
-        calls.append(fd)
-        if len(calls) == 1:
-            raise OSError(5, "I/O error")
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", flaky)
+    calls = _first_sync_fails(monkeypatch)
     log = PredictionLog(DOWN, tmp_path / "spool")
     with pytest.raises(LogUnavailable):
         _submit(log, 1)

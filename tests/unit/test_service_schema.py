@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from core.dataset import load_config
@@ -189,3 +190,15 @@ def test_complete_and_general_paths_give_the_same_batch(validator):
     assert validator._validate_complete([{**VALID, "tenure": None}]) is None
     assert validator._validate_complete([{**VALID, "total_charges": math.nan}]) is None
     assert validator._validate_complete([{**VALID, "tenure": 200}]) is None
+
+
+def test_one_record_is_checked_as_in_a_batch(validator):
+    """A one-record batch is range-, finiteness- and 0/1-checked in plain Python: the same verdict and
+    the same batch as the numpy checks of a larger batch, on every mutation of the record."""
+    for rec in _mutations(random.Random(2), validator.specs):
+        one = validator._validate_complete([dict(rec)])
+        two = validator._validate_complete([dict(rec), dict(rec)])
+        assert (one is None) == (two is None), rec
+        if one is not None:
+            assert one.records == two.records[:1] and one.unknown == {k: [0] for k in two.unknown}
+            np.testing.assert_array_equal(one.matrix, two.matrix[:1])
