@@ -55,7 +55,7 @@ test-data: $(STAMP) ## data tests only
 	$(BIN)/pytest -m data tests/data
 test-model: $(STAMP) ## model behaviour tests only (trains small models)
 	$(BIN)/pytest -m model tests/model
-test-integration: $(STAMP) system-packages ## integration tests (gunicorn, real MLflow, PostgreSQL, S3 servers, validators)
+test-integration: $(STAMP) system-packages ## integration tests (the service under granian, real MLflow, PostgreSQL, S3 servers, validators)
 	$(BIN)/pytest -m integration tests/integration
 
 ingest: $(STAMP) ## snapshot the data source (content-hashed, immutable)
@@ -129,8 +129,8 @@ bench-drift: $(STAMP) ## drift detection power per feature and shift, false alar
 bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%, 100% -> docs/benchmarks.md (Shadow scoring)
 	$(PY) -m scripts.bench_shadow
 
-serve: $(STAMP) ## the model service under gunicorn on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
-	$(BIN)/gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"
+serve: $(STAMP) ## the model service (granian, model_service/server.py) on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
+	$(PY) -m model_service.server
 
 # Pictures in docs/images (docs/walkthrough.md): headless Debian chromium driven by playwright-core; the npm
 # packages stay out of the repository, in NODE_DIR. The store is a throwaway folder under /tmp.

@@ -14,7 +14,7 @@ differ (127.0.0.1 and the ports below instead of Compose service names):
 | s3           | moto_server, S3 API standing in for MinIO (reports)  | NATIVE_S3_PORT 59000        |
 | mlflow       | mlflow server: PostgreSQL backend, proxied artifacts | NATIVE_MLFLOW_PORT 55000    |
 |              | (kept on disk in STACK_DIR/artifacts)                |                             |
-| service      | gunicorn model_service (the champion)                | NATIVE_SERVICE_PORT 58000   |
+| service      | python -m model_service.server (granian, champion)  | NATIVE_SERVICE_PORT 58000   |
 | monitor      | python -m monitoring.monitor loop (+ POST /alerts)   | NATIVE_MONITOR_PORT 59108   |
 | prometheus   | Prometheus (Debian) with prometheus/rules            | NATIVE_PROMETHEUS_PORT 59090|
 | alertmanager | Alertmanager (Debian), webhook to the monitor        | NATIVE_ALERTMANAGER_PORT 59093|
@@ -105,7 +105,7 @@ def settings() -> dict[str, str]:
         "AUTH_ENABLED": "true",
         "RELOAD_INTERVAL_SECONDS": os.environ.get("RELOAD_INTERVAL_SECONDS", "3"),
         "MAX_BATCH_SIZE": "1000",
-        "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "2"),
+        "SERVICE_WORKERS": os.environ.get("SERVICE_WORKERS", "2"),
         "SPOOL_DIR": str(root / "spool"),
         # monitor
         "MONITOR_INTERVAL_SECONDS": os.environ.get("MONITOR_INTERVAL_SECONDS", "300"),

@@ -214,7 +214,7 @@ _PG_MIGRATION_LOCK = 7_263_110  # pg_advisory_xact_lock key: one migration at a 
 
 @contextlib.contextmanager
 def _sqlite_lock(engine: Engine) -> Iterator[None]:
-    """Serialize migrations of one SQLite file across processes (gunicorn workers start together)."""
+    """Serialize migrations of one SQLite file across processes (the service's workers start together)."""
     database = engine.url.database
     if not database or database == ":memory:":
         yield

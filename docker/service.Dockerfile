@@ -1,4 +1,4 @@
-# Model service image: gunicorn serving the MLflow "champion" of MODEL_NAME on port 8000; the stack's
+# Model service image: granian (model_service/server.py) serving the MLflow "champion" of MODEL_NAME on port 8000; the stack's
 # MLflow server runs from it too. Build from the repository root (`make images`, or
 # docker/offline/build.sh without a registry). The base is a build argument: PYTHON_IMAGE.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -33,7 +33,7 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # the project's tree as filtered by .dockerignore (code and config; owned by root, read-only for app)
 COPY . /app
-# PROMETHEUS_MULTIPROC_DIR is not set here: gunicorn_conf.py makes its own folder unless Compose sets
+# PROMETHEUS_MULTIPROC_DIR is not set here: model_service/server.py makes its own folder unless Compose sets
 # one, and the MLflow server (same image) must not inherit a folder that does not exist in it.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
@@ -48,4 +48,4 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
-CMD ["gunicorn", "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"]
+CMD ["python", "-m", "model_service.server"]

@@ -112,7 +112,7 @@ def service() -> Board:
         "churnops-service",
         "Churn model service",
         "Traffic, latency and errors of the model service "
-        "replicas (prometheus-flask-exporter, gunicorn multiprocess).",
+        "replicas (prometheus-flask-exporter, multiprocess mode).",
         ["service"],
     )
     b.prom("stat", "Replicas up", [('sum(up{job="model-service"})', "up")], w=6, h=4)

@@ -1,4 +1,4 @@
-"""The Flask application factory: `gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"`.
+"""The Flask application factory, served by `python -m model_service.server` (granian, WSGI).
 
 Endpoints (OpenAPI 3 at /openapi.json, Swagger UI at /docs, served from the installed
 swagger-ui-bundle package, no CDN):

@@ -5,7 +5,7 @@ HTTP latency histograms and request counts by endpoint and status come from prom
 defined here once per process (they are not registered in the default registry, so the app factory can
 run several times in one process, e.g. in tests); each app gets a fresh registry holding them.
 
-Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set (by gunicorn_conf.py) before this module is imported,
+Under the server, PROMETHEUS_MULTIPROC_DIR is set (by model_service/server.py) before this module is imported,
 so every value lives in the shared multiprocess folder and `/metrics` on any worker aggregates all
 workers. Gauges say how they aggregate (`multiprocess_mode`).
 """
@@ -150,7 +150,7 @@ ALL = [
 
 def multiprocess() -> bool:
     """Whether prometheus_client keeps values in the multiprocess folder (it decides from
-    PROMETHEUS_MULTIPROC_DIR when first imported; gunicorn_conf.py sets it before the workers start)."""
+    PROMETHEUS_MULTIPROC_DIR when first imported; model_service/server.py sets it before the workers start)."""
     return values.ValueClass is not values.MutexValue
 
 

@@ -20,30 +20,28 @@ __all__ = ["ServiceSettings", "SettingsError"]
 
 
 class ServiceSettings(Settings):
-    """The model service (gunicorn, the app, the prediction log)."""
+    """The model service (the HTTP server, the app, the prediction log)."""
 
     state_paths: ClassVar[dict[str, str]] = {"spool_dir": "service/spool"}
 
     model_alias: str = env_field(
         "MODEL_ALIAS", "champion", "registry alias followed by the hot reload", min_length=1
     )
-    host: str = env_field("HOST", "127.0.0.1", "bind address of gunicorn")
-    port: int = env_field("PORT", 8000, "port of gunicorn", ge=1, le=65535)
-    workers: int = env_field("GUNICORN_WORKERS", 2, "worker processes", ge=1)
+    host: str = env_field("HOST", "127.0.0.1", "bind address of the HTTP server (granian)")
+    port: int = env_field("PORT", 8000, "port of the HTTP server", ge=1, le=65535)
+    workers: int = env_field("SERVICE_WORKERS", 2, "worker processes (one per core)", ge=1)
     threads: int = env_field(
-        "GUNICORN_THREADS",
+        "SERVICE_THREADS",
         16,
-        "threads per worker (gthread); idle ones cost little, and slow clients each hold one while they send",
+        "blocking threads per worker that run the app (granian reads requests in Rust, so a slow client "
+        "holds none until its request is complete)",
         ge=1,
-    )
-    timeout: int = env_field(
-        "GUNICORN_TIMEOUT", 60, "silent worker limit, seconds (also covers model loading at boot)", ge=1
     )
     graceful_timeout: int = env_field(
         "GRACEFUL_TIMEOUT", 30, "seconds a worker has to finish and flush", ge=1
     )
-    access_log: str | None = env_field(
-        "GUNICORN_ACCESS_LOG", None, "gunicorn access log (`-` for stdout); off by default (throughput)"
+    access_log: bool = env_field(
+        "ACCESS_LOG", False, "log every request to stdout (off by default: throughput)"
     )
     api_keys: Annotated[tuple[str, ...], NoDecode] = env_field(
         "API_KEYS", (), "comma-separated keys for predict, explain and feedback (each >= 16 characters)"
@@ -90,7 +88,9 @@ class ServiceSettings(Settings):
         "LOG_SYNC=fsync); it waits here while the database is down",
     )
     prometheus_multiproc_dir: str | None = env_field(
-        "PROMETHEUS_MULTIPROC_DIR", None, "gunicorn multiprocess metrics (default: a fresh temporary folder)"
+        "PROMETHEUS_MULTIPROC_DIR",
+        None,
+        "multiprocess metrics of the workers (default: a fresh temporary folder)",
     )
     fast_path: bool = env_field("FAST_PATH", True, "numpy fast path (falls back to the pipeline)")
     shadow_share: float = env_field(

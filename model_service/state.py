@@ -1,6 +1,6 @@
 """What one app instance owns (settings, the model manager, the prediction log, the feedback store), kept
 in `app.extensions["model_service"]` and read by the views through `services()`; `shutdown_all` flushes
-every instance's prediction log (gunicorn's worker_exit hook on SIGTERM, and atexit)."""
+every instance's prediction log (model_service/server.py's workers on SIGTERM, and atexit)."""
 
 from __future__ import annotations
 

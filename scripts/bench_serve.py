@@ -1,10 +1,11 @@
 """Serving benchmark: `make bench-serve` (this service under gunicorn and under granian, each with
 LOG_SYNC=write and LOG_SYNC=fsync, vs `mlflow models serve`, same model, same workers, in one run).
 
-Starts the model service four times: under gunicorn (`model_service/gunicorn_conf.py`, what `make
-serve` runs) and under granian (`scripts/granian_serve.py`), each once per durability mode (`LOG_SYNC`:
+Starts the model service four times: under granian (`model_service/server.py`, what `make serve`, the
+image and the stacks run) and under gunicorn (`scripts/gunicorn_conf.py`, the server it replaced, kept
+for this comparison), each once per durability mode (`LOG_SYNC`:
 `write`, the spool line in the page cache before the 200; `fsync`, also synced), each with
-GUNICORN_WORKERS workers x GUNICORN_THREADS threads and its own SQLite prediction log and spool on
+SERVICE_WORKERS workers x SERVICE_THREADS threads and its own SQLite prediction log and spool on
 local disk; and `mlflow models serve` for the same champion version with the same number of workers.
 wrk drives each (same connections, threads and duration), interleaved per row so that the machine's
 load drifts over all of them alike (after each row of this service, the next waits until its
@@ -18,7 +19,7 @@ benchmarks) and prints them, with the load average at the start and the end of t
 
 Needs: a champion in the registry (`make train gate`), wrk (`apt-get install wrk`), and the venv's
 bin on PATH for `mlflow models serve` (the make target sets it). Settings: BENCH_SECONDS (15),
-BENCH_CONNECTIONS (8), BENCH_THREADS (2), GUNICORN_WORKERS (2), GUNICORN_THREADS (16). About 6 minutes.
+BENCH_CONNECTIONS (8), BENCH_THREADS (2), SERVICE_WORKERS (2), SERVICE_THREADS (16). About 6 minutes.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ DURABLE_NOTE = """\
 
 What a 200 guarantees in each mode (docs/api.md, "A 200 means stored"). `write` (the default since
 this pass): the request's spool line has been written, i.e. it is in the kernel's page cache, which a
-killed worker (SIGKILL, the OOM killer, gunicorn's timeout) cannot lose; that is issue 11's durable
+killed worker (SIGKILL, the OOM killer) cannot lose; that is issue 11's durable
 acceptance, and the SIGKILL integration tests run in both modes. A power loss or kernel crash can take
 the lines written since the worker's last background `fdatasync` (every `LOG_SYNC_SECONDS`, 1 s).
 `fsync`: the line is also synced before the 200, so a power loss takes no answered record either; the
@@ -181,22 +182,22 @@ changed: the writer thread (at these rates it inserts a batch of 500 every 0.25 
 samples), the request metrics of prometheus-flask-exporter (multiprocess values: a lock and a pid check
 per update); gunicorn's share is its design, granian does that part in Rust.
 
-The server (the first 2026-12 pass). The same app, settings and durability run under gunicorn (`make
-serve`) and under granian (`scripts/granian_serve.py`: granian's WSGI interface, GUNICORN_WORKERS
-workers x GUNICORN_THREADS blocking threads, the prediction log flushed by each worker after granian
-has drained it on SIGTERM, the multiprocess metrics folder set up as gunicorn_conf.py does and a dead
-worker's live gauges dropped when its replacement starts, the reload thread started by the app factory
-in each worker). It keeps the three: the integration tests of worker SIGKILL (no answered record lost,
-SQLite, fsync and write), reload under load and reload failure, metrics summed across workers, slow
-clients and the predict/feedback round trip pass against it (run by pointing
-tests/integration/service_process.py at it), and the durability check above holds. granian has the
-Rust HTTP layer (its /health ceiling is about twice gunicorn's) and reads headers without holding a
-Python thread, so slow clients cost it nothing. Decision, for now: gunicorn stays the server of `make
-serve` and the image; switching also moves the image, Compose, the Procfile, the demo, the screenshots
-and the stack test's fault injection, which were not yet run against granian (the Compose stack test
-runs gunicorn), and granian gives up two of issue 11's edges that need an answer first: a request it
-cannot parse as HTTP gets a bare 400 with no body (gunicorn's are JSON here; in the stack nginx answers
-those before the service), and it has no silent-worker timeout (GUNICORN_TIMEOUT). With `fsync`, that
+The server: granian, chosen by this measurement (2026-12-01/02). The same app, settings and durability
+ran under gunicorn (gthread, the server until then) and under granian (`model_service/server.py`:
+granian's WSGI interface, SERVICE_WORKERS workers x SERVICE_THREADS blocking threads, the prediction
+log flushed by each worker after granian has drained it on SIGTERM, the multiprocess metrics folder
+emptied at start and a dead worker's live gauges dropped when its replacement starts, the reload thread
+started by the app factory in each worker). granian met the 10x single-record floor in every quiet run
+(11.8x and 12.0x with `write`), gunicorn did not (8.8x to 9.5x): its Python main loop, HTTP parsing
+and thread hand-off cost about 0.3 ms a request, which granian does in Rust (its /health ceiling is
+about twice gunicorn's). It keeps the three: the integration tests of worker SIGKILL (no answered
+record lost, SQLite and PostgreSQL, fsync and write), reload under load and reload failure, metrics
+summed across workers, slow clients, the graceful flush, and the Compose stack test's replica kill and
+redeploys run against it, and the durability check above holds. What it gives up against gunicorn:
+a request it cannot parse as HTTP (malformed request line or header, more than 100 headers, headers
+over 112 KB) gets granian's own 400/431 with an empty body instead of JSON (in the stack nginx answers
+those before the service, as JSON: compose/nginx/nginx.conf), and it has no silent-worker timeout
+(gunicorn's gthread timeout only fired when a worker's main loop stalled, not for one hung request). With `fsync`, that
 pass profiled about two thirds of a single-record request's wall time in the spool's `fdatasync`; the
 group commit now overlaps syncs (`Spool.sync`: a request waits only for a sync that started after its
 line was written, else starts its own at once; concurrent `fdatasync` calls on one file share the
@@ -275,8 +276,8 @@ def write_section(text: str) -> None:
 
 
 SERVERS = {
-    "gunicorn": ["{bin}/gunicorn", "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"],
-    "granian": ["{python}", "-m", "scripts.granian_serve"],
+    "granian": ["{python}", "-m", "model_service.server"],
+    "gunicorn": ["{bin}/gunicorn", "-c", "scripts/gunicorn_conf.py", "model_service.app:create_app()"],
 }
 MODES = ("write", "fsync")  # LOG_SYNC: both durability modes are measured, each in its own instance
 INSTANCES = [(kind, mode) for kind in SERVERS for mode in MODES]
@@ -298,7 +299,7 @@ def start_service(
         **os.environ,
         "PORT": str(port),
         "API_KEYS": key,
-        "GUNICORN_WORKERS": str(workers),
+        "SERVICE_WORKERS": str(workers),
         "DATABASE_URL": url,
         "SPOOL_DIR": str(root / "spool"),
         "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),

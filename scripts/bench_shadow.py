@@ -2,7 +2,7 @@
 
 In a fresh state folder (BENCH_STATE_DIR, default var/bench-shadow, emptied first): trains v1 and gates
 it (the champion), trains v2 (the challenger, not promoted; the demo's small budget: 3 trials x 2
-folds), then for each shadow share starts the service (gunicorn, GUNICORN_WORKERS workers) with
+folds), then for each shadow share starts the service (granian, SERVICE_WORKERS workers) with
 SHADOW_SHARE set, drives it with wrk (one record per request, BENCH_CONNECTIONS connections,
 BENCH_SECONDS seconds; BENCH_ROUNDS runs per share, in alternating order) and counts the shadow records it wrote. Writes the table under
 `## Shadow scoring` in docs/benchmarks.md and prints it. Needs wrk (`apt-get install wrk`).
@@ -46,7 +46,7 @@ def main() -> int:
     state.mkdir(parents=True)
     seconds = int(os.environ.get("BENCH_SECONDS", "10"))
     conns = int(os.environ.get("BENCH_CONNECTIONS", "4"))
-    workers = os.environ.get("GUNICORN_WORKERS", "2")
+    workers = os.environ.get("SERVICE_WORKERS", "2")
     env = {
         **{
             k: v
@@ -78,17 +78,16 @@ def main() -> int:
             **env,
             "PORT": str(port),
             "API_KEYS": key,
-            "GUNICORN_WORKERS": workers,
+            "SERVICE_WORKERS": workers,
             "SHADOW_SHARE": str(share),
             "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
             "SPOOL_DIR": str(work / "spool"),
         }
         proc = subprocess.Popen(
             [
-                str(Path(py).parent / "gunicorn"),
-                "-c",
-                "model_service/gunicorn_conf.py",
-                "model_service.app:create_app()",
+                py,
+                "-m",
+                "model_service.server",
             ],
             cwd=REPO,
             env=server_env,
@@ -125,7 +124,7 @@ def main() -> int:
                 f"{int(r['non2xx'])} | {shadowed} |"
             )
     text = "\n".join(table) + (
-        f"\n\n`make bench-shadow`: the service (gunicorn, {workers} workers) with a champion (XGBoost, "
+        f"\n\n`make bench-shadow`: the service (granian, {workers} workers) with a champion (XGBoost, "
         f"v1) and a challenger (v2, also XGBoost) and SHADOW_SHARE at each share; wrk with one record per "
         f"request, {conns} connections, {seconds} s each, {rounds} runs per share in alternating order. The challenger scores off the request path (a "
         "background thread per worker, after the champion answered), so its cost shows as CPU taken from "

@@ -1,6 +1,6 @@
 """The whole loop on the embedded default, one command: `make demo` (`python -m scripts.demo`).
 
-Train and promote v1, start the service (gunicorn), normal traffic, a monitor run that raises no alarm,
+Train and promote v1, start the service (granian), normal traffic, a monitor run that raises no alarm,
 drifted traffic (covariate shift), a monitor run that detects it, one retrain trigger (local backend),
 the retrain on the new labelled data, the gate, v2 promoted and served, more of the same drifted traffic
 and a monitor run on v2 that is ok (v2's drift reference is the window it was retrained for: the loop
@@ -107,7 +107,7 @@ def configure_environment() -> dict[str, str]:
         "API_KEYS": api_key,
         "SERVICE_API_KEY": api_key,
         "ADMIN_TOKEN": admin,
-        "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS") or "2",
+        "SERVICE_WORKERS": os.environ.get("SERVICE_WORKERS") or "2",
         "RELOAD_INTERVAL_SECONDS": "2",
         "RETRAIN_TRIGGER": "local",
         "TRIGGER_COOLDOWN_SECONDS": "3600",
@@ -201,7 +201,7 @@ def main() -> int:
         # -- 2. the service
         service_log = (logs / "service.log").open("wb")
         service = subprocess.Popen(
-            [py, "-m", "gunicorn", "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"],
+            [py, "-m", "model_service.server"],
             cwd=REPO,
             stdout=service_log,
             stderr=subprocess.STDOUT,
@@ -214,7 +214,7 @@ def main() -> int:
         )
         if service.poll() is not None:
             raise DemoFailure(f"the service exited with {service.returncode} (log: {logs / 'service.log'})")
-        timeline.mark("service up, serving v1", f"gunicorn pid {service.pid}")
+        timeline.mark("service up, serving v1", f"server pid {service.pid}")
 
         pool = held_out_records(tsettings, config)
         normal = pool.sample(records, replace=records > len(pool), random_state=1).reset_index(drop=True)

@@ -4,7 +4,7 @@ On a throwaway store under /tmp (never var/), in this order:
 1. `make demo` (scripts/demo.py) with DEMO_DIR in that store: train and gate v1, serve, normal and drifted
    traffic with feedback, monitor runs (the drift report), the triggered retrain to v2, rollback to v1.
    Its console output is kept for the timeline picture.
-2. The model service (gunicorn) and `mlflow server` on that store, on free loopback ports.
+2. The model service (granian) and `mlflow server` on that store, on free loopback ports.
 3. Headless Chromium (Debian's `chromium`, driven by playwright-core from scripts/screenshots.cjs):
    - architecture.png   the Mermaid diagram of docs/architecture.md, rendered with a local mermaid.min.js
    - swagger-predict.png Swagger UI: Authorize, POST /v1/predict, Try it out, Execute, the answer
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 "PORT": str(local_servers.free_port()),
                 "API_KEYS": API_KEY,
                 "AUTH_ENABLED": "true",
-                "GUNICORN_WORKERS": "1",
+                "SERVICE_WORKERS": "1",
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             }
             service_url = f"http://127.0.0.1:{env['PORT']}"
@@ -281,10 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                     [
                         sys.executable,
                         "-m",
-                        "gunicorn",
-                        "-c",
-                        "model_service/gunicorn_conf.py",
-                        "model_service.app:create_app()",
+                        "model_service.server",
                     ],
                     env,
                     store / "service.log",

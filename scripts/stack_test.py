@@ -214,7 +214,7 @@ def write_env() -> dict[str, str]:
         "OPTUNA_TRIALS": os.environ.get("OPTUNA_TRIALS", "4"),
         "CV_FOLDS": os.environ.get("CV_FOLDS", "3"),
         "RELOAD_INTERVAL_SECONDS": "5",
-        "GUNICORN_WORKERS": "2",
+        "SERVICE_WORKERS": "2",
         "MONITOR_INTERVAL_SECONDS": "15",
         "GUARD_INTERVAL_SECONDS": "5",
         "MONITOR_WINDOW_SIZE": "300",
@@ -706,7 +706,7 @@ def run(stack: Stack) -> None:
         )
         window.append(time.monotonic())
         note(
-            f"faults: replica {victim[:12]} killed (SIGKILL to its gunicorn master, host pid {pid}); "
+            f"faults: replica {victim[:12]} killed (SIGKILL to its server process, PID 1 of the container, host pid {pid}); "
             f"stopped {window[1] - window[0]:.2f} s later"
         )
         time.sleep(10)

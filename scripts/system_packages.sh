@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages that `make test` and `make lint` run for real: PostgreSQL 15 (the prediction log
 # and MLflow's store in integration tests), Prometheus and Alertmanager (the native stack, promtool for
-# the rules), Groovy (the Jenkinsfile syntax check), a Java runtime (`make score ENGINE=spark`, and the
+# the rules), nginx (the stack's load balancer config, run by tests/integration/test_load_balancer.py),
+# Groovy (the Jenkinsfile syntax check), a Java runtime (`make score ENGINE=spark`, and the
 # Spark test). As root, installs what is missing and says so;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -10,6 +11,7 @@ need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v groovy >/dev/null 2>&1 || need+=(groovy)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -138,7 +138,7 @@ def fit_xgboost(
 ) -> Candidate:
     pipe = xgb_pipeline(config, tuning.best_params, settings.seed, settings.threads)
     pipe.fit(splits.X["train"], splits.y["train"])
-    # Served models predict on one thread: a gunicorn worker is one process per core, and for a
+    # Served models predict on one thread: a service worker is one process per core, and for a
     # handful of rows OpenMP's thread hand-off costs more than it saves.
     pipe.named_steps["model"].set_params(n_jobs=1)
     return Candidate(XGBOOST, pipe, dict(tuning.best_params), run_id=run_id, cv_pr_auc=tuning.best_value)

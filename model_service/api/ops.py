@@ -57,8 +57,8 @@ def ready(query):
 
 def init_metrics(app: Flask, multiprocess: bool) -> None:
     """GET /metrics and the request metrics (by endpoint: `unmatched` when no route matches; unknown
-    methods labelled `other`, see model_service.hardening), from prometheus-flask-exporter: the gunicorn
-    multiprocess exporter when PROMETHEUS_MULTIPROC_DIR is set (gunicorn_conf.py exports it), else this
+    methods labelled `other`, see model_service.hardening), from prometheus-flask-exporter: its
+    multiprocess exporter when PROMETHEUS_MULTIPROC_DIR is set (model_service/server.py exports it), else this
     process's registry."""
     if multiprocess:
         from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics

@@ -12,8 +12,7 @@ A segment being written is held with an exclusive `flock` (it becomes visible as
 locked). The writer thread inserts the queued records into the database; a segment whose records are
 all in the database is deleted when it is retired (it grew past `SEGMENT_BYTES`, or the worker stops).
 A segment holding records the database did not take (it was down, or the queue was full) is *dirty*:
-it is closed, not deleted, and replayed. A worker killed by SIGKILL (or the OOM killer, or gunicorn's
-timeout) leaves its segment behind; the kernel drops its `flock`, and any worker replays it.
+it is closed, not deleted, and replayed. A worker killed by SIGKILL (or the OOM killer) leaves its segment behind; the kernel drops its `flock`, and any worker replays it.
 
 Replaying a segment inserts all of it (the inserts skip rows already there: exactly once even after a
 crash mid-replay, or when a killed worker had already written part of its segment) before the file is

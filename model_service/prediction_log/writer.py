@@ -8,7 +8,7 @@ through the `LogStore` (inserts that skip duplicates). The in-memory queue is bo
 records); past it records are only in the spool (replayed later). While the database is unreachable,
 batches stay in the spool; the writer retries the database every couple of seconds and, once it
 answers, replays every closed segment (its own and those left by earlier or killed processes).
-`close()` (gunicorn's worker_exit hook on SIGTERM, and atexit) drains the queue to the database; what
+`close()` (`shutdown_all` when a worker stops on SIGTERM, and atexit) drains the queue to the database; what
 the database cannot take stays in the spool.
 
 How durable "on disk" is depends on `fsync` (LOG_SYNC): with `fsync` each request's line is

@@ -1,10 +1,11 @@
-"""A real gunicorn process running the model service, for the integration tests (tests/integration/test_service_*)."""
+"""A real server process (`python -m model_service.server`, granian) running the model service, for the integration tests (tests/integration/test_service_*)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,10 +50,9 @@ class Service:
         env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         env.setdefault("SPOOL_DIR", str(self.root / "spool"))
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.root / f"metrics-{self.port}")
-        self.log_path = self.root / f"gunicorn-{self.port}.log"
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        self.log_path = self.root / f"service-{self.port}.log"
         self.process = subprocess.Popen(
-            [gunicorn, "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"],
+            [sys.executable, "-m", "model_service.server"],
             cwd=REPO,
             env=env,
             stdout=self.log_path.open("w"),
@@ -67,7 +67,7 @@ class Service:
         """Ready in every worker: /metrics counts one loaded model per worker."""
         if not wait_for_http(self.url + "/health", timeout, self.process):
             return False
-        workers = int(self.env.get("GUNICORN_WORKERS", "2"))
+        workers = int(self.env.get("SERVICE_WORKERS", "2"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
             text = requests.get(self.url + "/metrics", timeout=5).text
@@ -126,10 +126,24 @@ def service_env(store_env: dict[str, str], root: Path, **extra: str) -> dict[str
         "DATABASE_URL": f"sqlite:///{root / 'service.db'}",
         "API_KEYS": API_KEY,
         "ADMIN_TOKEN": ADMIN_TOKEN,
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_THREADS": "4",
+        "SERVICE_WORKERS": "2",
+        "SERVICE_THREADS": "4",
         "RELOAD_INTERVAL_SECONDS": "1",
         "GRACEFUL_TIMEOUT": "20",
         "LOG_FLUSH_SECONDS": "0.1",
         **extra,
     }
+
+
+def raw_request(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no HTTP client to fix them up) and read until the server closes:
+    (status code, headers lower-cased, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status.split()[1]), headers, body

@@ -1,6 +1,7 @@
-"""The model service under a real gunicorn (2 workers): what needs processes.
+"""The model service under its real server (granian, 2 workers): what needs processes.
 
-A prediction and its feedback across workers, a bad configuration refused at boot (exit code 2),
+A prediction and its feedback across workers, what the server answers itself to a request it cannot
+parse, a bad configuration refused at boot (exit code 2),
 schemathesis against the served spec, hot reload across workers under load. The HTTP contract itself
 (auth, every 4xx, response shapes) is tested in process: tests/unit/test_service_http.py.
 
@@ -12,7 +13,6 @@ of the session's MLflow store, so no other test sees it).
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from model_service.server import MAX_HEADER_BYTES
 from scripts.local_servers import wait_until
 from tests.conftest import REPO
 from tests.integration.service_process import (
@@ -31,6 +32,7 @@ from tests.integration.service_process import (
     RECORD,
     Service,
     private_store,
+    raw_request,
     service_env,
 )
 
@@ -57,32 +59,42 @@ def _db_rows(svc: Service, sql: str, *args) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-# --------------------------------------------------------------------------- gunicorn's own errors
-def _raw(service: Service, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin1").split("\r\n")
-    return status, {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
-
-
+# --------------------------------------------------------------------------- the server's own answers
 @pytest.mark.parametrize(
     ("request_bytes", "code"),
     [
-        (b"GET /health?" + b"x" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        (b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", 400),
+        (
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: "
+            + b"y" * (2 * MAX_HEADER_BYTES + 1000)
+            + b"\r\n\r\n",
+            431,
+        ),
+        (
+            b"GET /health HTTP/1.1\r\nHost: a\r\n"
+            + b"".join(b"X-%d: a\r\n" % i for i in range(120))
+            + b"\r\n",
+            431,
+        ),
     ],
-    ids=["request-line-too-long", "header-too-large"],
+    ids=["not-http", "malformed-header", "headers-over-128KB", "over-100-headers"],
 )
-def test_errors_gunicorn_answers_itself_are_json(service: Service, request_bytes, code):
-    status, headers, body = _raw(service, request_bytes)
-    assert status.split()[1] == str(code), status
-    assert headers["content-type"] == "application/json" and headers["x-content-type-options"] == "nosniff"
-    answer = json.loads(body)
-    assert answer["code"] == code and answer["message"]
+def test_requests_the_server_cannot_parse_are_refused_before_the_app(service: Service, request_bytes, code):
+    """granian answers these itself, with an empty body and the connection closed (documented in
+    docs/api.md; in the stack nginx answers them first, as JSON); the service stays up."""
+    status, headers, body = raw_request(service.port, request_bytes)
+    assert status == code
+    assert headers["connection"] == "close" and body == b""
+    assert requests.get(service.url + "/health", timeout=10).status_code == 200
+
+
+def test_a_long_request_line_within_the_header_limit_reaches_the_app(service: Service):
+    status, headers, body = raw_request(
+        service.port, b"GET /health/" + b"x" * 20_000 + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 404
+    assert headers["content-type"] == "application/json" and json.loads(body)["code"] == 404
 
 
 # --------------------------------------------------------------------------- round trip
@@ -150,9 +162,8 @@ def test_refuses_to_start_with_a_bad_configuration(tmp_path: Path, store_env, ch
     env = {**service_env(store_env, tmp_path), **change}
     import os
 
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
     out = subprocess.run(
-        [gunicorn, "-c", "model_service/gunicorn_conf.py", "model_service.app:create_app()"],
+        [sys.executable, "-m", "model_service.server"],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,

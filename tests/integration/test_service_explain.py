@@ -1,4 +1,4 @@
-"""POST /v1/explain under a real gunicorn (2 workers): the explained-records metric adds up across workers.
+"""POST /v1/explain under its real server (granian, 2 workers): the explained-records metric adds up across workers.
 
 The endpoint's contract (auth, validation, shapes) is tested in process on a small model
 (tests/unit/test_service_http.py) and with the trained champion (tests/unit/test_service_explain.py).

@@ -3,7 +3,9 @@
 Twelve connections (the attack of issue 11) each send a request line and then one header byte at a
 time, never finishing their headers; while they hang, `GET /health` and a prediction still answer.
 No timing threshold: only a generous client timeout, which a starved worker would exceed (it queues
-new requests behind the slow ones for as long as they keep sending).
+new requests behind the slow ones for as long as they keep sending). Then the server sheds them: a
+client still sending its headers after HEADER_READ_TIMEOUT_MS is disconnected (long before its headers
+would be complete).
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import threading
 import pytest
 import requests
 
+from model_service.server import HEADER_READ_TIMEOUT_MS
 from tests.integration.service_process import API_KEY, RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SLOW_CLIENTS = 12
 HOLD_SECONDS = 40  # each slow client keeps sending for this long (longer than the checks below take)
+assert HOLD_SECONDS > 2 * HEADER_READ_TIMEOUT_MS / 1000  # so that being shed is the server's doing
 
 
 @pytest.fixture(scope="module")
 def service(trained_champion, tmp_path_factory):
     root = tmp_path_factory.mktemp("svc-slow")
     env = service_env(private_store(trained_champion.env, root / "store"), root)
-    env.pop("GUNICORN_THREADS")  # the default of `make serve`
+    env.pop("SERVICE_THREADS")  # the default of `make serve`
     svc = Service(root, env)
     svc.start()
     yield svc
@@ -40,20 +44,39 @@ class SlowClients:
         self.port, self.n, self.interval = port, n, interval
         self.stop = threading.Event()
         self.connected = threading.Semaphore(0)
+        self.shed = 0  # connections the server closed while they were still sending
+        self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
 
     def _run(self) -> None:
+        connected = False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                connected = True
                 self.connected.release()
                 header = b"X-Slow: " + b"a" * HOLD_SECONDS
                 for byte in header:
                     if self.stop.wait(self.interval):
                         return
                     sock.sendall(bytes([byte]))
+                    sock.settimeout(0.001)
+                    try:
+                        sock.recv(1024)  # an answer (408) or b"" (closed): the server let go of it
+                    except TimeoutError:
+                        sock.settimeout(5)  # still open: keep sending
+                        continue
+                    self._count_shed()
+                    return
         except OSError:
-            self.connected.release()  # the server shed the connection: fine, it is not starving anyone
+            if connected:
+                self._count_shed()  # reset by the server
+            else:
+                self.connected.release()  # never connected: not shed, and the test's count says so
+
+    def _count_shed(self) -> None:
+        with self.lock:
+            self.shed += 1
 
     def __enter__(self) -> SlowClients:
         for t in self.threads:
@@ -82,3 +105,6 @@ def test_health_and_predict_answer_while_slow_clients_hang(service: Service):
         )
         assert resp.status_code == 200, resp.text
         assert any(t.is_alive() for t in slow.threads), "the slow clients must still be hanging"
+        for t in slow.threads:  # still inside HOLD_SECONDS: only the server can end them now
+            t.join(HOLD_SECONDS)
+        assert slow.shed == SLOW_CLIENTS, f"{slow.shed} of {SLOW_CLIENTS} slow clients shed by the server"

@@ -1,7 +1,7 @@
-"""A 200 means stored: a gunicorn worker SIGKILLed under concurrent load loses no answered record.
+"""A 200 means stored: a server worker SIGKILLed under concurrent load loses no answered record.
 
-Four clients post predictions; one worker is killed with SIGKILL (as the OOM killer or gunicorn's
-timeout would); gunicorn starts another; the killed worker's spool segment is replayed. Every answered
+Four clients post predictions; one worker is killed with SIGKILL (as the OOM killer would); the
+server (granian) starts another; the killed worker's spool segment is replayed. Every answered
 request is then in the database with all its records, exactly once. On SQLite, and on PostgreSQL with
 an outage and the kill together.
 """

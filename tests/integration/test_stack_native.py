@@ -1,6 +1,6 @@
 """The stack's services natively (`make stack-native`: Procfile under honcho), end to end.
 
-Brings the whole stack up on free loopback ports (PostgreSQL, moto S3, MLflow server, gunicorn service,
+Brings the whole stack up on free loopback ports (PostgreSQL, moto S3, MLflow server, the service (granian),
 monitor loop, Prometheus, Alertmanager), trains and gates a model into it, serves and predicts held-out
 records, sends feedback and drifted traffic, and checks that the monitor sees it, that Prometheus scrapes
 the service and the monitor, that the DataDrift alert travels Prometheus -> Alertmanager -> monitor
@@ -64,7 +64,7 @@ def _loaded_workers(service_url: str) -> float:
 
 def _wait_model_version(url: str, key: str, version: str, timeout: float, log: Path) -> dict:
     """GET /v1/model answers `version` 4 times in a row (fresh connections, so both workers as a rule);
-    a worker the gauge counted can still be restarted by gunicorn on a loaded machine, so one answer is
+    a worker the gauge counted can still be restarted by the server on a loaded machine, so one answer is
     not taken on trust. On timeout: the last status and body, and the stack log."""
     deadline, streak, last = time.monotonic() + timeout, 0, None
     while time.monotonic() < deadline:
@@ -140,7 +140,7 @@ def stack():
         "QUALITY_MIN_LABELLED": "50",
         "RELOAD_INTERVAL_SECONDS": "2",
         "RETRAIN_TRIGGER": "log",
-        "GUNICORN_WORKERS": "2",
+        "SERVICE_WORKERS": "2",
         **FAST_TRAINING,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -271,7 +271,7 @@ def test_native_stack_end_to_end(stack) -> None:
     # the service picks the champion up by itself, in every worker: each polls the registry on its own,
     # so one ready answer says only that the worker that answered has loaded it; the multiprocess gauge
     # model_service_model_loaded sums the live workers that have
-    workers = int(settings.get("GUNICORN_WORKERS") or stack["env"].get("GUNICORN_WORKERS") or 2)
+    workers = int(settings.get("SERVICE_WORKERS") or stack["env"].get("SERVICE_WORKERS") or 2)
     _wait(
         f"all {workers} service workers serving a model (model_service_model_loaded)",
         lambda: _loaded_workers(settings["SERVICE_URL"]) >= workers,

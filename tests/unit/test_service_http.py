@@ -3,7 +3,7 @@
 Auth, every 4xx and 5xx answer (status, message, headers), the response shapes and the OpenAPI
 document, against an app without a model and one serving a small logistic regression fitted here on
 the real feature schema (config/telco_churn.yaml). One parametrized case per bad input, so each fails
-on its own. What needs real processes (reload across gunicorn workers, signals, the spool across
+on its own. What needs real processes (reload across the server's workers, signals, the spool across
 restarts, multiprocess metrics) stays in tests/integration.
 """
 

@@ -46,12 +46,12 @@ def test_every_bad_variable_is_named_in_one_line(cls, monkeypatch: pytest.Monkey
 
 def test_several_bad_variables_are_reported_together(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PORT", "eighty")
-    monkeypatch.setenv("GUNICORN_WORKERS", "0")
+    monkeypatch.setenv("SERVICE_WORKERS", "0")
     monkeypatch.setenv("AUTH_ENABLED", "maybe")
     with pytest.raises(SettingsError) as caught:
         ServiceSettings.from_env()
     message = str(caught.value)
-    for variable in ("PORT='eighty'", "GUNICORN_WORKERS='0'", "AUTH_ENABLED='maybe'"):
+    for variable in ("PORT='eighty'", "SERVICE_WORKERS='0'", "AUTH_ENABLED='maybe'"):
         assert variable in message
 
 

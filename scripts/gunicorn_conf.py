@@ -1,4 +1,6 @@
-"""gunicorn configuration: `gunicorn -c model_service/gunicorn_conf.py "model_service.app:create_app()"`.
+"""The service under gunicorn, for `make bench-serve`'s comparison only: `gunicorn -c scripts/gunicorn_conf.py
+"model_service.app:create_app()"`. The service runs under granian (`model_service/server.py`); this keeps
+what gunicorn served with before that choice, so the two are compared like for like.
 
 Every value comes from `model_service.settings` (environment variables). What this file adds:
 
@@ -58,11 +60,11 @@ bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.workers
 worker_class = "gthread"
 threads = _settings.threads
-timeout = _settings.timeout
+timeout = 60  # silent worker limit, seconds (also covers model loading at boot)
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5
 backlog = 2048
-accesslog = _settings.access_log  # e.g. "-" for stdout; off by default (throughput)
+accesslog = "-" if _settings.access_log else None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "model-service"

@@ -1,0 +1,125 @@
+"""The model service's HTTP server: `python -m model_service.server` (`make serve`, the image, the stacks).
+
+granian (a Rust HTTP server) runs the Flask app through its WSGI interface: SERVICE_WORKERS worker
+processes, each with SERVICE_THREADS blocking threads that run the app. It was chosen over gunicorn by
+measurement (docs/benchmarks.md, "Serving": single records 11.8x `mlflow models serve` against
+gunicorn's 9.4x on the same machine, same app, same durability). What this module adds to granian:
+
+- refuses to start with a one-line error (exit 2) when the settings are inconsistent, e.g. auth on
+  without API_KEYS, before any worker starts;
+- Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set before prometheus_client is imported
+  (a fresh temporary folder unless configured) and emptied at start; the live gauges of a dead worker
+  are removed when its replacement starts (granian has no child-exit hook in the main process);
+- graceful shutdown: on SIGTERM granian stops accepting and drains the requests in flight (within
+  GRACEFUL_TIMEOUT), then each worker flushes its prediction log (`shutdown_all`, run by the worker
+  process once the server has returned: granian's workers are multiprocessing children, which skip
+  atexit handlers);
+- hot reload: each worker calls the app factory itself, which starts its reload and log-writer threads;
+- a killed worker (SIGKILL, the OOM killer) is replaced (`respawn_failed_workers`) and its spool
+  segment replayed, so no answered record is lost.
+
+Requests are read by the Rust runtime without a Python thread, so slow clients hold no app thread
+until their request is complete; a client that takes longer than 10 s to send its headers is
+disconnected. Two things granian does differently from gunicorn (docs/api.md, "Errors"): a request it
+cannot parse (a malformed request line or header, more than 100 headers, over 112 KB of headers) gets its
+own 400/431 with an empty body, before the app; and there is no silent-worker timeout that kills a
+worker whose requests hang.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+from model_service.settings import ServiceSettings, SettingsError
+
+HEADER_READ_TIMEOUT_MS = 10_000  # a client has 10 s to send its request line and headers
+# request line + headers: granian's read buffer (hyper's max_buf_size). Measured with 64 KB: requests
+# are refused (431) from 112 KB of head on; below that they reach the app.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _mark_dead_workers(metrics_dir: str) -> None:
+    """Drop the live gauges of worker processes that no longer exist (what gunicorn's child_exit did)."""
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for name in os.listdir(metrics_dir):
+        stem = name.removesuffix(".db")
+        if name.startswith("gauge_live") and stem.rsplit("_", 1)[-1].isdigit():
+            pids.add(int(stem.rsplit("_", 1)[-1]))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, metrics_dir)
+        except PermissionError:
+            pass
+
+
+def _worker(*args, **kwargs):
+    """granian's WSGI worker, with the prediction log flushed once it has drained its requests."""
+    from granian.server.mp import MPServer
+
+    _mark_dead_workers(ServiceSettings.from_env().prometheus_multiproc_dir)  # main() exported it
+    try:
+        MPServer._spawn_wsgi_worker(*args, **kwargs)
+    finally:
+        from model_service.app import shutdown_all
+
+        shutdown_all()
+
+
+def main() -> int:
+    try:
+        settings = ServiceSettings.from_env().check()
+    except SettingsError as exc:
+        print(f"model_service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    own_dir = settings.prometheus_multiproc_dir is None
+    metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="model-service-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # values of an earlier run would be summed in
+    os.makedirs(metrics_dir)
+
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    server = Granian(
+        "model_service.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.WSGI,
+        workers=settings.workers,
+        blocking_threads=settings.threads,
+        backlog=2048,
+        http="1",
+        websockets=False,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEADER_READ_TIMEOUT_MS, keep_alive=True, max_buffer_size=MAX_HEADER_BYTES
+        ),
+        log_level=LogLevels(settings.log_level.lower()),
+        log_access=settings.access_log,
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
+        workers_kill_timeout=settings.graceful_timeout,
+    )
+    print(
+        f"model service: metrics in {metrics_dir}, {settings.workers} workers x {settings.threads} threads",
+        file=sys.stderr,
+    )
+    try:
+        server.serve(spawn_target=_worker)
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
