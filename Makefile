@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift bench-shadow serve clean clean-state \
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
         score install-spark bench-score
 
 help: ## list the targets
@@ -112,7 +112,7 @@ score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SC
 score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
 	$(PY) -m scoring
 
-bench: bench-train bench-serve bench-drift bench-score ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-slow-clients bench-drift bench-score ## every benchmark; tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
 	$(PY) -m scripts.bench_score
@@ -125,6 +125,9 @@ bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs
 
 bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)
 	$(PY) -m scripts.bench_drift
+
+bench-slow-clients: $(STAMP) ## /health under 12 slow-header connections, granian vs gunicorn -> docs/benchmarks.md (Slow clients; needs a champion)
+	$(PY) -m scripts.bench_slow_clients
 
 bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%, 100% -> docs/benchmarks.md (Shadow scoring)
 	$(PY) -m scripts.bench_shadow

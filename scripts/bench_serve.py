@@ -187,10 +187,12 @@ ran under gunicorn (gthread, the server until then) and under granian (`model_se
 granian's WSGI interface, SERVICE_WORKERS workers x SERVICE_THREADS blocking threads, the prediction
 log flushed by each worker after granian has drained it on SIGTERM, the multiprocess metrics folder
 emptied at start and a dead worker's live gauges dropped when its replacement starts, the reload thread
-started by the app factory in each worker). granian met the 10x single-record floor in every quiet run
-(11.8x and 12.0x with `write`), gunicorn did not (8.8x to 9.5x): its Python main loop, HTTP parsing
-and thread hand-off cost about 0.3 ms a request, which granian does in Rust (its /health ceiling is
-about twice gunicorn's). It keeps the three: the integration tests of worker SIGKILL (no answered
+started by the app factory in each worker). With `write` (the default), granian met the 10x single-record
+floor in every run since the single-record pass (11.8x, 12.0x, 13.7x), gunicorn in one of four (8.8x,
+9.4x, 9.5x, 10.3x), and granian's 1,000-record batches stayed above 100k records/s where gunicorn's
+did not always (88k in the 2026-12-02 run):
+gunicorn's Python main loop, HTTP parsing and thread hand-off cost about 0.3 ms a request, which
+granian does in Rust (its /health ceiling is about twice gunicorn's). It keeps the three: the integration tests of worker SIGKILL (no answered
 record lost, SQLite and PostgreSQL, fsync and write), reload under load and reload failure, metrics
 summed across workers, slow clients, the graceful flush, and the Compose stack test's replica kill and
 redeploys run against it, and the durability check above holds. What it gives up against gunicorn:

@@ -23,7 +23,8 @@
    Prometheus.
 Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
 
-Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave a failed stack up for a look), SERVICE_REPLICAS (2).
+Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave a failed stack up for a look), SERVICE_REPLICAS (2),
+STACK_TEST_BUILD_CACHE_GB (12: the Docker build cache is pruned to this size at the end).
 """
 
 from __future__ import annotations
@@ -845,6 +846,24 @@ def guard_phase(stack: Stack, good: str) -> None:
     note(f"guard: ModelVersionBlockedByGuard firing; monitor_guard_rollbacks_total by figure: {breached}")
 
 
+def remove_run_images(env: dict[str, str]) -> None:
+    """Each run tags its images under its own throwaway registry address (localhost:<port>/churnops-*):
+    remove them, the untagged layers left by rebuilds, and the build cache beyond
+    STACK_TEST_BUILD_CACHE_GB (the most recent layers stay, so the next run builds warm). Without this
+    every run left about 3.6 GB behind and the disk filled up after a dozen runs."""
+    listed = sh(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture=True, check=False)
+    ours = [ref for ref in listed.stdout.split() if ref.startswith(f"{env['REGISTRY']}/churnops-")]
+    if ours:
+        sh(["docker", "rmi", "-f", *ours], capture=True, check=False)
+    sh(["docker", "image", "prune", "-f"], capture=True, check=False)
+    keep = os.environ.get("STACK_TEST_BUILD_CACHE_GB", "12")
+    pruned = sh(
+        ["docker", "builder", "prune", "-f", "--keep-storage", f"{keep}GB"], capture=True, check=False
+    )
+    freed = (pruned.stdout.strip().splitlines() or ["-"])[-1]
+    note(f"images: removed this run's {len(ours)} tags; build cache kept to {keep} GB ({freed})")
+
+
 def main() -> int:
     ensure_engine()
     env = write_env()
@@ -867,6 +886,7 @@ def main() -> int:
                 "--profile", "jobs", "down", "-v", "--remove-orphans", check=False, capture=True, timeout=300
             )
             note("stack: docker compose down -v")
+            remove_run_images(env)
         RESULTS.update(ok=ok, wall_seconds=round(time.monotonic() - T0))
         for name in ("results.json", f"results-{RESULTS.get('start_state', 'unknown')}.json"):
             (STATE / name).write_text(json.dumps(RESULTS, indent=2) + "\n")
