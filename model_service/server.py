@@ -14,9 +14,13 @@ gunicorn's 9.4x on the same machine, same app, same durability). What this modul
   GRACEFUL_TIMEOUT), then each worker flushes its prediction log (`shutdown_all`, run by the worker
   process once the server has returned: granian's workers are multiprocessing children, which skip
   atexit handlers);
-- hot reload: each worker calls the app factory itself, which starts its reload and log-writer threads;
+- hot reload: each worker calls the app factory itself (`worker_app`), which starts its reload and
+  log-writer threads; a SIGTERM that reaches a worker while it is still loading ends it at once (it has
+  accepted nothing yet) instead of being caught by the handler it inherited from the main process;
 - a killed worker (SIGKILL, the OOM killer) is replaced (`respawn_failed_workers`) and its spool
-  segment replayed, so no answered record is lost.
+  segment replayed, so no answered record is lost. A replacement that dies again within 5.5 s of its
+  start makes granian stop the whole server (exit 1): a supervisor restarts it (Compose's restart
+  policy, systemd), as it would any crashed process.
 
 Requests are read by the Rust runtime without a Python thread, so slow clients hold no app thread
 until their request is complete; a client that takes longer than 10 s to send its headers is
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -59,6 +64,26 @@ def _mark_dead_workers(metrics_dir: str) -> None:
             pass
 
 
+def worker_app():
+    """The app factory granian calls in each worker process, before the worker installs its own signal
+    handlers (it loads the champion: up to a few seconds)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from model_service.app import create_app
+
+    return create_app()
+
+
+def _empty(folder: str) -> None:
+    """Empty the metrics folder in place (it may be a mount point: a volume, a tmpfs)."""
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+
+
 def _worker(*args, **kwargs):
     """granian's WSGI worker, with the prediction log flushed once it has drained its requests."""
     from granian.server.mp import MPServer
@@ -81,8 +106,7 @@ def main() -> int:
     own_dir = settings.prometheus_multiproc_dir is None
     metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="model-service-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # values of an earlier run would be summed in
-    os.makedirs(metrics_dir)
+    _empty(metrics_dir)  # values of an earlier run would be summed in
 
     from granian import Granian
     from granian.constants import Interfaces
@@ -90,7 +114,7 @@ def main() -> int:
     from granian.log import LogLevels
 
     server = Granian(
-        "model_service.app:create_app",
+        "model_service.server:worker_app",
         factory=True,
         address=settings.host,
         port=settings.port,

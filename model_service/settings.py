@@ -8,6 +8,7 @@ store on the first run, does not make this check.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -125,6 +126,13 @@ class ServiceSettings(Settings):
             raise SettingsError("every key in API_KEYS must be at least 16 characters long")
         if self.auth_enabled and self.admin_token is not None and len(self.admin_token) < 16:
             raise SettingsError("ADMIN_TOKEN must be at least 16 characters long")
+        renamed = [f"{old} (now {new})" for old, new in RENAMED.items() if old in os.environ]
+        if renamed:
+            raise SettingsError(
+                "the service runs under granian since 2026-12 and these gunicorn settings are gone: "
+                + ", ".join(renamed)
+                + "; rename or remove them"
+            )
         registry_file = sqlite_file(self.tracking_uri or "")
         if registry_file is not None and not registry_file.is_file():
             # MLflow would create an empty store there: a mistyped path must not look like "no model yet"
@@ -133,6 +141,15 @@ class ServiceSettings(Settings):
                 "serves an existing registry (run `make train` first, or fix the path)"
             )
         return self
+
+
+# settings of the gunicorn era: refused by name, so that an old .env does not silently lose its values
+RENAMED = {
+    "GUNICORN_WORKERS": "SERVICE_WORKERS",
+    "GUNICORN_THREADS": "SERVICE_THREADS",
+    "GUNICORN_ACCESS_LOG": "ACCESS_LOG=true",
+    "GUNICORN_TIMEOUT": "no equivalent: granian has no silent-worker timeout",
+}
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -192,7 +192,7 @@ floor in every run since the single-record pass (11.8x, 12.0x, 13.7x), gunicorn 
 9.4x, 9.5x, 10.3x), and granian's 1,000-record batches stayed above 100k records/s where gunicorn's
 did not always (88k in the 2026-12-02 run):
 gunicorn's Python main loop, HTTP parsing and thread hand-off cost about 0.3 ms a request, which
-granian does in Rust (its /health ceiling is about twice gunicorn's). It keeps the three: the integration tests of worker SIGKILL (no answered
+granian does in Rust (its /health ceiling is about twice gunicorn's). It keeps the graceful flush, the multiprocess metrics and the reload: the integration tests of worker SIGKILL (no answered
 record lost, SQLite and PostgreSQL, fsync and write), reload under load and reload failure, metrics
 summed across workers, slow clients, the graceful flush, and the Compose stack test's replica kill and
 redeploys run against it, and the durability check above holds. What it gives up against gunicorn:

@@ -61,9 +61,9 @@ def init_metrics(app: Flask, multiprocess: bool) -> None:
     multiprocess exporter when PROMETHEUS_MULTIPROC_DIR is set (model_service/server.py exports it), else this
     process's registry."""
     if multiprocess:
-        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+        from prometheus_flask_exporter.multiprocess import MultiprocessInternalPrometheusMetrics
 
-        exporter = GunicornInternalPrometheusMetrics(app, group_by=endpoint, buckets=BUCKETS)
+        exporter = MultiprocessInternalPrometheusMetrics(app, group_by=endpoint, buckets=BUCKETS)
     else:
         from prometheus_flask_exporter import PrometheusMetrics
 

@@ -10,9 +10,11 @@ test (`make stack-test`) runs it unchanged in the stack.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,12 +71,13 @@ def service(trained_champion, tmp_path_factory):
     svc.cleanup()
 
 
-@pytest.fixture(scope="module")
-def lb(service: Service, tmp_path_factory):
+@contextlib.contextmanager
+def running_nginx(upstream_port: int, root: Path) -> Iterator[tuple[str, int]]:
+    """Debian's nginx on the shipped config, in front of 127.0.0.1:upstream_port: (url, port)."""
     nginx = _nginx()
-    root = tmp_path_factory.mktemp("lb")
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    conf = render(service.port, port, root)
+    conf = render(upstream_port, port, root)
     checked = subprocess.run(
         [nginx, "-t", "-c", str(conf), "-e", str(root / "error.log")], capture_output=True, text=True
     )
@@ -91,6 +94,12 @@ def lb(service: Service, tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def lb(service: Service, tmp_path_factory):
+    with running_nginx(service.port, tmp_path_factory.mktemp("lb")) as running:
+        yield running
 
 
 def _up(url: str) -> bool:
@@ -149,10 +158,10 @@ def test_the_service_answers_pass_through(lb, service: Service):
     assert refused.status_code == 403 and refused.json()["code"] == 403  # a key that is not known
 
 
-def test_no_replica_answering_is_a_json_503(lb, service: Service):
-    service.stop()
-    status, headers, body = raw_request(
-        lb[1], b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-    )
+def test_no_replica_answering_is_a_json_503(tmp_path: Path):
+    with running_nginx(free_port(), tmp_path / "lb") as (_, port):  # nothing listens on that port
+        status, headers, body = raw_request(
+            port, b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
     assert status == 503 and headers["content-type"] == "application/json"
     assert json.loads(body)["code"] == 503

@@ -89,6 +89,12 @@ def test_requests_the_server_cannot_parse_are_refused_before_the_app(service: Se
     assert requests.get(service.url + "/health", timeout=10).status_code == 200
 
 
+def test_headers_up_to_100_KB_reach_the_app(service: Service):
+    big = b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Big: " + b"y" * 100_000 + b"\r\n\r\n"
+    status, headers, body = raw_request(service.port, big)
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
 def test_a_long_request_line_within_the_header_limit_reaches_the_app(service: Service):
     status, headers, body = raw_request(
         service.port, b"GET /health/" + b"x" * 20_000 + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"

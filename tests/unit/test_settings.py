@@ -176,3 +176,19 @@ def test_the_service_refuses_a_registry_file_that_does_not_exist(tmp_path: Path,
         assert settings.check() is settings
     # training is not refused: its first run creates the store
     TrainingSettings.from_env(tracking_uri=uri.format(tmp=tmp_path))
+
+
+@pytest.mark.parametrize(
+    "old", ["GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_ACCESS_LOG", "GUNICORN_TIMEOUT"]
+)
+def test_the_service_refuses_the_settings_of_the_gunicorn_era_by_name(tmp_path: Path, monkeypatch, old):
+    """An old .env must not silently lose its values (the settings ignore unknown variables)."""
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    settings = ServiceSettings.from_env(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", api_keys=("k" * 16,))
+    assert settings.check() is settings
+    monkeypatch.setenv(old, "4")
+    with pytest.raises(SettingsError) as caught:
+        settings.check()
+    message = str(caught.value)
+    assert old in message and "\n" not in message
+    assert ("SERVICE_" in message) == (old in ("GUNICORN_WORKERS", "GUNICORN_THREADS"))
