@@ -164,7 +164,7 @@ STACK_ENV_FILE ?= .env
 COMPOSE        ?= docker compose
 COMPOSE_FILES  ?= compose/docker-compose.yml
 STACK          := $(COMPOSE) --env-file $(STACK_ENV_FILE) $(addprefix -f ,$(COMPOSE_FILES))
-IMAGES         := service monitor training
+IMAGES         := service monitor training s3
 LOAD_TEST_DIR  ?= var/reports/load-test
 comma          := ,
 export REGISTRY IMAGE_TAG
@@ -182,13 +182,14 @@ DOCKER_BUILD     ?= $(shell if docker buildx version >/dev/null 2>&1; then echo 
                       else echo docker build; fi)
 IMAGE_BUILD_ARGS ?=
 PIP_SECRETS_DIR  ?=
-images: ## build the images, tagged with the git commit (and latest); training = its `training` target (not the agent)
+images: ## build the images (service, monitor, training, s3: Ceph RGW), tagged with the git commit; Debian package lists -> var/images
 	@for image in $(IMAGES); do \
 	  echo "building $(REGISTRY)/churnops-$$image:$(IMAGE_TAG)"; \
 	  target=; if [ $$image = training ]; then target="--target training"; fi; \
 	  DOCKER_BUILDKIT=1 $(DOCKER_BUILD) -q -f docker/$$image.Dockerfile $$target --build-arg GIT_COMMIT=$(IMAGE_TAG) $(IMAGE_BUILD_ARGS) \
 	    $(if $(PIP_SECRETS_DIR),--secret id=pipconf$(comma)src=$(PIP_SECRETS_DIR)/pip.conf --secret id=cacert$(comma)src=$(PIP_SECRETS_DIR)/ca.crt) \
 	    -t $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) -t $(REGISTRY)/churnops-$$image:latest . || exit 1; \
+	  docker/package-list.sh $(REGISTRY)/churnops-$$image:$(IMAGE_TAG) $$image || exit 1; \
 	done
 
 images-offline: ## the same images without a registry: bases from debootstrap + Debian + PyPI (docs/deploy.md)

@@ -49,6 +49,7 @@ JENKINSFILES = [
     REPO / "jenkins" / "retrain.Jenkinsfile",
     REPO / "jenkins" / "scheduled.Jenkinsfile",
     REPO / "jenkins" / "batch-score.Jenkinsfile",
+    REPO / "jenkins" / "images-weekly.Jenkinsfile",
 ]
 DASHBOARDS = REPO / "grafana" / "dashboards"
 PROVISIONING = REPO / "grafana" / "provisioning"
@@ -188,7 +189,7 @@ def compose_model() -> dict:
 def check_compose_model() -> list[str]:
     """Health checks, depends_on conditions and named volumes, as the issue asks."""
     model, problems = compose_model(), []
-    one_shot = {"minio-init", "trainer", "jenkins-jobs"}
+    one_shot = {"s3-init", "trainer", "jenkins-jobs"}
     for name, svc in model["services"].items():
         image_has_check = name in {
             "model-service",
@@ -206,8 +207,8 @@ def check_compose_model() -> list[str]:
                 problems.append(f"{name} uses an undeclared volume {vol.get('source')}")
     for required in (
         "postgres",
-        "minio",
-        "minio-init",
+        "s3",
+        "s3-init",
         "mlflow",
         "model-service",
         "lb",
@@ -227,7 +228,9 @@ def check_compose_model() -> list[str]:
     if mlflow.get("environment", {}).get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") != "false":
         problems.append("mlflow server: MLFLOW_SERVER_ENABLE_JOB_EXECUTION must be false")
     if "--artifacts-destination=s3://" not in command:
-        problems.append("mlflow server: artifacts must be proxied to MinIO (--artifacts-destination s3://)")
+        problems.append(
+            "mlflow server: artifacts must be proxied to the S3 server (--artifacts-destination s3://)"
+        )
     for name in ("model-service", "monitor", "trainer"):
         url = model["services"].get(name, {}).get("environment", {}).get("DATABASE_URL", "")
         if name != "trainer" and not url.startswith("postgresql+psycopg2://"):
@@ -247,16 +250,189 @@ def check_hadolint() -> list[str]:
     problems = [f"hadolint: {out}"] if rc != 0 else []
     for path in DOCKERFILES:
         text = path.read_text()
-        if path.parent.name == "docker":
-            if text.count("\nFROM ") + text.startswith("FROM ") < 2:
-                problems.append(f"{path.name}: not multi-stage")
-            if not re.search(r"^USER (?!root|0\b)", text, re.M):
-                problems.append(f"{path.name}: does not switch to a non-root user")
+        python_image = path.parent.name == "docker" and "pip-install.sh" in text
+        if python_image and text.count("\nFROM ") + text.startswith("FROM ") < 2:
+            problems.append(f"{path.name}: not multi-stage")
+        if path.parent.name == "docker" and not re.search(r"^USER (?!root|0\b)", text, re.M):
+            problems.append(f"{path.name}: does not switch to a non-root user")
         if "HEALTHCHECK" not in text:
             problems.append(f"{path.name}: no HEALTHCHECK")
         if re.search(r"^FROM [^\s$]+:latest\b", text, re.M):
             problems.append(f"{path.name}: unpinned base image")
     return problems
+
+
+# Debian packages in the image recipes. Recipes name packages without versions (docker/apt-install.sh
+# installs bookworm's current one, security updates included, and records it); a pin that Debian's
+# archive has dropped would break every fresh build, so this check resolves every recipe against today's
+# index of the suites the images use, in seconds, and names the fix in one line.
+APT_SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
+APT_INDEX_DIR = Path(os.environ.get("APT_INDEX_DIR") or REPO / "var" / "apt-index")
+
+
+def _logical_lines(text: str) -> list[str]:
+    return re.sub(r"\\\n", " ", text).splitlines()
+
+
+def apt_requests(path: Path, text: str | None = None) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """(package, pinned version or None) of every `apt-install` in a recipe, ARG defaults substituted;
+    and the problems of a recipe that installs Debian packages around docker/apt-install.sh."""
+    text = path.read_text() if text is None else text
+    args = dict(re.findall(r"^ARG ([A-Za-z_][A-Za-z0-9_]*)=(\S+)", text, re.M))
+    wanted, problems = [], []
+    for line in _logical_lines(text):
+        if not line.lstrip().startswith("RUN"):
+            continue
+        for command in re.split(r"&&|;|\|\|", line):
+            words = command.split()
+            if words[:1] == ["RUN"]:
+                words = words[1:]
+            if words[:2] == ["apt-get", "install"]:
+                problems.append(
+                    f"{path.name}: `apt-get install` without docker/apt-install.sh (use apt-install PKG)"
+                )
+            if words[:1] != ["apt-install"]:
+                continue
+            for word in words[1:]:
+                if word.startswith("-"):
+                    continue
+                word = re.sub(
+                    r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), word
+                )
+                name, _, version = word.partition("=")
+                wanted.append((name, version or None))
+    return wanted, problems
+
+
+def apt_index_options() -> list[str]:
+    """apt options for a private index of the images' suites under APT_INDEX_DIR (the host's is untouched)."""
+    mirror = os.environ.get("DEBIAN_MIRROR") or "http://deb.debian.org/debian"
+    security = os.environ.get("DEBIAN_SECURITY_MIRROR") or mirror.rsplit("/debian", 1)[0] + "/debian-security"
+    lists = APT_INDEX_DIR / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    (APT_INDEX_DIR / "cache").mkdir(parents=True, exist_ok=True)
+    sources = APT_INDEX_DIR / "sources.list"
+    sources.write_text(
+        f"deb {mirror} bookworm main\ndeb {mirror} bookworm-updates main\ndeb {security} bookworm-security main\n"
+    )
+    return [
+        "-o",
+        f"Dir::State::Lists={lists}",
+        "-o",
+        f"Dir::Etc::SourceList={sources}",
+        "-o",
+        "Dir::Etc::SourceParts=/nonexistent",
+        "-o",
+        f"Dir::Cache={APT_INDEX_DIR / 'cache'}",
+        "-o",
+        "Dir::Cache::pkgcache=",
+        "-o",
+        "Dir::Cache::srcpkgcache=",
+        "-o",
+        "Debug::NoLocking=1",
+        "-o",
+        "APT::Sandbox::User=root" if os.geteuid() == 0 else "APT::Sandbox::User=",
+        "-o",
+        "Acquire::Languages=none",
+    ]
+
+
+def apt_versions(packages: list[str]) -> dict[str, list[str]]:
+    """Every version today's index of APT_SUITES has of each package ([] when it has none)."""
+    if not shutil.which("apt-get"):
+        raise ToolMissing("apt-get (a Debian host) to resolve the image recipes")
+    options = apt_index_options()
+    rc, out = run(["apt-get", *options, "-qq", "update"], timeout=300)
+    if rc != 0:
+        raise AssertionError(f"apt-get update of {', '.join(APT_SUITES)} failed: {out.splitlines()[-1:]}")
+    rc, out = run(["apt-cache", *options, "madison", *sorted(set(packages))], timeout=120)
+    versions: dict[str, list[str]] = {name: [] for name in packages}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and parts[0] in versions and "Packages" in parts[2]:
+            versions[parts[0]].append(parts[1])
+    return versions
+
+
+def apt_problems(
+    requests: dict[str, list[tuple[str, str | None]]], versions: dict[str, list[str]]
+) -> list[str]:
+    """One line per package a recipe names that today's index cannot give, naming the fix."""
+    problems = []
+    for recipe, wanted in requests.items():
+        for name, version in wanted:
+            have = versions.get(name, [])
+            if not have:
+                problems.append(
+                    f"{recipe}: Debian package {name} is not in {'/'.join(APT_SUITES)} today: fix its name"
+                )
+            elif version and version not in have:
+                problems.append(
+                    f"{recipe}: {name}={version} is gone from Debian's archive (today {have[0]}): "
+                    f"drop the pin, docker/apt-install.sh installs and records the current version"
+                )
+    return problems
+
+
+def check_apt_recipes() -> list[str]:
+    requests, problems = {}, []
+    for path in DOCKERFILES:
+        wanted, found = apt_requests(path)
+        problems += found
+        if wanted:
+            requests[str(path.relative_to(REPO))] = wanted
+    names = [name for wanted in requests.values() for name, _ in wanted]
+    return problems + apt_problems(requests, apt_versions(names))
+
+
+# Upstream images that are gone: a Compose file that names one fails at `up` on a fresh machine.
+GONE_IMAGES = {
+    "minio/minio": "MinIO publishes no community images since October 2025; Docker Hub refuses it since 2026-09-11",
+    "minio/mc": "MinIO publishes no community images since October 2025; Docker Hub refuses it since 2026-09-11",
+    "bitnami/": "Bitnami's free catalogue moved to bitnamilegacy/ (no updates) in 2025",
+}
+
+
+def gone_image_problems(images: dict[str, str]) -> list[str]:
+    """images: where -> image reference; one line per reference whose namespace is known to be gone."""
+    problems = []
+    for where, image in images.items():
+        ref = image.split("/", 1)[1] if image.startswith("docker.io/") else image
+        for gone, why in GONE_IMAGES.items():
+            if ref == gone or ref.startswith(gone if gone.endswith("/") else gone + ":"):
+                problems.append(
+                    f"{where}: image {image} is gone ({why}): build it here instead (docker/s3.Dockerfile)"
+                )
+    return problems
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (!reset, !override) read as plain values."""
+
+
+_ComposeLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: (
+        loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+        if isinstance(node, yaml.MappingNode)
+        else loader.construct_scalar(node)
+    ),
+)
+
+
+def check_upstream_images() -> list[str]:
+    images = {}
+    for path in [COMPOSE_FILE, *OVERRIDES]:
+        data = yaml.load(path.read_text(), Loader=_ComposeLoader) or {}
+        for name, svc in (data.get("services") or {}).items():
+            if isinstance(svc, dict) and isinstance(svc.get("image"), str):
+                images[f"{path.name} service {name}"] = svc["image"]
+    for path in DOCKERFILES:
+        for match in re.finditer(r"^(?:ARG \w+_IMAGE=|FROM )(\S+)", path.read_text(), re.M):
+            images[f"{path.name} {match.group(0).split()[0]}"] = match.group(1)
+    return gone_image_problems(images)
 
 
 # ------------------------------------------------------------------------------------------ prometheus
@@ -293,7 +469,13 @@ def check_jenkins_jobs() -> list[str]:
             return [f"jenkins-jobs test: {out}"]
         rendered = {p.name: p.read_text() for p in Path(tmp).iterdir()}
     problems = []
-    for job in ("churn-pipeline", "churn-retrain", "churn-retrain-scheduled", "churn-batch-score"):
+    for job in (
+        "churn-pipeline",
+        "churn-retrain",
+        "churn-retrain-scheduled",
+        "churn-batch-score",
+        "churn-images-weekly",
+    ):
         if job not in rendered:
             problems.append(f"job {job} not rendered")
     retrain = rendered.get("churn-retrain", "")
@@ -320,11 +502,14 @@ def check_jenkins_jobs() -> list[str]:
         ("churn-retrain", "jenkins/retrain.Jenkinsfile"),
         ("churn-retrain-scheduled", "jenkins/scheduled.Jenkinsfile"),
         ("churn-batch-score", "jenkins/batch-score.Jenkinsfile"),
+        ("churn-images-weekly", "jenkins/images-weekly.Jenkinsfile"),
     ):
         if f"<scriptPath>{script}</scriptPath>" not in rendered.get(job, ""):
             problems.append(f"{job} does not run {script}")
     if "<spec>H 3 * * *</spec>" not in rendered.get("churn-retrain-scheduled", ""):
         problems.append("churn-retrain-scheduled has no nightly timer")
+    if "<spec>H 4 * * 1</spec>" not in rendered.get("churn-images-weekly", ""):
+        problems.append("churn-images-weekly has no weekly timer")
     batch = rendered.get("churn-batch-score", "")
     if "<spec>H 2 * * *</spec>" not in batch:
         problems.append("churn-batch-score has no nightly timer")
@@ -503,6 +688,8 @@ CHECKS: dict[str, Callable[[], list[str]]] = {
     "compose": check_compose,
     "compose-model": check_compose_model,
     "hadolint": check_hadolint,
+    "apt-recipes": check_apt_recipes,
+    "upstream-images": check_upstream_images,
     "prometheus": check_prometheus,
     "jenkins-jobs": check_jenkins_jobs,
     "groovy": check_groovy_syntax,

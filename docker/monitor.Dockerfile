@@ -16,13 +16,13 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG GIT_COMMIT=unknown
-ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
 LABEL org.opencontainers.image.title="churnops-monitor" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN apt-get update \
- && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} \
- && rm -rf /var/lib/apt/lists/* \
+# Debian packages without versions (docker/apt-install.sh: bookworm and its security suite; what was
+# installed is recorded in /usr/share/churnops/packages.txt and printed by the build).
+COPY docker/apt-install.sh /usr/local/sbin/apt-install
+RUN apt-install libgomp1 \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

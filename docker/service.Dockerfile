@@ -18,14 +18,14 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.
 # ---- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 ARG GIT_COMMIT=unknown
-ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
 LABEL org.opencontainers.image.title="churnops-service" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # libgomp1: XGBoost's OpenMP runtime (the slim base does not ship it).
-RUN apt-get update \
- && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} \
- && rm -rf /var/lib/apt/lists/* \
+# Debian packages without versions (docker/apt-install.sh: bookworm and its security suite; what was
+# installed is recorded in /usr/share/churnops/packages.txt and printed by the build).
+COPY docker/apt-install.sh /usr/local/sbin/apt-install
+RUN apt-install libgomp1 \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
  && mkdir -p /var/spool/churnops && chown 10001:10001 /var/spool/churnops

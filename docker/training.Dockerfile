@@ -35,18 +35,16 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert sh pip-install.
 # ---- training: the pipeline's jobs
 FROM ${PYTHON_IMAGE} AS training
 ARG GIT_COMMIT=unknown
-# Debian bookworm versions (main, updates, security); bump together with the base image.
-ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
-ARG MAKE_VERSION=4.3-4.1
 LABEL org.opencontainers.image.title="churnops-training" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # No git here (it brings Perl): the commit comes from GIT_COMMIT (build argument, Makefile, MLflow tags).
 # /data: the training data volume (snapshots, reports) is created from this folder, so it belongs to
 # the app user; a volume over a missing folder would be root's and training would fail to write.
-RUN apt-get update \
- && apt-get install --yes --no-install-recommends libgomp1=${LIBGOMP_VERSION} make=${MAKE_VERSION} \
- && rm -rf /var/lib/apt/lists/* \
+# Debian packages without versions (docker/apt-install.sh: bookworm and its security suite; what was
+# installed is recorded in /usr/share/churnops/packages.txt and printed by the build).
+COPY docker/apt-install.sh /usr/local/sbin/apt-install
+RUN apt-install libgomp1 make \
  && groupadd --system --gid 10001 app \
  && useradd --create-home --uid 10001 --gid app --shell /bin/bash app \
  && mkdir -p /data/snapshots /data/reports && chown -R app:app /data \
@@ -72,23 +70,11 @@ CMD ["make", "train", "gate"]
 # ---- agent: every stage of the Jenkinsfile, Lint and Test included
 FROM ${PYTHON_IMAGE} AS agent
 ARG GIT_COMMIT=unknown
-ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
-ARG GIT_VERSION=1:2.39.5-0+deb12u3
-ARG MAKE_VERSION=4.3-4.1
-ARG POSTGRES_VERSION=15.20-0+deb12u1
-ARG PROMETHEUS_VERSION=2.42.0+ds-5+deb12u1
-ARG ALERTMANAGER_VERSION=0.25.0-1+b4
-ARG GROOVY_VERSION=2.4.21-8
 LABEL org.opencontainers.image.title="churnops-agent" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN apt-get update \
- && apt-get install --yes --no-install-recommends \
-      libgomp1=${LIBGOMP_VERSION} git=${GIT_VERSION} make=${MAKE_VERSION} \
-      postgresql-15=${POSTGRES_VERSION} postgresql-client-15=${POSTGRES_VERSION} \
-      prometheus=${PROMETHEUS_VERSION} prometheus-alertmanager=${ALERTMANAGER_VERSION} \
-      groovy=${GROOVY_VERSION} \
- && rm -rf /var/lib/apt/lists/* \
+COPY docker/apt-install.sh /usr/local/sbin/apt-install
+RUN apt-install libgomp1 git make postgresql-15 postgresql-client-15 prometheus prometheus-alertmanager groovy \
  && groupadd --system --gid 10001 app \
  && useradd --create-home --uid 10001 --gid app --shell /bin/bash app \
  && mkdir -p /data/snapshots /data/reports && chown -R app:app /data \

@@ -185,7 +185,6 @@ def write_env() -> dict[str, str]:
             "REGISTRY_PORT",
             "JENKINS_PORT",
             "GRAFANA_PORT",
-            "MINIO_CONSOLE_PORT",
         )
     }
     env = {
@@ -199,7 +198,8 @@ def write_env() -> dict[str, str]:
                 "MLFLOW_DB_PASSWORD",
                 "CHURN_DB_PASSWORD",
                 "GRAFANA_DB_PASSWORD",
-                "MINIO_ROOT_PASSWORD",
+                "S3_ACCESS_KEY",
+                "S3_SECRET_KEY",
                 "API_KEYS",
                 "ADMIN_TOKEN",
                 "JENKINS_API_TOKEN",
@@ -289,6 +289,15 @@ class Stack:
             capture=True,
             input=sql,
         ).stdout.strip()
+
+    def stored(self, request_ids: list[str]) -> tuple[int, int]:
+        """Prediction records in PostgreSQL for these requests: (all, distinct by request and record)."""
+        quoted = ",".join(f"'{i}'" for i in request_ids) or "''"
+        out = self.psql(
+            f"SELECT count(*), count(DISTINCT (request_id, record_index)) FROM predictions WHERE request_id IN ({quoted});"
+        )
+        total, distinct = (int(x) for x in out.split("|"))
+        return total, distinct
 
     def url(self, port_key: str) -> str:
         return f"http://127.0.0.1:{self.env[port_key]}"
@@ -441,7 +450,7 @@ def build_images(env: dict[str, str]) -> None:
 
 def image_sizes(env: dict[str, str]) -> None:
     sizes = {}
-    for image in ("service", "monitor", "training"):
+    for image in ("service", "monitor", "training", "s3"):
         ref = f"{env['REGISTRY']}/churnops-{image}:{env['IMAGE_TAG']}"
         size = int(sh(["docker", "image", "inspect", "-f", "{{.Size}}", ref], capture=True).stdout.strip())
         user = sh(["docker", "image", "inspect", "-f", "{{.Config.User}}", ref], capture=True).stdout.strip()
@@ -465,6 +474,13 @@ def image_sizes(env: dict[str, str]) -> None:
     note(
         f"images: sizes (MB) {sizes}; non-root, healthcheck, no pip settings or certificate in `docker history`"
     )
+    # the S3 server has no default credentials: without them it refuses to start, in one line
+    s3 = f"{env['REGISTRY']}/churnops-s3:{env['IMAGE_TAG']}"
+    refused = sh(["docker", "run", "--rm", s3], check=False, capture=True, timeout=60)
+    line = (refused.stderr.strip().splitlines() or [""])[-1]
+    if refused.returncode == 0 or "S3_ACCESS_KEY is empty" not in line:
+        raise StackTestError(f"the S3 image started without credentials (exit {refused.returncode}): {line}")
+    note(f"images: the S3 image without credentials exits {refused.returncode}: {line}")
 
 
 def run(stack: Stack) -> None:
@@ -484,7 +500,7 @@ def run(stack: Stack) -> None:
             f"stack: {len(left)} containers and {len(volumes)} volumes of an interrupted run removed (down -v)"
         )
     start = time.monotonic()
-    base = ["postgres", "minio", "minio-init", "mlflow", "registry", "prometheus", "alertmanager", "jenkins"]
+    base = ["postgres", "s3", "s3-init", "mlflow", "registry", "prometheus", "alertmanager", "jenkins"]
     try:
         stack.compose("up", "-d", "--no-build", "--wait", *base, timeout=600)
     except StackTestError:
@@ -725,19 +741,13 @@ def run(stack: Stack) -> None:
             )
 
     def stored():
-        ids = ",".join(f"'{i}'" for i in answered)
-        out = stack.psql(
-            f"SELECT count(*), count(DISTINCT (request_id, record_index)) FROM predictions WHERE request_id IN ({ids});"
-        )
-        total, distinct = (int(x) for x in out.split("|"))
+        total, distinct = stack.stored(answered)
         return (total, distinct) if total >= len(answered) else None
 
     try:
         total, distinct = wait("every answered prediction stored in PostgreSQL", stored, 180, 5)
     except StackTestError:
-        ids = ",".join(f"'{i}'" for i in answered)
-        total = int(stack.psql(f"SELECT count(*) FROM predictions WHERE request_id IN ({ids});"))
-        distinct = total
+        total, distinct = stack.stored(answered)
     RESULTS.update(answered=len(answered), failed=failed, stored=total, failed_in_flight=len(in_flight))
     note(
         f"faults: {len(answered)} answered, {failed} failed ({len(in_flight)} in flight at the kill), "
@@ -766,6 +776,9 @@ def run(stack: Stack) -> None:
     # ---- the post-promotion guard, live: a bad model forced past the gate is rolled back by the monitor
     guard_phase(stack, v1)
 
+    # ---- restarts lose nothing: the S3 server alone, then the whole stack (down without -v, up)
+    restart_phase(stack, v1)
+
     # ---- dashboards and alert rules against the live Prometheus
     count, promql_problems = check_promql(stack)
     RESULTS["promql"] = f"{count - len(promql_problems)}/{count}"
@@ -773,6 +786,131 @@ def run(stack: Stack) -> None:
     problems += promql_problems
     if problems:
         raise StackTestError("\n".join(problems))
+
+
+# what is in S3 (both buckets), whether the champion's artifacts load through MLflow, and whether the
+# newest monitoring report loads: run in the monitor's image (S3 credentials, the monitoring package)
+S3_STATE = """
+import hashlib, json, os
+import mlflow, sqlalchemy
+from minio import Minio
+from monitoring import reports
+from monitoring.settings import MonitorSettings
+settings = MonitorSettings.from_env()
+client = reports.s3_client(settings)
+objects = {}
+for bucket in (os.environ.get("MLFLOW_BUCKET", "mlflow"), os.environ.get("REPORTS_BUCKET", "monitoring")):
+    for o in client.list_objects(bucket, recursive=True, include_version=True):
+        objects[f"{bucket}/{o.object_name}@{o.version_id}"] = o.etag
+with sqlalchemy.create_engine(settings.database_url).connect() as c:
+    uri = c.execute(sqlalchemy.text(
+        "SELECT report_uri FROM monitoring_runs WHERE report_uri LIKE 's3://%' ORDER BY id DESC LIMIT 1")).scalar()
+report = reports.load(settings, uri) if uri else b""
+model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion")
+print(json.dumps({"objects": len(objects), "digest": hashlib.sha256(json.dumps(sorted(objects.items())).encode()).hexdigest(),
+                  "report_uri": uri, "report_bytes": len(report), "champion_loaded": type(model).__name__}))
+"""
+
+
+def s3_state(stack: Stack) -> dict:
+    out = stack.compose("exec", "-T", "monitor", "python", "-c", S3_STATE, capture=True, timeout=300)
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    if not state["report_uri"] or state["report_bytes"] < 1000:
+        raise StackTestError(f"no monitoring report loads from S3: {state}")
+    return state
+
+
+def restart_phase(stack: Stack, champion: str) -> None:
+    """Issue 22: the S3 container restarted alone, then the whole stack (`down` without -v, `up`): the same
+    champion on every replica, its artifacts and the reports load from S3, every answered record stored."""
+    before = s3_state(stack)
+    mem = sh(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", stack.containers("s3")[0]],
+        capture=True,
+    )
+    RESULTS["s3_memory"] = mem.stdout.strip().split(" / ")[0]
+    note(
+        f"s3: {before['objects']} object versions in the buckets, champion loads ({before['champion_loaded']}), "
+        f"report {before['report_uri']} ({before['report_bytes']} bytes); Ceph RGW container uses {RESULTS['s3_memory']}"
+    )
+    start = time.monotonic()
+    stack.compose("restart", "s3", timeout=180)
+    wait(
+        "the S3 server healthy after its restart",
+        lambda: (
+            sh(
+                ["docker", "inspect", "-f", "{{.State.Health.Status}}", stack.containers("s3")[0]],
+                capture=True,
+            ).stdout.strip()
+            == "healthy"
+        ),
+        120,
+        1,
+    )
+    RESULTS["s3_restart_seconds"] = round(time.monotonic() - start, 1)
+    after = s3_state(stack)
+    if after["digest"] != before["digest"]:
+        raise StackTestError(
+            f"S3 restart: the buckets changed: {before['objects']} -> {after['objects']} object versions"
+        )
+    note(
+        f"s3: restarted alone, healthy in {RESULTS['s3_restart_seconds']} s; all {after['objects']} object versions there, champion and report load"
+    )
+
+    # the whole stack: traffic until `down`, then `up`; what was answered must be stored, exactly once
+    from load_tests.payloads import held_out_records
+
+    services = stack.compose("ps", "--format", "{{.Service}}", capture=True).stdout.split()
+    traffic = Traffic(stack, held_out_records()[:200])
+    stopped: list[float] = []
+
+    def down():
+        time.sleep(8)
+        stack.compose("down", timeout=300)  # no -v: every volume stays
+        stopped.append(time.monotonic())
+        note(
+            f"restart: `docker compose down` (volumes kept) under traffic; {len(traffic.answered)} requests answered before it"
+        )
+
+    traffic.run(limit=100000, seconds=60, during=down)
+    start = time.monotonic()
+    try:
+        stack.compose("up", "-d", "--no-build", "--wait", *sorted(set(services)), timeout=600)
+    except StackTestError:
+        stack.unhealthy_logs()
+        raise
+    RESULTS["stack_restart_seconds"] = round(time.monotonic() - start)
+    wait(
+        f"every replica serving the champion v{champion} after the restart",
+        lambda: set(served_versions(stack).values()) == {champion},
+        180,
+        2,
+    )
+    note(
+        f"restart: `up` healthy in {RESULTS['stack_restart_seconds']} s; every replica serves v{champion} {served_versions(stack)}"
+    )
+    again = s3_state(stack)
+    if again["digest"] != before["digest"]:
+        raise StackTestError(
+            f"stack restart: the buckets changed: {before['objects']} -> {again['objects']} object versions"
+        )
+    ids = traffic.answered
+
+    def stored():
+        total, distinct = stack.stored(ids)
+        return (total, distinct) if total >= len(ids) else None
+
+    try:
+        total, distinct = wait(f"all {len(ids)} answered records stored after the restart", stored, 120, 3)
+    except StackTestError as exc:
+        raise StackTestError(f"{exc}: records answered before `down` are missing") from exc
+    if total != len(ids) or distinct != total:
+        raise StackTestError(f"{len(ids)} answered before `down`, {total} stored ({distinct} distinct)")
+    RESULTS["restart_answered"] = len(ids)
+    note(
+        f"restart: all {len(ids)} records answered before `down` stored exactly once; "
+        f"{again['objects']} object versions unchanged, champion artifacts and the report load"
+    )
 
 
 def guard_phase(stack: Stack, good: str) -> None:
@@ -898,7 +1036,9 @@ def main() -> int:
             f"\nstack-test: {'PASSED' if ok else 'FAILED'} in {r['wall_seconds']} s; images MB {r.get('image_mb')}; "
             f"requests answered {r.get('answered', '-')}, failed {r.get('failed', '-')} "
             f"({r.get('failed_in_flight', '-')} in flight at the kill), records stored {r.get('stored', '-')}; "
-            f"rollback {r.get('rollback_seconds', '-')} s; guard rollback {r.get('guard_seconds', '-')} s; PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}"
+            f"rollback {r.get('rollback_seconds', '-')} s; guard rollback {r.get('guard_seconds', '-')} s; "
+            f"S3 restart {r.get('s3_restart_seconds', '-')} s, stack restart {r.get('stack_restart_seconds', '-')} s "
+            f"({r.get('restart_answered', '-')} records answered before `down`, all stored); PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}"
         )
     return 0 if ok else 1
 

@@ -62,6 +62,6 @@ if have "$PREFIX/python:3.11"; then
 else
   start=$(date +%s)
   ${DOCKER_BUILD:-docker build} -q -f docker/offline/python.Dockerfile --build-arg "BASE_IMAGE=$PREFIX/debian:bookworm" \
-    -t "$PREFIX/python:3.11" docker/offline >/dev/null
+    -t "$PREFIX/python:3.11" . >/dev/null
   echo "bases: $PREFIX/python:3.11 in $(( $(date +%s) - start )) s"
 fi

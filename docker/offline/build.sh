@@ -11,12 +11,15 @@
 # Usage: docker/offline/build.sh [bases|services|project|all]     (default all)
 # Environment: OFFLINE_PREFIX (churnops-offline), PIP_CA_BUNDLE (default: pip's `cert` setting, else
 #   /etc/ssl/certs/ca-certificates.crt when /usr/local/share/ca-certificates has extra CAs),
-#   BUILD_TIMES (a file that gets one "name seconds" line per image), IMAGE_TAG, REGISTRY.
+#   BUILD_TIMES (a file that gets one "name seconds" line per image), IMAGE_TAG, REGISTRY,
+#   NO_CACHE=1 (every image cold: debootstrap again, no layer cache; the weekly Jenkins job).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PREFIX="${OFFLINE_PREFIX:-churnops-offline}"
 WHAT="${1:-all}"
 export DOCKER_BUILDKIT=1
+NO_CACHE_ARG=""
+if [ "${NO_CACHE:-0}" = 1 ]; then NO_CACHE_ARG="--no-cache"; fi
 
 # a Docker CLI that can run BuildKit builds (secrets): `docker buildx`, else a CLI with BuildKit built in
 if docker buildx version >/dev/null 2>&1; then DOCKER_BUILD="docker build"
@@ -48,7 +51,7 @@ if [ -n "$ca" ] && [ -s "$ca" ]; then cp "$ca" "$secrets/ca.crt"; else : > "$sec
 SECRET_ARGS=(--secret "id=pipconf,src=$secrets/pip.conf" --secret "id=cacert,src=$secrets/ca.crt")
 
 offline_build_args() {  # the local bases for the project's Dockerfiles
-  echo "--build-arg PYTHON_IMAGE=$PREFIX/python:3.11 --build-arg DOCKER_CLI_IMAGE=$PREFIX/docker-tools:bookworm --build-arg COMPOSE_IMAGE=$PREFIX/docker-tools:bookworm"
+  echo "--build-arg BASE_IMAGE=$PREFIX/debian:bookworm --build-arg PYTHON_IMAGE=$PREFIX/python:3.11 --build-arg DOCKER_CLI_IMAGE=$PREFIX/docker-tools:bookworm --build-arg COMPOSE_IMAGE=$PREFIX/docker-tools:bookworm"
 }
 
 timed() {  # timed NAME CMD...: run, print and record the wall time
@@ -60,23 +63,25 @@ timed() {  # timed NAME CMD...: run, print and record the wall time
 }
 
 build_bases() {
-  timed bases docker/offline/bases.sh
-  timed docker-tools $DOCKER_BUILD -q "${SECRET_ARGS[@]}" -f docker/offline/tools.Dockerfile \
+  timed bases docker/offline/bases.sh ${NO_CACHE_ARG:+--force}
+  timed docker-tools $DOCKER_BUILD -q $NO_CACHE_ARG "${SECRET_ARGS[@]}" -f docker/offline/tools.Dockerfile \
     --build-arg "PYTHON_IMAGE=$PREFIX/python:3.11" --build-arg "BASE_IMAGE=$PREFIX/debian:bookworm" \
-    -t "$PREFIX/docker-tools:bookworm" docker/offline >/dev/null
+    -t "$PREFIX/docker-tools:bookworm" . >/dev/null
+  docker/package-list.sh "$PREFIX/python:3.11" offline-python
 }
 
 build_services() {
-  for target in postgres prometheus alertmanager nginx registry s3; do
-    timed "$target" $DOCKER_BUILD -q "${SECRET_ARGS[@]}" -f docker/offline/services.Dockerfile --target "$target" \
+  for target in postgres prometheus alertmanager nginx registry; do
+    timed "$target" $DOCKER_BUILD -q $NO_CACHE_ARG "${SECRET_ARGS[@]}" -f docker/offline/services.Dockerfile --target "$target" \
       --build-arg "BASE_IMAGE=$PREFIX/debian:bookworm" --build-arg "PYTHON_IMAGE=$PREFIX/python:3.11" \
-      -t "$PREFIX/$target:bookworm" docker/offline >/dev/null
+      -t "$PREFIX/$target:bookworm" . >/dev/null
+    docker/package-list.sh "$PREFIX/$target:bookworm" "offline-$target"
   done
 }
 
 build_project() {
   timed project make --no-print-directory images DOCKER_BUILD="$DOCKER_BUILD" PIP_SECRETS_DIR="$secrets" \
-    IMAGE_BUILD_ARGS="$(offline_build_args)"
+    IMAGE_BUILD_ARGS="$(offline_build_args) $NO_CACHE_ARG"
 }
 
 case "$WHAT" in

@@ -2,11 +2,10 @@
 # image made by docker/offline/bases.sh. Stands in for python:3.11-slim-bookworm (PYTHON_IMAGE).
 ARG BASE_IMAGE=churnops-offline/debian:bookworm
 FROM ${BASE_IMAGE}
-ARG PYTHON_VERSION=3.11.2-1+b1
-RUN apt-get update \
- && apt-get install --yes --no-install-recommends \
-      python3=${PYTHON_VERSION} python3-venv=${PYTHON_VERSION} python-is-python3=3.11.2-1+deb12u1 \
- && rm -rf /var/lib/apt/lists/*
+# Debian packages without versions (docker/apt-install.sh: bookworm and its security suite; what was
+# installed is recorded in /usr/share/churnops/packages.txt and printed by the build).
+COPY docker/apt-install.sh /usr/local/sbin/apt-install
+RUN apt-install python3 python3-venv python-is-python3
 ENV LANG=C.UTF-8
 HEALTHCHECK NONE
 CMD ["python3"]

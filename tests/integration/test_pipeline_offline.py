@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -117,7 +119,8 @@ def test_env_example_keeps_no_secret() -> None:
     env = vs.env_example()
     for key in (
         "POSTGRES_PASSWORD",
-        "MINIO_ROOT_PASSWORD",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
         "API_KEYS",
         "ADMIN_TOKEN",
         "JENKINS_API_TOKEN",
@@ -125,3 +128,101 @@ def test_env_example_keeps_no_secret() -> None:
         "GRAFANA_ADMIN_PASSWORD",
     ):
         assert key in env and env[key] == "", key
+
+
+# ------------------------------------------------------------------------------ time moves under a build
+# Debian's security suite keeps only the newest version of a package: nginx=1.22.1-9+deb12u11 was the
+# current one on 2026-12-02 and was gone on 2026-12-07. These tests force such a pin against today's index.
+GONE_PIN = "nginx=1.22.1-9+deb12u11"
+
+
+def test_lint_names_a_pin_that_debian_dropped(tmp_path, monkeypatch) -> None:
+    """A recipe with a version today's index lacks fails `make lint` with one line that names the fix."""
+    recipe = tmp_path / "old.Dockerfile"
+    recipe.write_text(
+        "FROM debian:bookworm\nARG NGINX_VERSION=1.22.1-9+deb12u11\n"
+        "COPY docker/apt-install.sh /usr/local/sbin/apt-install\n"
+        "RUN apt-install nginx=${NGINX_VERSION} wget \\\n && true\nHEALTHCHECK NONE\n"
+    )
+    monkeypatch.setattr(vs, "DOCKERFILES", [recipe])
+    monkeypatch.setattr(vs, "REPO", tmp_path)
+    problems = _run(vs.check_apt_recipes)
+    assert len(problems) == 1, problems
+    assert "nginx=1.22.1-9+deb12u11 is gone from Debian's archive (today 1.22.1-9+deb12u" in problems[0]
+    assert "drop the pin" in problems[0]
+
+
+def test_lint_names_an_unknown_package_and_a_bypass(tmp_path, monkeypatch) -> None:
+    recipe = tmp_path / "bad.Dockerfile"
+    recipe.write_text(
+        "FROM debian:bookworm\nRUN apt-install no-such-package-churnops wget\nRUN apt-get install -y curl\n"
+    )
+    monkeypatch.setattr(vs, "DOCKERFILES", [recipe])
+    monkeypatch.setattr(vs, "REPO", tmp_path)
+    problems = _run(vs.check_apt_recipes)
+    assert any("no-such-package-churnops is not in bookworm" in p for p in problems), problems
+    assert any("apt-get install` without docker/apt-install.sh" in p for p in problems), problems
+    assert not any("wget" in p for p in problems), problems
+
+
+def test_every_recipe_installs_debian_packages_through_apt_install() -> None:
+    """No recipe pins a Debian version or calls apt-get install itself; each installs something."""
+    installs = {}
+    for path in vs.DOCKERFILES:
+        wanted, problems = vs.apt_requests(path)
+        assert not problems, problems
+        assert all(version is None for _, version in wanted), (path.name, wanted)
+        installs[path.name] = [name for name, _ in wanted]
+    assert "radosgw" in installs["s3.Dockerfile"] and "nginx" in installs["services.Dockerfile"]
+
+
+def _apt_install(*args: str, **env: str) -> subprocess.CompletedProcess:
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        require_server("apt-install runs apt-get update: a Debian host as root")
+    return subprocess.run(
+        ["sh", str(REPO / "docker" / "apt-install.sh"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "APT_SIMULATE": "1", **env},
+        timeout=300,
+    )
+
+
+def test_apt_install_falls_back_to_the_current_version_and_says_so() -> None:
+    """In a build, a pin Debian dropped installs today's version with a printed line (APT_SIMULATE: resolve
+    and plan the install without changing the host); APT_STRICT_PINS=1 refuses it in one line."""
+    out = _apt_install(GONE_PIN)
+    assert out.returncode == 0, out.stderr
+    assert (
+        f"apt-install: {GONE_PIN} is gone from the archive; installing today's 1.22.1-9+deb12u" in out.stderr
+    )
+    assert "Inst nginx " in out.stdout, out.stdout
+    strict = _apt_install(GONE_PIN, APT_STRICT_PINS="1")
+    assert strict.returncode == 1
+    assert (
+        strict.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"apt-install: {GONE_PIN} is gone from the archive (today:")
+    )
+    unknown = _apt_install("no-such-package-churnops=1.0")
+    assert unknown.returncode == 1 and "not in today's index" in unknown.stderr
+
+
+def test_a_gone_upstream_image_is_refused(tmp_path, monkeypatch) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "services:\n  s3:\n    image: minio/minio:RELEASE.2024-12-18T13-15-44Z\n"
+        "  init:\n    image: docker.io/minio/mc\n  cache:\n    image: bitnami/redis:7.4\n"
+        "  ok:\n    image: postgres:15.13-bookworm\n  s3b:\n    image: localhost:5000/churnops-s3:abc\n"
+    )
+    monkeypatch.setattr(vs, "COMPOSE_FILE", compose)
+    monkeypatch.setattr(vs, "OVERRIDES", [])
+    monkeypatch.setattr(vs, "DOCKERFILES", [])
+    problems = vs.check_upstream_images()
+    assert len(problems) == 3, problems
+    assert {p.split(":")[0] for p in problems} == {
+        "docker-compose.yml service s3",
+        "docker-compose.yml service init",
+        "docker-compose.yml service cache",
+    }
