@@ -11,7 +11,8 @@ differ (127.0.0.1 and the ports below instead of Compose service names):
 | process      | what                                                 | port (env)                  |
 |--------------|------------------------------------------------------|-----------------------------|
 | postgres     | PostgreSQL 15 (Debian), databases mlflow and churn   | NATIVE_PG_PORT 55432        |
-| s3           | moto_server, S3 API standing in for MinIO (reports)  | NATIVE_S3_PORT 59000        |
+| s3           | Ceph RGW (docker/s3/entrypoint.sh, Debian packages)  | NATIVE_S3_PORT 59000        |
+|              | mon, mgr, one OSD on a file in STACK_DIR/s3 (reports)| NATIVE_S3_MON_PORT 53300    |
 | mlflow       | mlflow server: PostgreSQL backend, proxied artifacts | NATIVE_MLFLOW_PORT 55000    |
 |              | (kept on disk in STACK_DIR/artifacts)                |                             |
 | service      | python -m model_service.server (granian, champion)  | NATIVE_SERVICE_PORT 58000   |
@@ -20,9 +21,9 @@ differ (127.0.0.1 and the ports below instead of Compose service names):
 | alertmanager | Alertmanager (Debian), webhook to the monitor        | NATIVE_ALERTMANAGER_PORT 59093|
 
 State (database files, MLflow artifacts, TSDB, configs, secrets, logs/stack.log) lives in STACK_DIR
-(default var/stack), so a restarted stack serves what it served before. moto_server keeps its buckets
-in memory: only the monitor's HTML reports (s3://monitoring) are lost at a restart. Passwords are
-generated there on first use, never kept in the repository.
+(default var/stack), so a restarted stack serves what it served before; the monitor's HTML reports
+(s3://monitoring) are kept by the S3 server in STACK_DIR/s3. Passwords and the S3 keys are generated
+there on first use, never kept in the repository.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PORTS = {
     "PG": 55432,
     "S3": 59000,
+    "S3_MON": 53300,
     "MLFLOW": 55000,
     "SERVICE": 58000,
     "MONITOR": 59108,
@@ -52,7 +54,15 @@ PORTS = {
     "ALERTMANAGER": 59093,
 }
 BUCKETS = ("mlflow", "monitoring")
-SECRETS = ("MLFLOW_DB_PASSWORD", "CHURN_DB_PASSWORD", "API_KEY", "ADMIN_TOKEN", "MONITOR_WEBHOOK_TOKEN")
+SECRETS = (
+    "MLFLOW_DB_PASSWORD",
+    "CHURN_DB_PASSWORD",
+    "API_KEY",
+    "ADMIN_TOKEN",
+    "MONITOR_WEBHOOK_TOKEN",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
+)
 
 
 def stack_dir() -> Path:
@@ -87,13 +97,20 @@ def settings() -> dict[str, str]:
         **{f"NATIVE_{k}_PORT": str(port(k)) for k in PORTS},
         # MLflow server (proxied artifacts to the S3 server: its clients need no S3 credentials)
         "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://mlflow:{sec['MLFLOW_DB_PASSWORD']}@{pg}/mlflow",
-        # on disk next to the PostgreSQL registry: both survive a restart (moto keeps S3 in memory)
+        # on disk next to the PostgreSQL registry: both survive a restart
         "MLFLOW_ARTIFACTS_DESTINATION": str(root / "artifacts"),
         "MLFLOW_S3_ENDPOINT_URL": s3,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "AWS_ACCESS_KEY_ID": "native",
-        "AWS_SECRET_ACCESS_KEY": "native-secret",
+        "AWS_ACCESS_KEY_ID": sec["S3_ACCESS_KEY"],
+        "AWS_SECRET_ACCESS_KEY": sec["S3_SECRET_KEY"],
         "AWS_DEFAULT_REGION": "us-east-1",
+        # the S3 server (docker/s3/entrypoint.sh, the image's entry point, run here as a process)
+        "S3_DATA_DIR": str(root / "s3"),
+        "S3_PORT": str(port("S3")),
+        "S3_MON_PORT": str(port("S3_MON")),
+        "S3_ACCESS_KEY": sec["S3_ACCESS_KEY"],
+        "S3_SECRET_KEY": sec["S3_SECRET_KEY"],
+        "S3_DISK_GB": os.environ.get("S3_DISK_GB", "8"),
         # clients
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port('MLFLOW')}",
         "MODEL_NAME": os.environ.get("MODEL_NAME", "telco-churn"),
@@ -269,9 +286,17 @@ could not load any model from it. Start afresh: make stack-native-reset (deletes
 make stack-native and train again (docs/runbook.md, 'No champion yet')."""
 
 
+CEPH = ("ceph-mon", "ceph-mgr", "ceph-osd", "radosgw", "ceph-authtool", "monmaptool")
+
+
 def prepare() -> dict[str, str]:
     root = stack_dir()
     root.mkdir(parents=True, exist_ok=True)
+    if not all(shutil.which(tool) or Path("/usr/bin", tool).exists() for tool in CEPH):
+        raise SystemExit(
+            "Ceph is not installed (the S3 server): apt-get install --no-install-recommends "
+            "ceph-mon ceph-mgr ceph-osd radosgw ceph-common"
+        )
     if (root / "postgres" / "PG_VERSION").exists() and not (root / "artifacts").is_dir():
         raise SystemExit(STALE_REGISTRY.format(root=root))
     for sub in (
@@ -283,6 +308,7 @@ def prepare() -> dict[str, str]:
         "reports",
         "logs",
         "artifacts",
+        "s3",
     ):
         (root / sub).mkdir(exist_ok=True)
     env = settings()
@@ -322,11 +348,23 @@ def wait_http(url: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def make_buckets() -> None:
+def make_buckets(timeout: float = 120) -> None:
+    """The buckets, once the S3 server answers with the stack's key (its port opens a little before)."""
     import boto3
+    import botocore.exceptions
 
     s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+            break
+        except (botocore.exceptions.ClientError, botocore.exceptions.EndpointConnectionError) as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"the S3 server did not accept the stack's key within {timeout:.0f}s: {exc}"
+                ) from exc
+            time.sleep(1)
     for bucket in BUCKETS:
         if bucket not in existing:
             s3.create_bucket(Bucket=bucket)

@@ -6,7 +6,8 @@
 #
 # Settings (environment): S3_ACCESS_KEY and S3_SECRET_KEY (required, no default), S3_PORT (9000),
 # S3_DISK_GB (the OSD's file, sparse; 8), S3_OSD_MEMORY_MB (the OSD's cache target; 512).
-# Health: S3 answers on S3_PORT (an anonymous ListBuckets). State: /var/lib/ceph (one volume).
+# Health: the S3 user has the environment's key and S3 answers on S3_PORT (an anonymous ListBuckets).
+# State: /var/lib/ceph (one volume).
 ARG BASE_IMAGE=debian:bookworm
 FROM ${BASE_IMAGE}
 # Debian's release and its security suite, no exact versions (they vanish with each security update):
@@ -21,5 +22,5 @@ ENV S3_PORT=9000 S3_DISK_GB=8 S3_OSD_MEMORY_MB=512
 VOLUME ["/var/lib/ceph"]
 EXPOSE 9000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=6 \
-  CMD ["sh", "-c", "wget -q -O /dev/null http://127.0.0.1:${S3_PORT}/"]
+  CMD ["sh", "-c", "test -f /var/lib/ceph/run/ready && wget -q -O /dev/null http://127.0.0.1:${S3_PORT}/"]
 ENTRYPOINT ["/usr/local/bin/s3-entrypoint"]

@@ -30,9 +30,12 @@ def row(kind: str, r: dict) -> str:
         f"| {kind} | {'passed' if r.get('ok') else 'FAILED'} | {r.get('wall_seconds', '-')} | "
         f"{r.get('build_seconds', '-')} ({base} / {services} / {steps.get('project', '-')}) | "
         f"{r.get('warm_build_push_seconds', '-')} | {r.get('start_seconds', '-')} | "
-        f"{images.get('service', '-')} / {images.get('monitor', '-')} / {images.get('training', '-')} | "
+        f"{images.get('service', '-')} / {images.get('monitor', '-')} / {images.get('training', '-')} / "
+        f"{images.get('s3', '-')} | "
         f"{r.get('answered', '-')} / {r.get('failed', '-')} / {r.get('stored', '-')} | "
-        f"{r.get('rollback_seconds', '-')} | {r.get('guard_seconds', '-')} | {r.get('promql', '-')} |"
+        f"{r.get('rollback_seconds', '-')} | {r.get('guard_seconds', '-')} | "
+        f"{r.get('s3_memory', '-')} | {r.get('s3_restart_seconds', '-')} | {r.get('stack_restart_seconds', '-')} "
+        f"({r.get('restart_answered', '-')}) | {r.get('promql', '-')} |"
     )
 
 
@@ -48,22 +51,23 @@ def main() -> int:
     body = "\n".join(
         [
             "`make stack-test` (scripts/stack_test.py) on the offline images: engine check, image builds, stack up, the",
-            "pipeline's stages in the training image, the drift -> retrain loop, rollback, faults, the guard, PromQL. One run per",
-            "starting state; seconds are wall time on the shared 2-core machine.",
+            "pipeline's stages in the training image, the drift -> retrain loop, rollback, faults, the guard, restarts, PromQL.",
+            "One run per starting state; seconds are wall time on the shared 2-core machine.",
             "",
             "| start | result | whole run s | image builds s (bases / services / project) | Build & Push stage s (rebuild from cache) "
-            "| stack start s | image MB service / monitor / training | requests answered / failed / stored "
-            "| rollback s | guard: forced bad model -> good one on every replica s | PromQL with data |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| stack start s | image MB service / monitor / training / s3 | requests answered / failed / stored "
+            "| rollback s | guard: forced bad model -> good one on every replica s | S3 memory | S3 restart to healthy s "
+            "| whole stack down + up s (records answered before down, all stored) | PromQL with data |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *(row(kind, r) for kind, r in runs.items()),
             "",
             "cold: Docker not installed (the test ran `apt-get install docker.io debootstrap` and started dockerd), no",
             "image, no build cache. warm: images and build cache of an earlier run; a new commit still rebuilds the",
             "project images' apt layers (GIT_COMMIT, a build argument, is declared before them), hence the 81 s.",
             "Build & Push: `make push` in the training image, i.e. `make images` (all cached) and the push of the",
-            "three images to the stack's registry (about 3.6 GB uncompressed, gzip on 2 cores).",
-            "Stack start: PostgreSQL, S3 (moto), MLflow, registry, Prometheus, Alertmanager and the Jenkins stand-in up",
-            "and healthy (`docker compose up --wait`); the service replicas and the monitor start with the Deploy stage.",
+            "four images to the stack's registry (about 4.1 GB uncompressed, gzip on 2 cores).",
+            "Stack start: PostgreSQL, S3 (Ceph RGW since 2026-12-07; moto, in memory, before), MLflow, registry,",
+            "Prometheus, Alertmanager and the Jenkins stand-in up and healthy (`docker compose up --wait`); the service replicas and the monitor start with the Deploy stage.",
             "Image sizes are `docker image inspect` sizes (uncompressed). Requests: single-record predictions through the",
             "load balancer during a PostgreSQL restart and a replica kill; stored: prediction records in PostgreSQL for",
             "the answered requests.",

@@ -3,7 +3,8 @@
 # and MLflow's store in integration tests), Prometheus and Alertmanager (the native stack, promtool for
 # the rules), nginx (the stack's load balancer config, run by tests/integration/test_load_balancer.py),
 # Groovy (the Jenkinsfile syntax check), a Java runtime (`make score ENGINE=spark`, and the
-# Spark test). As root, installs what is missing and says so;
+# Spark test), Ceph's monitor, manager, OSD and RADOS Gateway (the native stack's S3 server, the same
+# docker/s3/entrypoint.sh as the stack's image). As root, installs what is missing and says so;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v groovy >/dev/null 2>&1 || need+=(groovy)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+command -v radosgw >/dev/null 2>&1 || [ -x /usr/bin/radosgw ] || need+=(ceph-mon ceph-mgr ceph-osd radosgw ceph-common)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$EUID" -ne 0 ]; then

@@ -13,8 +13,10 @@ die() { echo "s3: $*" >&2; exit 1; }
 [ -n "$S3_ACCESS_KEY" ] || die "S3_ACCESS_KEY is empty: set it (and S3_SECRET_KEY) in the env file"
 [ ${#S3_SECRET_KEY} -ge 16 ] || die "S3_SECRET_KEY must have at least 16 characters"
 PORT="${S3_PORT:-9000}"
-DATA=/var/lib/ceph
-CONF="$DATA/ceph.conf"          # kept on the volume: the fsid belongs to the data
+MON_PORT="${S3_MON_PORT:-3300}"
+DATA="${S3_DATA_DIR:-/var/lib/ceph}"   # the image's volume; natively (make stack-native) a folder of STACK_DIR
+CONF="$DATA/ceph.conf"                  # kept with the data: the fsid belongs to it
+mkdir -p "$DATA" 2>/dev/null || true
 [ -w "$DATA" ] || die "$DATA is not writable by uid $(id -u): mount a volume owned by the ceph user"
 
 write_conf() {
@@ -22,10 +24,12 @@ write_conf() {
 [global]
 fsid = $1
 mon initial members = a
-mon host = v2:127.0.0.1:3300/0
+mon host = v2:127.0.0.1:$MON_PORT/0
 ms bind msgr1 = false
 public network = 127.0.0.0/8
 auth allow insecure global id reclaim = false
+run dir = $DATA/run
+admin socket = $DATA/run/\$cluster-\$name.asok
 log to file = false
 log to stderr = true
 err to stderr = true
@@ -56,6 +60,9 @@ keyring = $DATA/mon/ceph-a/keyring
 mon data = $DATA/mon/ceph-a
 
 [mgr]
+# the manager logs a pgmap line every 2 s at level 0; only its errors go to the container log
+log to stderr = false
+err to stderr = true
 keyring = $DATA/mgr/ceph-x/keyring
 mgr data = $DATA/mgr/ceph-x
 
@@ -84,7 +91,7 @@ bootstrap() {
   local fsid
   fsid=$(cat /proc/sys/kernel/random/uuid)
   log "first start: creating cluster $fsid"
-  mkdir -p "$DATA"/mon/ceph-a "$DATA"/mgr/ceph-x "$DATA"/osd/ceph-0 "$DATA"/radosgw/ceph-rgw.gw
+  mkdir -p "$DATA"/mon/ceph-a "$DATA"/mgr/ceph-x "$DATA"/osd/ceph-0 "$DATA"/radosgw/ceph-rgw.gw "$DATA"/run
   write_conf "$fsid"
   local tmp="$DATA/bootstrap"
   mkdir -p "$tmp"
@@ -92,7 +99,7 @@ bootstrap() {
   ceph-authtool --create-keyring "$DATA/admin.keyring" --gen-key -n client.admin \
     --cap mon 'allow *' --cap osd 'allow *' --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
   ceph-authtool "$tmp/mon.keyring" --import-keyring "$DATA/admin.keyring" >/dev/null
-  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:3300]" "$tmp/monmap" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$MON_PORT]" "$tmp/monmap" >/dev/null
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$tmp/monmap" --keyring "$tmp/mon.keyring"
   cp "$tmp/mon.keyring" "$DATA/mon/ceph-a/keyring"
   rm -rf "$tmp"
@@ -109,6 +116,7 @@ start() {  # start NAME CMD...: a daemon in the foreground, in the background of
 
 stop_all() {
   log "stopping"
+  rm -f "$DATA/run/ready"
   local i
   for (( i=${#PIDS[@]}-1; i>=0; i-- )); do
     kill -TERM "${PIDS[$i]}" 2>/dev/null || true
@@ -121,8 +129,9 @@ stop_all() {
 trap stop_all TERM INT
 
 [ -f "$CONF" ] || bootstrap
-ln -sf "$CONF" /etc/ceph/ceph.conf 2>/dev/null || true
-# the port and sizes may change between starts; the fsid may not
+mkdir -p "$DATA/run"
+rm -f "$DATA/run/ready"   # the health check's mark: S3 answers with the environment's key
+# the S3 port and the sizes may change between starts; the fsid and the monitor's address may not
 write_conf "$(awk '/^fsid/ {print $3}' "$CONF")"
 
 start mon ceph-mon -c "$CONF" -f -i a
@@ -161,13 +170,18 @@ for _ in $(seq 1 60); do "${ADMIN[@]}" user info --uid churnops >/dev/null 2>&1 
     --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" >/dev/null 2>&1 && break
   sleep 1; done
 "${ADMIN[@]}" user info --uid churnops >/dev/null 2>&1 || die "could not create the S3 user"
-# keys from an earlier start that the environment no longer names are removed
-for old in $("${ADMIN[@]}" user info --uid churnops | python3 -c \
-    'import json,sys; print(" ".join(k["access_key"] for k in json.load(sys.stdin)["keys"]))'); do
+# the key named by the environment (created, or its secret updated), then any other key removed: a key
+# rotation is an edit of the env file and a restart (removing a key waits for the gateway's cache: ~50 s)
+keys=$("${ADMIN[@]}" user info --uid churnops | python3 -c 'import json, sys
+for k in json.load(sys.stdin)["keys"]: print(k["access_key"], k["secret_key"])')
+if ! grep -qxF "$S3_ACCESS_KEY $S3_SECRET_KEY" <<<"$keys"; then
+  "${ADMIN[@]}" key create --uid churnops --key-type s3 --access-key "$S3_ACCESS_KEY" \
+    --secret-key "$S3_SECRET_KEY" >/dev/null
+fi
+for old in $(awk '{print $1}' <<<"$keys"); do
   [ "$old" = "$S3_ACCESS_KEY" ] || "${ADMIN[@]}" key rm --uid churnops --key-type s3 --access-key "$old" >/dev/null
 done
-"${ADMIN[@]}" key create --uid churnops --key-type s3 --access-key "$S3_ACCESS_KEY" \
-  --secret-key "$S3_SECRET_KEY" >/dev/null
+touch "$DATA/run/ready"
 log "S3 ready on port $PORT (user churnops, access key $S3_ACCESS_KEY)"
 
 # one daemon exiting ends the node (Compose restarts it)

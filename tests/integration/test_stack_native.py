@@ -1,6 +1,6 @@
 """The stack's services natively (`make stack-native`: Procfile under honcho), end to end.
 
-Brings the whole stack up on free loopback ports (PostgreSQL, moto S3, MLflow server, the service (granian),
+Brings the whole stack up on free loopback ports (PostgreSQL, Ceph RGW as S3, MLflow server, the service (granian),
 monitor loop, Prometheus, Alertmanager), trains and gates a model into it, serves and predicts held-out
 records, sends feedback and drifted traffic, and checks that the monitor sees it, that Prometheus scrapes
 the service and the monitor, that the DataDrift alert travels Prometheus -> Alertmanager -> monitor
@@ -32,7 +32,7 @@ from tests.conftest import FAST_TRAINING, REPO, free_port, require_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PORT_NAMES = ("PG", "S3", "MLFLOW", "SERVICE", "MONITOR", "PROMETHEUS", "ALERTMANAGER")
+PORT_NAMES = ("PG", "S3", "S3_MON", "MLFLOW", "SERVICE", "MONITOR", "PROMETHEUS", "ALERTMANAGER")
 # Expressions that have data only after something went wrong (a 5xx, a failed reload): they must parse,
 # and the metric they select must exist, but an empty answer is the healthy one.
 
@@ -119,7 +119,7 @@ def stack():
                 "prometheus-alertmanager"
             ),
             "honcho (dev extras)": Path(sys.executable).with_name("honcho").exists(),
-            "moto_server (dev extras)": Path(sys.executable).with_name("moto_server").exists(),
+            "Ceph (apt-get install ceph-mon ceph-mgr ceph-osd radosgw ceph-common)": shutil.which("radosgw"),
         }.items()
         if not present
     ]
@@ -360,7 +360,14 @@ def test_native_stack_end_to_end(stack) -> None:
     assert not problems, "\n".join(problems)
 
     # stop (a clean exit, the output kept in STACK_DIR/logs) and start again on the same STACK_DIR: the
-    # registry (PostgreSQL) and its artifacts (on disk) both survive, so the champion serves again
+    # registry (PostgreSQL) and its artifacts (on disk) both survive, so the champion serves again, and
+    # the monitor's report is still in the S3 server (Ceph RGW, its data in STACK_DIR/s3)
+    read_report = (
+        "import sys; from monitoring import reports; from monitoring.settings import MonitorSettings; "
+        "page = reports.load(MonitorSettings.from_env(), sys.argv[1]); print(len(page))"
+    )
+    size = int(_run(stack, "-c", read_report, report).strip().splitlines()[-1])
+    assert size > 1000, size
     assert _stop(stack["proc"]) == 0
     assert "service" in (stack["root"] / "logs" / "stack.log").read_text()
     stack["proc"] = _start(stack["env"], stack["log"])
@@ -373,3 +380,4 @@ def test_native_stack_end_to_end(stack) -> None:
     )
     _wait_model_version(url, key, "1", 60, stack["log"])
     assert len(_predict(stack, _records(normal.head(50)))) == 1
+    assert int(_run(stack, "-c", read_report, report).strip().splitlines()[-1]) == size
