@@ -65,6 +65,78 @@ def _isolate_mlflow_uris():
             os.environ[key] = value
 
 
+# MLflow's defaults relative to the working folder: the tracking store `sqlite:///mlflow.db` (MLflow 3) or
+# `./mlruns`, the Default experiment's artifacts `./mlruns/0`, `mlflow server`'s `./mlartifacts`.
+MLFLOW_DEFAULTS = ("mlruns", "mlflow.db", "mlartifacts")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+_MLFLOW_DEFAULTS_AT_START = {name: _stat(REPO / name) for name in MLFLOW_DEFAULTS}
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_default_store(request: pytest.FixtureRequest):
+    """Fails the test after which MLflow's default store or its artifacts appeared (or changed) in the
+    repository: some code used MLflow without core.registry.connect / MLFLOW_TRACKING_URI, or logged
+    into the Default experiment instead of the one registry.configure returned."""
+    yield
+    changed = [n for n in MLFLOW_DEFAULTS if _stat(REPO / n) != _MLFLOW_DEFAULTS_AT_START[n]]
+    if changed:
+        _MLFLOW_DEFAULTS_AT_START.update({n: _stat(REPO / n) for n in changed})  # blamed once
+        pytest.fail(
+            f"{request.node.nodeid}: MLflow's default store in the repository: {', '.join(changed)}",
+            pytrace=False,
+        )
+
+
+# Where the suite may write inside the repository: STATE_DIR and caches. Anything else new is a leak.
+ALLOWED_TOP = {".git", ".venv", ".pytest_cache", ".ruff_cache", ".import_linter_cache", ".hypothesis"}
+_REPO_BEFORE = pytest.StashKey[set]()
+
+
+def _repo_paths() -> set[str]:
+    state = Path(os.environ.get("STATE_DIR") or "var")
+    state = state if state.is_absolute() else REPO / state
+    found: set[str] = set()
+    for root, dirs, files in os.walk(REPO):
+        here = Path(root)
+        skip = ALLOWED_TOP if here == REPO else set()
+        dirs[:] = [
+            d
+            for d in dirs
+            if d not in skip and d != "__pycache__" and not d.endswith(".egg-info") and here / d != state
+        ]
+        found.update(str((here / name).relative_to(REPO)) for name in (*dirs, *files))
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_REPO_BEFORE] = _repo_paths()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_REPO_BEFORE, None)
+    if before is None:
+        return
+    new = sorted(_repo_paths() - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"the suite left {len(new)} new path(s) in the repository outside STATE_DIR: "
+                + ", ".join(new[:20]),
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def require_server(reason: str) -> None:
     """A test that cannot get its server: fail in CI, skip loudly elsewhere."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

@@ -20,8 +20,10 @@ def _register(pipe, threshold: float, settings: TrainingSettings) -> str:
     """Log a given pipeline as a new challenger, with the same test set and reference as training."""
     config = load_config(settings.dataset_config)
     splits = split_data(latest_snapshot(config, settings.data_dir).load(), config)
-    registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
-    with mlflow.start_run(run_name="deliberately-bad"):
+    # the configured experiment, never MLflow's Default one: a SQLite store's experiment 0 keeps its
+    # artifacts in ./mlruns of the folder the store was created from (the repository under `make test`)
+    experiment_id = registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="deliberately-bad"):
         return tracking.log_model_version(
             pipe,
             config,

@@ -47,14 +47,18 @@ def test_the_challenger_scores_in_shadow_without_changing_answers(champion_and_b
     state = app.extensions[EXTENSION]
     state.plog.start()
     state.shadow.start(state.manager)
-    assert state.shadow.model is not None and state.shadow.model.version == "2"
-    with served_app(app) as url:
-        stats = simulate.simulate(
-            url, API_KEY, records, config, rate=0, batch=20, feedback_delay=0.0, log=lambda *_: None
-        )
-        assert stats.accepted == len(records) and stats.feedback_sent == len(records), stats.line()
-        assert state.plog.flush(10)
-        state.shadow.stop()
+    try:
+        assert state.shadow.model is not None and state.shadow.model.version == "2"
+        with served_app(app) as url:
+            stats = simulate.simulate(
+                url, API_KEY, records, config, rate=0, batch=20, feedback_delay=0.0, log=lambda *_: None
+            )
+            assert stats.accepted == len(records) and stats.feedback_sent == len(records), stats.line()
+            assert state.plog.flush(10)
+    finally:
+        # the shadow-follow thread polls the registry through MLflow's global URI: left running, it
+        # would poll MLflow's default store (./mlflow.db) once the test's URI is reset
+        state.shutdown()
 
     engine = store.engine_for(tsettings.database_url)
     with engine.connect() as conn:
