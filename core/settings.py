@@ -2,7 +2,7 @@
 
 Every component's settings class (`TrainingSettings`, `ServiceSettings`, `MonitorSettings`) derives
 from `Settings` here, so they share the variables every part of the loop needs (`STATE_DIR`,
-`MODEL_NAME`, `MLFLOW_TRACKING_URI`, `DATABASE_URL`, `DATASET_CONFIG`, `LOG_LEVEL`), their defaults
+`MODEL_NAME`, `MLFLOW_TRACKING_URI`, `DATABASE_URL`, `DATASET_CONFIG`, `LOG_LEVEL`, `LOG_FORMAT`), their defaults
 and their error handling:
 
 - an empty variable counts as unset (Compose writes `VAR=` for `${VAR:-}`): the default applies;
@@ -19,7 +19,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         "DATABASE_URL", None, "prediction log, feedback and monitoring history (PostgreSQL on the stack)"
     )
     log_level: str = env_field("LOG_LEVEL", "INFO", "log level of every component")
+    log_format: Literal["text", "json"] = env_field(
+        "LOG_FORMAT", "text", "text (a terminal) or json (one object per line, for a log collector)"
+    )
 
     @field_validator("log_level")
     @classmethod

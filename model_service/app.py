@@ -23,7 +23,6 @@ reached by the views through `current_app.extensions["model_service"]`.
 from __future__ import annotations
 
 import atexit
-import logging
 import sys
 from pathlib import Path
 from types import FunctionType
@@ -31,6 +30,7 @@ from types import FunctionType
 import swagger_ui_bundle
 from flask import Flask, Response, g, send_from_directory
 
+from core.logs import setup_logging
 from model_service import api
 from model_service import metrics as m
 from model_service.api.ops import init_metrics
@@ -51,15 +51,6 @@ __all__ = ["check_settings_or_exit", "create_app", "shutdown_all"]
 SWAGGER_STATIC = "/docs/static/"
 
 atexit.register(shutdown_all)
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-        )
-    logging.getLogger("model_service").setLevel(level)
 
 
 def _openapi_config(settings: ServiceSettings) -> dict:
@@ -152,7 +143,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
     `start_background=False` (tests): neither the log writer nor the reload thread runs; records stay
     queued until the test starts the writer."""
     settings = (settings or ServiceSettings.from_env()).check()
-    _configure_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
 
     app = ServiceFlask("model_service")
     app.request_class = ServiceRequest  # unknown methods labelled "other" in the request metrics

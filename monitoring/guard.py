@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core import registry, rollout, store
 from core.dataset import DatasetConfig, load_config
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from monitoring import metrics
 from monitoring.drift import live_quality
@@ -397,9 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     lp = sub.add_parser("loop", help="a check every GUARD_INTERVAL_SECONDS")
     lp.add_argument("--iterations", type=int, help="stop after this many checks (tests)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = load_or_exit(MonitorSettings)
+    setup_logging(settings.log_level, settings.log_format)
     config = load_config(settings.dataset_config)
     if args.command == "loop":
         stop = threading.Event()

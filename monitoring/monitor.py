@@ -58,6 +58,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from core import registry, store
 from core.dataset import DatasetConfig, load_config
 from core.drift import LEVELS, Calibration
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from core.source import DataError, source_hash
 from monitoring import guard, metrics, reports
@@ -696,9 +697,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the scheduled retrain: fire only when there is new data since the champion was trained",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = load_or_exit(MonitorSettings)
+    setup_logging(settings.log_level, settings.log_format)
     if args.command == "loop":
         return loop(settings, args.iterations)
     if args.command == "scheduled":

@@ -43,6 +43,7 @@ import requests
 import sqlalchemy as sa
 
 from core import store
+from core.logs import setup_logging
 from core.settings import REPO_ROOT, load_or_exit
 from monitoring.settings import JenkinsSettings, MonitorSettings
 
@@ -320,11 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--log", required=True, type=Path)
     local.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_or_exit(MonitorSettings)
+    setup_logging(settings.log_level, settings.log_format)
     if args.command == "run-local":
         cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
         return run_local(args.log, cmd)
-    settings = load_or_exit(MonitorSettings)
     if args.command == "history":
         for row in history(settings):
             print(

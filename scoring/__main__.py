@@ -15,6 +15,7 @@ import logging
 import sys
 
 from core import registry
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from scoring.job import InputError, log_run, open_source, rejects_path, score_local, table_format
 from scoring.model import ModelError, describe, load
@@ -43,7 +44,7 @@ def fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_or_exit(ScoreSettings, **parse(argv))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
     if not settings.input or not settings.output:
         return fail("name the table to score and the output: make score INPUT=... OUTPUT=...", 2)
     if not settings.keys:

@@ -22,9 +22,9 @@ import pandas as pd
 
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.features import prepare
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from core.source import DataError, content_hash, read_source
-from training.cli import setup_logging
 from training.settings import TrainingSettings
 
 log = logging.getLogger("training.data")  # not __name__: `python -m` runs this as __main__
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, plain="training")
     try:
         config = load_config(settings.dataset_config)
         snap = (

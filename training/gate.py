@@ -31,9 +31,9 @@ from sklearn.metrics import recall_score, roc_auc_score
 
 from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from training.behaviour import Check, run_behaviour_tests
-from training.cli import setup_logging
 from training.evaluate import classification_metrics, segment_metrics
 from training.settings import TrainingSettings
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.force and args.no_promote:
         parser.error("--force and --no-promote contradict each other")
     settings = load_or_exit(TrainingSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, plain="training")
     try:
         config = load_config(settings.dataset_config)
         registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)

@@ -38,9 +38,9 @@ import pandas as pd
 from core import registry, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.features import category_string
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from training import gate, reference
-from training.cli import setup_logging
 from training.data import (
     DataError,
     Snapshot,
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="write the new snapshot, do not train")
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, plain="training")
     replaced = None
     # the local trigger sets RETRAIN_*; the Jenkins retrain job passes its build parameters as they are
     reason = settings.retrain_reason

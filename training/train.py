@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from core import registry
 from core.dataset import ConfigError, DatasetConfig, load_config
+from core.logs import setup_logging
 from core.settings import load_or_exit
 from training import evaluate, fit, tracking
-from training.cli import setup_logging
 from training.data import DataError, Snapshot, TrainingData, ingest, open_snapshot, split_data
 from training.fit import baseline_pipeline, xgb_pipeline
 from training.settings import TrainingSettings
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = load_or_exit(TrainingSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, plain="training")
     try:
         result = train(settings, args.snapshot)
     except (ConfigError, DataError, registry.RegistryError) as exc:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from core.dataset import ConfigError, DatasetConfig, load_config
+from core.logs import setup_logging
 from core.settings import load_or_exit
-from training.cli import setup_logging
 from training.data import DataError, latest_snapshot
 from training.settings import TrainingSettings
 
@@ -174,7 +174,7 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> ValidationReport:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m training.validate", description=__doc__).parse_args(argv)
     settings = load_or_exit(TrainingSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, plain="training")
     try:
         config = load_config(settings.dataset_config)
         snap = latest_snapshot(config, settings.data_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import FrozenInstanceError
 
 import numpy as np
@@ -13,9 +14,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
+from core import logs
 from core.dataset import load_config
 from core.settings import REPO_ROOT
-from training import cli, evaluate, fit
+from training import evaluate, fit
 from training.candidate import Candidate
 from training.data import Splits, read_source, split_data
 from training.evaluate import choose_threshold
@@ -186,19 +188,20 @@ def test_tuning_is_seeded_logs_each_trial_and_silences_optunas_own_lines(small, 
 
 @pytest.fixture
 def console():
-    """setup_logging changes the root logger: put it back afterwards."""
-    root, package = logging.getLogger(), logging.getLogger(cli.PACKAGE)
-    handlers, levels = list(root.handlers), (root.level, package.level)
+    """setup_logging changes the root logger and the project's loggers: put them back afterwards."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(p) for p in logs.PACKAGES]
+    handlers, levels = list(root.handlers), [root.level, *(lg.level for lg in loggers)]
     yield
     root.handlers[:] = handlers
-    root.setLevel(levels[0])
-    package.setLevel(levels[1])
+    for lg, level in zip([root, *loggers], levels, strict=True):
+        lg.setLevel(level)
 
 
 def test_cli_logging_info_to_stdout_errors_to_stderr_as_plain_lines(console, capsys):
-    cli.setup_logging("INFO")
-    cli.setup_logging("INFO")  # a second main() in the same process (retrain runs the gate's)
-    assert sum(isinstance(h, cli.ConsoleHandler) for h in logging.getLogger().handlers) == 1
+    logs.setup_logging("INFO", plain="training")
+    logs.setup_logging("INFO", plain="training")  # a second main() in the same process (retrain, gate)
+    assert sum(isinstance(h, logs.ConsoleHandler) for h in logging.getLogger().handlers) == 1
     logging.getLogger("training.train").info("registered %s v%s", "m", 3)
     logging.getLogger("training.gate").error("error: %s", "no challenger")
     logging.getLogger("some.library").warning("careful")
@@ -209,8 +212,26 @@ def test_cli_logging_info_to_stdout_errors_to_stderr_as_plain_lines(console, cap
 
 
 def test_cli_logging_level_comes_from_the_setting(console, capsys):
-    cli.setup_logging("WARNING")
+    logs.setup_logging("WARNING", plain="training")
     logging.getLogger("training.fit").info("  tuning trial 1/2: ...")
     logging.getLogger("training.validate").error("validation failed: ...")
     out, err = capsys.readouterr()
     assert out == "" and err == "validation failed: ...\n"
+
+
+def test_server_logging_is_timestamped_and_json_is_one_object_per_line(console, capsys):
+    logs.setup_logging("INFO")
+    logging.getLogger("monitoring.monitor").info("checked %d records", 300)
+    out, _ = capsys.readouterr()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d [\d:,]+ INFO \[\d+\] monitoring\.monitor: checked 300 records\n", out
+    ), out
+    logs.setup_logging("DEBUG", "json")
+    try:
+        raise ValueError("bad row")
+    except ValueError:
+        logging.getLogger("scoring").exception("rejected %s", "row 7")
+    _, err = capsys.readouterr()
+    entry = json.loads(err)
+    assert (entry["level"], entry["logger"], entry["message"]) == ("ERROR", "scoring", "rejected row 7")
+    assert "ValueError: bad row" in entry["exception"] and entry["time"].endswith("+00:00")
