@@ -112,7 +112,7 @@ score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SC
 score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
 	$(PY) -m scoring
 
-bench: bench-train bench-serve bench-slow-clients bench-drift bench-score ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-slow-clients bench-drift bench-shadow bench-score ## every benchmark; tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
 	$(PY) -m scripts.bench_score

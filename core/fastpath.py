@@ -224,7 +224,7 @@ def _categorical_block(
             return parts[i]
         try:
             return _dense(trans.transform(pd.DataFrame(probes[i], dtype=object)))
-        except Exception as exc:  # noqa: BLE001 - any failure means: not compilable (e.g. handle_unknown="error")
+        except Exception as exc:
             raise CompileError(f"categorical transformer fails on {what}: {exc}") from exc
 
     base = probed(0, "a probe")[0]

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.dataset import default_model_name
 
@@ -40,6 +40,17 @@ def repo_path(value: str | Path) -> Path:
 
 
 RepoPath = Annotated[Path, AfterValidator(repo_path)]
+
+
+def split_commas(value: object) -> object:
+    """`a, b,,c` -> ("a", "b", "c"); anything else as given."""
+    if isinstance(value, str):
+        return tuple(k.strip() for k in value.split(",") if k.strip())
+    return value
+
+
+# a comma-separated variable read as a tuple of its non-empty, stripped items (not as JSON)
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_commas)]
 
 
 def env_field(

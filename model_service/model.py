@@ -200,7 +200,7 @@ class ModelManager:
     def _resolve(self) -> Any:
         try:
             mv = registry.version_by_alias(self.settings.model_name, self.settings.model_alias, strict=True)
-        except Exception as exc:  # noqa: BLE001 - registry unreachable
+        except Exception as exc:
             self.registry_ok = False
             raise RuntimeError(f"registry unreachable: {exc}") from exc
         self.registry_ok = True

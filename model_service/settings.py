@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 from pydantic import field_validator
-from pydantic_settings import NoDecode
 
-from core.settings import RepoPath, Settings, SettingsError, env_field
+from core.settings import CommaList, RepoPath, Settings, SettingsError, env_field
 
 __all__ = ["ServiceSettings", "SettingsError"]
 
@@ -44,7 +43,7 @@ class ServiceSettings(Settings):
     access_log: bool = env_field(
         "ACCESS_LOG", False, "log every request to stdout (off by default: throughput)"
     )
-    api_keys: Annotated[tuple[str, ...], NoDecode] = env_field(
+    api_keys: CommaList = env_field(
         "API_KEYS", (), "comma-separated keys for predict, explain and feedback (each >= 16 characters)"
     )
     admin_token: str | None = env_field(
@@ -102,13 +101,6 @@ class ServiceSettings(Settings):
         le=1,
     )
     shadow_alias: str = env_field("SHADOW_ALIAS", "challenger", "the version scored in shadow (not served)")
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(k.strip() for k in value.split(",") if k.strip())
-        return value
 
     @field_validator("admin_token")
     @classmethod

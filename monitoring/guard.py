@@ -378,7 +378,7 @@ def run_forever(
                 print(outcome.line(), flush=True)
             else:
                 log.info("%s", outcome.line())
-        except Exception:  # noqa: BLE001 - the guard goes on; the next period tries again
+        except Exception:
             log.exception("guard check failed")
             metrics.guard_checks.labels(settings.model_name, "error").inc()
         done += 1

@@ -449,7 +449,7 @@ def run_once(
             _fire(settings, trigger, champ, run_id, reasons, kinds, figures, outcome, waiting)
             values["trigger_event_id"] = outcome.trigger.id
         return outcome
-    except Exception as exc:  # noqa: BLE001 - recorded in the history row and reported
+    except Exception as exc:
         log.exception("monitoring run %s failed", run_id)
         outcome.status, outcome.reason = "error", f"{type(exc).__name__}: {exc}"[:2000]
         return outcome
@@ -589,7 +589,7 @@ def make_server(
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
             elif self.path.startswith("/healthz"):
@@ -597,7 +597,7 @@ def make_server(
             else:
                 self._send(404, b'{"error": "not found"}')
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if not self.path.startswith("/alerts"):
                 self._send(404, b'{"error": "not found"}')
                 return
@@ -663,7 +663,7 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
                     event = scheduled_retrain(settings, config, trigger=trigger)
                     if event is not None:
                         print(f"scheduled retrain: {event.status} {event.detail}", flush=True)
-                except Exception:  # noqa: BLE001 - the loop goes on; the next period tries again
+                except Exception:
                     log.exception("scheduled retrain failed")
             done += 1
             if iterations is not None and done >= iterations:

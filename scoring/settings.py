@@ -6,12 +6,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import field_validator
-from pydantic_settings import NoDecode
-
-from core.settings import RepoPath, Settings, env_field, repo_path
+from core.settings import CommaList, RepoPath, Settings, env_field, repo_path
 
 
 class ScoreSettings(Settings):
@@ -35,7 +32,7 @@ class ScoreSettings(Settings):
     rejects: str | None = env_field(
         "SCORE_REJECTS", None, "the rows that fail the model's schema, with the reason for each (CSV)"
     )
-    keys: Annotated[tuple[str, ...], NoDecode] = env_field(
+    keys: CommaList = env_field(
         "SCORE_KEYS",
         ("customer_id",),
         "comma-separated key columns copied from the input to every output row (e.g. `customer_id`)",
@@ -74,13 +71,6 @@ class ScoreSettings(Settings):
     spark_master: str = env_field(
         "SPARK_MASTER", "local[2]", "Spark master URL of ENGINE=spark (`spark://host:7077`, `yarn`, ...)"
     )
-
-    @field_validator("keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(k.strip() for k in value.split(",") if k.strip())
-        return value
 
 
 def local_path(value: str) -> Path:

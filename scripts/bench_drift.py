@@ -24,22 +24,22 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
 
-from core import registry  # noqa: E402
-from core.dataset import load_config  # noqa: E402
-from core.drift import Calibration  # noqa: E402
-from core.features import coerce_features  # noqa: E402
-from core.settings import load_or_exit  # noqa: E402
-from monitoring.drift import compute_drift  # noqa: E402
-from monitoring.scenarios import Scenario, apply  # noqa: E402
-from monitoring.settings import MonitorSettings  # noqa: E402
-from scripts.bench_report import update_section  # noqa: E402
-from training import gate  # noqa: E402
-from training.drift_calibration import calibrate  # noqa: E402
+from core import registry
+from core.dataset import load_config
+from core.drift import Calibration
+from core.features import coerce_features
+from core.settings import load_or_exit
+from monitoring.drift import compute_drift
+from monitoring.scenarios import Scenario, apply
+from monitoring.settings import MonitorSettings
+from scripts.bench_report import update_section
+from training import gate
+from training.drift_calibration import calibrate
 
 SIZES = (200, 300, 500)
 TARGET_SIZE = 300

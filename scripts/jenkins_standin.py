@@ -165,7 +165,7 @@ def make_handler(ctl: Controller):
             prefix = f"/job/{ctl.job}/"
             return path[len(prefix) :].strip("/").split("/") if path.startswith(prefix) else None
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             path = unquote(urlparse(self.path).path)
             if path in ("/login", "/"):
                 return self.send(200, "Jenkins stand-in\n")
@@ -204,7 +204,7 @@ def make_handler(ctl: Controller):
                 return self.send(200, public(build))
             return self.send(404, "Not Found\n")
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             url = urlparse(self.path)
             path = unquote(url.path)
             length = int(self.headers.get("Content-Length") or 0)

@@ -19,11 +19,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     confusion_matrix,
@@ -34,12 +34,12 @@ from sklearn.metrics import (  # noqa: E402
     roc_auc_score,
     roc_curve,
 )
-from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.pipeline import Pipeline
 
-from core.dataset import DatasetConfig  # noqa: E402
-from core.features import original_feature  # noqa: E402
-from training.candidate import Candidate, HeldOut  # noqa: E402
-from training.data import Splits  # noqa: E402
+from core.dataset import DatasetConfig
+from core.features import original_feature
+from training.candidate import Candidate, HeldOut
+from training.data import Splits
 
 log = logging.getLogger(__name__)
 

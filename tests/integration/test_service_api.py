@@ -89,7 +89,7 @@ def test_requests_the_server_cannot_parse_are_refused_before_the_app(service: Se
     assert requests.get(service.url + "/health", timeout=10).status_code == 200
 
 
-def test_headers_up_to_100_KB_reach_the_app(service: Service):
+def test_headers_up_to_100_kb_reach_the_app(service: Service):
     big = b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Big: " + b"y" * 100_000 + b"\r\n\r\n"
     status, headers, body = raw_request(service.port, big)
     assert status == 200 and json.loads(body)["status"] == "ok"

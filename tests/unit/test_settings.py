@@ -80,6 +80,10 @@ def test_relative_paths_are_taken_from_the_repository(monkeypatch: pytest.Monkey
 def test_service_keys_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("API_KEYS", " k1-aaaaaaaaaaaaaaaa , k2-bbbbbbbbbbbbbbbb ,")
     assert ServiceSettings.from_env().api_keys == ("k1-aaaaaaaaaaaaaaaa", "k2-bbbbbbbbbbbbbbbb")
+    monkeypatch.setenv("SCORE_KEYS", "customer_id, region,,")
+    assert ScoreSettings.from_env().keys == ("customer_id", "region")
+    monkeypatch.setenv("SCORE_KEYS", '["not", "json"]')  # read as commas, never as JSON
+    assert ScoreSettings.from_env().keys == ('["not"', '"json"]')
 
 
 @pytest.mark.parametrize(
