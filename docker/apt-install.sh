@@ -37,10 +37,11 @@ for spec in "$@"; do
     resolved="$resolved $spec"
   fi
 done
-if [ "${APT_SIMULATE:-0}" = 1 ]; then
+if [ "${APT_SIMULATE:-0}" = 1 ]; then  # what would be installed, without installing (tests)
+  echo "apt-install: resolved:$resolved"
   # shellcheck disable=SC2086
-  apt-get install --simulate --yes --no-install-recommends $resolved | grep '^Inst ' || true
-  exit 0
+  apt-get install --simulate --yes --no-install-recommends $resolved
+  exit $?
 fi
 # shellcheck disable=SC2086
 apt-get install --yes -qq --no-install-recommends $resolved >/dev/null
