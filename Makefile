@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 system-packages: ## the Debian packages the tests and the stack validators run (installs them as root)
-	@scripts/system_packages.sh
+	@tools/system_packages.sh
 
 install: $(STAMP) ## create .venv and install the locked dependencies
 
@@ -38,7 +38,7 @@ $(SPARK_STAMP): $(STAMP)
 	@touch $@
 
 install-spark: $(SPARK_STAMP) ## pyspark (the `spark` extra) and a Java runtime (Debian) for `make score ENGINE=spark`
-	@command -v java >/dev/null 2>&1 || scripts/system_packages.sh
+	@command -v java >/dev/null 2>&1 || tools/system_packages.sh
 
 lint: $(STAMP) system-packages ## ruff, import contracts (packages stand on core/), the stack's validators
 	$(BIN)/ruff check .
@@ -71,13 +71,13 @@ gate: $(STAMP) ## judge 'challenger' against floors, 'champion', behaviour, late
 	$(PY) -m training.gate
 
 settings-doc: $(STAMP) ## regenerate docs/settings.md from the settings classes
-	$(PY) -m scripts.settings_reference
+	$(PY) -m tools.settings_reference
 
 model-card: $(STAMP) ## rewrite the measured tables of the champion's model card (docs/model_card.md, docs/model_cards/<data set>.md, or MODEL_CARD)
-	$(PY) -m scripts.model_card
+	$(PY) -m operations model-card
 
 demo: $(STAMP) ## the main job on the embedded default
-	$(PY) -m scripts.demo
+	$(PY) -m operations demo
 
 monitor: $(STAMP) ## one drift + live-quality check of the recent predictions (history row, report, trigger)
 	$(PY) -m monitoring.monitor run
@@ -89,16 +89,16 @@ retrain-scheduled: $(STAMP) ## the scheduled retrain: start one only when there 
 	$(PY) -m monitoring.monitor scheduled
 
 simulate: $(STAMP) ## traffic to the service: SCENARIO=none|covariate|unseen_category|missing|label_shift
-	$(PY) -m scripts.simulate --scenario $(or $(SCENARIO),none) $(SIMULATE_ARGS)
+	$(PY) -m operations simulate --scenario $(or $(SCENARIO),none) $(SIMULATE_ARGS)
 
 # VERSION and ROLLBACK_ARGS reach the script through the environment, unexpanded ($(value ...)), never
 # pasted into the shell line; xargs splits ROLLBACK_ARGS honouring quotes without running a shell, and
-# scripts/rollback.py checks every option before it moves the alias.
+# operations/rollback.py checks every option before it moves the alias.
 unexport VERSION ROLLBACK_ARGS  # make would expand them ($(shell ...)) to put them in the environment
 rollback: export ROLLBACK_VERSION := $(value VERSION)
 rollback: export ROLLBACK_EXTRA_ARGS := $(value ROLLBACK_ARGS)
 rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
-	printf '%s' "$$ROLLBACK_EXTRA_ARGS" | xargs scripts/rollback.sh $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"}
+	printf '%s' "$$ROLLBACK_EXTRA_ARGS" | xargs $(PY) -m operations rollback $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"}
 
 # Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
 # SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.
@@ -115,22 +115,22 @@ score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),insta
 bench: bench-train bench-serve bench-slow-clients bench-drift bench-shadow bench-score ## every benchmark; tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
-	$(PY) -m scripts.bench_score
+	$(PY) -m tools.bench_score
 
 bench-train: $(STAMP) ## training wall time and peak memory -> docs/benchmarks.md
-	$(PY) -m scripts.bench_train
+	$(PY) -m tools.bench_train
 
 bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs/benchmarks.md (Serving)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m scripts.bench_serve
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m tools.bench_serve
 
 bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)
-	$(PY) -m scripts.bench_drift
+	$(PY) -m tools.bench_drift
 
 bench-slow-clients: $(STAMP) ## /health under 12 slow-header connections, granian vs gunicorn -> docs/benchmarks.md (Slow clients; needs a champion)
-	$(PY) -m scripts.bench_slow_clients
+	$(PY) -m tools.bench_slow_clients
 
 bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%, 100% -> docs/benchmarks.md (Shadow scoring)
-	$(PY) -m scripts.bench_shadow
+	$(PY) -m tools.bench_shadow
 
 serve: $(STAMP) ## the model service (granian, model_service/server.py) on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
 	$(PY) -m model_service.server
@@ -145,10 +145,10 @@ node-packages:
 	  { mkdir -p $(NODE_DIR) && cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --no-save $(NODE_PACKAGES); }
 
 screenshots: $(STAMP) node-packages ## retake docs/images/*.png: demo on a /tmp store, serve, MLflow UI, shoot
-	NODE_DIR=$(NODE_DIR) $(PY) -m scripts.screenshots
+	NODE_DIR=$(NODE_DIR) $(PY) -m tools.screenshots
 
 diagram: $(STAMP) node-packages ## render the Mermaid diagram of docs/architecture.md to docs/images/architecture.png
-	NODE_DIR=$(NODE_DIR) $(PY) -m scripts.screenshots --only diagram
+	NODE_DIR=$(NODE_DIR) $(PY) -m tools.screenshots --only diagram
 
 clean-state: ## delete the embedded default's state (var/): snapshots, MLflow store, logs
 	rm -rf var
@@ -172,7 +172,7 @@ export REGISTRY IMAGE_TAG
 .PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
-	$(PY) compose/validate_stack.py
+	$(PY) -m tools.validate_stack
 
 # Builds use BuildKit (the Dockerfiles take pip settings and a CA bundle as build secrets). DOCKER_BUILD:
 # `docker build` when buildx is there, else a CLI with BuildKit built in (Debian's docker.io 20.10).
@@ -227,13 +227,13 @@ stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops th
 	$(STACK) down
 
 stack-test: $(STAMP) ## the stack for real: engine, offline images, pipeline stages, loop, faults, PromQL; always down -v
-	$(PY) -m scripts.stack_test
+	$(PY) -m tests.support.stack_test
 
 bench-stack: $(STAMP) ## the stack test's measured figures (var/stack-test/results-*.json) -> docs/benchmarks.md (Stack)
-	$(PY) -m scripts.bench_stack
+	$(PY) -m tools.bench_stack
 
 stack-native: $(STAMP) ## the same services natively on loopback (Procfile, honcho); Ctrl-C stops them
-	$(PY) compose/native.py up
+	$(PY) -m operations native-stack up
 
 stack-native-reset: $(STAMP) ## delete the native stack's state (STACK_DIR, var/stack): registry, data, secrets
-	$(PY) compose/native.py reset
+	$(PY) -m operations native-stack reset

@@ -4,7 +4,7 @@ Shared by three users, so they judge alike:
 - training (`training.drift_calibration`) resamples the reference to calibrate the bounds and stores them
   with the model version (`reference/drift_calibration.json`, read back with `core.registry`);
 - the monitor (`monitoring.drift`) computes the statistics of a window and calls `judge`;
-- the drift bench (`scripts/bench_drift.py`) calls the same `window_scores` and `judge` on thousands of
+- the drift bench (`tools/bench_drift.py`) calls the same `window_scores` and `judge` on thousands of
   simulated windows.
 
 Statistics (the same as Evidently's `ValueDrift` with these methods, computed directly so thousands of

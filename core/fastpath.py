@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from core.schema import CATEGORICAL, FieldSpec, Validated
+from core.feature_schema import CATEGORICAL, FieldSpec, Validated
 
 TOLERANCE = 1e-6
 _UNSEEN = "\x00unseen-category-probe\x00"

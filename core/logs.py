@@ -21,7 +21,7 @@ import sys
 from datetime import UTC, datetime
 
 # the project's top-level packages: they log at LOG_LEVEL, everyone else at WARNING
-PACKAGES = ("core", "training", "model_service", "monitoring", "scoring", "scripts", "load_tests")
+PACKAGES = ("core", "training", "model_service", "monitoring", "scoring", "operations", "load_tests")
 # libraries that configure a logger of their own (MLflow installs a handler at INFO): held at WARNING
 LIBRARIES = ("mlflow", "alembic")
 SERVER_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"

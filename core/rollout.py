@@ -1,4 +1,4 @@
-"""The one rollback path, shared by `scripts/rollback.sh` (a person) and the post-promotion guard
+"""The one rollback path, shared by `churnops rollback` (a person) and the post-promotion guard
 (monitoring.guard): move `champion` back (core.registry.rollback: registry tags and history), write the
 audit row of the `rollbacks` table (who, why, from, to), ask the service to reload, and wait until it
 serves the version; plus the service calls both need (GET /v1/model, POST /v1/admin/reload).

@@ -6,7 +6,7 @@
 # breaks every fresh build on the day of the next update (nginx did on 2026-12-07). A pin may still be
 # given (PKG=VERSION, e.g. through a build argument); when today's index no longer has that version, the
 # build installs the current one and prints so, unless APT_STRICT_PINS=1. `make lint` checks every
-# recipe against today's index (scripts/check_apt_recipes.py).
+# recipe against today's index (`make lint`: tools/validate_stack.py apt-recipes).
 #
 # The record: /usr/share/churnops/packages.txt lists every installed package and version (dpkg), the
 # requested ones are printed in the build's output. APT_SIMULATE=1 resolves without installing (tests).

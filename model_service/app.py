@@ -38,10 +38,10 @@ from model_service.api.schemas import FeedbackRequest
 from model_service.api.spec import ServiceApi
 from model_service.feedback import FeedbackStore
 from model_service.hardening import ServiceRequest, security_headers
-from model_service.model import ModelManager
 from model_service.prediction_log.request_ids import new_request_id
 from model_service.prediction_log.writer import PredictionLog
-from model_service.schema import predict_request_schema
+from model_service.request_schema import predict_request_schema
+from model_service.served_model import ModelManager
 from model_service.settings import ServiceSettings, SettingsError
 from model_service.shadow import ShadowScorer
 from model_service.state import EXTENSION, ServiceState, shutdown_all, track

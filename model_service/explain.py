@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from core.fastpath import CompiledPredictor, PipelinePredictor, to_frame
+from core.feature_schema import FieldSpec, Validated
 from core.features import original_feature
-from core.schema import FieldSpec, Validated
 
 ADDITIVITY_TOLERANCE = 1e-5
 UNITS = "log-odds"

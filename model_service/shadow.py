@@ -26,8 +26,8 @@ import numpy as np
 
 from core import registry, store
 from model_service.metrics import SHADOW_RECORDS
-from model_service.model import LoadedModel, build_loaded_model
-from model_service.schema import Validated
+from model_service.request_schema import Validated
+from model_service.served_model import LoadedModel, build_loaded_model
 from model_service.settings import ServiceSettings
 
 log = logging.getLogger("model_service.shadow")

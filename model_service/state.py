@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from model_service.feedback import FeedbackStore
-from model_service.model import ModelManager
 from model_service.prediction_log.writer import PredictionLog
+from model_service.served_model import ModelManager
 from model_service.settings import ServiceSettings
 from model_service.shadow import ShadowScorer
 

@@ -17,7 +17,7 @@ replaced, on what each served:
 
 The previous version's figures are from its most recent predictions before the promotion (at most
 2,000); the new one's from its predictions since. A breach rolls back through core.rollout, the path of
-`scripts/rollback.sh` (registry tags and history, a `rollbacks` row with by = `guard` and the figures as
+`churnops rollback` (registry tags and history, a `rollbacks` row with by = `guard` and the figures as
 the reason, the service asked to reload), blocks the version from promotion until a person lifts it
 (`python -m training.gate --version N --unblock --reason TEXT`), counts `monitor_guard_rollbacks_total`
 and sets `monitor_guard_breach`; `monitor_guard_blocked_versions` stays above 0 (the alert

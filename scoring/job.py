@@ -35,7 +35,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from core import registry
-from core.schema import CATEGORICAL
+from core.feature_schema import CATEGORICAL
 from scoring.model import Described, ScoringModel
 from scoring.settings import ScoreSettings
 from scoring.table import (

@@ -27,7 +27,7 @@ from core.fastpath import (
     synthetic_records,
     to_frame,
 )
-from core.schema import CATEGORICAL, FieldSpec, Validated, field_specs
+from core.feature_schema import CATEGORICAL, FieldSpec, Validated, field_specs
 from scoring.table import BatchScorer
 
 

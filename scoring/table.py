@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.fastpath import CategoricalBlock, CompiledPredictor
-from core.schema import BINARY, CATEGORICAL, FieldSpec
+from core.feature_schema import BINARY, CATEGORICAL, FieldSpec
 
 PROBABILITY, LABEL, MODEL_NAME, MODEL_VERSION = "probability", "label", "model_name", "model_version"
 ROW, REASON = "row", "reason"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.local_servers import NotReady, free_port, wait_http
+from operations.waiting import NotReady, free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_TRAINING = {"OPTUNA_TRIALS": "2", "CV_FOLDS": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}

@@ -10,11 +10,11 @@ from flask import current_app, request
 from flask_smorest import abort
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from core.schema import Validated
+from core.feature_schema import Validated
 from model_service import jsonfast
 from model_service import metrics as m
-from model_service.model import LoadedModel
-from model_service.schema import MAX_ERRORS, RecordErrors
+from model_service.request_schema import MAX_ERRORS, RecordErrors
+from model_service.served_model import LoadedModel
 from model_service.state import services
 
 

@@ -18,7 +18,7 @@ from model_service.auth import require_api_key
 from model_service.explain import UNITS, records_payload
 from model_service.prediction_log.store import now
 from model_service.prediction_log.writer import LogUnavailable
-from model_service.schema import PredictResponse
+from model_service.request_schema import PredictResponse
 from model_service.state import services
 
 REQUEST_ID_HEADER = {"X-Request-ID": {"description": "the request id", "schema": {"type": "string"}}}

@@ -1,7 +1,7 @@
 """Request and response schemas of the endpoints (marshmallow, documented in the OpenAPI spec).
 
 The schemas derived from the served model's feature schema (a record, /v1/predict's request and
-response) are in `model_service.schema`; these are the fixed ones.
+response) are in `model_service.request_schema`; these are the fixed ones.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def served_example(model) -> dict[str, Any]:
     """Swagger's example record: the one the model was trained with (`example_record` in its metadata:
     the config's example_record or a reference record), else one built from the feature schema; either
     way one the validator accepts, so "Try it out" answers 200."""
-    from model_service.schema import field_example
+    from model_service.request_schema import field_example
 
     candidates = [model.metadata.get("example_record"), {s.name: field_example(s) for s in model.specs}]
     for example in candidates:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.local_servers import wait_until
+from operations.waiting import wait_until
 from tests.conftest import REPO, free_port, require_server
-from tests.integration.service_process import (
+from tests.support.service_process import (
     API_KEY,
     RECORD,
     Service,

@@ -14,7 +14,7 @@ from core import store as loop_store
 from core.dataset import load_config
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
-from tests.loop_helpers import champion_data, log_predictions, score
+from tests.support.loop_helpers import champion_data, log_predictions, score
 from training import retrain
 from training.data import open_snapshot
 from training.settings import TrainingSettings

@@ -1,4 +1,4 @@
-"""scripts/rollback.sh against a fresh registry (two tiny registered versions) and a stand-in service
+"""`churnops rollback` (python -m operations rollback) against a fresh registry (two tiny registered versions) and a stand-in service
 that follows the `champion` alias on reload (or never does)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -93,7 +94,7 @@ def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def rollback(env, *args, timeout=60):
     return subprocess.run(
-        ["bash", "scripts/rollback.sh", *args],
+        [sys.executable, "-m", "operations", "rollback", *args],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,

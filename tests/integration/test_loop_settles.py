@@ -21,7 +21,7 @@ from monitoring import monitor
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.conftest import REPO
-from tests.loop_helpers import champion_data, log_predictions, score
+from tests.support.loop_helpers import champion_data, log_predictions, score
 from training import gate, retrain, train
 from training.settings import TrainingSettings
 

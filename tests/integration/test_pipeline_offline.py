@@ -1,4 +1,4 @@
-"""Offline validation of the stack and pipeline files (compose/validate_stack.py), as tests.
+"""Offline validation of the stack and pipeline files (tools/validate_stack.py), as tests.
 
 The validators are real tools (Compose v2, hadolint, promtool, amtool, jenkins-jobs, groovy); a missing
 one skips loudly here and fails under CI (.ci/run installs the Debian ones, the dev extras the rest).
@@ -6,7 +6,6 @@ one skips loudly here and fails under CI (.ci/run installs the Debian ones, the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,10 +15,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, require_server
-
-_spec = importlib.util.spec_from_file_location("validate_stack", REPO / "compose" / "validate_stack.py")
-vs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vs)
+from tools import validate_stack as vs
 
 
 def _run(check) -> list[str]:
@@ -105,7 +101,7 @@ def test_make_lint_runs_the_stack_validators() -> None:
 
 def test_dashboards_are_generated_and_parse() -> None:
     out = subprocess.run(
-        [sys.executable, str(REPO / "grafana" / "build_dashboards.py"), "--check"],
+        [sys.executable, "-m", "tools.build_dashboards", "--check"],
         capture_output=True,
         text=True,
         check=False,

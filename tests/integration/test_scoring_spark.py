@@ -1,6 +1,6 @@
 """`make score ENGINE=spark` on a local Spark (local[2]): the same columns, values (1e-6) and rejects as
 the in-process engine. pyspark comes from the project's `spark` extra (`make install-spark`, run here
-when it is missing) and Java from scripts/system_packages.sh (Debian default-jre-headless, as root); the
+when it is missing) and Java from tools/system_packages.sh (Debian default-jre-headless, as root); the
 test skips, naming the reason, only when Java cannot be installed (and fails under CI)."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 @pytest.fixture(scope="module")
 def spark_installed() -> None:
     if shutil.which("java") is None:
-        subprocess.run(["bash", str(REPO / "scripts" / "system_packages.sh")], cwd=REPO, check=False)
+        subprocess.run(["bash", str(REPO / "tools" / "system_packages.sh")], cwd=REPO, check=False)
     if shutil.which("java") is None:
-        require_server("no Java runtime and scripts/system_packages.sh could not install one (not root?)")
+        require_server("no Java runtime and tools/system_packages.sh could not install one (not root?)")
     try:
         importlib.import_module("pyspark")
     except ImportError:

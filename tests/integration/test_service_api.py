@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from model_service.server import MAX_HEADER_BYTES
-from scripts.local_servers import wait_until
+from operations.waiting import wait_until
 from tests.conftest import REPO
-from tests.integration.service_process import (
+from tests.support.service_process import (
     ADMIN_TOKEN,
     API_KEY,
     RECORD,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.integration.service_process import API_KEY, RECORD, Service, private_store, service_env
+from tests.support.service_process import API_KEY, RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from model_service.server import HEADER_READ_TIMEOUT_MS
-from tests.integration.service_process import API_KEY, RECORD, Service, private_store, service_env
+from tests.support.service_process import API_KEY, RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

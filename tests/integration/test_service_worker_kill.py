@@ -18,8 +18,8 @@ import requests
 from sqlalchemy import func, select
 
 from core.store import make_engine, predictions
-from scripts.local_servers import wait_until
-from tests.integration.service_process import RECORD, Service, private_store, service_env
+from operations.waiting import wait_until
+from tests.support.service_process import RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.promql_check import promql_problems
 from tests.conftest import FAST_TRAINING, REPO, free_port, require_server
+from tests.support.promql_check import promql_problems
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,7 +89,7 @@ def _ok(url: str) -> bool:
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("a") as out:
         return subprocess.Popen(
-            [sys.executable, str(REPO / "compose" / "native.py"), "up"],
+            [sys.executable, "-m", "operations", "native-stack", "up"],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -149,7 +149,7 @@ def stack():
     settings = dict(
         line.split("=", 1)
         for line in subprocess.run(
-            [sys.executable, str(REPO / "compose" / "native.py"), "env"],
+            [sys.executable, "-m", "operations", "native-stack", "env"],
             env=env,
             capture_output=True,
             text=True,

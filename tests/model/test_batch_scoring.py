@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import registry, store
-from core.schema import CATEGORICAL, field_specs
-from model_service.model import build_loaded_model
+from core.feature_schema import CATEGORICAL, field_specs
+from model_service.served_model import build_loaded_model
 from scoring.__main__ import main
 
 COLUMNS = ["customer_id", "probability", "label", "model_name", "model_version"]

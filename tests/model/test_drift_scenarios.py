@@ -20,7 +20,7 @@ from core.drift import Calibration
 from monitoring.drift import compute_drift
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
-from tests.loop_helpers import champion_data, score
+from tests.support.loop_helpers import champion_data, score
 from training.settings import TrainingSettings
 
 UNDRIFTED_WINDOWS = 200

@@ -1,4 +1,4 @@
-"""Issue 12: a data set with missing values (tests/missing_data.py, generated) trains, gates and serves
+"""Issue 12: a data set with missing values (tests/support/missing_data.py, generated) trains, gates and serves
 with its missing values kept missing: a missing category is the encoder's `__missing__` column (never
 a "nan" category), missingness is learned, and a record with nulls scores the same through the
 pipeline, the service's fast path and its HTTP API."""
@@ -19,7 +19,7 @@ from core import registry
 from core.dataset import DatasetConfig, load_config
 from core.features import coerce_features, original_feature
 from tests.conftest import embedded_env_vars
-from tests.missing_data import write_dataset
+from tests.support.missing_data import write_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_a_record_with_nulls_scores_the_same_through_pipeline_fast_path_and_api(
     trained: Trained, monkeypatch
 ):
     from model_service.app import create_app
-    from model_service.model import build_loaded_model
+    from model_service.served_model import build_loaded_model
     from model_service.settings import ServiceSettings
 
     loaded = build_loaded_model(MODEL, trained.version, "champion", trained.pipeline, trained.metadata)
@@ -148,7 +148,7 @@ def test_a_record_with_nulls_scores_the_same_through_pipeline_fast_path_and_api(
 
 
 def test_the_model_card_uses_the_data_sets_words_and_its_own_file(trained: Trained, monkeypatch, tmp_path):
-    from scripts import model_card
+    from operations import model_card
     from training.settings import TrainingSettings
 
     for key, value in trained.env.items():
@@ -177,8 +177,8 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
     from monitoring import monitor
     from monitoring.scenarios import Scenario
     from monitoring.settings import MonitorSettings
-    from scripts import simulate
-    from tests.loop_helpers import served_app
+    from operations import simulate
+    from tests.support.loop_helpers import served_app
     from training import retrain
     from training.settings import TrainingSettings
     from training.validate import validate

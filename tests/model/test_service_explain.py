@@ -14,7 +14,7 @@ import pytest
 from scipy.special import expit
 
 from core.fastpath import PipelinePredictor, compile_pipeline, synthetic_records
-from core.schema import CATEGORICAL, field_specs
+from core.feature_schema import CATEGORICAL, field_specs
 from model_service.explain import (
     Explainer,
     ExplainUnavailable,
@@ -22,8 +22,8 @@ from model_service.explain import (
     column_features,
     records_payload,
 )
-from model_service.model import build_loaded_model, importance_list
-from model_service.schema import RecordValidator
+from model_service.request_schema import RecordValidator
+from model_service.served_model import build_loaded_model, importance_list
 
 ADDITIVE = 1e-5
 
@@ -227,7 +227,7 @@ def champion_client(champion_env, monkeypatch):
     """The service app (test client) serving the session's trained champion; auth, validation and
     every error answer are tested on a small model in test_service_http.py."""
     from model_service.app import create_app
-    from tests.integration.service_process import API_KEY
+    from tests.support.service_process import API_KEY
 
     monkeypatch.setenv("API_KEYS", API_KEY)
     monkeypatch.setenv("SPOOL_DIR", str(champion_env.root / "spool-explain"))
@@ -243,7 +243,7 @@ def test_explain_endpoint_with_the_champion(champion_client):
     /v1/predict answers, and make sense; explain requests are not logged."""
     import math
 
-    from tests.integration.service_process import RECORD
+    from tests.support.service_process import RECORD
 
     client, key = champion_client
     records = [RECORD, {**RECORD, "contract": "Two year", "tenure": 70, "total_charges": None}]
@@ -274,7 +274,7 @@ def test_explain_endpoint_with_the_champion(champion_client):
 
 
 def test_model_endpoint_describes_the_champion(champion_client, champion_env):
-    from tests.integration.service_process import RECORD
+    from tests.support.service_process import RECORD
 
     client, key = champion_client
     body = client.get("/v1/model", headers=key).get_json()

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from core.fastpath import CompileError, PipelinePredictor, compile_pipeline, synthetic_records
-from core.schema import field_specs
-from model_service.model import build_loaded_model
-from model_service.schema import RecordValidator
+from core.feature_schema import field_specs
+from model_service.request_schema import RecordValidator
+from model_service.served_model import build_loaded_model
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -14,9 +14,9 @@ from core.dataset import load_config
 from model_service.app import create_app
 from model_service.settings import ServiceSettings
 from model_service.state import EXTENSION
-from scripts import simulate
-from scripts.bad_model import register_bad_model
-from tests.loop_helpers import served_app
+from operations import simulate
+from operations.bad_model import register_bad_model
+from tests.support.loop_helpers import served_app
 from training import gate, train
 from training.settings import TrainingSettings
 

@@ -141,7 +141,7 @@ def test_architecture_png_is_rendered_from_its_mermaid_source():
     """docs/images/architecture.png carries the hash of the Mermaid block it was rendered from."""
     from PIL import Image
 
-    from scripts.screenshots import mermaid_sha256, mermaid_source
+    from tools.screenshots import mermaid_sha256, mermaid_source
 
     with Image.open(REPO / "docs" / "images" / "architecture.png") as image:
         stamped = image.text.get("mermaid-sha256")
@@ -191,3 +191,15 @@ def test_api_md_covers_every_endpoint(tmp_path: Path, monkeypatch: pytest.Monkey
     api_md = (REPO / "docs" / "api.md").read_text()
     missing = sorted(e for e in endpoints if e not in api_md)
     assert not missing, f"docs/api.md does not document: {', '.join(missing)}"
+
+
+def test_readme_layout_table_matches_the_tree():
+    """Every folder the repository tracks has a row in the README's Layout table, and every folder a row
+    names exists: the table is where a newcomer looks first."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    folders = {line.split("/", 1)[0] for line in tracked.splitlines() if "/" in line} - {".ci"}
+    section = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    first_cells = [row.split("|")[1] for row in section.splitlines() if row.startswith("| `")]
+    named = {name for cell in first_cells for name in re.findall(r"`([\w.-]+)/`", cell)}
+    assert folders - named == set(), "folders without a row in the README's Layout table"
+    assert named - folders == set(), "rows of the README's Layout table naming no tracked folder"

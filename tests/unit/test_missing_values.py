@@ -1,4 +1,4 @@
-"""Missing values stay missing outside training too (issue 12), on tests/missing_data.py's generated data
+"""Missing values stay missing outside training too (issue 12), on tests/support/missing_data.py's generated data
 set: the service's validator takes null where the config declares a missing share, the simulator sends
 null (never "nan"), and the monitor does not count a missing category as an unseen one."""
 
@@ -12,13 +12,13 @@ import pytest
 
 from core.dataset import load_config
 from core.fastpath import to_frame
+from core.feature_schema import field_specs
 from core.features import prepare
-from core.schema import field_specs
-from model_service.schema import RecordErrors, RecordValidator
+from model_service.request_schema import RecordErrors, RecordValidator
 from monitoring.drift import compute_drift
 from monitoring.settings import MonitorSettings
-from scripts.simulate import to_json_record
-from tests.missing_data import generate, write_dataset
+from operations.simulate import to_json_record
+from tests.support.missing_data import generate, write_dataset
 
 
 @pytest.fixture(scope="module")

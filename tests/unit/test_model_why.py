@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from core import registry
-from model_service import model as service_model
+from model_service import served_model as service_model
 from model_service.settings import ServiceSettings
 
 TAGS = {

@@ -22,7 +22,7 @@ from core.source import read_source, source_hash
 from monitoring import metrics, monitor
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
-from tests.loop_helpers import log_predictions
+from tests.support.loop_helpers import log_predictions
 from training.data import assign_split
 from training.settings import TrainingSettings
 

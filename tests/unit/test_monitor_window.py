@@ -19,7 +19,7 @@ from core.features import prepare
 from monitoring import metrics, monitor
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
-from tests.loop_helpers import log_predictions
+from tests.support.loop_helpers import log_predictions
 from training.data import assign_split, read_source
 from training.settings import TrainingSettings
 

@@ -1,18 +1,13 @@
-"""The native stack's rendered configs (compose/native.py): the monitor's webhook token reaches
+"""The native stack's rendered configs (operations/native_stack.py): the monitor's webhook token reaches
 Alertmanager as a credentials file and the monitor as MONITOR_WEBHOOK_TOKEN, the monitor binds to
 loopback, and a STACK_DIR from before the token existed gets one."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import yaml
 
+from operations import native_stack as native
 from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location("native_stack", REPO / "compose" / "native.py")
-native = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(native)
 
 
 def test_webhook_token_reaches_alertmanager_and_monitor(tmp_path, monkeypatch):
@@ -109,9 +104,8 @@ def test_a_stop_asked_for_is_a_clean_exit_and_the_output_is_logged(tmp_path):
     )
     log = tmp_path / "stack.log"
     runner = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('n', {str(REPO / 'compose' / 'native.py')!r})\n"
-        "n = importlib.util.module_from_spec(spec); spec.loader.exec_module(n)\n"
+        "import sys\n"
+        "from operations import native_stack as n\n"
         f"sys.exit(n.run_logged([sys.executable, '-c', {fake_honcho!r}], n.Path({str(log)!r})))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True)

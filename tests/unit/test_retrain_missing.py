@@ -1,5 +1,5 @@
 """Retraining keeps production records with missing values as long as every column stays within its
-declared `max_missing_share` (tests/missing_data.py's generated data set), and keeps them missing."""
+declared `max_missing_share` (tests/support/missing_data.py's generated data set), and keeps them missing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import load_config
-from tests.missing_data import generate, write_dataset
+from tests.support.missing_data import generate, write_dataset
 from training import retrain
 from training.validate import validate
 

@@ -12,7 +12,7 @@ import pytest
 
 from core import registry
 from core.dataset import load_config
-from tests.missing_data import write_dataset
+from tests.support.missing_data import write_dataset
 from training import retrain
 from training.data import ingest, write_snapshot
 from training.settings import TrainingSettings

@@ -1,4 +1,4 @@
-"""`make rollback` and scripts/rollback.py: every option checked before the alias moves, and the
+"""`make rollback` and operations/rollback.py: every option checked before the alias moves, and the
 Makefile's variables never reach a shell as code."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from core.settings import REPO_ROOT
 from monitoring.settings import MonitorSettings
-from scripts import rollback
+from operations import rollback
 
 BAD = {
     "shell": ["2; touch pwned"],
@@ -67,7 +67,7 @@ def test_the_rollback_timeout_setting_is_positive_and_finite(value, monkeypatch)
     ids=["semicolon", "make-shell", "backtick", "args-semicolon", "args-substitution"],
 )
 def test_make_rollback_passes_variables_without_a_shell(make_args, tmp_path: Path):
-    """The values reach scripts/rollback.py as arguments (and are refused there): no file is created."""
+    """The values reach operations/rollback.py as arguments (and are refused there): no file is created."""
     marks = tmp_path / "out"
     marks.mkdir()
     out = subprocess.run(
@@ -97,6 +97,7 @@ def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
             "-o",
             ".venv/.installed-stamp",
             "rollback",
+            f"PY={fake}",
             "VERSION=3",
             'ROLLBACK_ARGS=--reason "recall dropped; after v4" --timeout 5',
         ],
@@ -104,12 +105,13 @@ def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "ARGS_OUT": str(got)},
+        env={"PATH": "/usr/bin:/bin", "ARGS_OUT": str(got)},
     )
     assert out.returncode == 0, out.stderr
     assert got.read_text().splitlines() == [
         "-m",
-        "scripts.rollback",
+        "operations",
+        "rollback",
         "3",
         "--reason",
         "recall dropped; after v4",

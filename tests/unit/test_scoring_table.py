@@ -16,11 +16,11 @@ import pytest
 
 from core.dataset import load_config
 from core.fastpath import compile_pipeline, synthetic_records, to_frame
+from core.feature_schema import CATEGORICAL, field_specs
 from core.features import build_preprocessor
-from core.schema import CATEGORICAL, field_specs
 from core.settings import REPO_ROOT
-from model_service.model import build_loaded_model
-from model_service.schema import RecordValidator
+from model_service.request_schema import RecordValidator
+from model_service.served_model import build_loaded_model
 from scoring.job import MonitorSample, Progress, Source, open_source
 from scoring.model import Described, check_against_pipeline, records_table
 from scoring.table import BatchScorer, ColumnError, check_columns

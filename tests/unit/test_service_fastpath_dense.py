@@ -69,10 +69,10 @@ def test_one_record_is_transformed_exactly_as_in_a_batch(scale):
 
     from core.dataset import load_config
     from core.fastpath import compile_pipeline, synthetic_records, to_frame
+    from core.feature_schema import field_specs
     from core.features import build_preprocessor
-    from core.schema import field_specs
     from core.settings import REPO_ROOT
-    from model_service.schema import RecordValidator
+    from model_service.request_schema import RecordValidator
 
     config = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
     specs = field_specs([f.as_dict() for f in config.features])

@@ -26,12 +26,12 @@ from core.store import feedback
 from model_service import metrics as m
 from model_service.app import create_app
 from model_service.auth import matches
-from model_service.model import LoadedModel, build_loaded_model
 from model_service.prediction_log.request_ids import new_request_id
 from model_service.prediction_log.writer import PredictionLog
+from model_service.served_model import LoadedModel, build_loaded_model
 from model_service.settings import ServiceSettings
 from model_service.state import ServiceState
-from tests.integration.service_process import ADMIN_TOKEN, API_KEY, RECORD
+from tests.support.service_process import ADMIN_TOKEN, API_KEY, RECORD
 
 MAX_BATCH = 5
 MAX_BYTES = 4096
@@ -52,10 +52,10 @@ def tiny_model() -> LoadedModel:
 
     from core.dataset import load_config
     from core.fastpath import synthetic_records, to_frame
+    from core.feature_schema import field_specs
     from core.features import build_preprocessor
-    from core.schema import field_specs
     from core.settings import REPO_ROOT
-    from model_service.schema import RecordValidator
+    from model_service.request_schema import RecordValidator
 
     config = load_config(REPO_ROOT / "config" / "telco_churn.yaml")
     meta = {
@@ -548,7 +548,7 @@ def test_no_champion_yet_is_a_state_not_an_error_storm(make_app, tmp_path, caplo
     app = make_app(tracking_uri=uri)
     manager = app.extensions["model_service"].manager
     failures_before = _metric("model_service_reloads_total")
-    caplog.set_level("DEBUG", logger="model_service.model")
+    caplog.set_level("DEBUG", logger="model_service.served_model")
     for _ in range(5):
         result = manager.check()
     assert result["version"] is None and result["error"].startswith("no champion yet")

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from core.dataset import load_config
-from core.schema import FieldSpec, SchemaError, field_specs
+from core.feature_schema import FieldSpec, SchemaError, field_specs
 from core.settings import REPO_ROOT
-from model_service.schema import (
+from model_service.request_schema import (
     RecordErrors,
     RecordValidator,
     predict_request_schema,
     record_schema,
 )
-from tests.integration.service_process import RECORD as VALID
+from tests.support.service_process import RECORD as VALID
 
 FEATURES = [f.as_dict() for f in load_config(REPO_ROOT / "config" / "telco_churn.yaml").features]
 

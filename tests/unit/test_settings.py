@@ -13,7 +13,7 @@ from model_service.settings import ServiceSettings
 from monitoring import monitor
 from monitoring.settings import MonitorSettings
 from scoring.settings import ScoreSettings
-from scripts import settings_reference
+from tools import settings_reference
 from training import gate, train
 from training.settings import TrainingSettings
 
@@ -141,7 +141,7 @@ def test_only_the_settings_classes_read_the_environment():
 
 @pytest.mark.parametrize("cls", COMPONENTS, ids=lambda c: c.__name__)
 def test_model_name_defaults_to_the_data_set_config(cls, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from tests.missing_data import write_dataset
+    from tests.support.missing_data import write_dataset
 
     assert cls.from_env().model_name == "telco-churn"  # the built-in config
     config = write_dataset(tmp_path, model_name="accounts-model")

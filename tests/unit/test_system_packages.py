@@ -1,5 +1,5 @@
 """`make test` installs the Debian packages its tests run as root; without root it names what is
-missing and stops (scripts/system_packages.sh)."""
+missing and stops (tools/system_packages.sh)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 from core.settings import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "scripts" / "system_packages.sh"
+SCRIPT = REPO_ROOT / "tools" / "system_packages.sh"
 
 
 def test_without_root_the_missing_packages_are_named_and_it_stops():

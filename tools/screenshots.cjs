@@ -1,6 +1,6 @@
-// Headless-Chromium screenshots for docs/images/, driven by scripts/screenshots.py (`make screenshots`).
+// Headless-Chromium screenshots for docs/images/, driven by tools/screenshots.py (`make screenshots`).
 //
-//   node scripts/screenshots.cjs JOBS.json
+//   node tools/screenshots.cjs JOBS.json
 //
 // JOBS.json: {"node_dir": "...", "chromium": "/usr/bin/chromium", "jobs": [{"kind": ..., "out": ...}, ...]}
 // kinds:

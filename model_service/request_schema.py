@@ -3,7 +3,7 @@
 The model version carries its feature schema (`feature_schema` in the logged model's metadata: name,
 type numeric|binary|categorical, min, max, categories, nullable). From it, at load time, come:
 
-- `FieldSpec`s (`core/schema.py`, shared with the fast path and batch scoring): one per feature;
+- `FieldSpec`s (`core/feature_schema.py`, shared with the fast path and batch scoring): one per feature;
 - marshmallow schemas (`record_schema`, `predict_request_schema`, `predict_response_schema`): the
   OpenAPI document and the reference semantics of a valid record;
 - `RecordValidator`: the request-path validator. It checks a batch column by column (one type test
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from core.schema import BINARY, CATEGORICAL, NUMERIC, FieldSpec, Validated
+from core.feature_schema import BINARY, CATEGORICAL, NUMERIC, FieldSpec, Validated
 
 _MISSING = object()
 _NOT_A_RECORD = object()

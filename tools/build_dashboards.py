@@ -1,7 +1,7 @@
 """Generates the Grafana dashboards in grafana/dashboards/*.json (committed; a test checks they are current).
 
-    python grafana/build_dashboards.py          # rewrite the JSON files
-    python grafana/build_dashboards.py --check  # exit 1 if a file differs from what this script makes
+    python -m tools.build_dashboards          # rewrite the JSON files
+    python -m tools.build_dashboards --check  # exit 1 if a file differs from what this script makes
 
 Dashboards are code: one place lists every query, so the tests can evaluate each PromQL expression
 against a real Prometheus and each SQL query against a real PostgreSQL.
@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "dashboards"
+OUT = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"
 
 PROM = {"type": "prometheus", "uid": "prometheus"}
 CHURN_DB = {"type": "grafana-postgresql-datasource", "uid": "churn-db"}
@@ -417,7 +416,7 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         stale = [n for n, text in files.items() if not (OUT / n).exists() or (OUT / n).read_text() != text]
         if stale:
-            print(f"stale dashboards (run python grafana/build_dashboards.py): {', '.join(stale)}")
+            print(f"stale dashboards (run python -m tools.build_dashboards): {', '.join(stale)}")
             return 1
         return 0
     OUT.mkdir(exist_ok=True)

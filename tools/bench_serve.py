@@ -2,7 +2,7 @@
 LOG_SYNC=write and LOG_SYNC=fsync, vs `mlflow models serve`, same model, same workers, in one run).
 
 Starts the model service four times: under granian (`model_service/server.py`, what `make serve`, the
-image and the stacks run) and under gunicorn (`scripts/gunicorn_conf.py`, the server it replaced, kept
+image and the stacks run) and under gunicorn (`tools/gunicorn_conf.py`, the server it replaced, kept
 for this comparison), each once per durability mode (`LOG_SYNC`:
 `write`, the spool line in the page cache before the 200; `fsync`, also synced), each with
 SERVICE_WORKERS workers x SERVICE_THREADS threads and its own SQLite prediction log and spool on
@@ -42,7 +42,7 @@ import requests
 
 from core.dataset import load_config
 from core.settings import Settings
-from scripts.local_servers import free_port, wait_http
+from operations.waiting import free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 RECORD = load_config(Settings.from_env().dataset_config).example_record  # the data set's sample record
@@ -109,7 +109,7 @@ def in_process_floor(name: str, version: str) -> dict[str, float]:
     import pandas as pd
 
     from core.registry import model_metadata, model_uri
-    from model_service.model import build_loaded_model
+    from model_service.served_model import build_loaded_model
 
     meta = model_metadata(name, version)
     pipe = mlflow.sklearn.load_model(model_uri(name, version))
@@ -279,7 +279,7 @@ def write_section(text: str) -> None:
 
 SERVERS = {
     "granian": ["{python}", "-m", "model_service.server"],
-    "gunicorn": ["{bin}/gunicorn", "-c", "scripts/gunicorn_conf.py", "model_service.app:create_app()"],
+    "gunicorn": ["{bin}/gunicorn", "-c", "tools/gunicorn_conf.py", "model_service.app:create_app()"],
 }
 MODES = ("write", "fsync")  # LOG_SYNC: both durability modes are measured, each in its own instance
 INSTANCES = [(kind, mode) for kind in SERVERS for mode in MODES]

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scripts.bench_report import update_section
+from tools.bench_report import update_section
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 1_000_000

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from scripts.bench_report import update_section
+from tools.bench_report import update_section
 
 STATE = Path(__file__).resolve().parent.parent / "var" / "stack-test"
 KINDS = ("cold", "bases-kept", "warm")
@@ -50,7 +50,7 @@ def main() -> int:
         return 1
     body = "\n".join(
         [
-            "`make stack-test` (scripts/stack_test.py) on the offline images: engine check, image builds, stack up, the",
+            "`make stack-test` (tests/support/stack_test.py) on the offline images: engine check, image builds, stack up, the",
             "pipeline's stages in the training image, the drift -> retrain loop, rollback, faults, the guard, restarts, PromQL.",
             "One run per starting state; seconds are wall time on the shared 2-core machine.",
             "",

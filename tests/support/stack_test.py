@@ -9,13 +9,13 @@
 4. Stack up (compose/docker-compose.yml + offline.yml + stack-test.yml), then the Jenkinsfile's stages
    with the same make targets inside the training image (the `trainer` service): train, gate, push
    (to the stack's registry), deploy, smoke, load test (Locust through the load balancer).
-5. The loop: drifted traffic (scripts/simulate.py) through the load balancer, the monitor flags it,
+5. The loop: drifted traffic (operations/simulate.py) through the load balancer, the monitor flags it,
    Prometheus fires DataDrift, Alertmanager calls the monitor's webhook, the retrain trigger calls the
    Jenkins stand-in (token, crumb, buildWithParameters), whose build runs `make retrain` + `make smoke`
-   in the training image; the new champion is served by every replica; scripts/rollback.sh goes back.
+   in the training image; the new champion is served by every replica; churnops rollback goes back.
 6. Faults under traffic: PostgreSQL restarted, then one service replica killed (SIGKILL): requests
    answered / failed, prediction records stored (none lost, none twice).
-7. The post-promotion guard: a deliberately bad model (scripts/bad_model.py) forced past the gate (the
+7. The post-promotion guard: a deliberately bad model (operations/bad_model.py) forced past the gate (the
    audited override) while labelled traffic flows; the monitor container's guard rolls it back by
    itself (a `rollbacks` row by guard), every replica serves the good champion again, the bad version is
    refused a second forced promotion, and ModelVersionBlockedByGuard fires in Prometheus.
@@ -39,12 +39,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.local_servers import free_port
-from scripts.promql_check import promql_problems
+from operations.waiting import free_port
+from tests.support.promql_check import promql_problems
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("STACK_TEST_DIR") or REPO / "var" / "stack-test")
 FILES = ["compose/docker-compose.yml", "compose/offline.yml", "compose/stack-test.yml"]
 # the drift scenario: 8 of the 20 features (the DataDrift alert fires at a share of 0.3)
@@ -253,16 +254,14 @@ class Stack:
     def compose(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return sh([*self.base, *args], **kw)
 
+    def trainer(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
+        """`command` in a throwaway container of the training image (the `trainer` service, no deps)."""
+        return self.compose("--profile", "jobs", "run", "--rm", "--no-deps", "trainer", *command, **kwargs)
+
     def stage(self, name: str, target: str, timeout: float = 1200) -> None:
         """One Jenkinsfile stage: its make target in the training image (the trainer service)."""
         start = time.monotonic()
-        self.compose(
-            "--profile",
-            "jobs",
-            "run",
-            "--rm",
-            "--no-deps",
-            "trainer",
+        self.trainer(
             "make",
             *target.split(),
             timeout=timeout,
@@ -355,9 +354,7 @@ def champion_version(stack: Stack) -> str:
         "import mlflow; from mlflow import MlflowClient; "
         "print(MlflowClient().get_model_version_by_alias('telco-churn', 'champion').version)"
     )
-    out = stack.compose(
-        "--profile", "jobs", "run", "--rm", "--no-deps", "trainer", "python", "-c", code, capture=True
-    )
+    out = stack.trainer("python", "-c", code, capture=True)
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -483,9 +480,20 @@ def image_sizes(env: dict[str, str]) -> None:
     note(f"images: the S3 image without credentials exits {refused.returncode}: {line}")
 
 
-def run(stack: Stack) -> None:
-    env = stack.env
-    # ---- the storage, registry, metrics and the Jenkins stand-in; service and monitor come with Deploy
+@dataclass
+class Run:
+    """What the phases share: the stack, the versions they saw, what went wrong without stopping the run."""
+
+    stack: Stack
+    v1: str = ""  # the first champion (the Train and Gate stages)
+    v2: str = ""  # the retrained champion (the loop)
+    replicas: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def start_base(run: Run) -> None:
+    """The storage, registry, metrics and the Jenkins stand-in; service and monitor come with Deploy."""
+    stack = run.stack
     # a run that was interrupted (dockerd stopped, the machine shut down) leaves its containers and volumes:
     # the old PostgreSQL volume holds the old run's passwords, so the fresh secrets would be refused
     left = stack.compose("--profile", "jobs", "ps", "-aq", capture=True, check=False).stdout.split()
@@ -509,7 +517,10 @@ def run(stack: Stack) -> None:
     RESULTS["start_seconds"] = round(time.monotonic() - start)
     note(f"stack: {', '.join(base)} healthy in {RESULTS['start_seconds']} s")
 
-    # ---- the Jenkinsfile's stages, in the training image
+
+def pipeline_stages(run: Run) -> None:
+    """The Jenkinsfile's stages, in the training image: train, gate, build and push, deploy, smoke, load test."""
+    stack, env = run.stack, run.stack.env
     stack.stage("Train", "train")
     stack.stage("Gate", "gate")
     v1 = champion_version(stack)
@@ -558,8 +569,12 @@ def run(stack: Stack) -> None:
         capture=True,
     ).stdout
     RESULTS["load_test"] = summary.strip()[-400:]
+    run.v1, run.replicas = v1, replicas
 
-    # ---- Prometheus scrapes every target
+
+def targets_up(run: Run) -> None:
+    """Prometheus scrapes every target."""
+    stack, replicas = run.stack, run.replicas
     expected = len(replicas) + 4
     wait(
         f"{expected} Prometheus targets up",
@@ -573,19 +588,16 @@ def run(stack: Stack) -> None:
     RESULTS["targets_up"] = len(up)
     note(f"prometheus: {len(up)} targets up: {', '.join(up)}")
 
-    # ---- the loop: drift -> monitor -> alert -> trigger -> Jenkins stand-in -> retrain -> new champion
+
+def drift_loop(run: Run) -> None:
+    """The loop: drift -> monitor -> alert -> trigger -> Jenkins stand-in -> retrain -> new champion."""
+    stack, v1 = run.stack, run.v1
     events_before = int(stack.psql("SELECT count(*) FROM trigger_events WHERE status = 'fired';") or 0)
     if events_before:
         raise StackTestError(
             f"a retrain fired before any drifted traffic ({events_before} events): a false alarm"
         )
-    stack.compose(
-        "--profile",
-        "jobs",
-        "run",
-        "--rm",
-        "--no-deps",
-        "trainer",
+    stack.trainer(
         "make",
         "simulate",
         f"SCENARIO=covariate:{','.join(DRIFTED)}",
@@ -666,17 +678,18 @@ def run(stack: Stack) -> None:
     wait(f"every replica serving version {v2}", lambda: set(served_versions(stack).values()) == {v2}, 120, 3)
     note(f"loop: new champion v{v2} gated, promoted, served by every replica {served_versions(stack)}")
     RESULTS["versions"] = [v1, v2]
+    run.v2 = v2
 
-    # ---- rollback
+
+def rollback(run: Run) -> None:
+    """`churnops rollback` in the training image: every replica back on the first champion."""
+    stack, v1 = run.stack, run.v1
     start = time.monotonic()
-    stack.compose(
-        "--profile",
-        "jobs",
-        "run",
-        "--rm",
-        "--no-deps",
-        "trainer",
-        "scripts/rollback.sh",
+    stack.trainer(
+        "python",
+        "-m",
+        "operations",
+        "rollback",
         "--reason",
         "stack test",
         "--timeout",
@@ -685,9 +698,12 @@ def run(stack: Stack) -> None:
     )
     wait(f"every replica back on version {v1}", lambda: set(served_versions(stack).values()) == {v1}, 120, 1)
     RESULTS["rollback_seconds"] = round(time.monotonic() - start, 1)
-    note(f"rollback: scripts/rollback.sh -> every replica serves v{v1} after {RESULTS['rollback_seconds']} s")
+    note(f"rollback: churnops rollback -> every replica serves v{v1} after {RESULTS['rollback_seconds']} s")
 
-    # ---- faults under traffic
+
+def faults(run: Run) -> None:
+    """Faults under traffic: PostgreSQL restarted, then a replica killed; every answer stored."""
+    stack, replicas, problems = run.stack, run.replicas, run.problems
     from load_tests.payloads import held_out_records
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -753,7 +769,6 @@ def run(stack: Stack) -> None:
         f"faults: {len(answered)} answered, {failed} failed ({len(in_flight)} in flight at the kill), "
         f"{total} prediction records stored ({distinct} distinct)"
     )
-    problems = []
     if total != len(answered) or distinct != total:
         problems.append(f"{len(answered)} answered but {total} records stored ({distinct} distinct)")
     if beyond:
@@ -773,19 +788,48 @@ def run(stack: Stack) -> None:
     )
     note("faults: the killed replica restarted and is healthy")
 
-    # ---- the post-promotion guard, live: a bad model forced past the gate is rolled back by the monitor
-    guard_phase(stack, v1)
 
-    # ---- restarts lose nothing: the S3 server alone, then the whole stack (down without -v, up)
-    restart_phase(stack, v1)
+def guard(run: Run) -> None:
+    """The post-promotion guard, live: a bad model forced past the gate is rolled back by the monitor."""
+    guard_phase(run.stack, run.v1)
 
-    # ---- dashboards and alert rules against the live Prometheus
+
+def restarts(run: Run) -> None:
+    """Restarts lose nothing: the S3 server alone, then the whole stack (down without -v, up)."""
+    restart_phase(run.stack, run.v1)
+
+
+def promql(run: Run) -> None:
+    """Dashboards and alert rules against the live Prometheus."""
+    stack, problems = run.stack, run.problems
     count, promql_problems = check_promql(stack)
     RESULTS["promql"] = f"{count - len(promql_problems)}/{count}"
     note(f"promql: {count - len(promql_problems)} of {count} dashboard and alert expressions return data")
     problems += promql_problems
-    if problems:
-        raise StackTestError("\n".join(problems))
+
+
+# The stack test, in order: each phase a function above; a failure stops the run, `problems` are
+# collected and reported at the end.
+PHASES = (
+    start_base,
+    pipeline_stages,
+    targets_up,
+    drift_loop,
+    rollback,
+    faults,
+    guard,
+    restarts,
+    promql,
+)
+
+
+def run(stack: Stack) -> None:
+    state = Run(stack)
+    for phase in PHASES:
+        note(f"phase: {phase.__name__}")
+        phase(state)
+    if state.problems:
+        raise StackTestError("\n".join(state.problems))
 
 
 # what is in S3 (both buckets), whether the champion's artifacts load through MLflow, and whether the
@@ -916,11 +960,9 @@ def restart_phase(stack: Stack, champion: str) -> None:
 def guard_phase(stack: Stack, good: str) -> None:
     """A deliberately bad model forced past the gate while labelled traffic flows; the guard in the monitor
     container (GUARD_INTERVAL_SECONDS) must roll it back, audit it, block it and raise the alert."""
-    trainer = ["--profile", "jobs", "run", "--rm", "--no-deps", "trainer"]
 
     def labelled_traffic(what: str) -> None:
-        stack.compose(
-            *trainer,
+        stack.trainer(
             "make",
             "simulate",
             "SCENARIO=none",
@@ -931,14 +973,14 @@ def guard_phase(stack: Stack, good: str) -> None:
 
     # the guard compares live quality on both versions: the good champion needs labelled records too
     labelled_traffic(f"to v{good}")
-    out = stack.compose(*trainer, "python", "-m", "scripts.bad_model", capture=True, timeout=600)
+    out = stack.trainer("python", "-m", "operations", "bad-model", capture=True, timeout=600)
     bad = out.stdout.strip().splitlines()[-1]
     note(f"guard: deliberately bad model registered as v{bad} (labels flipped)")
 
     def force(reason: str, check: bool) -> subprocess.CompletedProcess:
         """The audited override: promote `bad` past a failed gate."""
         gate = ["python", "-m", "training.gate", "--version", bad, "--force", "--by", "stack-test"]
-        return stack.compose(*trainer, *gate, "--reason", reason, check=check, capture=True, timeout=300)
+        return stack.trainer(*gate, "--reason", reason, check=check, capture=True, timeout=300)
 
     force("stack test: a deliberately bad model forced past the gate", check=True)
     forced = time.monotonic()

@@ -1,4 +1,4 @@
-"""The service under gunicorn, for `make bench-serve`'s comparison only: `gunicorn -c scripts/gunicorn_conf.py
+"""The service under gunicorn, for `make bench-serve`'s comparison only: `gunicorn -c tools/gunicorn_conf.py
 "model_service.app:create_app()"`. The service runs under granian (`model_service/server.py`); this keeps
 what gunicorn served with before that choice, so the two are compared like for like.
 

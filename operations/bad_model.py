@@ -1,4 +1,4 @@
-"""Register a deliberately bad model version: `python -m scripts.bad_model` (the demo's guard phase).
+"""Register a deliberately bad model version: `churnops bad-model` (the demo's guard phase).
 
 A logistic-regression pipeline of the usual shape (so the service loads it and compiles its fast path)
 fitted on the training split with the labels flipped: it ranks churners last (live ROC AUC far below
@@ -9,6 +9,7 @@ and the post-promotion guard then rolls it back. Prints the new version on the l
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import mlflow
@@ -44,7 +45,8 @@ def register_bad_model(settings: TrainingSettings) -> str:
         )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="churnops bad-model", description=__doc__).parse_args(argv)
     settings = load_or_exit(TrainingSettings)
     version = register_bad_model(settings)
     print(f"registered deliberately bad {settings.model_name} v{version} (labels flipped) as 'challenger'")

@@ -3,7 +3,7 @@
 The model version carries its feature schema (`feature_schema` in the logged model's metadata: name,
 type numeric|binary|categorical, min, max, categories, nullable). `field_specs` turns it into
 `FieldSpec`s, the single derivation the service's request schemas and validator
-(`model_service/schema.py`), the numpy fast path (`core/fastpath.py`) and batch scoring
+(`model_service/request_schema.py`), the numpy fast path (`core/fastpath.py`) and batch scoring
 (`scoring/`) use. `Validated` is a valid batch column by column, the fast path's input.
 """
 

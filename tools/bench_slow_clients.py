@@ -1,7 +1,7 @@
 """Slow clients against the service: `make bench-slow-clients` -> docs/benchmarks.md ("Slow clients").
 
 Starts the service as `make serve` runs it (granian, `model_service/server.py`, default workers and
-threads) and, for comparison, under gunicorn (`scripts/gunicorn_conf.py`, gthread, the server it
+threads) and, for comparison, under gunicorn (`tools/gunicorn_conf.py`, gthread, the server it
 replaced) with the same threads; against each: `GET /health` timed 20 times on an idle server, then
 12 connections that each send a request line and one header byte per second (never finishing their
 headers) and, while they hang, `GET /health` timed 10 times (fresh connections, 30 s client timeout);
@@ -25,9 +25,9 @@ import requests
 
 from model_service.server import HEADER_READ_TIMEOUT_MS
 from model_service.settings import ServiceSettings
-from scripts.bench_report import update_section
-from scripts.bench_serve import start_service, stop
-from scripts.local_servers import wait_http
+from operations.waiting import wait_http
+from tools.bench_report import update_section
+from tools.bench_serve import start_service, stop
 
 SLOW = 12
 HOLD = 60  # seconds a slow client keeps sending one byte a second, unless the server closes it first
@@ -131,7 +131,7 @@ def main() -> int:
             rows.append(measure(kind, Path(tmp), key, settings.workers))
             print(rows[-1], flush=True)
     lines = [
-        f"`make bench-slow-clients` (`scripts/bench_slow_clients.py`): the service with {settings.workers} "
+        f"`make bench-slow-clients` (`tools/bench_slow_clients.py`): the service with {settings.workers} "
         f"workers x {settings.threads} threads (`SERVICE_THREADS`, the default of `make serve`) under each "
         f"server; `GET /health` 20 times idle, then {SLOW} connections that each send a request line and one "
         "header byte per second, and `GET /health` 10 times (fresh connections, 30 s timeout) while they "

@@ -19,7 +19,7 @@ PLANS = ["basic", "plus", "premium"]
 
 CONFIG = """\
 name: accounts
-description: generated accounts with missing values (tests/missing_data.py)
+description: generated accounts with missing values (tests/support/missing_data.py)
 model_name: {model_name}
 source: {{kind: csv, path: accounts.csv, license: "generated"}}
 drop_columns: [account_id]

@@ -13,8 +13,8 @@ No Docker engine, Jenkins or Grafana is needed: the real validators run offline:
 | Jenkinsfiles                          | Groovy parse (Debian groovy) + every stage = make target |
 | Grafana dashboards and provisioning   | JSON/YAML structure Grafana needs, generated = committed |
 
-    python compose/validate_stack.py            # all checks; exit 1 on any problem
-    python compose/validate_stack.py compose hadolint   # some of them
+    python -m tools.validate_stack            # all checks; exit 1 on any problem
+    python -m tools.validate_stack compose hadolint   # some of them
 """
 
 from __future__ import annotations
@@ -596,7 +596,7 @@ PANEL_FIELDS = ("id", "type", "title", "gridPos", "targets", "datasource")
 
 def check_dashboards() -> list[str]:
     problems = []
-    rc, out = run([sys.executable, str(REPO / "grafana" / "build_dashboards.py"), "--check"])
+    rc, out = run([sys.executable, "-m", "tools.build_dashboards", "--check"])
     if rc != 0:
         problems.append(out)
     datasources = {

@@ -1,9 +1,9 @@
 """The stack's services natively on loopback, run by honcho from the repository's Procfile.
 
-    python compose/native.py up        # prepare STACK_DIR, then honcho start (Ctrl-C / SIGTERM stops all)
-    python compose/native.py env       # print the settings (KEY=value) the Procfile's processes get
-    python compose/native.py prepare   # only prepare STACK_DIR (PostgreSQL cluster, configs, env file)
-    python compose/native.py reset     # delete STACK_DIR (the stack must be stopped): a fresh start
+    python -m operations.native_stack up        # prepare STACK_DIR, then honcho start (Ctrl-C / SIGTERM stops all)
+    python -m operations.native_stack env       # print the settings (KEY=value) the Procfile's processes get
+    python -m operations.native_stack prepare   # only prepare STACK_DIR (PostgreSQL cluster, configs, env file)
+    python -m operations.native_stack reset     # delete STACK_DIR (the stack must be stopped): a fresh start
 
 Same entry points and the same settings names as compose/docker-compose.yml; only the addresses
 differ (127.0.0.1 and the ports below instead of Compose service names):

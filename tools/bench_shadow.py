@@ -22,9 +22,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from scripts.bench_report import update_section
-from scripts.bench_serve import RECORD, stop, wrk
-from scripts.local_servers import free_port, wait_http
+from operations.waiting import free_port, wait_http
+from tools.bench_report import update_section
+from tools.bench_serve import RECORD, stop, wrk
 
 REPO = Path(__file__).resolve().parent.parent
 SHARES = (0.0, 0.1, 1.0)

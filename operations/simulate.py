@@ -1,12 +1,12 @@
-"""Traffic simulator: `make simulate` (`python -m scripts.simulate`).
+"""Traffic simulator: `make simulate` (`churnops simulate`).
 
 Sends held-out records (the test split of the data set's root snapshot: rows no model was trained on)
 to the service's POST /v1/predict at a set rate, optionally drifted by a named scenario
 (monitoring/scenarios.py: none, covariate[:features], unseen_category[:feature], missing[:features],
 label_shift), and sends each record's true label back through POST /v1/feedback after a delay.
 
-    python -m scripts.simulate --records 400 --rate 50 --scenario covariate:monthly_charges,tenure
-    python -m scripts.simulate --duration 60 --scenario label_shift --share 0.6
+    churnops simulate --records 400 --rate 50 --scenario covariate:monthly_charges,tenure
+    churnops simulate --duration 60 --scenario label_shift --share 0.6
 
 Environment: SERVICE_URL, SERVICE_API_KEY (or the first of API_KEYS), DATA_DIR, DATASET_CONFIG.
 """
@@ -164,7 +164,7 @@ def simulate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.simulate",
+        prog="churnops simulate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.bench_report import update_section
+from tools.bench_report import update_section
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ DOC = REPO_ROOT / "docs" / "settings.md"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.settings_reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.settings_reference", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/settings.md is not current")
     args = parser.parse_args(argv)
     text = reference_markdown(CLASSES)

@@ -38,13 +38,13 @@ from core.fastpath import (
     compile_pipeline,
     synthetic_records,
 )
-from core.schema import FieldSpec, Validated, field_specs
+from core.feature_schema import FieldSpec, Validated, field_specs
 from model_service import metrics as m
 from model_service.explain import Explainer, build_explainer
-from model_service.schema import RecordValidator, record_schema
+from model_service.request_schema import RecordValidator, record_schema
 from model_service.settings import ServiceSettings
 
-log = logging.getLogger("model_service.model")
+log = logging.getLogger("model_service.served_model")
 FAILED_RETRY_SECONDS = 60.0
 
 

@@ -13,14 +13,13 @@ monitor's retrain trigger uses, and checks each request the way Jenkins would:
   (auth needed), `/job/{job}/{n}/consoleText` the log; `GET /login` is the health probe;
 - every refused request is counted and listed in `GET /standin/api/json` (no auth; the test reads it).
 
-    python -m scripts.jenkins_standin        # port 8080 (JENKINS_STANDIN_PORT)
+    python -m tests.support.jenkins_standin        # port 8080 (JENKINS_STANDIN_PORT)
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
-import importlib.util
 import json
 import os
 import secrets
@@ -33,7 +32,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tools import validate_stack
+
+REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jenkins" / "jobs" / "churnops.yaml"
 
 
@@ -51,10 +52,7 @@ PARAMETERS = declared_parameters()
 
 def retrain_stages() -> list[tuple[str, str]]:
     """(stage, sh command) of jenkins/retrain.Jenkinsfile, parsed as `make validate-stack` does."""
-    spec = importlib.util.spec_from_file_location("validate_stack", REPO / "compose" / "validate_stack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    stages = module.jenkinsfile_stages(REPO / "jenkins" / "retrain.Jenkinsfile")
+    stages = validate_stack.jenkinsfile_stages(REPO / "jenkins" / "retrain.Jenkinsfile")
     return [(name, calls[0]) for name, calls in stages.items() if calls]
 
 

@@ -1,11 +1,11 @@
-"""Retake every picture in docs/images/ from scratch: `make screenshots` (`python -m scripts.screenshots`).
+"""Retake every picture in docs/images/ from scratch: `make screenshots` (`python -m tools.screenshots`).
 
 On a throwaway store under /tmp (never var/), in this order:
-1. `make demo` (scripts/demo.py) with DEMO_DIR in that store: train and gate v1, serve, normal and drifted
+1. `make demo` (operations/demo.py) with DEMO_DIR in that store: train and gate v1, serve, normal and drifted
    traffic with feedback, monitor runs (the drift report), the triggered retrain to v2, rollback to v1.
    Its console output is kept for the timeline picture.
 2. The model service (granian) and `mlflow server` on that store, on free loopback ports.
-3. Headless Chromium (Debian's `chromium`, driven by playwright-core from scripts/screenshots.cjs):
+3. Headless Chromium (Debian's `chromium`, driven by playwright-core from tools/screenshots.cjs):
    - architecture.png   the Mermaid diagram of docs/architecture.md, rendered with a local mermaid.min.js
    - swagger-predict.png Swagger UI: Authorize, POST /v1/predict, Try it out, Execute, the answer
    - mlflow-runs.png    MLflow UI: the experiment's runs
@@ -38,10 +38,10 @@ import tempfile
 from pathlib import Path
 
 from core.dataset import load_config
-from scripts import local_servers
+from operations import waiting as local_servers
 
 REPO = Path(__file__).resolve().parent.parent
-NODE_SCRIPT = REPO / "scripts" / "screenshots.cjs"
+NODE_SCRIPT = REPO / "tools" / "screenshots.cjs"
 ARCHITECTURE = REPO / "docs" / "architecture.md"
 ALL = ("architecture", "swagger-predict", "mlflow-runs", "mlflow-model", "drift-report", "demo-timeline")
 API_KEY = "screenshots-" + "k" * 20  # a throwaway key for a throwaway service on loopback
@@ -109,7 +109,7 @@ def run_demo(store: Path, env: dict[str, str]) -> str:
     """`make demo` on the throwaway store; returns its console output (printed as it comes)."""
     say(f"running the demo on {store / 'demo'} (a few minutes)")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scripts.demo"],
+        [sys.executable, "-m", "operations.demo"],
         cwd=REPO,
         env={**env, "DEMO_DIR": str(store / "demo")},
         stdout=subprocess.PIPE,
@@ -210,7 +210,7 @@ def shoot(jobs: list[dict], node_dir: Path, work: Path) -> None:
     spec.write_text(json.dumps({"node_dir": str(node_dir), "chromium": chromium(), "jobs": jobs}))
     code = subprocess.call(["node", str(NODE_SCRIPT), str(spec)], cwd=REPO, timeout=600)
     if code != 0:
-        raise ShotError(f"scripts/screenshots.cjs failed (exit {code}); see the .failed.png files in {work}")
+        raise ShotError(f"tools/screenshots.cjs failed (exit {code}); see the .failed.png files in {work}")
 
 
 def chromium() -> str:

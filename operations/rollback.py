@@ -1,4 +1,4 @@
-"""Roll the champion back: `scripts/rollback.sh [VERSION] [--reason TEXT]` (`make rollback`).
+"""Roll the champion back: `churnops rollback [VERSION] [--reason TEXT]` (`make rollback`).
 
 Moves the `champion` alias back to the version it replaced (or to VERSION), records who, when, why, from
 and to (registry tags, by core.registry.rollback, and a row of the `rollbacks` table), asks the
@@ -85,7 +85,7 @@ def non_empty(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="scripts/rollback.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="churnops rollback", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "version",

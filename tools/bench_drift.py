@@ -37,7 +37,7 @@ from core.settings import load_or_exit
 from monitoring.drift import compute_drift
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
-from scripts.bench_report import update_section
+from tools.bench_report import update_section
 from training import gate
 from training.drift_calibration import calibrate
 
@@ -187,7 +187,7 @@ def target_check(table: pd.DataFrame, name: str) -> str:
 
 def render(table, calibration, false_alarms, static_false, args, version, seconds) -> str:
     lines = [
-        f"`make bench-drift` (`scripts/bench_drift.py`): champion v{version}, windows drawn from its held-out "
+        f"`make bench-drift` (`tools/bench_drift.py`): champion v{version}, windows drawn from its held-out "
         f"test split, drifted with the simulator's scenarios (numeric: `covariate`, + k reference sd, clipped "
         f"to the declared range; categorical and binary: `move`, that share of the window's rows moved to "
         f"the reference's least common category), scored by the champion and judged by the monitor's own "

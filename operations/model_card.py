@@ -12,6 +12,7 @@ metadata: its target and positive class (`churn rate` for Telco, `Purchase=MM ra
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -145,7 +146,8 @@ def write_card(settings: TrainingSettings) -> Path:
     return card
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="churnops model-card", description=__doc__).parse_args(argv)
     settings = load_or_exit(TrainingSettings)
     registry.configure(settings.tracking_uri, settings.experiment, settings.artifact_root)
     try:

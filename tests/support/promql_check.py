@@ -1,6 +1,6 @@
 """Every PromQL expression of the dashboards and alert rules, evaluated against a live Prometheus.
 
-Used by the stack tests (scripts/stack_test.py on Compose, tests/integration/test_stack_native.py natively):
+Used by the stack tests (tests/support/stack_test.py on Compose, tests/integration/test_stack_native.py natively):
 an expression must parse and return data; one that only has data when something fails (5xx, failures)
 passes when the metric it reads exists.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ONLY_ON_FAILURE = ('status=~"5.."', 'status=~"[45].."', 'result="failure"')
 
 

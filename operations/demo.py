@@ -1,0 +1,642 @@
+"""The whole loop on the embedded default, one command: `make demo` (`churnops demo`).
+
+The demo is a list of named phases (PHASES, at the end of this module), run in order:
+
+1. v1            train v1, gate it, promote it
+2. serve         start the service (granian) and wait until it serves v1
+3. normal        held-out traffic with labels; a monitor run that raises no alarm
+4. drift         drifted traffic (covariate shift); a monitor run that alarms and fires one retrain trigger
+                 (local backend)
+5. heal          the retrain on the new labelled data, the gate, v2 promoted and served by every worker
+6. settle        more of the same drift; the check on v2 is ok (v2's drift reference is the window it was
+                 retrained for), so no second retrain: the loop settles
+7. rollback      `churnops rollback 1`, v1 served again
+8. guard         a deliberately bad model (labels flipped) forced past the gate (the audited admin
+                 override) and served, normal traffic; the post-promotion guard rolls it back by itself
+                 and blocks it
+9. summary       seconds from drift onset to v2 serving and from the bad promotion to v1 serving again,
+                 monitoring runs, trigger decisions
+
+Every step is printed with its time and recorded in STATE_DIR/demo-timeline.json (rewritten after every
+step, so a failed demo leaves its record too): `passed`, `failure`, `events` (phase, event, text,
+detail and the step's facts: versions, statuses, ids) and `summary` (the figures above). Stops what it
+started; exits non-zero if any step fails.
+
+State goes to DEMO_DIR (default var/demo, emptied first), so the demo never touches `make train`'s
+state. Settings (environment): DEMO_DIR, DEMO_PORT (default: a free port), DEMO_RECORDS (records per
+traffic phase, 300), DEMO_RATE (records/s, 150), DEMO_TIMEOUT (seconds for the retrain + reload, 240),
+OPTUNA_TRIALS (3), CV_FOLDS (2) and TRAIN_THREADS (1) for both trainings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from operations.waiting import NotReady, free_port, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+TIMELINE_FILE = "demo-timeline.json"
+TRIGGER_WORDS = {  # trigger_events.status, as a newcomer reads it
+    "fired": "fired (a retrain ran)",
+    "cooldown": "held back by the cooldown",
+    "duplicate": "ignored as a duplicate",
+    "failed": "failed",
+}
+
+
+def ordered(events: dict[str, int]) -> list[str]:
+    """Trigger statuses in TRIGGER_WORDS' order, any other after them."""
+    return [s for s in TRIGGER_WORDS if s in events] + sorted(set(events) - set(TRIGGER_WORDS))
+
+
+STATE_VARIABLES = (
+    "DATA_DIR",
+    "REPORTS_DIR",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ARTIFACT_ROOT",
+    "DATABASE_URL",
+    "MONITOR_REPORTS_URI",
+    "RETRAIN_LOG_DIR",
+    "SPOOL_DIR",
+)
+
+
+class DemoFailure(RuntimeError):
+    pass
+
+
+class Timeline:
+    """The demo's steps: printed as they happen and kept as JSON (`path`, rewritten after every step)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.t0 = time.time()
+        self.phase = "start"
+        self.events: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
+        self.passed: bool | None = None
+        self.failure: str | None = None
+
+    def mark(self, event: str, text: str, detail: str = "", **facts: Any) -> float:
+        """Record one step: `event` is its stable key, `text` what a person reads, `facts` its data."""
+        now = time.time()
+        self.events.append(
+            {
+                "at": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                "offset_s": round(now - self.t0, 2),
+                "phase": self.phase,
+                "event": event,
+                "text": text,
+                "detail": detail,
+                **facts,
+            }
+        )
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
+        print(f"[{stamp} +{now - self.t0:6.1f}s] {text}" + (f": {detail}" if detail else ""), flush=True)
+        self.write()
+        return now
+
+    def write(self) -> None:
+        record = {
+            "passed": self.passed,
+            "failure": self.failure,
+            "started_at": datetime.fromtimestamp(self.t0, UTC).isoformat(timespec="seconds"),
+            "events": self.events,
+            "summary": self.summary,
+        }
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.replace(self.path)
+
+    def table(self) -> str:
+        lines = ["", "timeline", "--------"]
+        for event in self.events:
+            at = datetime.fromisoformat(event["at"])
+            lines.append(f"{at:%H:%M:%S}Z  +{event['offset_s']:6.1f}s  {event['text']}")
+        return "\n".join(lines)
+
+
+def configure_environment() -> dict[str, str]:
+    state = Path(os.environ.get("DEMO_DIR") or REPO / "var" / "demo").resolve()
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    port = int(os.environ.get("DEMO_PORT") or free_port())
+    api_key, admin = secrets.token_hex(16), secrets.token_hex(16)
+    # every path of the embedded default derives from STATE_DIR: drop any inherited override of one
+    for variable in STATE_VARIABLES:
+        os.environ.pop(variable, None)
+    env = {
+        "STATE_DIR": str(state),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "OPTUNA_TRIALS": os.environ.get("OPTUNA_TRIALS") or "3",
+        "CV_FOLDS": os.environ.get("CV_FOLDS") or "2",
+        # one XGBoost thread: on 2 cores the service, the monitor and the trainer share the CPU, and the
+        # gate's one-record latency budget is measured in CPU time (threads add to it)
+        "TRAIN_THREADS": os.environ.get("TRAIN_THREADS") or "1",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SERVICE_URL": f"http://127.0.0.1:{port}",
+        "API_KEYS": api_key,
+        "SERVICE_API_KEY": api_key,
+        "ADMIN_TOKEN": admin,
+        "SERVICE_WORKERS": os.environ.get("SERVICE_WORKERS") or "2",
+        "RELOAD_INTERVAL_SECONDS": "2",
+        "RETRAIN_TRIGGER": "local",
+        "TRIGGER_COOLDOWN_SECONDS": "3600",
+        "TRIGGER_DEDUPE_SECONDS": "21600",
+        "MONITOR_WINDOW_SIZE": os.environ.get("DEMO_RECORDS") or "300",
+        "MONITOR_MIN_WINDOW": "200",
+        "MONITOR_WINDOW_MINUTES": "60",
+        "GUARD_INTERVAL_SECONDS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    return env
+
+
+def stop(process: subprocess.Popen | None, timeout: float) -> bool:
+    """SIGTERM a process the demo started (its session: SIGKILL after `timeout`); False when not running."""
+    if process is None or process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return True
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except NotReady as exc:
+        raise DemoFailure(f"timed out waiting for {exc}") from None
+
+
+@dataclass
+class Demo:
+    """What the phases share: settings, the timeline, the processes started, the figures measured."""
+
+    env: dict[str, str]
+    timeline: Timeline
+    records: int = field(default_factory=lambda: int(os.environ.get("DEMO_RECORDS") or 300))
+    rate: float = field(default_factory=lambda: float(os.environ.get("DEMO_RATE") or 150))
+    budget: float = field(default_factory=lambda: float(os.environ.get("DEMO_TIMEOUT") or 240))
+    service: subprocess.Popen | None = None
+    guard: subprocess.Popen | None = None
+    retrain_pid: int | None = None
+    # set by the `serve` phase (imports after the environment is set: every settings module reads it)
+    msettings: Any = None
+    config: Any = None
+    pool: Any = None
+    scenario: Any = None
+    onset: float = 0.0
+    retrain: dict[str, Any] = field(default_factory=dict)  # the fired trigger's detail
+
+    @property
+    def state(self) -> Path:
+        return Path(self.env["STATE_DIR"])
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs" / "retrain"
+
+    def mark(self, event: str, text: str, detail: str = "", **facts: Any) -> float:
+        return self.timeline.mark(event, text, detail, **facts)
+
+    def run_step(self, event: str, text: str, cmd: list[str], log_name: str, timeout: float, **facts) -> str:
+        """Run one command to its end (log in logs/retrain); its last line is the step's detail."""
+        log_file = self.logs / log_name
+        started = time.time()
+        with log_file.open("wb") as out:
+            try:
+                code = subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise DemoFailure(f"{text}: no result within {timeout:.0f} s (log: {log_file})") from exc
+        tail = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()][-1:]
+        last = tail[0] if tail else ""
+        if code != 0:
+            raise DemoFailure(f"{text}: exit {code} (log: {log_file}): {last}")
+        self.mark(
+            event,
+            text,
+            f"{time.time() - started:.1f} s; {last}",
+            seconds=round(time.time() - started, 1),
+            **facts,
+        )
+        return last
+
+    def served_version(self) -> str | None:
+        from operations.rollback import served_version
+
+        return served_version(self.msettings)
+
+    def wait_every_worker(self, version: str) -> None:
+        """`version` from every worker: 8 answers in a row on fresh connections, within 60 s."""
+        from operations.rollback import wait_served
+
+        every_worker, seen, _ = wait_served(self.msettings, version, 60, confirmations=8)
+        if not every_worker:
+            raise DemoFailure(
+                f"the service did not serve v{version} on every worker within 60 s (last: v{seen})"
+            )
+
+    def sample(self, seed: int):
+        return self.pool.sample(
+            self.records, replace=self.records > len(self.pool), random_state=seed
+        ).reset_index(drop=True)
+
+    def traffic(self, frame, seed: int, scenario=None):
+        from operations.simulate import simulate
+
+        return simulate(
+            self.msettings.service_url,
+            self.msettings.api_key,
+            frame,
+            self.config,
+            scenario=scenario,
+            rate=self.rate,
+            batch=10,
+            feedback_delay=1.0,
+            seed=seed,
+            reference=self.pool,
+            log=lambda line: self.mark("traffic_done", "traffic done", line),
+        )
+
+    def send(self, frame, seed: int, scenario=None) -> None:
+        stats = self.traffic(frame, seed, scenario)
+        if stats.rejected or stats.accepted < self.records:
+            raise DemoFailure(f"{self.timeline.phase} traffic: {stats.line()}")
+
+    def check(self, about: str = "", settled: bool = False):
+        """One monitor run (after the service's log has been written: batches of <= 0.25 s)."""
+        from monitoring import monitor
+
+        time.sleep(1.0)
+        outcome = monitor.run_once(self.msettings, self.config, summary_table=False)
+        self.mark(
+            "monitor_run",
+            f"monitor run {outcome.run_id}{about}: {outcome.status}",
+            f"{'settled: ' if settled and outcome.status == 'ok' else ''}{outcome.reason}",
+            run_id=outcome.run_id,
+            status=outcome.status,
+            version=outcome.version,
+            trigger_fired=outcome.trigger is not None and outcome.trigger.fired,
+        )
+        return outcome
+
+    def stop_all(self) -> None:
+        if self.retrain_pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.retrain_pid, signal.SIGTERM)  # still running only when the demo failed
+        stop(self.guard, 20)
+        if stop(self.service, 40):
+            print(f"service stopped (exit {self.service.returncode})", flush=True)
+
+
+def gate_verdict(log: Path) -> tuple[list[str], str]:
+    lines = log.read_text(errors="replace").splitlines()
+    return lines, next((ln for ln in lines if ln.startswith("verdict:")), "no gate verdict")
+
+
+# ---- the phases, in order ------------------------------------------------------------------------------
+
+
+def train_v1(demo: Demo) -> None:
+    py = sys.executable
+    demo.run_step("trained", "v1 trained (make train)", [py, "-m", "training.train"], "train-v1.log", 600)
+    demo.run_step(
+        "promoted",
+        "v1 gated and promoted (make gate)",
+        [py, "-m", "training.gate"],
+        "gate-v1.log",
+        300,
+        version="1",
+    )
+
+
+def serve(demo: Demo) -> None:
+    from core.dataset import load_config
+    from monitoring.settings import MonitorSettings
+    from operations.simulate import held_out_records
+    from training.settings import TrainingSettings
+
+    demo.msettings = MonitorSettings.from_env()
+    tsettings = TrainingSettings.from_env()
+    demo.config = load_config(tsettings.dataset_config)
+    demo.service = service = subprocess.Popen(
+        [sys.executable, "-m", "model_service.server"],
+        cwd=REPO,
+        stdout=(demo.logs / "service.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for(
+        lambda: service.poll() is not None or demo.served_version() == "1", 90, "the service to serve v1"
+    )
+    if service.poll() is not None:
+        raise DemoFailure(f"the service exited with {service.returncode} (log: {demo.logs / 'service.log'})")
+    demo.mark("served", "service up, serving v1", f"server pid {service.pid}", version="1")
+    demo.pool = held_out_records(tsettings, demo.config)
+
+
+def normal_traffic(demo: Demo) -> None:
+    demo.mark(
+        "traffic_start",
+        "normal traffic",
+        f"{demo.records} held-out records at {demo.rate:g}/s, labels back after 1 s",
+    )
+    demo.send(demo.sample(1), seed=1)
+    outcome = demo.check()
+    if outcome.status != "ok":
+        raise DemoFailure(f"the monitor run on normal traffic should raise no alarm: {outcome.line()}")
+
+
+def drift_and_trigger(demo: Demo) -> None:
+    from monitoring.scenarios import Scenario
+
+    demo.onset = demo.mark(
+        "drift_onset",
+        "drift onset",
+        f"{demo.records} records, covariate shift on monthly_charges, tenure (+1 sd)",
+    )
+    demo.scenario = Scenario("covariate", ("monthly_charges", "tenure"), strength=1.0)
+    demo.send(demo.sample(2), seed=2, scenario=demo.scenario)
+    outcome = demo.check()
+    if outcome.status != "drift" or outcome.trigger is None:
+        raise DemoFailure(f"the monitor run on drifted traffic should alarm and trigger: {outcome.line()}")
+    if not outcome.trigger.fired:
+        raise DemoFailure(f"the retrain trigger did not fire: {outcome.trigger}")
+    detail = json.loads(outcome.trigger.detail)
+    demo.retrain_pid = detail["pid"]
+    demo.retrain = detail
+    demo.mark(
+        "retrain_triggered",
+        f"retrain triggered (local backend, event {outcome.trigger.id})",
+        f"log {detail['log']}",
+        trigger_id=outcome.trigger.id,
+        backend=outcome.trigger.backend,
+    )
+
+
+def retrain_serves_v2(demo: Demo) -> None:
+    detail = demo.retrain
+    status_file, log = Path(detail["status_file"]), Path(detail["log"])
+
+    def retrain_ended() -> None:
+        code = json.loads(status_file.read_text())["exit_code"]
+        lines, gate_line = gate_verdict(log)
+        demo.mark("retrain_ended", "retrain + gate finished", f"exit {code}; {gate_line}", exit_code=code)
+        if code != 0:
+            tail = "\n    ".join(lines[-15:])
+            raise DemoFailure(f"the retrain failed (exit {code}, log {log}):\n    {tail}")
+
+    wait_for(
+        lambda: status_file.exists() or demo.served_version() == "2",
+        demo.budget,
+        "the retrain to finish",
+        1.0,
+    )
+    ended = status_file.exists()
+    if ended:
+        retrain_ended()
+    demo.wait_every_worker("2")  # before the next traffic phase
+    served = demo.mark("served", "v2 served", "picked up by every worker's reload poll", version="2")
+    demo.timeline.summary["onset_to_v2_s"] = round(served - demo.onset, 1)
+    if not ended:  # v2 is served once promoted; the retrain process ends just after
+        wait_for(status_file.exists, 60, "the retrain process to end", 0.5)
+        retrain_ended()
+
+
+def loop_settles(demo: Demo) -> None:
+    """The drift goes on, unchanged, on other records than the ones v2 was retrained for: v2's drift
+    reference is the window it was retrained for, so the check is ok and no second retrain runs."""
+    demo.traffic(demo.sample(3), seed=3, scenario=demo.scenario)
+    again = demo.check(" on v2 (the same drift, other records)", settled=True)
+    if again.status != "ok" or (again.trigger is not None and again.trigger.fired):
+        raise DemoFailure(
+            f"the check after the heal, on the traffic v2 was retrained for, should be ok: {again.line()}"
+        )
+
+
+def rollback_drill(demo: Demo) -> None:
+    demo.run_step(
+        "rolled_back",
+        "rollback to v1 (churnops rollback 1)",
+        [
+            sys.executable,
+            "-m",
+            "operations",
+            "rollback",
+            "1",
+            "--reason",
+            "demo: rollback drill",
+            "--timeout",
+            "60",
+        ],
+        "rollback.log",
+        120,
+        version="1",
+        by="operator",
+    )
+    if demo.served_version() != "1":
+        raise DemoFailure("after the rollback the service does not report v1")
+    demo.mark("served", "v1 served again", version="1")
+
+
+def guard_drill(demo: Demo) -> None:
+    """A deliberately bad model forced past the gate; the post-promotion guard rolls it back by itself."""
+    import sqlalchemy as sa
+
+    from core import registry, store
+
+    py = sys.executable
+    demo.guard = guard = subprocess.Popen(
+        [py, "-m", "monitoring.guard", "loop"],
+        cwd=REPO,
+        stdout=(demo.logs / "guard.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    demo.mark(
+        "guard_started",
+        "post-promotion guard started",
+        f"a check every {demo.env['GUARD_INTERVAL_SECONDS']} s (pid {guard.pid})",
+    )
+    bad = demo.run_step(
+        "bad_model_registered",
+        "deliberately bad model registered (labels flipped)",
+        [py, "-m", "operations", "bad-model"],
+        "bad-model.log",
+        300,
+    ).split()[-1]
+    demo.run_step(
+        "forced",
+        f"v{bad} FORCED past the gate (audited admin override)",
+        [
+            py,
+            "-m",
+            "training.gate",
+            "--version",
+            bad,
+            "--force",
+            "--by",
+            "demo-admin",
+            "--reason",
+            "demo: emergency override of a failed gate",
+        ],  # fmt: skip
+        "gate-forced.log",
+        300,
+        version=bad,
+    )
+    # the promotion's recorded time (whole seconds, rounded down: the figure errs on the long side)
+    forced_at = datetime.fromisoformat(
+        registry.champion_history(demo.msettings.model_name)[-1]["at"]
+    ).timestamp()
+    wait_for(lambda: demo.served_version() == bad, 60, f"the service to serve the forced v{bad}")
+    demo.mark(
+        "served",
+        f"v{bad} served (bad)",
+        "normal traffic, labels back after 1 s; the guard watches",
+        version=bad,
+    )
+    sent = threading.Thread(target=demo.traffic, args=(demo.sample(1), 4), daemon=True)
+    sent.start()
+
+    def guard_rollback():
+        """The guard's audit row for rolling the bad version back (None until there is one)."""
+        with store.engine_for(demo.msettings.database_url).connect() as conn:
+            return (
+                conn.execute(
+                    sa.select(store.rollbacks)
+                    .where(store.rollbacks.c.by == "guard", store.rollbacks.c.from_version == bad)
+                    .order_by(store.rollbacks.c.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+
+    # one answer of v1 proves nothing: a worker that has not yet reloaded the bad version still answers
+    # v1. So first the guard's own audit row, then v1 from every worker (answers in a row)
+    wait_for(
+        lambda: guard.poll() is not None or guard_rollback() is not None,
+        max(60.0, demo.budget / 2),
+        "the guard to roll the bad model back",
+    )
+    if guard.poll() is not None:
+        raise DemoFailure(f"the guard exited with {guard.returncode} (log: {demo.logs / 'guard.log'})")
+    demo.wait_every_worker("1")
+    healed = demo.mark("served", "v1 served again: rolled back by the guard", version="1")
+    demo.timeline.summary["bad_to_good_s"] = round(healed - forced_at, 1)
+    sent.join(timeout=30)
+    row = guard_rollback()
+    demo.mark(
+        "guard_rolled_back",
+        f"guard's audit: rollback {row['id']} v{row['from_version']} -> v{row['to_version']} by guard",
+        f"{row['reason']}; v{bad} blocked from promotion until a person lifts it",
+        rollback_id=row["id"],
+        from_version=row["from_version"],
+        to_version=row["to_version"],
+        by=row["by"],
+        blocked=registry.blocked(registry.get_version(demo.msettings.model_name, bad)) is not None,
+    )
+
+
+def summarize(demo: Demo) -> None:
+    import sqlalchemy as sa
+
+    from core import store
+
+    with store.engine_for(demo.msettings.database_url).connect() as conn:
+        n_runs = conn.execute(sa.select(sa.func.count()).select_from(store.monitoring_runs)).scalar()
+        events = dict(
+            conn.execute(
+                sa.select(store.trigger_events.c.status, sa.func.count()).group_by(
+                    store.trigger_events.c.status
+                )
+            ).all()
+        )
+    summary = demo.timeline.summary
+    summary.update(
+        monitoring_runs=n_runs,
+        trigger_decisions=events,
+        total_s=round(time.time() - demo.timeline.t0, 1),
+        state=str(demo.state),
+    )
+    print(demo.timeline.table())
+    print(f"\ndrift onset -> v2 serving: {summary['onset_to_v2_s']:.1f} s")
+    print(
+        f"bad model forced -> good model serving again (the guard, by itself): {summary['bad_to_good_s']:.1f} s"
+    )
+    print(
+        f"demo total: {summary['total_s']:.1f} s; {n_runs} monitoring runs; retrain trigger decisions: "
+        + ", ".join(f"{events[status]} {TRIGGER_WORDS.get(status, status)}" for status in ordered(events))
+        + f"; state in {demo.state}; timeline {demo.timeline.path}"
+    )
+
+
+PHASES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
+    ("v1", train_v1),
+    ("serve", serve),
+    ("normal", normal_traffic),
+    ("drift", drift_and_trigger),
+    ("heal", retrain_serves_v2),
+    ("settle", loop_settles),
+    ("rollback", rollback_drill),
+    ("guard", guard_drill),
+    ("summary", summarize),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="churnops demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args(argv)
+    env = configure_environment()
+    timeline = Timeline(Path(env["STATE_DIR"]) / TIMELINE_FILE)
+    demo = Demo(env, timeline)
+    demo.logs.mkdir(parents=True, exist_ok=True)
+    demo.mark(
+        "start",
+        "demo start",
+        f"state in {demo.state}, service on {env['SERVICE_URL']}",
+        service_url=env["SERVICE_URL"],
+    )
+    try:
+        for name, phase in PHASES:
+            timeline.phase = name
+            phase(demo)
+        timeline.passed = True
+        timeline.write()
+        print("DEMO PASSED")
+        return 0
+    except DemoFailure as exc:
+        timeline.passed, timeline.failure = False, str(exc)
+        demo.mark("failed", "FAILED", str(exc))
+        print(timeline.table())
+        print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        demo.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Test infrastructure: the stack test, the Jenkins stand-in, PromQL checks, helpers the tests share."""
