@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import field_validator
@@ -20,32 +20,37 @@ TRIGGER_BACKENDS = ("local", "jenkins", "log")
 @dataclass(frozen=True)
 class DriftSettings:
     """The static thresholds (champions trained before calibration; core.drift.Calibration.static) and the
-    data-quality bounds. The distances themselves are fixed: normed Wasserstein and Jensen-Shannon."""
+    data-quality bounds. The distances themselves are fixed: normed Wasserstein and Jensen-Shannon.
+    Built by `MonitorSettings.drift`, whose fields hold the defaults."""
 
-    num_method: str = "wasserstein"
-    num_threshold: float = 0.2
-    cat_method: str = "jensenshannon"
-    cat_threshold: float = 0.1
-    share_threshold: float = 0.1
-    prediction_method: str = "wasserstein"
-    prediction_threshold: float = 0.2
-    missing_share_delta: float = 0.1
-    unseen_category_share: float = 0.05
+    num_method: str
+    num_threshold: float
+    cat_method: str
+    cat_threshold: float
+    share_threshold: float
+    prediction_method: str
+    prediction_threshold: float
+    missing_share_delta: float
+    unseen_category_share: float
 
 
 @dataclass(frozen=True)
 class QualitySettings:
-    min_labelled: int = 100
-    floors: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.75, "recall": 0.60})
+    """Live-quality bounds, built by `MonitorSettings.quality` (floors of 0 left out)."""
+
+    min_labelled: int
+    floors: dict[str, float]
 
 
 @dataclass(frozen=True)
 class JenkinsSettings:
-    url: str = "http://localhost:8080"
-    user: str = ""
-    api_token: str = ""
-    job: str = "churn-retrain"
-    job_token: str = ""
+    """The Jenkins backend's connection, built by `MonitorSettings.jenkins`."""
+
+    url: str
+    user: str
+    api_token: str
+    job: str
+    job_token: str
 
 
 class MonitorSettings(Settings):
