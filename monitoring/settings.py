@@ -152,6 +152,20 @@ class MonitorSettings(Settings):
     webhook_token: str = env_field(
         "MONITOR_WEBHOOK_TOKEN", "", "bearer token POST /alerts needs (unset: the webhook refuses, 503)"
     )
+    http_timeout: float = env_field(
+        "MONITOR_HTTP_TIMEOUT_SECONDS",
+        10.0,
+        "`monitor loop`: a connection to /metrics or /alerts idle this long (no request, or a body not "
+        "sent) is closed, its thread freed",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    webhook_max_bytes: int = env_field(
+        "MONITOR_WEBHOOK_MAX_BYTES",
+        1_048_576,
+        "`monitor loop`: a POST /alerts body over this many bytes is refused (413)",
+        ge=1,
+    )
     reports_uri: str | None = env_field(
         "MONITOR_REPORTS_URI", None, "HTML reports: a folder or s3://bucket/prefix"
     )
