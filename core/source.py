@@ -1,5 +1,5 @@
 """The data set's source, read and hashed: shared by ingestion (training.data) and the monitor's
-freshness check (monitoring.monitor), which compares the source's hash with the champion's snapshot.
+freshness check (monitoring.check), which compares the source's hash with the champion's snapshot.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import field_validator
@@ -20,32 +20,37 @@ TRIGGER_BACKENDS = ("local", "jenkins", "log")
 @dataclass(frozen=True)
 class DriftSettings:
     """The static thresholds (champions trained before calibration; core.drift.Calibration.static) and the
-    data-quality bounds. The distances themselves are fixed: normed Wasserstein and Jensen-Shannon."""
+    data-quality bounds. The distances themselves are fixed: normed Wasserstein and Jensen-Shannon.
+    Built by `MonitorSettings.drift`, whose fields hold the defaults."""
 
-    num_method: str = "wasserstein"
-    num_threshold: float = 0.2
-    cat_method: str = "jensenshannon"
-    cat_threshold: float = 0.1
-    share_threshold: float = 0.1
-    prediction_method: str = "wasserstein"
-    prediction_threshold: float = 0.2
-    missing_share_delta: float = 0.1
-    unseen_category_share: float = 0.05
+    num_method: str
+    num_threshold: float
+    cat_method: str
+    cat_threshold: float
+    share_threshold: float
+    prediction_method: str
+    prediction_threshold: float
+    missing_share_delta: float
+    unseen_category_share: float
 
 
 @dataclass(frozen=True)
 class QualitySettings:
-    min_labelled: int = 100
-    floors: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.75, "recall": 0.60})
+    """Live-quality bounds, built by `MonitorSettings.quality` (floors of 0 left out)."""
+
+    min_labelled: int
+    floors: dict[str, float]
 
 
 @dataclass(frozen=True)
 class JenkinsSettings:
-    url: str = "http://localhost:8080"
-    user: str = ""
-    api_token: str = ""
-    job: str = "churn-retrain"
-    job_token: str = ""
+    """The Jenkins backend's connection, built by `MonitorSettings.jenkins`."""
+
+    url: str
+    user: str
+    api_token: str
+    job: str
+    job_token: str
 
 
 class MonitorSettings(Settings):
@@ -146,6 +151,20 @@ class MonitorSettings(Settings):
     )
     webhook_token: str = env_field(
         "MONITOR_WEBHOOK_TOKEN", "", "bearer token POST /alerts needs (unset: the webhook refuses, 503)"
+    )
+    http_timeout: float = env_field(
+        "MONITOR_HTTP_TIMEOUT_SECONDS",
+        10.0,
+        "`monitor loop`: a connection to /metrics or /alerts idle this long (no request, or a body not "
+        "sent) is closed, its thread freed",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    webhook_max_bytes: int = env_field(
+        "MONITOR_WEBHOOK_MAX_BYTES",
+        1_048_576,
+        "`monitor loop`: a POST /alerts body over this many bytes is refused (413)",
+        ge=1,
     )
     reports_uri: str | None = env_field(
         "MONITOR_REPORTS_URI", None, "HTML reports: a folder or s3://bucket/prefix"

@@ -17,7 +17,7 @@ import yaml
 
 from core import registry, store
 from core.dataset import load_config
-from monitoring import monitor
+from monitoring import check
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.conftest import REPO
@@ -74,7 +74,7 @@ def test_drift_retrain_settles_and_a_new_drift_is_still_caught(loop_env, monkeyp
 
     # drift on v1: detected, one trigger
     serve(engine, apply(sample[0], FIRST, config, seed=1, reference=pool), config, name, 0)
-    first = monitor.run_once(msettings, config, summary_table=False)
+    first = check.run_check(msettings, config, summary_table=False)
     assert first.status == "drift" and first.version == "1", first.line()
     assert first.trigger is not None and first.trigger.fired, first.line()
 
@@ -88,14 +88,14 @@ def test_drift_retrain_settles_and_a_new_drift_is_still_caught(loop_env, monkeyp
 
     # the same drifted traffic on v2: ok, no trigger (the loop settles)
     serve(engine, apply(sample[1], FIRST, config, seed=2, reference=pool), config, name, 1)
-    settled = monitor.run_once(msettings, config, summary_table=False)
+    settled = check.run_check(msettings, config, summary_table=False)
     assert settled.version == "2" and settled.status == "ok", settled.line()
     assert settled.trigger is None, settled.line()
 
     # a new, different drift on top of it: detected against v2's reference, a second trigger
     drifted = apply(apply(sample[2], FIRST, config, seed=3, reference=pool), SECOND, config, seed=3)
     serve(engine, drifted, config, name, 2)
-    second = monitor.run_once(msettings, config, summary_table=False)
+    second = check.run_check(msettings, config, summary_table=False)
     assert second.version == "2" and second.status == "drift", second.line()
     drifted_now = {f.feature for f in second.result.features if f.drifted}
     assert drifted_now & set(SECOND.features) and not drifted_now & set(FIRST.features), drifted_now

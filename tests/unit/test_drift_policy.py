@@ -203,16 +203,17 @@ def test_policy_comes_from_the_config(tmp_path):
 
 def test_the_monitors_evidently_report_shows_the_same_distances(world):
     from monitoring.drift import compute_drift
-    from monitoring.settings import DriftSettings, QualitySettings
+    from monitoring.settings import MonitorSettings
 
     reference, calibration = world
+    defaults = MonitorSettings.from_env()
     window = fresh(300, 77, Scenario("covariate", ("tenure",), 1.0), reference)
     result = compute_drift(
         reference,
         window,
         CONFIG,
-        DriftSettings(),
-        QualitySettings(),
+        defaults.drift,
+        defaults.quality,
         0.5,
         calibration=calibration,
         summary_table=False,

@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
-from core import store
+from core import registry, store
 from core.dataset import ConfigError, load_config
 from core.features import prepare
 from core.source import read_source, source_hash
-from monitoring import metrics, monitor
+from monitoring import check, metrics, monitor, schedule
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.support.loop_helpers import log_predictions
@@ -66,12 +66,12 @@ def env(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         retrain={"new_labels": 100, "on_source_change": True},
     )
     trained_at = datetime.now(UTC) - timedelta(days=2)
-    champ = monitor.Champion(
+    champ = check.Champion(
         settings.model_name, "3", "run-x", THRESHOLD, trained_at=trained_at, source_hash=source_hash(config)
     )
-    monkeypatch.setattr(monitor, "champion", lambda s: champ)
+    monkeypatch.setattr(check, "champion", lambda s: champ)
     reference = valid.assign(score=fake_score(valid))
-    monkeypatch.setattr(monitor, "reference_of", lambda run_id, *artifact: reference)
+    monkeypatch.setattr(check, "reference_of", lambda run_id, *artifact: reference)
     engine = store.engine_for(settings.database_url)
     return settings, config, test, engine, csv, trained_at
 
@@ -98,7 +98,7 @@ def test_nothing_new_fires_nothing(env):
     log(engine, test.iloc[:150], config, settings, at=trained_at - timedelta(hours=1))
     log(engine, test.iloc[150:400], config, settings, feedback=False)
     for _ in range(2):
-        outcome = monitor.run_once(settings, config, summary_table=False)
+        outcome = check.run_check(settings, config, summary_table=False)
         assert outcome.trigger is None, outcome.reason
         assert outcome.freshness.new_labels == 0 and outcome.freshness.reasons == []
     assert events(settings) == []
@@ -112,10 +112,10 @@ def test_nothing_new_fires_nothing(env):
 def test_new_labels_fire_exactly_one_new_data_trigger(env):
     settings, config, test, engine, _, _ = env
     log(engine, test.iloc[:99], config, settings)  # one short of the bound: nothing
-    below = monitor.run_once(settings, config, summary_table=False)
+    below = check.run_check(settings, config, summary_table=False)
     assert below.status == "skipped" and below.trigger is None and below.freshness.new_labels == 99
     log(engine, test.iloc[99:120], config, settings)  # 120 >= 100, still below the drift window
-    outcomes = [monitor.run_once(settings, config, summary_table=False) for _ in range(3)]
+    outcomes = [check.run_check(settings, config, summary_table=False) for _ in range(3)]
     assert outcomes[0].trigger.fired and "new data: 120 labelled records" in outcomes[0].reason
     assert [o.trigger.status for o in outcomes[1:]] == ["duplicate", "duplicate"]
     [event] = fired(settings)
@@ -135,10 +135,10 @@ def test_new_labels_fire_exactly_one_new_data_trigger(env):
 
 def test_a_changed_source_fires_exactly_one_new_data_trigger(env):
     settings, config, _, _, csv, _ = env
-    assert monitor.run_once(settings, config, summary_table=False).trigger is None
+    assert check.run_check(settings, config, summary_table=False).trigger is None
     frame = pd.read_csv(csv)
     frame.iloc[:-5].to_csv(csv, index=False)  # five records fewer: a new content
-    outcomes = [monitor.run_once(settings, config, summary_table=False) for _ in range(3)]
+    outcomes = [check.run_check(settings, config, summary_table=False) for _ in range(3)]
     assert outcomes[0].trigger.fired and "the source changed" in outcomes[0].reason
     assert [o.trigger.status for o in outcomes[1:]] == ["duplicate", "duplicate"]
     [event] = fired(settings)
@@ -152,7 +152,7 @@ def test_source_check_off_in_the_config_ignores_a_changed_source(env):
     settings, config, _, _, csv, _ = env
     config = dataclasses.replace(config, retrain={"new_labels": 0, "on_source_change": False})
     pd.read_csv(csv).iloc[:-5].to_csv(csv, index=False)
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.trigger is None and outcome.freshness.source_hash is None
 
 
@@ -160,12 +160,12 @@ def test_drift_and_new_data_in_one_check_fire_one_trigger_with_both_reasons(env)
     settings, config, test, engine, _, _ = env
     drifted = apply(test.sample(300, random_state=1), Scenario("covariate"), config, reference=test)
     log(engine, drifted, config, settings)  # 300 labelled records: drift, and >= 100 new labels
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.status == "drift" and outcome.trigger.fired
     [event] = events(settings)
     assert "drift share" in event["reason"] and "new data: 300 labelled records" in event["reason"]
     assert event["parameters"]["TRIGGER_KINDS"] == "drift,new data"
-    again = monitor.run_once(settings, config, summary_table=False)
+    again = check.run_check(settings, config, summary_table=False)
     assert again.trigger.status == "duplicate" and len(fired(settings)) == 1
 
 
@@ -176,7 +176,7 @@ def test_a_drift_alarm_waits_for_labels_then_fires_once(env):
     )
     drifted = apply(test.sample(600, random_state=2), Scenario("covariate"), config, reference=test)
     log(engine, drifted.iloc[:300], config, settings, feedback=False)  # drift seen, no label back yet
-    waiting = monitor.run_once(settings, config, summary_table=False)
+    waiting = check.run_check(settings, config, summary_table=False)
     assert waiting.status == "drift" and waiting.trigger.status == "waiting_labels"
     assert (
         "waiting for labels: 0 of the 300 checked records"
@@ -184,10 +184,10 @@ def test_a_drift_alarm_waits_for_labels_then_fires_once(env):
     )
     assert fired(settings) == []
     log(engine, drifted.iloc[300:], config, settings)  # the labels are in: the next check fires, once
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.trigger.fired, outcome.trigger.detail
     assert [e["status"] for e in events(settings)] == ["waiting_labels", "fired"]
-    assert monitor.run_once(settings, config, summary_table=False).trigger.status == "duplicate"
+    assert check.run_check(settings, config, summary_table=False).trigger.status == "duplicate"
 
 
 def test_new_data_never_waits_for_labels(env):
@@ -198,7 +198,7 @@ def test_new_data_never_waits_for_labels(env):
     drifted = apply(test.sample(300, random_state=3), Scenario("covariate"), config, reference=test)
     log(engine, drifted, config, settings, feedback=False)
     csv.write_text(csv.read_text() + csv.read_text().splitlines()[1] + "\n")  # the source changed
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.trigger.fired and outcome.trigger.parameters["TRIGGER_KINDS"] == "drift,new data"
 
 
@@ -219,35 +219,35 @@ def test_retrain_config_is_validated(tmp_path):
 # --------------------------------------------------------------------------- the schedule
 def test_the_schedule_records_nothing_new_and_fires_no_retrain(env, monkeypatch):
     settings, config, test, engine, _, trained_at = env
-    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    monkeypatch.setattr(registry, "connect", lambda uri: None)
     log(engine, test.iloc[:50], config, settings, at=trained_at - timedelta(hours=1))  # before training
-    event = monitor.scheduled_retrain(settings, config)
+    event = schedule.scheduled_retrain(settings, config)
     assert event.status == "nothing_new" and "nothing new" in event_reason(settings, event.id)
     assert fired(settings) == []
 
 
 def test_the_schedule_retrains_on_any_new_label_once(env, monkeypatch):
     settings, config, test, engine, _, _ = env
-    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    monkeypatch.setattr(registry, "connect", lambda uri: None)
     log(engine, test.iloc[:3], config, settings)  # far below retrain.new_labels (100): still new data
-    first = monitor.scheduled_retrain(settings, config)
+    first = schedule.scheduled_retrain(settings, config)
     assert first.fired and first.parameters["TRIGGER_KINDS"] == "schedule,new data"
     assert first.parameters["REASON"].startswith("schedule: new data: 3 labelled records")
-    again = monitor.scheduled_retrain(settings, config)
+    again = schedule.scheduled_retrain(settings, config)
     assert again.status == "duplicate" and len(fired(settings)) == 1
     # the monitor's own check does not fire for 3 labels: the bound is for unscheduled retrains
-    assert monitor.run_once(settings, config, summary_table=False).trigger is None
+    assert check.run_check(settings, config, summary_table=False).trigger is None
 
 
 def test_the_schedule_is_due_once_per_period_and_never_when_off(env, monkeypatch):
     settings, config, test, engine, _, _ = env
-    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
-    assert not monitor.schedule_due(settings)  # RETRAIN_SCHEDULE_SECONDS=0: off
+    monkeypatch.setattr(registry, "connect", lambda uri: None)
+    assert not schedule.schedule_due(settings)  # RETRAIN_SCHEDULE_SECONDS=0: off
     daily = settings.model_copy(update={"schedule_seconds": 86400.0})
-    assert monitor.schedule_due(daily)  # never ran
-    monitor.scheduled_retrain(daily, config)
-    assert not monitor.schedule_due(daily)
-    assert monitor.schedule_due(daily, now=datetime.now(UTC) + timedelta(days=1, minutes=1))
+    assert schedule.schedule_due(daily)  # never ran
+    schedule.scheduled_retrain(daily, config)
+    assert not schedule.schedule_due(daily)
+    assert schedule.schedule_due(daily, now=datetime.now(UTC) + timedelta(days=1, minutes=1))
 
 
 def event_reason(settings, event_id: int) -> str:
@@ -256,7 +256,7 @@ def event_reason(settings, event_id: int) -> str:
 
 def test_the_loop_runs_the_schedule_when_due(env, monkeypatch):
     settings, config, test, engine, _, _ = env
-    monkeypatch.setattr(monitor.registry, "connect", lambda uri: None)
+    monkeypatch.setattr(registry, "connect", lambda uri: None)
     monkeypatch.setenv("RETRAIN_SCHEDULE_SECONDS", "86400")
     monkeypatch.setenv("MONITOR_METRICS_PORT", "0")
     monkeypatch.setenv("MONITOR_HOST", "127.0.0.1")

@@ -18,9 +18,9 @@ import requests
 import sqlalchemy as sa
 
 from core import store
-from monitoring.monitor import handle_alerts, make_server
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, job_path
+from monitoring.webhook import handle_alerts, make_server
 from tests.conftest import LoopbackServer, QuietHandler
 
 

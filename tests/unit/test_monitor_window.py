@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from core import store
 from core.dataset import load_config
 from core.features import prepare
-from monitoring import metrics, monitor
+from monitoring import check, metrics
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.support.loop_helpers import log_predictions
@@ -55,10 +55,8 @@ def setup(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MONITOR_WINDOW_MINUTES", "60")
     settings = MonitorSettings.from_env()
     reference = valid.assign(score=fake_score(valid))
-    monkeypatch.setattr(
-        monitor, "champion", lambda s: monitor.Champion(s.model_name, "3", "run-x", THRESHOLD)
-    )
-    monkeypatch.setattr(monitor, "reference_of", lambda run_id, *artifact: reference)
+    monkeypatch.setattr(check, "champion", lambda s: check.Champion(s.model_name, "3", "run-x", THRESHOLD))
+    monkeypatch.setattr(check, "reference_of", lambda run_id, *artifact: reference)
     engine = store.engine_for(settings.database_url)
     return settings, config, test, engine
 
@@ -79,7 +77,7 @@ def rows(settings):
 def test_below_the_minimum_window_it_skips_with_a_reason(setup):
     settings, config, test, engine = setup
     log(engine, test.head(12), config, settings)
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.status == "skipped"
     assert "12 predictions" in outcome.reason and "minimum 200" in outcome.reason
     row = rows(settings)[-1]
@@ -93,17 +91,17 @@ def test_window_counts_only_recent_records_of_the_champion(setup):
     log(engine, test.iloc[:250], config, settings, at=old)  # too old for the 60-minute window
     log(engine, test.iloc[250:500], config, settings, version="2")  # served by another version
     log(engine, test.iloc[500:650], config, settings)
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.status == "skipped" and outcome.window == 150
     log(engine, test.iloc[650:1000], config, settings)
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.window == 300  # MONITOR_WINDOW_SIZE: the most recent 300
 
 
 def test_a_quiet_window_writes_history_report_and_metrics(setup):
     settings, config, test, engine = setup
     log(engine, test.sample(300, random_state=0), config, settings)
-    outcome = monitor.run_once(settings, config, summary_table=False)
+    outcome = check.run_check(settings, config, summary_table=False)
     assert outcome.status == "ok", outcome.reason
     row = rows(settings)[-1]
     assert row["n_features"] == len(config.features) and row["drift_share"] == 0
@@ -121,10 +119,10 @@ def test_a_drifted_window_alarms_and_triggers_once(setup):
     settings, config, test, engine = setup
     drifted = apply(test.sample(300, random_state=1), Scenario("covariate"), config, reference=test)
     log(engine, drifted, config, settings)
-    first = monitor.run_once(settings, config, summary_table=False)
+    first = check.run_check(settings, config, summary_table=False)
     assert first.status == "drift"
     assert first.trigger is not None and first.trigger.fired
-    second = monitor.run_once(settings, config, summary_table=False)
+    second = check.run_check(settings, config, summary_table=False)
     assert second.status == "drift" and second.trigger.status == "duplicate"
     row = rows(settings)[-2]
     assert row["alarm"] and row["trigger_event_id"] == first.trigger.id
@@ -133,6 +131,6 @@ def test_a_drifted_window_alarms_and_triggers_once(setup):
 
 def test_no_champion_is_a_stated_skip(setup, monkeypatch):
     settings, config, _, _ = setup
-    monkeypatch.setattr(monitor, "champion", lambda s: None)
-    outcome = monitor.run_once(settings, config)
+    monkeypatch.setattr(check, "champion", lambda s: None)
+    outcome = check.run_check(settings, config)
     assert outcome.status == "skipped" and "no champion" in outcome.reason

@@ -1,0 +1,483 @@
+"""One monitoring check (`run_check`; `python -m monitoring.monitor run`), and what it looks at: the
+champion, the window of its recent predictions, the new data since it was trained.
+
+A check:
+1. finds the champion in the registry and loads the reference sample logged with its training run
+   (`reference/reference.parquet`: valid-split features, label and out-of-sample score; for a retrained
+   champion `reference/production.parquet`, the production window it was retrained for, named by its
+   `reference_artifact` tag) and its threshold;
+2. reads the window: the most recent MONITOR_WINDOW_SIZE predictions served by that version within
+   MONITOR_WINDOW_MINUTES, with their feedback labels where they came back;
+3. checks for new data since the champion was trained (labelled records, a changed source: the data
+   set config's `retrain:` bounds; see check_freshness), which raises a retrain even when step 4 does
+   not run; below MONITOR_MIN_WINDOW records it records a `skipped` run with the reason and stops;
+4. otherwise computes drift and live quality (monitoring.drift), saves Evidently's HTML report to the
+   reports store, and when a threshold is crossed calls the retrain trigger (cooldown and dedupe apply).
+
+Its result is a `CheckOutcome`; `run_check` writes it, in one place, to the check's `monitoring_runs`
+row (`CheckOutcome.row`) and to the Prometheus gauges (`_export`), whether the check ran or failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
+
+from core import registry, store
+from core.dataset import DatasetConfig, load_config
+from core.drift import LEVELS, Calibration
+from core.source import DataError, source_hash
+from monitoring import metrics, reports
+from monitoring.drift import DriftResult, compute_drift
+from monitoring.settings import MonitorSettings
+from monitoring.trigger import RetrainTrigger, TriggerEvent, trigger_kinds
+
+log = logging.getLogger("monitoring.check")
+
+
+@dataclass
+class Champion:
+    name: str
+    version: str
+    run_id: str
+    threshold: float
+    trained_at: datetime | None = None  # the model version's creation time
+    source_hash: str | None = None  # the hash of the source snapshot its data descends from
+    reference: str = registry.REFERENCE_ARTIFACT  # its drift reference's artifact path
+
+
+@dataclass
+class Freshness:
+    """New data since the champion was trained: labelled records, and whether the source changed."""
+
+    new_labels: int | None = None  # None: not checked
+    label_bound: int = 0
+    source_hash: str | None = None  # the source's hash now (None: not checked)
+    champion_source_hash: str | None = None
+    data_age_seconds: float | None = None
+    reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "new_labels": self.new_labels,
+            "source_hash": self.source_hash,
+            "champion_source_hash": self.champion_source_hash,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.figures(),
+            "label_bound": self.label_bound,
+            "data_age_seconds": self.data_age_seconds,
+            "reasons": self.reasons,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one check found; `row()` is its `monitoring_runs` row."""
+
+    run_id: int
+    status: str  # ok | drift | skipped | error
+    reason: str
+    version: str | None = None  # the champion checked (None: none, or the check failed first)
+    window: int = 0
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    freshness: Freshness | None = None
+    result: DriftResult | None = None  # None: no drift judged (skipped, error)
+    report_uri: str | None = None
+    trigger: TriggerEvent | None = None
+
+    def line(self) -> str:
+        out = f"monitoring run {self.run_id}: {self.status.upper()}"
+        if self.version:
+            out += f" (champion v{self.version}, window {self.window})"
+        out += f": {self.reason}"
+        if self.report_uri:
+            out += f"\n  report: {self.report_uri}"
+        if self.trigger is not None:
+            out += (
+                f"\n  retrain trigger: {self.trigger.status} ({self.trigger.backend}) {self.trigger.detail}"
+            )
+        return out
+
+    def row(self) -> dict[str, Any]:
+        """The `monitoring_runs` columns of this outcome (all but id, started_at and finished_at)."""
+        row: dict[str, Any] = {"status": self.status, "reason": self.reason}
+        if self.version is not None:
+            row.update(
+                model_version=self.version,
+                window_size=self.window,
+                window_start=self.window_start,
+                window_end=self.window_end,
+            )
+        details: dict[str, Any] = {}
+        r = self.result
+        if r is not None:
+            q = r.quality
+            row.update(
+                reference_size=r.n_reference,
+                drift_share=r.drift_share,
+                drifted_features=r.drifted_count,
+                n_features=len(r.features),
+                dataset_drift=r.dataset_drift,
+                prediction_drift_score=None if np.isnan(r.prediction_score) else r.prediction_score,
+                prediction_drift=r.prediction_drift,
+                n_labelled=q.get("n_labelled"),
+                roc_auc=q.get("roc_auc"),
+                precision=q.get("precision"),
+                recall=q.get("recall"),
+                f1=q.get("f1"),
+                alarm=r.alarm,
+                alarm_reasons=r.reasons,
+                report_uri=self.report_uri,
+            )
+            details.update(r.details())
+        if self.freshness is not None:
+            details["freshness"] = self.freshness.as_dict()
+        if details:
+            row["details"] = _clean(details)
+        if self.trigger is not None:
+            row["trigger_event_id"] = self.trigger.id
+        return row
+
+
+def champion(settings: MonitorSettings) -> Champion | None:
+    mv = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+    if mv is None:
+        return None
+    threshold = mv.tags.get("threshold")
+    if threshold is None:
+        threshold = registry.model_metadata(settings.model_name, mv.version)["threshold"]
+    created = getattr(mv, "creation_timestamp", None)
+    return Champion(
+        settings.model_name,
+        str(mv.version),
+        mv.run_id,
+        float(threshold),
+        trained_at=datetime.fromtimestamp(created / 1000, UTC) if created else None,
+        # champions trained before `source_hash` was tagged: their data_hash (the ingested snapshot
+        # for a first training; a retrained one then reads as changed once, see docs/monitoring.md)
+        source_hash=mv.tags.get("source_hash") or mv.tags.get("data_hash") or None,
+        reference=registry.reference_artifact(mv.tags),
+    )
+
+
+WAITING = "waiting_labels"
+
+
+def waiting_for_labels(config: DatasetConfig, window: pd.DataFrame, kinds: list[str]) -> str | None:
+    """Why an alarm does not start a retrain yet, or None. A drift or quality alarm comes as soon as the
+    predictions do, but a retrain learns from their labels, which come back later: it waits until
+    `retrain.min_labels` records of the checked window have their label. New data (enough new labels, a
+    changed source) never waits."""
+    need = config.retrain_min_labels
+    if need <= 0 or any(k == "new_labels" or k.startswith("source_changed") for k in kinds):
+        return None
+    have = int(window["label"].notna().sum()) if "label" in window else 0
+    if have >= need:
+        return None
+    return (
+        f"waiting for labels: {have} of the {len(window)} checked records have their label, "
+        f"retrain.min_labels {need}; a later check starts the retrain once they are in"
+    )
+
+
+def check_freshness(
+    settings: MonitorSettings,
+    config: DatasetConfig,
+    champ: Champion,
+    engine: sa.Engine,
+    now=None,
+    label_bound: int | None = None,
+) -> Freshness:
+    """Has new data arrived since the champion was trained? Bounds from the data set config's `retrain:`
+    (new_labels: N labelled production records since then; on_source_change: the source's content
+    differs from the champion's source snapshot)."""
+    now = store.as_utc(now) if now is not None else store.utcnow()
+    bound = config.retrain_new_labels if label_bound is None else label_bound
+    out = Freshness(label_bound=bound, champion_source_hash=champ.source_hash)
+    if champ.trained_at is not None:
+        out.data_age_seconds = max(0.0, (now - champ.trained_at).total_seconds())
+        out.new_labels = store.labelled_since(engine, settings.model_name, champ.trained_at)
+        if out.label_bound > 0 and out.new_labels >= out.label_bound:
+            out.kinds.append("new_labels")
+            out.reasons.append(
+                f"new data: {out.new_labels} labelled records since v{champ.version} was trained "
+                f"(retrain.new_labels {out.label_bound})"
+            )
+    if config.retrain_on_source_change and champ.source_hash:
+        try:
+            out.source_hash = source_hash(config)
+        except DataError as exc:
+            out.error = f"source not readable: {exc}"[:500]
+            log.warning("freshness: %s", out.error)
+        if out.source_hash and out.source_hash != champ.source_hash:
+            # the new hash in the kind: each distinct change of the source fires once
+            out.kinds.append(f"source_changed:{out.source_hash[:12]}")
+            out.reasons.append(
+                f"new data: the source changed (now {out.source_hash[:12]}, v{champ.version} was trained "
+                f"on {champ.source_hash[:12]})"
+            )
+    return out
+
+
+@lru_cache(maxsize=8)
+def reference_of(run_id: str, artifact: str = registry.REFERENCE_ARTIFACT) -> pd.DataFrame:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
+    return pd.read_parquet(path)
+
+
+@lru_cache(maxsize=8)
+def calibration_of(run_id: str) -> Calibration | None:
+    """The drift bounds calibrated with the champion's training run (None: trained before calibration)."""
+    raw = registry.drift_calibration(run_id)
+    return Calibration.from_dict(raw) if raw else None
+
+
+def importance_of(champ: Champion) -> dict[str, float]:
+    """The champion's feature importance (model metadata), for a champion without calibrated bounds."""
+    try:
+        return registry.model_metadata(champ.name, champ.version).get("feature_importance") or {}
+    except (MlflowException, OSError) as exc:
+        log.warning("no feature importance for v%s (%s): features weigh alike", champ.version, exc)
+        return {}
+
+
+def read_window(
+    engine: sa.Engine, model_name: str, version: str, size: int, minutes: float, now=None
+) -> pd.DataFrame:
+    """The most recent predictions of `version` (at most `size`, within `minutes`), with feedback labels."""
+    return store.recent_predictions(engine, model_name, version, size, minutes, now)
+
+
+def _figures(result: DriftResult) -> dict[str, Any]:
+    return {
+        "drift_share": result.drift_share,
+        "drifted_features": [f.feature for f in result.features if f.drifted],
+        "prediction_drift_score": result.prediction_score,
+        "roc_auc": result.quality.get("roc_auc"),
+        "recall": result.quality.get("recall"),
+    }
+
+
+def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
+    """The Prometheus gauges of one check."""
+    name = settings.model_name
+    metrics.record_status(name, outcome.status)
+    metrics.last_run.labels(name).set(time.time())
+    metrics.window.labels(name).set(outcome.window)
+    if outcome.version:
+        metrics.model_version.clear()
+        metrics.model_version.labels(name, outcome.version).set(1)
+    f = outcome.freshness
+    if f is not None:
+        if f.new_labels is not None:
+            metrics.labels_since_training.labels(name).set(f.new_labels)
+        if f.data_age_seconds is not None:
+            metrics.champion_data_age.labels(name).set(f.data_age_seconds)
+        if f.source_hash is not None:
+            metrics.source_changed.labels(name).set(int(f.source_hash != f.champion_source_hash))
+    r = outcome.result
+    if r is None:
+        return
+    metrics.drift_share.labels(name).set(r.drift_share)
+    metrics.drifted_features.labels(name).set(r.drifted_count)
+    metrics.weighted_drift_share.labels(name).set(r.weighted_share)
+    metrics.drift_level.labels(name).set(LEVELS.index(r.level))
+    metrics.feature_drift.clear()
+    for f in r.features:
+        if not np.isnan(f.score):
+            metrics.feature_drift.labels(name, f.feature, f.method, f"{f.threshold:.4g}").set(f.score)
+        metrics.feature_drifted.labels(name, f.feature).set(int(f.drifted))
+    metrics.prediction_drift.clear()
+    if not np.isnan(r.prediction_score):
+        metrics.prediction_drift.labels(name, r.prediction_method, f"{r.prediction_threshold:.4g}").set(
+            r.prediction_score
+        )
+    metrics.alarm.labels(name).set(int(r.alarm))
+    metrics.labelled.labels(name).set(int(r.quality.get("n_labelled") or 0))
+    for key in ("roc_auc", "precision", "recall", "f1"):
+        value = r.quality.get(key)
+        if value is not None:
+            metrics.quality.labels(name, key).set(value)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe (NaN -> None) for the details column."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and (np.isnan(value) or np.isinf(value)):
+        return None
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def _fire(
+    settings: MonitorSettings,
+    trigger: RetrainTrigger | None,
+    champ: Champion,
+    run_id: int,
+    reasons: list[str],
+    kinds: list[str],
+    figures: dict[str, Any],
+    waiting: str | None = None,
+) -> TriggerEvent:
+    """One retrain trigger for everything this check found (cooldown and dedupe apply); with `waiting`
+    (an alarm without the labels to learn from, see `waiting_for_labels`) a `waiting_labels` row and no
+    retrain: a later check fires once the labels are in."""
+    trigger = trigger or RetrainTrigger(settings)
+    if waiting:
+        event = trigger.note("; ".join(reasons) + f" -- {waiting}", source="monitor", status=WAITING)
+        metrics.triggers.labels(settings.model_name, event.backend, WAITING, "monitor").inc()
+        return event
+    # the dedupe key names what crossed (not its figures), so the same drift or the same new data seen
+    # on every run within the dedupe window fires once
+    key = f"monitor:{settings.model_name}:v{champ.version}:" + ",".join(kinds)
+    event = trigger.fire(
+        "; ".join(reasons),
+        source="monitor",
+        dedupe_key=key,
+        monitoring_run_id=run_id,
+        figures={**figures, "trigger_kinds": trigger_kinds(kinds)},
+    )
+    metrics.triggers.labels(settings.model_name, event.backend, event.status, "monitor").inc()
+    return event
+
+
+def _save_report(settings: MonitorSettings, result: DriftResult, run_id: int, started: datetime) -> str:
+    """Evidently's HTML report with the drift policy's section, in the reports store; its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / "report.html"
+        result.report.save_html(str(html))
+        name = f"{settings.model_name}-run{run_id:06d}-{started:%Y%m%dT%H%M%SZ}.html"
+        page = reports.with_section(html.read_bytes(), result.policy_html())
+        return reports.save(settings, name, page)
+
+
+def _check(
+    settings: MonitorSettings,
+    config: DatasetConfig,
+    engine: sa.Engine,
+    run_id: int,
+    started: datetime,
+    trigger: RetrainTrigger | None,
+    summary_table: bool,
+    now,
+) -> CheckOutcome:
+    """Steps 1-4 of the module docstring; raises what goes wrong (run_check records it)."""
+    registry.connect(settings.tracking_uri)
+    champ = champion(settings)
+    if champ is None:
+        return CheckOutcome(run_id, "skipped", f"model '{settings.model_name}' has no champion yet")
+    window = read_window(
+        engine, settings.model_name, champ.version, settings.window_size, settings.window_minutes, now
+    )
+    fresh = check_freshness(settings, config, champ, engine, now)
+    seen = CheckOutcome(
+        run_id,
+        "skipped",
+        "",
+        version=champ.version,
+        window=len(window),
+        window_start=window["created_at"].min() if len(window) else None,
+        window_end=window["created_at"].max() if len(window) else None,
+        freshness=fresh,
+    )
+    if len(window) < settings.min_window:
+        span = f"the last {settings.window_minutes:g} min" if settings.window_minutes > 0 else "all time"
+        reason = (
+            f"window too small: {len(window)} predictions by v{champ.version} in {span}, "
+            f"minimum {settings.min_window} (MONITOR_MIN_WINDOW); no drift judged"
+        )
+        if not fresh.reasons:
+            return replace(seen, reason=reason)
+        event = _fire(settings, trigger, champ, run_id, fresh.reasons, fresh.kinds, fresh.figures())
+        return replace(seen, reason=reason + " -- " + "; ".join(fresh.reasons), trigger=event)
+
+    calibration = calibration_of(champ.run_id)
+    result = compute_drift(
+        reference_of(champ.run_id, champ.reference),
+        window,
+        config,
+        settings.drift,
+        settings.quality,
+        champ.threshold,
+        calibration=calibration,
+        importance=None if calibration else importance_of(champ),
+        summary_table=summary_table,
+    )
+    reason = (
+        ("; ".join(result.reasons) if result.alarm else "no threshold crossed")
+        + " -- "
+        + result.summary()
+        + ("" if not fresh.reasons else " -- " + "; ".join(fresh.reasons))
+    )
+    judged = replace(
+        seen,
+        status="drift" if result.alarm else "ok",
+        reason=reason,
+        result=result,
+        report_uri=_save_report(settings, result, run_id, started),
+    )
+    reasons = (result.reasons if result.alarm else []) + fresh.reasons
+    if not reasons:
+        return judged
+    # drift and new data seen by the same check: one trigger naming both
+    kinds = (sorted(result.kinds) if result.alarm else []) + fresh.kinds
+    figures = {**_figures(result), **fresh.figures()}
+    waiting = waiting_for_labels(config, window, kinds)
+    return replace(judged, trigger=_fire(settings, trigger, champ, run_id, reasons, kinds, figures, waiting))
+
+
+def run_check(
+    settings: MonitorSettings,
+    config: DatasetConfig | None = None,
+    *,
+    trigger: RetrainTrigger | None = None,
+    summary_table: bool = True,
+    now=None,
+) -> CheckOutcome:
+    """One check. Its `monitoring_runs` row is opened first (`running`: a check that dies leaves it so)
+    and closed here with the outcome, which also sets the gauges -- an `error` outcome (the exception's
+    type and message) when the check raised."""
+    config = config or load_config(settings.dataset_config)
+    engine = store.engine_for(settings.database_url)
+    runs = store.monitoring_runs
+    started = store.utcnow()
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            runs.insert().values(
+                started_at=started, status="running", model_name=settings.model_name, alarm=False
+            )
+        ).inserted_primary_key[0]
+    try:
+        outcome = _check(settings, config, engine, run_id, started, trigger, summary_table, now)
+    except Exception as exc:
+        log.exception("monitoring run %s failed", run_id)
+        outcome = CheckOutcome(run_id, "error", f"{type(exc).__name__}: {exc}"[:2000])
+    with engine.begin() as conn:
+        conn.execute(
+            runs.update().where(runs.c.id == run_id).values(finished_at=store.utcnow(), **outcome.row())
+        )
+    _export(settings, outcome)
+    return outcome
