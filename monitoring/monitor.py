@@ -41,9 +41,6 @@ from monitoring.webhook import make_server
 
 log = logging.getLogger("monitoring.monitor")
 
-# the check's former name here, still used by scripts/demo.py and tests/model
-run_once = run_check
-
 
 def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
     config = load_config(settings.dataset_config)

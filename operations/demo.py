@@ -287,10 +287,10 @@ class Demo:
 
     def check(self, about: str = "", settled: bool = False):
         """One monitor run (after the service's log has been written: batches of <= 0.25 s)."""
-        from monitoring import monitor
+        from monitoring.check import run_check
 
         time.sleep(1.0)
-        outcome = monitor.run_once(self.msettings, self.config, summary_table=False)
+        outcome = run_check(self.msettings, self.config, summary_table=False)
         self.mark(
             "monitor_run",
             f"monitor run {outcome.run_id}{about}: {outcome.status}",

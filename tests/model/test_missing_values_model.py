@@ -174,7 +174,7 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
     from model_service.app import create_app
     from model_service.settings import ServiceSettings
     from model_service.state import EXTENSION
-    from monitoring import monitor
+    from monitoring.check import run_check
     from monitoring.scenarios import Scenario
     from monitoring.settings import MonitorSettings
     from operations import simulate
@@ -220,7 +220,7 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
         assert stats.accepted == len(records) and stats.feedback_sent == len(records), stats.line()
         assert state.plog.flush(10)
 
-    outcome = monitor.run_once(MonitorSettings.from_env(), config, summary_table=False)
+    outcome = run_check(MonitorSettings.from_env(), config, summary_table=False)
     assert outcome.status in ("ok", "drift") and outcome.result is not None, outcome.reason
     region = next(f for f in outcome.result.features if f.feature == "region")
     assert region.unseen_share == 0.0  # a missing region is missing, not an unseen category
