@@ -382,7 +382,7 @@ def pipeline() -> dashboard.Dashboard:
                 """
                 SELECT t.name AS model, t.version, t.key, t.value FROM model_version_tags t
                 WHERE t.key IN ('gate', 'promoted_at', 'promoted_by', 'promotion_reason', 'replaced_version')
-                ORDER BY length(t.version) DESC, t.version DESC, t.key LIMIT 50""",
+                ORDER BY t.version DESC, t.key LIMIT 50""",
                 w=12,
                 h=6,
             ),

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from tests.conftest import FAST_TRAINING, REPO, free_port, require_server
-from tests.support.promql_check import promql_problems
+from tests.support.dashboard_queries import promql_problems, sql_problems
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -250,10 +250,10 @@ def _predict(stack, records: list[dict]) -> list[str]:
     return ids
 
 
-def _db(stack, sql: str) -> list:
+def _db(stack, sql: str, url_setting: str = "DATABASE_URL") -> list:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(stack["settings"]["DATABASE_URL"])
+    engine = sa.create_engine(stack["settings"][url_setting])
     try:
         with engine.connect() as conn:
             return list(conn.execute(sa.text(sql)))
@@ -358,6 +358,10 @@ def test_native_stack_end_to_end(stack) -> None:
     # every PromQL expression of the dashboards and alert rules parses and returns data here
     _, problems = promql_problems(lambda expr: _prom(stack, expr))
     assert not problems, "\n".join(problems)
+    # and every SQL query of the dashboards runs on its database (the data sources churn-db, mlflow-db)
+    databases = {"churn-db": "DATABASE_URL", "mlflow-db": "MLFLOW_BACKEND_STORE_URI"}
+    checked, problems = sql_problems(lambda uid, sql: _db(stack, sql, databases[uid]))
+    assert checked >= 8 and not problems, "\n".join(problems)
 
     # stop (a clean exit, the output kept in STACK_DIR/logs) and start again on the same STACK_DIR: the
     # registry (PostgreSQL) and its artifacts (on disk) both survive, so the champion serves again, and

@@ -20,7 +20,7 @@
    itself (a `rollbacks` row by guard), every replica serves the good champion again, the bad version is
    refused a second forced promotion, and ModelVersionBlockedByGuard fires in Prometheus.
 8. Every PromQL expression of the Grafana dashboards and the alert rules returns data from the live
-   Prometheus.
+   Prometheus; every SQL query of the dashboards returns rows as Grafana's read-only user.
 Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
 
 Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave a failed stack up for a look), SERVICE_REPLICAS (2),
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from operations.waiting import free_port
-from tests.support.promql_check import promql_problems
+from tests.support.dashboard_queries import promql_problems, sql_problems
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("STACK_TEST_DIR") or REPO / "var" / "stack-test")
@@ -272,16 +272,16 @@ class Stack:
         out = self.compose("ps", "-q", service, capture=True).stdout.split()
         return out
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, database: str = "churn", user: str = "postgres") -> str:
         return self.compose(
             "exec",
             "-T",
             "postgres",
             "psql",
             "-U",
-            "postgres",
+            user,
             "-d",
-            "churn",
+            database,
             "-tA",
             "-v",
             "ON_ERROR_STOP=1",
@@ -799,13 +799,23 @@ def restarts(run: Run) -> None:
     restart_phase(run.stack, run.v1)
 
 
-def promql(run: Run) -> None:
-    """Dashboards and alert rules against the live Prometheus."""
+def dashboard_queries(run: Run) -> None:
+    """Dashboards and alert rules against the live servers: PromQL on Prometheus, SQL on PostgreSQL."""
     stack, problems = run.stack, run.problems
     count, promql_problems = check_promql(stack)
     RESULTS["promql"] = f"{count - len(promql_problems)}/{count}"
     note(f"promql: {count - len(promql_problems)} of {count} dashboard and alert expressions return data")
     problems += promql_problems
+    # the dashboards' SQL as Grafana runs it: the read-only user on the data source's database
+    databases = {"churn-db": "churn", "mlflow-db": "mlflow"}
+
+    def as_grafana(uid: str, sql: str) -> list[str]:
+        return stack.psql(sql, databases[uid], "grafana_ro").splitlines()
+
+    count, failing = sql_problems(as_grafana)
+    RESULTS["dashboard_sql"] = f"{count - len(failing)}/{count}"
+    note(f"sql: {count - len(failing)} of {count} dashboard SQL queries return rows as grafana_ro")
+    problems += failing
 
 
 # The stack test, in order: each phase a function above; a failure stops the run, `problems` are
@@ -819,7 +829,7 @@ PHASES = (
     faults,
     guard,
     restarts,
-    promql,
+    dashboard_queries,
 )
 
 

@@ -1,8 +1,11 @@
-"""Every PromQL expression of the dashboards and alert rules, evaluated against a live Prometheus.
+"""Every query of the dashboards and alert rules, run against the live servers.
 
-Used by the stack tests (tests/support/stack_test.py on Compose, tests/integration/test_stack_native.py natively):
-an expression must parse and return data; one that only has data when something fails (5xx, failures)
-passes when the metric it reads exists.
+PromQL (`promql_problems`): used by the stack tests (tests/support/stack_test.py on Compose,
+tests/integration/test_stack_native.py natively): an expression must parse and return data; one that
+only has data when something fails (5xx, failures) passes when the metric it reads exists.
+SQL (`sql_problems`): every PostgreSQL panel's query runs on the database of its data source (churn-db:
+the loop's tables, mlflow-db: MLflow's) and returns rows, unless its panel is about an event the run
+may not have had (EVENT_PANELS).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ONLY_ON_FAILURE = ('status=~"5.."', 'status=~"[45].."', 'result="failure"')
+EVENT_PANELS = ("Rollbacks",)  # panel titles starting so: rows only after such an event
 
 
 def promql_expressions() -> list[tuple[str, str]]:
@@ -58,3 +62,30 @@ def promql_problems(query: Callable[[str], dict]) -> tuple[int, list[str]]:
             else:
                 problems.append(f"{where}: no data for {expr}")
     return len(exprs), problems
+
+
+def dashboard_sql() -> list[tuple[str, str, str]]:
+    """(where, data source uid, SQL) of every PostgreSQL panel target of the dashboards."""
+    queries = []
+    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                if "rawSql" in target:
+                    uid = (target.get("datasource") or panel.get("datasource") or {})["uid"]
+                    queries.append((f"{path.stem}: {panel['title']}", uid, target["rawSql"]))
+    return queries
+
+
+def sql_problems(run: Callable[[str, str], list]) -> tuple[int, list[str]]:
+    """How many SQL queries were checked, and what is wrong with each that fails; `run(uid, sql)` returns
+    the rows of `sql` on the database of data source `uid` (and raises what the database raises)."""
+    problems, queries = [], dashboard_sql()
+    for where, uid, sql in queries:
+        try:
+            rows = run(uid, sql)
+        except Exception as exc:  # noqa: BLE001 - every failing query is reported, not only the first
+            problems.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            continue
+        if not rows and not where.split(": ", 1)[1].startswith(EVENT_PANELS):
+            problems.append(f"{where}: no rows")
+    return len(queries), problems
