@@ -91,14 +91,15 @@ retrain-scheduled: $(STAMP) ## the scheduled retrain: start one only when there 
 simulate: $(STAMP) ## traffic to the service: SCENARIO=none|covariate|unseen_category|missing|label_shift
 	$(PY) -m operations simulate --scenario $(or $(SCENARIO),none) $(SIMULATE_ARGS)
 
-# VERSION and ROLLBACK_ARGS reach the script through the environment, unexpanded ($(value ...)), never
-# pasted into the shell line; xargs splits ROLLBACK_ARGS honouring quotes without running a shell, and
-# operations/rollback.py checks every option before it moves the alias.
+# VERSION and ROLLBACK_ARGS reach the command through the environment, unexpanded ($(value ...)), never
+# pasted into the shell line; `--args-env` splits ROLLBACK_ARGS honouring quotes without running a shell
+# (an unbalanced quote: exit 2, nothing run), and operations/rollback.py checks every option before it
+# moves the alias.
 unexport VERSION ROLLBACK_ARGS  # make would expand them ($(shell ...)) to put them in the environment
 rollback: export ROLLBACK_VERSION := $(value VERSION)
 rollback: export ROLLBACK_EXTRA_ARGS := $(value ROLLBACK_ARGS)
 rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
-	printf '%s' "$$ROLLBACK_EXTRA_ARGS" | xargs $(PY) -m operations rollback $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"}
+	$(PY) -m operations rollback $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"} --args-env ROLLBACK_EXTRA_ARGS
 
 # Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
 # SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.

@@ -2,17 +2,67 @@
 (monitoring.guard): move `champion` back (core.registry.rollback: registry tags and history), write the
 audit row of the `rollbacks` table (who, why, from, to), ask the service to reload, and wait until it
 serves the version; plus the service calls both need (GET /v1/model, POST /v1/admin/reload).
+
+`alias_lock` makes every move of a model's `champion` (a person's rollback, the guard's, a promotion)
+one at a time: a second mover is refused at once with who holds it and since when.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 import sqlalchemy as sa
 
 from core import registry, store
+
+
+class AliasBusy(RuntimeError):
+    """Another move of the model's `champion` alias is in progress (the message says whose, since when)."""
+
+
+@contextmanager
+def alias_lock(
+    engine: sa.Engine, name: str, holder: str, purpose: str, hold_seconds: float
+) -> Iterator[None]:
+    """Hold the move lock of model `name` for the block (a row of `alias_locks`, so across processes and
+    hosts sharing the store). Raises AliasBusy at once when another holder has it. A holder that dies
+    leaves the row until `hold_seconds` after it took it; the next mover then takes it over."""
+    locks = store.alias_locks
+    token = secrets.token_hex(16)
+    now = store.utcnow()
+    with engine.begin() as conn:
+        conn.execute(sa.delete(locks).where(locks.c.model_name == name, locks.c.expires_at < now))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                locks.insert().values(
+                    model_name=name,
+                    holder=holder,
+                    purpose=purpose,
+                    token=token,
+                    acquired_at=now,
+                    expires_at=now + timedelta(seconds=hold_seconds),
+                )
+            )
+    except sa.exc.IntegrityError:
+        with engine.connect() as conn:
+            held = conn.execute(sa.select(locks).where(locks.c.model_name == name)).mappings().first()
+        since = f"{store.as_utc(held['acquired_at']):%Y-%m-%d %H:%M:%S}Z" if held else "a moment ago"
+        who = f"{held['purpose']} by {held['holder']}" if held else "another move"
+        raise AliasBusy(
+            f"another move of '{name}' champion is in progress: {who} since {since}; try again when it ends"
+        ) from None
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(locks).where(locks.c.model_name == name, locks.c.token == token))
 
 
 @dataclass(frozen=True)

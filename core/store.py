@@ -148,6 +148,20 @@ rollbacks = Table(
     Column("detail", Text),
 )
 
+# One move of a model's `champion` alias at a time (core.rollout.alias_lock): a row while a rollback, the
+# guard's rollback or a promotion runs; a second mover is refused at once. A holder that dies leaves
+# its row until `expires_at`, then the next mover takes it over.
+alias_locks = Table(
+    "alias_locks",
+    metadata,
+    Column("model_name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("purpose", Text),
+    Column("token", String(32), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
 
 shadow_predictions = Table(
     "shadow_predictions",

@@ -352,17 +352,21 @@ def _check(
     outcome.status, outcome.reason = "breach", figures
     try:
         registry.block(name, version, reason=reason, by=GUARD)
-        outcome.rollback = rollout.roll_back(engine, name, previous, reason=reason, by=GUARD)
-    except registry.RegistryError as exc:
+        # one move of the alias at a time: a person's rollback in progress goes first; the next check
+        # judges whatever is champion then
+        with rollout.alias_lock(engine, name, GUARD, "guard rollback", settings.rollback_timeout + 60):
+            outcome.rollback = rollout.roll_back(engine, name, previous, reason=reason, by=GUARD)
+            for b in breaches:
+                metrics.guard_rollbacks.labels(name, version, b.figure).inc()
+            log.warning("%s", outcome.rollback.line(name))
+            if wait:
+                _, outcome.served = rollout.follow(
+                    engine, service, outcome.rollback, settings.rollback_timeout
+                )
+            else:
+                outcome.served = rollout.request_reload(service)
+    except (registry.RegistryError, rollout.AliasBusy) as exc:
         outcome.status, outcome.reason = "error", f"breach ({figures}) but the rollback was refused: {exc}"
-        return outcome
-    for b in breaches:
-        metrics.guard_rollbacks.labels(name, version, b.figure).inc()
-    log.warning("%s", outcome.rollback.line(name))
-    if wait:
-        _, outcome.served = rollout.follow(engine, service, outcome.rollback, settings.rollback_timeout)
-    else:
-        outcome.served = rollout.request_reload(service)
     return outcome
 
 

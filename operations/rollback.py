@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import math
+import os
+import shlex
 import socket
 import sys
 import time
@@ -83,7 +85,27 @@ def non_empty(text: str) -> str:
     return text
 
 
+def with_env_args(argv: list[str]) -> list[str]:
+    """`--args-env NAME` (how `make rollback` hands over ROLLBACK_ARGS): the value of environment variable
+    NAME split as a shell would split it, without running one (shlex), in place of the option. An
+    unbalanced quote stops the command before anything runs: SystemExit(2) with one line."""
+    if "--args-env" not in argv:
+        return argv
+    at = argv.index("--args-env")
+    name = argv[at + 1] if at + 1 < len(argv) else ""
+    try:
+        extra = shlex.split(os.environ.get(name, ""))
+    except ValueError as exc:
+        print(f"error: {name or '--args-env'}: {exc} (nothing was run)", file=sys.stderr)
+        raise SystemExit(2) from None
+    return argv[:at] + extra + argv[at + 2 :]
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        argv = with_env_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code)
     parser = argparse.ArgumentParser(
         prog="churnops rollback", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -125,17 +147,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     engine = store.engine_for(settings.database_url)
+    # one move of the alias at a time: held while the alias moves and the service follows
     try:
-        done = rollout.roll_back(engine, name, args.version, reason=args.reason, by=by)
-    except registry.RegistryError as exc:
+        with rollout.alias_lock(engine, name, by, "rollback", hold_seconds=timeout + 60):
+            done = rollout.roll_back(engine, name, args.version, reason=args.reason, by=by)
+            print(done.line(name), flush=True)
+            moved = time.monotonic()
+            if args.no_wait:
+                return 0
+            ok, detail = rollout.follow(engine, service_of(settings), done, timeout)
+    except (registry.RegistryError, rollout.AliasBusy) as exc:
         print(f"error: refused: {exc}", file=sys.stderr)
         return 2
     move = done.move
-    print(done.line(name), flush=True)
-    moved = time.monotonic()
-    if args.no_wait:
-        return 0
-    ok, detail = rollout.follow(engine, service_of(settings), done, timeout)
     if not ok:
         print(f"error: {detail}; the alias is moved, the service has not followed", file=sys.stderr)
         return 1

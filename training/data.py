@@ -153,6 +153,7 @@ class TrainingData:
     rows: int
     splits: Splits
     validation_report: Path  # the JSON report of training.validate, logged with the run
+    negative_class: str = ""  # the target's other value (validation checked there are two)
 
 
 def split_data(frame: pd.DataFrame, config: DatasetConfig) -> Splits:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import recall_score, roc_auc_score
 
-from core import registry, store
+from core import registry, rollout, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.logs import setup_logging
 from core.settings import load_or_exit
@@ -370,11 +370,16 @@ def main(argv: list[str] | None = None) -> int:
         reason = f"FORCED past the gate: {args.reason.strip()} (failed: {failed})"
     else:
         reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
+    engine = store.engine_for(settings.database_url)
     try:
-        move = registry.promote(
-            settings.model_name, result.challenger, reason=reason, by=args.by, forced=forced
-        )
-    except registry.RegistryError as exc:
+        # one move of the alias at a time (a rollback or the guard's may be in progress)
+        with rollout.alias_lock(
+            engine, settings.model_name, args.by or "gate", "promotion", hold_seconds=120
+        ):
+            move = registry.promote(
+                settings.model_name, result.challenger, reason=reason, by=args.by, forced=forced
+            )
+    except (registry.RegistryError, rollout.AliasBusy) as exc:
         log.error("error: refused: %s", exc)
         return 1
     log.info(

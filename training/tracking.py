@@ -131,6 +131,7 @@ def register(
         "dataset": config.name,
         "target": config.target,
         "positive_class": str(config.positive_class),
+        "negative_class": data.negative_class,  # feedback may name either class (POST /v1/feedback)
         "data_hash": data.snapshot.hash,
         "git_commit": tags["git_commit"],
         "algorithm": chosen.name,

@@ -67,7 +67,9 @@ def load_training_data(settings: TrainingSettings, snapshot_ref: str | None = No
     report_path = report.write(settings.reports_dir / f"validation-{config.name}-{snapshot.hash[:16]}.json")
     if not report.ok:
         raise DataError(f"{report.summary()} (report: {report_path})")
-    data = TrainingData(config, snapshot, len(frame), split_data(frame, config), report_path)
+    positive = str(config.positive_class)
+    negative = next(v for v in frame[config.target].dropna().astype(str).unique() if v != positive)
+    data = TrainingData(config, snapshot, len(frame), split_data(frame, config), report_path, negative)
     log.info(
         "data %s snapshot %s: %d rows, split %s",
         config.name,

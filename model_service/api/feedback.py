@@ -22,6 +22,26 @@ from model_service.state import services
 log = logging.getLogger("model_service")
 
 
+def as_label(value: int | str) -> int:
+    """0 or 1, or the data set's own class value as the served model knows it (its metadata's
+    `positive_class` -> 1, `negative_class` -> 0); anything else is a 422 naming what is accepted."""
+    if isinstance(value, int):  # the schema let through only 0 and 1
+        return value
+    model = services().manager.current
+    meta = model.metadata if model is not None else {}
+    classes = {
+        str(meta[key]): number
+        for key, number in (("positive_class", 1), ("negative_class", 0))
+        if meta.get(key) is not None
+    }
+    if isinstance(value, str) and value in classes:
+        return classes[value]
+    m.FEEDBACK.labels("invalid").inc()
+    accepted = ", ".join(["0", "1", *(f"{name!r} ({number})" for name, number in classes.items())])
+    error = f"{value[:60]!r} is not a class of this model; one of {accepted}."
+    abort(422, message=f"label: {error}", errors={"json": {"label": [error]}})
+
+
 @blp.route("/feedback", methods=["POST"])
 @blp.doc(
     security=API_KEY,
@@ -44,7 +64,7 @@ def post_feedback():
             message=f"{first[0]}: {first[1][0] if isinstance(first[1], list) else first[1]}",
             errors={"json": msgs},
         )
-    rid, index, label = str(data["request_id"]), data["record_index"], data["label"]
+    rid, index, label = str(data["request_id"]), data["record_index"], as_label(data["label"])
     try:
         received = services().feedback.record(rid, index, label)
     except FeedbackNotFound as exc:

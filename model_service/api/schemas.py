@@ -6,7 +6,21 @@ response) are in `model_service.request_schema`; these are the fixed ones.
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+
+class Label(fields.Field):
+    """A feedback label: 0 or 1, or a class value (a string, mapped to 0/1 by the served model's
+    metadata in the view: model_service/api/feedback.py)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("Must be 0, 1 or a class value, not a boolean.")
+        if isinstance(value, int) and value in (0, 1):
+            return value
+        if isinstance(value, str) and 0 < len(value) <= 200:
+            return value
+        raise ValidationError("Must be 0, 1 or a class value (a string of 1 to 200 characters).")
 
 
 class FeedbackRequest(Schema):
@@ -21,11 +35,16 @@ class FeedbackRequest(Schema):
         validate=validate.Range(min=0, max=1_000_000),
         metadata={"description": "index of the record in that request (default 0)"},
     )
-    label = fields.Integer(
+    label = Label(
         required=True,
-        strict=True,
-        validate=validate.OneOf([0, 1]),
-        metadata={"description": "the true outcome: 1 positive, 0 negative"},
+        metadata={
+            "description": "the true outcome: 1 positive, 0 negative, or the data set's own class value "
+            '(the served model\'s `positive_class` / `negative_class`, e.g. "Yes" / "No")',
+            "oneOf": [
+                {"type": "integer", "enum": [0, 1]},
+                {"type": "string", "minLength": 1, "maxLength": 200},
+            ],
+        },
     )
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 from core import registry, store
+from operations.waiting import wait_until
 from tests.conftest import REPO, LoopbackServer, QuietHandler
 
 NAME = "rollback-test"
@@ -151,3 +152,40 @@ def test_rollback_fails_when_the_service_does_not_follow(two_versions):
     assert "reports v2 after 3 s" in out.stderr
     with store.engine_for(two_versions["DATABASE_URL"]).connect() as conn:
         assert conn.execute(sa.select(store.rollbacks.c.served)).scalar_one() is False
+
+
+def test_a_second_rollback_is_refused_at_once_while_one_is_in_progress(two_versions):
+    """Two operators at the same moment: the second is told at once that a move is in progress, the
+    alias moves once, and the lock is free again when the first ends."""
+    service = StandInService(two_versions["MLFLOW_TRACKING_URI"], follow=False)  # the first keeps waiting
+    env = {**two_versions, "SERVICE_URL": service.url}
+    engine = sa.create_engine(env["DATABASE_URL"])
+    try:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "operations", "rollback", "1", "--by", "alice", "--timeout", "20"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def held():
+            store.create_tables(engine)
+            with engine.connect() as conn:
+                return conn.execute(sa.select(store.alias_locks.c.holder)).scalars().all()
+
+        wait_until(lambda: held() == ["alice"] or first.poll() is not None, 60, "the first rollback's lock")
+        assert held() == ["alice"], first.communicate()
+        second = rollback(env, "2", "--by", "bob", "--timeout", "5")
+        assert second.returncode == 2, second.stderr
+        assert "in progress: rollback by alice since" in second.stderr, second.stderr
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 1, err  # the stand-in never follows: the alias moved, not served
+    finally:
+        service.close()
+    with engine.connect() as conn:
+        moves = conn.execute(sa.select(store.rollbacks.c.by, store.rollbacks.c.to_version)).all()
+        assert conn.execute(sa.select(store.alias_locks)).all() == []  # released
+    assert moves == [("alice", "1")]
+    assert str(registry.version_by_alias(NAME, registry.CHAMPION).version) == "1"

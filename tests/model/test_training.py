@@ -22,6 +22,8 @@ def test_champion_quality_and_lineage(champion_env):
     assert meta["test_metrics"]["roc_auc"] > 0.82
     assert 0.05 < meta["threshold"] < 0.5
     assert len(meta["data_hash"]) == 64 and meta["git_commit"]
+    # the classes as the data set names them: feedback may use either (POST /v1/feedback)
+    assert (meta["positive_class"], meta["negative_class"]) == ("Yes", "No")
     assert {f["name"] for f in meta["feature_schema"]} >= {"tenure", "contract", "total_charges"}
     version = mlflow.MlflowClient().get_model_version(champion_env.model_name, champion_env.version)
     run = mlflow.get_run(version.run_id)

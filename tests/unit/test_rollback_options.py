@@ -85,9 +85,13 @@ def test_make_rollback_passes_variables_without_a_shell(make_args, tmp_path: Pat
 
 
 def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
-    """Quoted ROLLBACK_ARGS stay one argument each (a stand-in interpreter records what it gets)."""
+    """Quoted ROLLBACK_ARGS stay one argument each: a stand-in interpreter records the command line and
+    the environment make gives it, and the rollback command's own splitting (`--args-env`) is applied."""
     fake = tmp_path / "python"
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_OUT"\n')
+    fake.write_text(
+        '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_OUT"\n'
+        'printf "%s" "$ROLLBACK_EXTRA_ARGS" > "$ARGS_OUT.env"\n'
+    )
     fake.chmod(0o755)
     got = tmp_path / "args"
     out = subprocess.run(
@@ -108,13 +112,39 @@ def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
         env={"PATH": "/usr/bin:/bin", "ARGS_OUT": str(got)},
     )
     assert out.returncode == 0, out.stderr
-    assert got.read_text().splitlines() == [
-        "-m",
-        "operations",
-        "rollback",
-        "3",
-        "--reason",
-        "recall dropped; after v4",
-        "--timeout",
-        "5",
-    ]
+    argv = got.read_text().splitlines()
+    assert argv[:3] == ["-m", "operations", "rollback"]
+    env = {"ROLLBACK_EXTRA_ARGS": (tmp_path / "args.env").read_text()}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        assert rollback.with_env_args(argv[3:]) == [
+            "3",
+            "--reason",
+            "recall dropped; after v4",
+            "--timeout",
+            "5",
+        ]
+
+
+def test_an_unbalanced_quote_in_rollback_args_stops_before_anything_runs(tmp_path: Path):
+    """`make rollback ROLLBACK_ARGS="--reason it's bad"`: one line naming the variable, exit 2, and the
+    command never ran (no connection to the registry is even tried: its address is a dead port)."""
+    out = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed-stamp",
+            "rollback",
+            "ROLLBACK_ARGS=--reason it's bad",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    )
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert lines == ["error: ROLLBACK_EXTRA_ARGS: No closing quotation (nothing was run)"], out.stderr

@@ -64,6 +64,8 @@ def tiny_model() -> LoadedModel:
         "algorithm": "logreg",
         "feature_importance": {"tenure": 0.6, "contract": 0.4},
         "git_commit": "abc123",
+        "positive_class": "Yes",
+        "negative_class": "No",
     }
     specs = field_specs(meta["feature_schema"])
     X = to_frame(RecordValidator(specs).validate(synthetic_records(specs, 300, seed=3)), specs)
@@ -670,9 +672,23 @@ def test_admin_reload_failure_is_503_with_the_result(client, state):
 
 # --------------------------------------------------------------------------- feedback
 FEEDBACK_CASES = {
-    "label-two": ({"label": 2}, "label", "Must be one of: 0, 1."),
-    "label-string": ({"label": "1"}, "label", "Not a valid integer."),
-    "label-bool": ({"label": True}, "label", "Not a valid integer."),
+    "label-two": ({"label": 2}, "label", "Must be 0, 1 or a class value (a string of 1 to 200 characters)."),
+    "label-float": (
+        {"label": 1.0},
+        "label",
+        "Must be 0, 1 or a class value (a string of 1 to 200 characters).",
+    ),
+    "label-empty": (
+        {"label": ""},
+        "label",
+        "Must be 0, 1 or a class value (a string of 1 to 200 characters).",
+    ),
+    "label-bool": ({"label": True}, "label", "Must be 0, 1 or a class value, not a boolean."),
+    "label-not-a-class": (
+        {"label": "1"},
+        "label",
+        "'1' is not a class of this model; one of 0, 1, 'Yes' (1), 'No' (0).",
+    ),
     "label-missing": ({"label": "<drop>"}, "label", "Missing data for required field."),
     "request-id-missing": ({"request_id": "<drop>"}, "request_id", "Missing data for required field."),
     "request-id-not-uuid": ({"request_id": "nope"}, "request_id", "Not a valid UUID."),
@@ -701,6 +717,21 @@ def test_invalid_feedback_is_422(client, change, field, error):
     body = resp.get_json()
     assert body["message"] == f"{field}: {error}" and body["errors"] == {"json": {field: [error]}}
     assert counter(m.FEEDBACK, "invalid") == before + 1
+
+
+def test_feedback_takes_the_data_sets_own_class_values(client, writing):
+    """A data set's own label values ("Yes"/"No" for Telco, "good"/"bad" for a credit one), as the
+    served model's metadata names them, are stored as 1/0."""
+    rid = predicted(client)
+    for index, label in ((0, "Yes"), (1, "No")):
+        resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": index, "label": label})
+        assert resp.status_code == 201, resp.get_json()
+        assert resp.get_json()["label"] == {"Yes": 1, "No": 0}[label]
+    with writing.plog.engine.connect() as conn:
+        rows = conn.execute(
+            select(feedback.c.record_index, feedback.c.label).where(feedback.c.request_id == rid)
+        ).all()
+    assert sorted(rows) == [(0, 1), (1, 0)]
 
 
 def test_feedback_body_not_an_object_is_422(client):
