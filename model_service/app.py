@@ -97,6 +97,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         metrics=m.LogMetrics(),
         fsync=settings.log_sync == "fsync",
         sync_seconds=settings.log_sync_seconds,
+        min_free_bytes=settings.log_min_free_bytes,
     )
     return ServiceState(
         settings,

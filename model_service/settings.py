@@ -81,6 +81,13 @@ class ServiceSettings(Settings):
         "power-loss window (0: never, the kernel writes back in its own time)",
         ge=0,
     )
+    log_min_free_bytes: int = env_field(
+        "LOG_MIN_FREE_BYTES",
+        1024 * 1024,
+        "/ready answers 503 (`log: nearly_full`) while the spool's filesystem has less free space than this "
+        "(0: no such check); it also answers 503 (`log: unwritable`) while spool writes fail",
+        ge=0,
+    )
     spool_dir: RepoPath | None = env_field(
         "SPOOL_DIR",
         None,

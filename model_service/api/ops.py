@@ -26,7 +26,7 @@ def health():
 
 
 @blp.route("/ready", methods=["GET"])
-@blp.doc(summary="Readiness: a model is loaded (open)")
+@blp.doc(summary="Readiness: a model is loaded and the prediction log can be written (open)")
 @blp.arguments(ReadyQuery, location="query")
 @blp.alt_response(200, schema=ReadyResponse, success=True, description="ready (status ok or degraded)")
 @blp.alt_response(503, schema=ReadyResponse, description="not ready")
@@ -37,10 +37,13 @@ def ready(query):
     db_ok = st.db_reachable()
     registry = {True: "ok", False: "unreachable", None: "unknown"}[st.manager.registry_ok]
     degraded = (not db_ok) or st.manager.registry_ok is False or st.manager.last_error is not None
-    is_ready = model is not None and not (query["strict"] and degraded)
+    unwritable = st.plog.unwritable()  # a full disk: predictions would be answered 503
+    is_ready = model is not None and unwritable is None and not (query["strict"] and degraded)
     body = {
         "ready": is_ready,
-        "status": "not_ready" if model is None else ("degraded" if degraded else "ok"),
+        "status": (
+            "not_ready" if model is None or unwritable is not None else ("degraded" if degraded else "ok")
+        ),
         "model_name": st.settings.model_name,
         "model_version": model.version if model else None,
         "predictor": model.predictor.kind if model else None,
@@ -49,6 +52,8 @@ def ready(query):
         "reload_error": st.manager.public_error,  # classified: no exception text on an open endpoint
         "reload_error_at": st.manager.last_error_at,
         "last_check_at": st.manager.last_check_at,
+        "log": unwritable[0] if unwritable else "ok",
+        "log_error": unwritable[1] if unwritable else None,
         "log_queue": st.plog.queued(),
         "spool_files": len(st.plog.spooled_files()),
     }

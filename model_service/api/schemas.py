@@ -190,6 +190,14 @@ class ReadyResponse(Schema):
     )
     reload_error_at = fields.String(allow_none=True)
     last_check_at = fields.String(allow_none=True)
+    log = fields.String(
+        required=True,
+        metadata={
+            "description": "ok; unwritable (the last spool write failed, e.g. a full disk: predictions "
+            "answer 503) or nearly_full (less than LOG_MIN_FREE_BYTES free on the spool's disk): not ready"
+        },
+    )
+    log_error = fields.String(allow_none=True, metadata={"description": "why the log is not ok (no paths)"})
     log_queue = fields.Integer(required=True)
     spool_files = fields.Integer(required=True)
 

@@ -16,7 +16,11 @@ it is closed, not deleted, and replayed. A worker killed by SIGKILL (or the OOM 
 
 Replaying a segment inserts all of it (the inserts skip rows already there: exactly once even after a
 crash mid-replay, or when a killed worker had already written part of its segment) before the file is
-deleted; torn lines from a crash are counted in a `.corrupt` note and kept out.
+deleted. A line counts once its newline is written: a write that fails (a full disk) is cut back to
+the segment's last whole line (`ftruncate`), so the next line starts clean, and replay leaves out a
+torn last line (and, in segments written before that cut-back existed, a torn start glued to the line
+after it) without losing the lines around it. Lines that cannot be read at all are counted in a
+`.corrupt` note (0600, as the segments) and kept out.
 """
 
 from __future__ import annotations
@@ -91,6 +95,34 @@ def rows_from_line(line: str) -> list[Row]:
     ]
 
 
+LINE_START = '{"request_id":'  # how every spool line begins (request lines and older row lines)
+
+
+def parse_line(line: str) -> tuple[list[Row], bool]:
+    """The rows of a spool line and whether it was torn. A line is acknowledged only once its newline
+    is written (one `os.write` of line + newline, cut back when it fails), so bytes without one were
+    never answered 200. Segments written before the cut-back could hold such a torn start glued to the
+    whole line that followed it: the rows are then read from the first later start that parses."""
+    try:
+        return rows_from_line(line), False
+    except (ValueError, KeyError, TypeError):
+        pass
+    start = line.find(LINE_START, 1)
+    while start > 0:
+        try:
+            return rows_from_line(line[start:]), True
+        except (ValueError, KeyError, TypeError):
+            start = line.find(LINE_START, start + 1)
+    return [], True
+
+
+def _private_text(path: Path, text: str) -> None:
+    """Write a small file readable by its owner only (0600, as the segments)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def spool_dir_for(root: Path, url: str) -> Path:
     """One folder per database: a spool is only ever replayed into the database it was meant for."""
     return Path(root) / hashlib.sha256(url.encode()).hexdigest()[:12]
@@ -136,9 +168,13 @@ class Spool:
             if seg is None:
                 seg = self._current = self._open_segment()
                 self._open.append(seg)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(seg.fd, view) :]
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(seg.fd, view) :]
+            except OSError:
+                self._cut_back(seg)
+                raise
             seg.written += 1
             seg.bytes += len(data)
             seg.pending += records
@@ -215,6 +251,17 @@ class Spool:
                 seg.dirty = True
             self._maybe_close(seg)
 
+    def _cut_back(self, seg: Segment) -> None:
+        """A failed or short write (a full disk) may have left part of a line: cut the segment back to
+        its last whole line, so that the next accepted line starts clean instead of being glued to the
+        torn one (and lost with it at replay). If even that fails, the segment takes no more lines (its
+        torn tail has no newline: replay leaves it out)."""
+        try:
+            os.ftruncate(seg.fd, seg.bytes)
+        except OSError as exc:
+            log.error("prediction log: cannot cut %s back after a failed write: %s", seg.path.name, exc)
+            self._retire(seg)
+
     # ---- segments
     def _open_segment(self) -> Segment:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +312,14 @@ class Spool:
                     seg.pending = 0
                 self._retire(seg)
 
+    def free_bytes(self) -> int | None:
+        """Bytes free (for an unprivileged writer) on the spool's filesystem; None when unknown."""
+        try:
+            st = os.statvfs(self.dir if self.dir.is_dir() else self.dir.parent)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
     def own_paths(self) -> set[Path]:
         with self._cond:
             return {s.path for s in self._open}
@@ -292,10 +347,7 @@ class Spool:
                 end = data.find(b"\n", start)
                 if end < 0:
                     break  # a line still being written
-                try:
-                    rows = rows_from_line(data[begin:end].decode())
-                except (ValueError, KeyError, TypeError):
-                    rows = []
+                rows, _ = parse_line(data[begin:end].decode("utf-8", "replace"))
                 for row in rows:
                     if row[0] == request_id and row[1] == record_index:
                         return row
@@ -306,7 +358,7 @@ class Spool:
         """Insert a closed segment's rows in batches, then delete it: the number of rows replayed, or None
         when the file is gone or locked by another process. Database errors propagate (file kept)."""
         try:
-            f = open(path, encoding="utf-8")  # noqa: SIM115
+            f = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
             return None
         with f:
@@ -316,19 +368,32 @@ class Spool:
                 return None  # being written or replayed by another process
             if not path.exists():  # replayed and deleted by another process meanwhile
                 return None
-            rows, bad = [], 0
-            for line in f:
-                line = line.strip()
+            rows, bad, glued, tail = [], 0, 0, False
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    tail = bool(raw.strip())  # a torn last line: never acknowledged (see `parse_line`)
+                    break
+                line = raw.decode("utf-8", "replace").strip()
                 if not line:
                     continue
-                try:
-                    rows.extend(rows_from_line(line))
-                except (ValueError, KeyError, TypeError):
-                    bad += 1  # a torn last line from a crash: keep it out, keep the rest
+                found, torn = parse_line(line)
+                rows.extend(found)
+                if torn and found:
+                    glued += 1
+                elif torn:
+                    bad += 1
             for start in range(0, len(rows), batch_size):
                 insert(rows[start : start + batch_size])
+            if tail or glued:
+                log.warning(
+                    "prediction log: %s: left out a torn last line: %s, torn line starts: %d "
+                    "(bytes without a newline: a write that failed, never answered 200)",
+                    path.name,
+                    tail,
+                    glued,
+                )
             if bad:
-                Path(str(path) + ".corrupt").write_text(f"{bad} unreadable lines in {path.name}\n")
+                _private_text(Path(str(path) + ".corrupt"), f"{bad} unreadable lines in {path.name}\n")
                 log.error("prediction log: %d unreadable lines in spool file %s", bad, path)
             path.unlink()
         return len(rows)

@@ -10,13 +10,16 @@ twice), whether a prediction exists, and the feedback insert. Database errors ar
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, make_url, select
 from sqlalchemy.exc import IntegrityError
 
 from core.store import create_tables, feedback, insert_ignoring_duplicates, make_engine, predictions
@@ -74,11 +77,24 @@ class Item:
         )
 
 
+def private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file 0600 (owner only, as the spool) before SQLite would create it 0644;
+    SQLite gives its -wal and -shm files the database file's mode. An existing file is left as it is."""
+    parsed = make_url(url)
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # another worker made it first, or it was there
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 class LogStore:
     """The prediction log's tables through one engine."""
 
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
+        private_sqlite_file(url)
         self.engine = engine or make_engine(url, json_serializer=jsonfast.dumps)
         self.tables_ready = False
 

@@ -17,12 +17,20 @@ in the kernel's page cache when `submit` returns, which a killed process cannot 
 thread `fdatasync`s the segments every `sync_seconds` (LOG_SYNC_SECONDS; 0: never), so a power loss or
 kernel crash can take only the lines written since its last sync. When the spool cannot be written, `submit` raises
 `LogUnavailable` (the request is answered 503: nothing is accepted that is not on disk).
+
+`unwritable()` says why the log cannot take records now (None when it can), for `/ready`: the last
+spool write failed and none has succeeded since (re-checked at most every `PROBE_SECONDS` by writing a
+`PROBE_BYTES` probe file in the spool folder, so that a worker taken out of a load balancer can become
+ready again without traffic), or the spool's filesystem has less than `min_free_bytes` free
+(LOG_MIN_FREE_BYTES).
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +70,8 @@ class _Entry:
 class PredictionLog:
     RETRY_SECONDS = 2.0
     REPLAY_CHECK_SECONDS = 2.0
+    PROBE_SECONDS = 2.0  # after a failed write: how often `unwritable` tries a probe write
+    PROBE_BYTES = 64 * 1024
 
     def __init__(
         self,
@@ -75,6 +85,7 @@ class PredictionLog:
         engine: Engine | None = None,
         fsync: bool = True,
         sync_seconds: float = 0.0,
+        min_free_bytes: int = 0,
     ):
         self.url = url
         self.store = LogStore(url, engine)
@@ -100,6 +111,9 @@ class PredictionLog:
         self._next_retry = 0.0
         self._next_replay_check = 0.0
         self._thread: threading.Thread | None = None
+        self.min_free_bytes = min_free_bytes  # LOG_MIN_FREE_BYTES: less free on the spool's disk: not ready
+        self.write_error: str | None = None  # why the last spool write failed; None once one succeeds
+        self._next_probe = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -143,8 +157,12 @@ class PredictionLog:
             self.spool.sync(segment, seq)
         except OSError as exc:
             self.metrics.dropped(n)
+            self.write_error = f"spool write failed ({_errno_text(exc)})"
             log.error("prediction log: REFUSED %d records (spool write failed: %s)", n, exc)
             raise LogUnavailable(f"the prediction log cannot be written: {exc}") from exc
+        if self.write_error is not None:
+            self.write_error = None
+            log.info("prediction log: the spool is written again")
         with self._cond:
             if self._queued + n <= self.queue_size and not self._stop:
                 self._items.append(_Entry(request_id, rows, segment))
@@ -157,6 +175,44 @@ class PredictionLog:
         # queue full (or shutting down): the records stay in the spool (replayed later), nothing lost
         self.spool.settle(segment, n, stored=False)
         self.metrics.spooled(n)
+
+    def unwritable(self) -> tuple[str, str] | None:
+        """Why records cannot be accepted now, as (`unwritable` or `nearly_full`, the reason), or None
+        when they can: for `/ready`. The reason names no path."""
+        if self.write_error is not None and time.monotonic() >= self._next_probe:
+            self._next_probe = time.monotonic() + self.PROBE_SECONDS
+            if self._probe():
+                self.write_error = None
+                log.info("prediction log: the spool folder can be written again (probe)")
+        if self.write_error is not None:
+            return "unwritable", f"the prediction log cannot be written: {self.write_error}"
+        if self.min_free_bytes > 0:
+            free = self.spool.free_bytes()
+            if free is not None and free < self.min_free_bytes:
+                return (
+                    "nearly_full",
+                    f"the prediction log's disk is nearly full: {free} bytes free, "
+                    f"less than LOG_MIN_FREE_BYTES ({self.min_free_bytes})",
+                )
+        return None
+
+    def _probe(self) -> bool:
+        """Write (then remove) a PROBE_BYTES file in the spool folder: True when it was written whole."""
+        path = self.spool_dir / f".probe-{os.getpid()}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            view = memoryview(bytes(self.PROBE_BYTES))
+            while view:
+                view = view[os.write(fd, view) :]
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
 
     def is_pending(self, request_id: str) -> bool:
         with self._cond:
@@ -353,6 +409,12 @@ class PredictionLog:
             self._db_state(True)
             self.metrics.replayed(replayed)
             log.info("prediction log: replayed %d spooled records from %s", replayed, path.name)
+
+
+def _errno_text(exc: OSError) -> str:
+    """An OSError without its file name: `ENOSPC: No space left on device`."""
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{name}: {exc.strerror}" if name and exc.strerror else type(exc).__name__
 
 
 def _one_line(exc: BaseException | None) -> str:

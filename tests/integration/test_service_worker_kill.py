@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import func, select
 
-from core.store import make_engine, predictions
 from operations.waiting import wait_until
-from tests.support.service_process import RECORD, Service, private_store, service_env
+from tests.support.service_process import RECORD, Service, private_store, service_env, stored_by_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,20 +36,6 @@ def _workers(master: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == master:
             pids.append(int(entry.name))
     return pids
-
-
-def _stored(url: str) -> dict[str, int]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(predictions.c.request_id, func.count()).group_by(predictions.c.request_id)
-            ).all()
-    except Exception:  # noqa: BLE001 - tables not there yet / database down: nothing stored
-        return {}
-    finally:
-        engine.dispose()
-    return dict(rows)
 
 
 class Traffic:
@@ -115,14 +99,14 @@ def _check(svc: Service, db_url: str, traffic: Traffic, victims: list[int]) -> N
     wait_until(lambda: not _segments_of(svc, victims), 90, "the killed workers' segments replayed")
     # the killed worker's segment is replayed by a live worker (the new one, or the other)
     wait_until(
-        lambda: all(_stored(db_url).get(rid) == n for rid, n in expected.items()),
+        lambda: all(stored_by_request(db_url).get(rid) == n for rid, n in expected.items()),
         90,
         f"{len(expected)} accepted requests ({sum(expected.values())} records) stored",
     )
     # no assertion on the replay counter: when the killed worker's writer had already committed all it
     # held, its segment has nothing to replay (the forked SIGKILL unit test forces the replay path)
     assert svc.stop() == 0, svc.log()[-2000:]
-    stored = _stored(db_url)
+    stored = stored_by_request(db_url)
     print(
         f"accepted {len(expected)} requests / {sum(expected.values())} records; "
         f"stored {len(stored)} / {sum(stored.values())}; client errors {traffic.errors}"

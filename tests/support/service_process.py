@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from sqlalchemy import func, select
 
 from core.dataset import load_config
+from core.store import make_engine, predictions
 from tests.conftest import REPO, free_port, wait_for_http
 
 API_KEY = "test-key-0123456789abcdef"
@@ -147,3 +149,19 @@ def raw_request(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     status, *lines = head.decode("latin1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
     return int(status.split()[1]), headers, body
+
+
+def stored_by_request(url: str) -> dict[str, int]:
+    """Records in the prediction log's database, by request id ({} while its tables are not there or it
+    is down)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(predictions.c.request_id, func.count()).group_by(predictions.c.request_id)
+            ).all()
+    except Exception:  # noqa: BLE001 - tables not there yet / database down: nothing stored
+        return {}
+    finally:
+        engine.dispose()
+    return dict(rows)

@@ -464,6 +464,45 @@ def test_predict_is_503_when_the_records_cannot_be_made_durable(client, state, m
     assert resp.headers["Retry-After"] == "5" and state.plog.queued() == 0
 
 
+def test_ready_is_503_naming_the_log_while_the_spool_cannot_be_written(client, state, monkeypatch):
+    """A full disk: predictions answer 503, and so does /ready (a load balancer stops sending traffic
+    there); a successful write, or a probe of the spool folder, makes it ready again."""
+    real = os.write
+
+    def disk_full(fd, data):
+        if "spool" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        return real(fd, data)
+
+    assert client.get("/ready").get_json()["log"] == "ok"
+    monkeypatch.setattr(os, "write", disk_full)
+    assert post(client, "/v1/predict", {"records": [RECORD]}).status_code == 503
+    ready = client.get("/ready")
+    body = ready.get_json()
+    assert ready.status_code == 503 and body["ready"] is False and body["status"] == "not_ready"
+    assert body["log"] == "unwritable" and body["model_version"] == "3"
+    assert body["log_error"] == (
+        "the prediction log cannot be written: spool write failed (ENOSPC: No space left on device)"
+    )
+    monkeypatch.setattr(os, "write", real)
+    assert post(client, "/v1/predict", {"records": [RECORD]}).status_code == 200
+    ready = client.get("/ready")
+    assert (
+        ready.status_code == 200 and ready.get_json()["log"] == "ok" and ready.get_json()["log_error"] is None
+    )
+
+
+def test_ready_is_503_while_the_spool_disk_is_nearly_full(make_app, tiny_model, monkeypatch):
+    app = make_app(tiny_model, log_min_free_bytes=4096)
+    monkeypatch.setattr(app.extensions["model_service"].plog.spool, "free_bytes", lambda: 1000)
+    ready = app.test_client().get("/ready")
+    body = ready.get_json()
+    assert ready.status_code == 503 and body["log"] == "nearly_full" and body["status"] == "not_ready"
+    assert body["log_error"] == (
+        "the prediction log's disk is nearly full: 1000 bytes free, less than LOG_MIN_FREE_BYTES (4096)"
+    )
+
+
 def test_each_request_has_its_own_request_id(client):
     ids = {post(client, "/v1/predict", {"records": [RECORD]}).headers["X-Request-ID"] for _ in range(5)}
     assert len(ids) == 5
