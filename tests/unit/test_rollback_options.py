@@ -55,6 +55,18 @@ def test_the_rollback_timeout_setting_is_positive_and_finite(value, monkeypatch)
         MonitorSettings.from_env()
 
 
+def make_rollback(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`make rollback ARGS...` as a person types it (the install step skipped), in `env` only."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "rollback", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
 @pytest.mark.parametrize(
     "make_args",
     [
@@ -70,14 +82,9 @@ def test_make_rollback_passes_variables_without_a_shell(make_args, tmp_path: Pat
     """The values reach operations/rollback.py as arguments (and are refused there): no file is created."""
     marks = tmp_path / "out"
     marks.mkdir()
-    out = subprocess.run(
-        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "rollback"]
-        + [a.format(out=marks) for a in make_args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    out = make_rollback(
+        *[a.format(out=marks) for a in make_args],
+        env={"HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
     )
     assert list(marks.iterdir()) == [], out.stderr
     assert out.returncode != 0
@@ -94,22 +101,11 @@ def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
     )
     fake.chmod(0o755)
     got = tmp_path / "args"
-    out = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-o",
-            ".venv/.installed-stamp",
-            "rollback",
-            f"PY={fake}",
-            "VERSION=3",
-            'ROLLBACK_ARGS=--reason "recall dropped; after v4" --timeout 5',
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "ARGS_OUT": str(got)},
+    out = make_rollback(
+        f"PY={fake}",
+        "VERSION=3",
+        'ROLLBACK_ARGS=--reason "recall dropped; after v4" --timeout 5',
+        env={"ARGS_OUT": str(got)},
     )
     assert out.returncode == 0, out.stderr
     argv = got.read_text().splitlines()
@@ -130,20 +126,9 @@ def test_make_rollback_hands_over_the_arguments_intact(tmp_path: Path):
 def test_an_unbalanced_quote_in_rollback_args_stops_before_anything_runs(tmp_path: Path):
     """`make rollback ROLLBACK_ARGS="--reason it's bad"`: one line naming the variable, exit 2, and the
     command never ran (no connection to the registry is even tried: its address is a dead port)."""
-    out = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-o",
-            ".venv/.installed-stamp",
-            "rollback",
-            "ROLLBACK_ARGS=--reason it's bad",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    out = make_rollback(
+        "ROLLBACK_ARGS=--reason it's bad",
+        env={"HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
     )
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
