@@ -5,6 +5,12 @@ serves the version; plus the service calls both need (GET /v1/model, POST /v1/ad
 
 `alias_lock` makes every move of a model's `champion` (a person's rollback, the guard's, a promotion)
 one at a time: a second mover is refused at once with who holds it and since when.
+
+The champion timeline: `promote` (the gate, so a retrain's promotion and a forced one too) and
+`roll_back` (a person, the guard) move the alias and then call `record_move`, the one writer of the
+`champion_moves` table, while the caller holds `alias_lock`. The registry (MLflow) and the store are
+two databases, so no transaction spans both: `reconcile` compares the timeline's last move with the
+registry's `champion` alias and its champion_history, and says where they disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import requests
 import sqlalchemy as sa
@@ -132,9 +139,70 @@ class Rollback:
         )
 
 
-def roll_back(engine: sa.Engine, name: str, to_version: str | None, reason: str, by: str) -> Rollback:
-    """Move `champion` back (to the version it replaced, or `to_version`) and write the audit row.
-    Raises registry.RegistryError when refused (nothing to roll back to, unknown or blocked version)."""
+def record_move(
+    conn: sa.Connection,
+    name: str,
+    move: registry.AliasMove,
+    kind: str,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Write one move of `name`'s champion to the timeline (`champion_moves`); its id. The one writer:
+    `promote` and `roll_back` call it right after the registry moved the alias, under `alias_lock`."""
+    _known(kind)
+    return int(
+        conn.execute(
+            store.champion_moves.insert().values(
+                at=store.utcnow(),
+                model_name=name,
+                from_version=None if move.from_version is None else str(move.from_version),
+                to_version=str(move.to_version),
+                kind=kind,
+                by=move.by,
+                reason=move.reason,
+                details=details,
+            )
+        ).inserted_primary_key[0]
+    )
+
+
+def _known(kind: str) -> None:
+    if kind not in store.MOVE_KINDS:
+        raise ValueError(f"unknown kind of champion move {kind!r} (one of: {', '.join(store.MOVE_KINDS)})")
+
+
+def promote(
+    engine: sa.Engine,
+    name: str,
+    version: str | int,
+    reason: str,
+    by: str | None = None,
+    forced: bool = False,
+    details: dict[str, Any] | None = None,
+) -> registry.AliasMove:
+    """Move `champion` to `version` (core.registry.promote) and write the move to the timeline (kind
+    `forced_promotion` past a failed gate, else `promotion`); nothing is written when the version already
+    is the champion. Call it under `alias_lock`. Raises registry.RegistryError when refused."""
+    move = registry.promote(name, version, reason=reason, by=by, forced=forced)
+    if move.from_version != move.to_version:
+        with engine.begin() as conn:
+            record_move(conn, name, move, "forced_promotion" if forced else "promotion", details)
+    return move
+
+
+def roll_back(
+    engine: sa.Engine,
+    name: str,
+    to_version: str | None,
+    reason: str,
+    by: str,
+    kind: str = "rollback",
+    details: dict[str, Any] | None = None,
+) -> Rollback:
+    """Move `champion` back (to the version it replaced, or `to_version`) and write the audit row and the
+    timeline's move (`kind`: rollback, or guard_rollback with the guard's figures in `details`) in one
+    transaction. Raises registry.RegistryError when refused (nothing to roll back to, unknown or blocked
+    version)."""
+    _known(kind)  # before anything moves
     move = registry.rollback(name, to_version, reason=reason, by=by)
     with engine.begin() as conn:
         row_id = conn.execute(
@@ -147,7 +215,67 @@ def roll_back(engine: sa.Engine, name: str, to_version: str | None, reason: str,
                 to_version=str(move.to_version),
             )
         ).inserted_primary_key[0]
+        record_move(conn, name, move, kind, {**(details or {}), "rollback_id": int(row_id)})
     return Rollback(int(row_id), move)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The timeline against the registry: `agree`, and the sentence saying what was compared."""
+
+    agree: bool
+    line: str
+    registry_version: str | None
+    timeline_version: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agree": self.agree,
+            "line": self.line,
+            "registry_version": self.registry_version,
+            "timeline_version": self.timeline_version,
+        }
+
+
+def reconcile(engine: sa.Engine, name: str) -> Reconciliation:
+    """Compare the timeline's last move of `name` with the registry: its `champion` alias and the last
+    entry of its champion_history (from and to). Called where a process starts (the guard's loop,
+    `churnops history`); a disagreement is a move made outside core.rollout, or one whose timeline write
+    failed after the alias moved. Raises what the registry raises when it cannot be asked."""
+    last = store.last_champion_move(engine, name)
+    champion = registry.version_by_alias(name, registry.CHAMPION, strict=True)
+    current = None if champion is None else str(champion.version)
+    moved_to = None if last is None else str(last["to_version"])
+    if current is None and last is None:
+        return Reconciliation(True, f"'{name}' has no champion and the timeline no move", None, None)
+    if current != moved_to:
+        where = f"v{moved_to} ({last['kind']} at {last['at']:%Y-%m-%d %H:%M:%S}Z)" if last else "no move"
+        return Reconciliation(
+            False,
+            f"DISAGREE: the registry's champion of '{name}' is {'v' + current if current else 'unset'}, "
+            f"the timeline's last move is to {where}: a move made outside core.rollout or not recorded",
+            current,
+            moved_to,
+        )
+    history = registry.champion_history(name)
+    if history:
+        h = history[-1]
+        pair = (h.get("from_version"), str(h.get("to_version")))
+        if pair != (last["from_version"], moved_to):
+            return Reconciliation(
+                False,
+                f"DISAGREE: '{name}' champion_history's last move is v{pair[0] or '-'} -> v{pair[1]} "
+                f"at {h.get('at')}, the timeline's is v{last['from_version'] or '-'} -> v{moved_to}",
+                current,
+                moved_to,
+            )
+    return Reconciliation(
+        True,
+        f"agree: champion of '{name}' v{current}, the timeline's last move {last['kind']} "
+        f"v{last['from_version'] or '-'} -> v{moved_to} at {last['at']:%Y-%m-%d %H:%M:%S}Z",
+        current,
+        moved_to,
+    )
 
 
 def record_served(engine: sa.Engine, row_id: int, served: bool, detail: str) -> None:

@@ -8,6 +8,8 @@ One database holds the whole loop (SQLite on the embedded default, PostgreSQL on
 - `monitoring_runs`: one row per monitor check (drift, live quality, alarm, report).
 - `trigger_events`: every retrain trigger decision (for cooldown and dedupe).
 - `rollbacks`: who moved the champion back, when, why, from and to (a person or the guard).
+- `champion_moves`: the champion timeline: every move of a model's `champion` alias (a promotion, a
+  forced one, a person's rollback, the guard's), written by core.rollout under the alias lock.
 - `shadow_predictions`: the challenger's score of a live record, scored beside the champion's answer
   (the service's shadow share), for the gate's online check.
 
@@ -39,6 +41,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -161,6 +164,27 @@ alias_locks = Table(
     Column("token", String(32), nullable=False),
     Column("acquired_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# The champion timeline, one row per move of a model's `champion` alias, written by core.rollout.record_move
+# (the one writer: rollout.promote for the gate and a retrain's gate, rollout.roll_back for a person and
+# the guard) while the alias lock is held, right after the registry moved the alias. `reason` is the
+# sentence a person reads (gate verdict and trigger, rollback reason, the guard's figures); `details`
+# the same figures as data. `champion_timeline` adds the records each version served between moves.
+MOVE_KINDS = ("promotion", "forced_promotion", "rollback", "guard_rollback")
+champion_moves = Table(
+    "champion_moves",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("from_version", String(64)),
+    Column("to_version", String(64), nullable=False),
+    Column("kind", String(20), nullable=False),  # MOVE_KINDS
+    Column("by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("details", JSON),
+    Index("ix_champion_moves_model_at", "model_name", "at"),
 )
 
 
@@ -419,3 +443,41 @@ def recent_predictions(
         }
     )
     return pd.concat([features, meta], axis=1)
+
+
+def last_champion_move(engine: Engine, model_name: str) -> dict[str, Any] | None:
+    """The newest row of `champion_moves` for the model (None: the timeline has no move yet)."""
+    m = champion_moves
+    query = select(m).where(m.c.model_name == model_name).order_by(m.c.at.desc(), m.c.id.desc()).limit(1)
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return _move(row) if row is not None else None
+
+
+def _move(row) -> dict[str, Any]:
+    move = dict(row)
+    move["at"] = as_utc(move["at"])
+    return move
+
+
+def champion_timeline(engine: Engine, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` moves of the model's champion, oldest first, each with `until` (the next move's
+    time; None for the current champion) and the prediction log's records in that interval:
+    `records_served` (logged with the moved-to version) and `records_by_version` (every version logged
+    then: a version other than the moved-to one is a replica still following the move)."""
+    m, p = champion_moves, predictions
+    newest = select(m).where(m.c.model_name == model_name).order_by(m.c.at.desc(), m.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        moves = [_move(row) for row in conn.execute(newest).mappings().all()][::-1]
+        # `limit` keeps the newest moves, so the last one shown is the current champion's
+        for i, move in enumerate(moves):
+            move["until"] = moves[i + 1]["at"] if i + 1 < len(moves) else None
+            counted = select(p.c.model_version, func.count()).where(
+                p.c.model_name == model_name, p.c.created_at >= move["at"]
+            )
+            if move["until"] is not None:
+                counted = counted.where(p.c.created_at < move["until"])
+            by_version = {str(v): int(n) for v, n in conn.execute(counted.group_by(p.c.model_version)).all()}
+            move["records_by_version"] = by_version
+            move["records_served"] = by_version.get(str(move["to_version"]), 0)
+    return moves

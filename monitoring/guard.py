@@ -19,7 +19,8 @@ The previous version's figures are from its most recent predictions before the p
 2,000); the new one's from its predictions since. A breach rolls back through core.rollout, the path of
 `churnops rollback` (registry tags and history, a `rollbacks` row with by = `guard` and the figures as
 the reason, the service asked to reload), blocks the version from promotion until a person lifts it
-(`python -m training.gate --version N --unblock --reason TEXT`), counts `monitor_guard_rollbacks_total`
+(`python -m training.gate --version N --unblock --reason TEXT`), writes the move to the champion
+timeline (kind guard_rollback, both versions' figures in its details), counts `monitor_guard_rollbacks_total`
 and sets `monitor_guard_breach`; `monitor_guard_blocked_versions` stays above 0 (the alert
 ModelVersionBlockedByGuard) until a person lifts the block.
 The guard does not judge a promotion whose previous version is blocked (it cannot roll back to it).
@@ -108,6 +109,27 @@ class GuardOutcome:
         if self.served:
             out += f"\n  {self.served}"
         return out
+
+
+def guard_figures(new: Figures, old: Figures, breaches: list[Breach]) -> dict[str, Any]:
+    """The figures the guard judged, as the champion timeline keeps them (a move's `details`)."""
+
+    def of(f: Figures) -> dict[str, Any]:
+        quality = {k: v for k, v in f.quality.items() if isinstance(v, int | float) and np.isfinite(v)}
+        return {
+            "version": f.version,
+            "records": f.records,
+            "requests": f.requests,
+            "error_rate": f.error_rate,
+            "p99_ms": f.p99_ms,
+            "quality": quality,
+        }
+
+    return {
+        "breaches": [{"figure": b.figure, "detail": b.detail} for b in breaches],
+        "new": of(new),
+        "old": of(old),
+    }
 
 
 def watched_move(name: str, version: str) -> dict[str, Any] | None:
@@ -355,7 +377,15 @@ def _check(
         # one move of the alias at a time: a person's rollback in progress goes first; the next check
         # judges whatever is champion then
         with rollout.alias_lock(engine, name, GUARD, "guard rollback", settings.rollback_timeout + 60):
-            outcome.rollback = rollout.roll_back(engine, name, previous, reason=reason, by=GUARD)
+            outcome.rollback = rollout.roll_back(
+                engine,
+                name,
+                previous,
+                reason=reason,
+                by=GUARD,
+                kind="guard_rollback",
+                details=guard_figures(new, old, breaches),
+            )
             for b in breaches:
                 metrics.guard_rollbacks.labels(name, version, b.figure).inc()
             log.warning("%s", outcome.rollback.line(name))
@@ -370,10 +400,24 @@ def _check(
     return outcome
 
 
+def reconcile_at_start(settings: MonitorSettings) -> rollout.Reconciliation | None:
+    """Compare the champion timeline with the registry once (core.rollout.reconcile) and log the verdict:
+    a warning when they disagree. None when either cannot be asked (the checks report that)."""
+    try:
+        registry.connect(settings.tracking_uri)
+        verdict = rollout.reconcile(store.engine_for(settings.database_url), settings.model_name)
+    except Exception as exc:  # noqa: BLE001 - a start-up check: the guard's checks go on regardless
+        log.warning("champion timeline not reconciled with the registry: %s", type(exc).__name__)
+        return None
+    (log.info if verdict.agree else log.warning)("champion timeline vs registry: %s", verdict.line)
+    return verdict
+
+
 def run_forever(
     settings: MonitorSettings, config: DatasetConfig, stop: threading.Event, iterations: int | None = None
 ) -> None:
     """A check every GUARD_INTERVAL_SECONDS until `stop` (the `monitor loop` thread and `guard loop`)."""
+    reconcile_at_start(settings)
     done = 0
     while not stop.is_set():
         try:

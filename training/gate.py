@@ -361,23 +361,35 @@ def main(argv: list[str] | None = None) -> int:
     if result.champion == result.challenger:
         log.info("v%s is already the champion", result.challenger)
         return 0
-    # the audit trail (champion_history) says why the new champion was built
-    built_for = registry.why(registry.get_version(settings.model_name, result.challenger).tags).get(
-        "retrain_trigger"
-    )
+    # the audit trail (champion_history, the champion timeline) says why the new champion was built
+    why = registry.why(registry.get_version(settings.model_name, result.challenger).tags)
+    built_for = why.get("retrain_trigger")
+    failed = [c.name for c in result.checks if not c.passed]
+    verdict = f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"
     if forced:
-        failed = ", ".join(c.name for c in result.checks if not c.passed)
-        reason = f"FORCED past the gate: {args.reason.strip()} (failed: {failed})"
+        reason = f"FORCED past the gate: {args.reason.strip()} (failed: {', '.join(failed)}; {verdict})"
     else:
-        reason = "gate passed" + (f"; retrained for {built_for}" if built_for else "")
+        # the trigger's own reason, cut: champion_history keeps the last moves within 4500 characters
+        trigger = f": {why['retrain_reason'][:300]}" if built_for and why.get("retrain_reason") else ""
+        reason = (
+            "gate passed" + (f"; retrained for {built_for}{trigger}" if built_for else "") + f" ({verdict})"
+        )
+    details = {"gate_report": str(path), "failed_checks": failed, "checks": len(result.checks), "why": why}
     engine = store.engine_for(settings.database_url)
     try:
-        # one move of the alias at a time (a rollback or the guard's may be in progress)
+        # one move of the alias at a time (a rollback or the guard's may be in progress); the move is
+        # written to the champion timeline (core.rollout.promote) while the lock is held
         with rollout.alias_lock(
             engine, settings.model_name, args.by or "gate", "promotion", hold_seconds=120
         ):
-            move = registry.promote(
-                settings.model_name, result.challenger, reason=reason, by=args.by, forced=forced
+            move = rollout.promote(
+                engine,
+                settings.model_name,
+                result.challenger,
+                reason=reason,
+                by=args.by,
+                forced=forced,
+                details=details,
             )
     except (registry.RegistryError, rollout.AliasBusy) as exc:
         log.error("error: refused: %s", exc)

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
-from core import registry, store
+from core import registry, rollout, store
 from operations.waiting import wait_until
 from tests.conftest import REPO, LoopbackServer, QuietHandler
 
@@ -88,8 +88,9 @@ def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 registered_model_name=NAME,
                 serialization_format="cloudpickle",
             )
-    registry.promote(NAME, "1", "first")
-    registry.promote(NAME, "2", "second")
+    engine = store.engine_for(env["DATABASE_URL"])
+    rollout.promote(engine, NAME, "1", "first", by="ci")  # the gate's path: the timeline has both moves
+    rollout.promote(engine, NAME, "2", "second", by="ci")
     return env
 
 
@@ -133,6 +134,17 @@ def test_rollback_moves_champion_records_it_and_waits_until_served(two_versions)
         row = conn.execute(sa.select(store.rollbacks)).mappings().one()
     assert (row["from_version"], row["to_version"], row["by"], row["served"]) == ("2", "1", "alice", True)
     assert row["reason"] == "bad recall in prod" and row["at"] is not None
+    # the champion timeline: the two promotions and the person's rollback; the registry agrees
+    engine = store.engine_for(two_versions["DATABASE_URL"])
+    moves = store.champion_timeline(engine, NAME)
+    assert [(m["kind"], m["from_version"], m["to_version"], m["by"]) for m in moves] == [
+        ("promotion", None, "1", "ci"),
+        ("promotion", "1", "2", "ci"),
+        ("rollback", "2", "1", "alice"),
+    ]
+    assert moves[-1]["reason"] == "bad recall in prod" and moves[-1]["details"] == {"rollback_id": row["id"]}
+    verdict = rollout.reconcile(engine, NAME)
+    assert verdict.agree, verdict.line
 
 
 def test_rollback_refuses_a_version_that_does_not_exist(two_versions):
@@ -189,3 +201,5 @@ def test_a_second_rollback_is_refused_at_once_while_one_is_in_progress(two_versi
         assert conn.execute(sa.select(store.alias_locks)).all() == []  # released
     assert moves == [("alice", "1")]
     assert str(registry.version_by_alias(NAME, registry.CHAMPION).version) == "1"
+    timeline = [(m["kind"], m["to_version"]) for m in store.champion_timeline(engine, NAME)]
+    assert timeline == [("promotion", "1"), ("promotion", "2"), ("rollback", "1")]  # bob's: no move

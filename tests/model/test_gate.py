@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from core import registry
+from core import registry, store
 from core.dataset import load_config
 from training import gate, tracking
 from training.data import latest_snapshot, split_data
@@ -95,7 +95,11 @@ def test_gate_compares_with_the_champion_and_rolls_back(champion_env, capsys):
     assert report["why"]["retrain_trigger"] == "new data"
     promotion = registry.champion_history(settings.model_name)[-1]
     assert promotion["to_version"] == version
-    assert promotion["reason"] == "gate passed; retrained for new data"
+    assert promotion["reason"].startswith("gate passed; retrained for new data (")
+    # the champion timeline has the same move, written under the alias lock
+    last = store.last_champion_move(store.engine_for(settings.database_url), settings.model_name)
+    assert (last["kind"], last["from_version"], last["to_version"]) == ("promotion", champion, version)
+    assert last["reason"] == promotion["reason"] and last["details"]["why"]["retrain_trigger"] == "new data"
     assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == version
     assert registry.previous_champion(settings.model_name) == champion
     move = registry.rollback(settings.model_name, reason="test")
