@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
         score install-spark bench-score
 
 help: ## list the targets
@@ -95,11 +95,16 @@ simulate: $(STAMP) ## traffic to the service: SCENARIO=none|covariate|unseen_cat
 # pasted into the shell line; `--args-env` splits ROLLBACK_ARGS honouring quotes without running a shell
 # (an unbalanced quote: exit 2, nothing run), and operations/rollback.py checks every option before it
 # moves the alias.
-unexport VERSION ROLLBACK_ARGS  # make would expand them ($(shell ...)) to put them in the environment
+unexport VERSION ROLLBACK_ARGS HISTORY_ARGS  # make would expand them ($(shell ...)) to put them in the environment
 rollback: export ROLLBACK_VERSION := $(value VERSION)
 rollback: export ROLLBACK_EXTRA_ARGS := $(value ROLLBACK_ARGS)
 rollback: $(STAMP) ## move 'champion' back (VERSION=n optional) and wait until the service serves it
 	$(PY) -m operations rollback $${ROLLBACK_VERSION:+"$$ROLLBACK_VERSION"} --args-env ROLLBACK_EXTRA_ARGS
+
+# HISTORY_ARGS (e.g. "--limit 20 --json") the same way as ROLLBACK_ARGS: split without a shell.
+history: export HISTORY_EXTRA_ARGS := $(value HISTORY_ARGS)
+history: $(STAMP) ## the champion timeline: every move (when, from/to, kind, who, records served, why); HISTORY_ARGS="--json"
+	$(PY) -m operations history --args-env HISTORY_EXTRA_ARGS
 
 # Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
 # SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.
