@@ -207,3 +207,61 @@ class ReadyQuery(Schema):
         load_default=False,
         metadata={"description": "also answer 503 when the registry or the database is unreachable"},
     )
+
+
+class HistoryQuery(Schema):
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={"description": "the newest N moves (1 to 1000, default 100)"},
+    )
+
+
+class ChampionMove(Schema):
+    id = fields.Integer(required=True)
+    at = fields.String(required=True, metadata={"description": "when the alias moved (UTC, ISO 8601)"})
+    until = fields.String(
+        allow_none=True, metadata={"description": "the next move's time; null for the current champion"}
+    )
+    model_name = fields.String(required=True)
+    from_version = fields.String(allow_none=True, metadata={"description": "null for the first champion"})
+    to_version = fields.String(required=True)
+    kind = fields.String(
+        required=True,
+        validate=validate.OneOf(("promotion", "forced_promotion", "rollback", "guard_rollback")),
+        metadata={
+            "description": "promotion (the gate, a retrain's gate), forced_promotion, rollback, guard_rollback"
+        },
+    )
+    by = fields.String(required=True, metadata={"description": "who or what moved it (a user, guard)"})
+    reason = fields.String(
+        required=True,
+        metadata={
+            "description": "why: the gate verdict and the retrain's trigger, a rollback's reason, the guard's figures"
+        },
+    )
+    details = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "the same as data: failed checks and the gate report, the guard's figures, rollback id"
+        },
+    )
+    records_served = fields.Integer(
+        required=True,
+        metadata={"description": "predictions logged with to_version between this move and the next"},
+    )
+    records_by_version = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={
+            "description": "every version's predictions in the interval (another version: a replica still following)"
+        },
+    )
+
+
+class HistoryResponse(Schema):
+    model_name = fields.String(required=True)
+    limit = fields.Integer(required=True)
+    count = fields.Integer(required=True)
+    moves = fields.List(fields.Nested(ChampionMove), required=True, metadata={"description": "oldest first"})

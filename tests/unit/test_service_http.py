@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -709,6 +709,84 @@ def test_admin_reload_failure_is_503_with_the_result(client, state):
     assert "registry unreachable" in body["error"]
 
 
+# --------------------------------------------------------------------------- the champion timeline
+def _moves(state, *moves: tuple[str | None, str, str, int]) -> None:
+    """Write champion moves (from, to, kind, minutes ago) to the service's store, as core.rollout does."""
+    from core import registry, rollout, store
+
+    with state.plog.engine.begin() as conn:
+        for from_v, to_v, kind, ago in moves:
+            move = registry.AliasMove(
+                "champion", from_v, to_v, "", "alice" if kind != "rollback" else "bob", f"why {to_v}"
+            )
+            move_id = rollout.record_move(conn, "telco-churn", move, kind, {"n": 1})
+            at = store.utcnow() - timedelta(minutes=ago)
+            conn.execute(
+                store.champion_moves.update().where(store.champion_moves.c.id == move_id).values(at=at)
+            )
+
+
+@pytest.mark.parametrize("headers", [{}, KEY], ids=["none", "api-key-only"])
+def test_history_needs_the_admin_token(client, headers):
+    resp = client.get("/v1/model/history", headers=headers)
+    assert resp.status_code == 401 and resp.get_json()["message"] == MISSING_ADMIN
+
+
+def test_history_with_a_wrong_token_is_403(client):
+    resp = client.get("/v1/model/history", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert resp.status_code == 403 and resp.get_json()["message"] == "invalid admin token"
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "-5", "ten", "1.5"])
+def test_history_limit_out_of_bounds_is_422_naming_it(client, limit):
+    resp = client.get(f"/v1/model/history?limit={limit}", headers=ADMIN)
+    assert resp.status_code == 422
+    assert list(resp.get_json()["errors"]["query"]) == ["limit"]
+
+
+def test_history_lists_every_move_with_the_records_each_version_served(client, writing):
+    state = writing
+    assert client.get("/v1/model/history", headers=ADMIN).get_json() == {
+        "model_name": "telco-churn",
+        "limit": 100,
+        "count": 0,
+        "moves": [],
+    }
+    _moves(
+        state,
+        (None, "3", "promotion", 60),
+        ("3", "4", "forced_promotion", 30),
+        ("4", "3", "guard_rollback", 20),
+    )
+    # the tiny model is v3: 2 records now, after the guard's move back to it
+    predicted(client)
+    assert state.plog.flush(timeout=10)
+    body = client.get("/v1/model/history", headers=ADMIN).get_json()
+    assert body["count"] == 3 and body["limit"] == 100
+    first, forced, guard = body["moves"]
+    assert [m["kind"] for m in body["moves"]] == ["promotion", "forced_promotion", "guard_rollback"]
+    assert (forced["from_version"], forced["to_version"], forced["by"], forced["reason"]) == (
+        "3",
+        "4",
+        "alice",
+        "why 4",
+    )
+    assert forced["until"] == guard["at"] and guard["until"] is None
+    assert (first["records_served"], forced["records_served"], guard["records_served"]) == (0, 0, 2)
+    assert guard["records_by_version"] == {"3": 2} and guard["details"] == {"n": 1}
+    newest = client.get("/v1/model/history?limit=1", headers=ADMIN).get_json()
+    assert [m["kind"] for m in newest["moves"]] == ["guard_rollback"] and newest["limit"] == 1
+
+
+def test_history_is_503_while_the_database_is_down(client, state, monkeypatch):
+    def down(*_args, **_kwargs):
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr("core.store.champion_timeline", down)
+    resp = client.get("/v1/model/history", headers=ADMIN)
+    assert resp.status_code == 503 and "unavailable" in resp.get_json()["message"]
+
+
 # --------------------------------------------------------------------------- feedback
 FEEDBACK_CASES = {
     "label-two": ({"label": 2}, "label", "Must be 0, 1 or a class value (a string of 1 to 200 characters)."),
@@ -909,6 +987,7 @@ def test_openapi_fills_in_this_apps_limits_and_the_models_record(client):
         "/v1/predict",
         "/v1/explain",
         "/v1/model",
+        "/v1/model/history",
         "/v1/feedback",
         "/v1/admin/reload",
         "/health",
@@ -932,6 +1011,7 @@ def test_endpoint_names_label_the_request_metrics(app):
     """The dashboards and alerts select flask_http_request_duration_seconds{endpoint="v1.predict"}."""
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     assert {"v1.predict", "v1.explain", "v1.model_info", "v1.post_feedback", "admin.reload"} <= endpoints
+    assert "v1.model_history" in endpoints
     assert {"ops.health", "ops.ready"} <= endpoints
 
 
