@@ -41,15 +41,16 @@ class SqlQuery(cogvariants.Dataquery, cogbuilder.Builder["SqlQuery"]):
     """A PostgreSQL target: the SDK has no builder for this data source, so it is the SDK's documented
     extension point (a custom Dataquery that serialises itself)."""
 
-    def __init__(self, datasource: DataSourceRef, query: str, fmt: str) -> None:
+    def __init__(self, datasource: DataSourceRef, query: str, fmt: str, ref_id: str = "A") -> None:
         self.datasource, self.raw_sql, self.format = datasource, " ".join(query.split()), fmt
+        self.ref_id = ref_id
 
     def build(self) -> Self:
         return self
 
     def to_json(self) -> dict[str, object]:
         return {
-            "refId": "A",
+            "refId": self.ref_id,
             "datasource": self.datasource,
             "rawSql": self.raw_sql,
             "format": self.format,
@@ -79,6 +80,28 @@ def sql(
     return panel.title(title).datasource(ds).with_target(SqlQuery(ds, query, fmt)).span(w).height(h)
 
 
+# Every move of the champion alias (core.store.champion_moves, written by core.rollout) as an annotation on
+# every dashboard's time series: the gate's promotion, a retrain's, a forced one, a rollback, the guard's.
+CHAMPION_MOVES = """
+    SELECT at AS "time",
+           kind || ': v' || coalesce(from_version, '-') || ' -> v' || to_version || ' by ' || "by" || ': '
+           || left(reason, 300) AS text,
+           model_name || ',' || kind AS tags
+    FROM champion_moves WHERE $__timeFilter(at) ORDER BY at"""
+
+
+def champion_moves() -> dashboard.AnnotationQuery:
+    # the SDK's AnnotationTarget only knows the built-in Grafana source: a PostgreSQL target instead
+    return (
+        dashboard.AnnotationQuery()
+        .name("Champion moves")
+        .datasource(CHURN_DB)
+        .enable(True)
+        .icon_color("purple")
+        .target(SqlQuery(CHURN_DB, CHAMPION_MOVES, "table", ref_id="Anno"))  # type: ignore[arg-type]
+    )
+
+
 def board(
     uid: str, title: str, description: str, tags: list[str], panels: list[Panel]
 ) -> dashboard.Dashboard:
@@ -99,6 +122,7 @@ def board(
             .tags(["churnops"])
             .as_dropdown(True)
         )
+        .annotation(champion_moves())
     )
     for n, panel in enumerate(panels, 1):
         model = panel.id(n).build()
@@ -385,6 +409,20 @@ def pipeline() -> dashboard.Dashboard:
                 ORDER BY t.version DESC, t.key LIMIT 50""",
                 w=12,
                 h=6,
+            ),
+            sql(
+                table.Panel(),
+                "Champion timeline (every move: who, why, records served)",
+                CHURN_DB,
+                """
+                SELECT m.at AS "time", m.model_name AS model, m.kind, m.from_version, m.to_version, m."by",
+                       (SELECT count(*) FROM predictions p WHERE p.model_name = m.model_name
+                          AND p.model_version = m.to_version AND p.created_at >= m.at
+                          AND p.created_at < coalesce((SELECT min(n.at) FROM champion_moves n
+                              WHERE n.model_name = m.model_name AND n.at > m.at), now())) AS records_served,
+                       m.reason FROM champion_moves m ORDER BY m.at DESC LIMIT 50""",
+                w=18,
+                h=8,
             ),
             prom(stat.Panel(), "MLflow server up", ('up{job="mlflow"}', "mlflow"), w=6, h=4),
         ],

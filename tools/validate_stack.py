@@ -614,6 +614,13 @@ def check_dashboards() -> list[str]:
         uids.add(board.get("uid"))
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", board.get("uid", "")):
             problems.append(f"{path.name}: uid must be 1-40 characters [a-zA-Z0-9_-]")
+        for annotation in board.get("annotations", {}).get("list", []):
+            where = f"{path.name} annotation {annotation.get('name')!r}"
+            ds = annotation.get("datasource", {})
+            if datasources.get(ds.get("uid")) != ds.get("type"):
+                problems.append(f"{where}: datasource {ds} is not provisioned")
+            if "postgres" in ds.get("type", "") and not (annotation.get("target") or {}).get("rawSql"):
+                problems.append(f"{where}: SQL annotation without rawSql")
         ids = [p.get("id") for p in board.get("panels", [])]
         if len(ids) != len(set(ids)):
             problems.append(f"{path.name}: duplicate panel ids")

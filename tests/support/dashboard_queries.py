@@ -3,9 +3,10 @@
 PromQL (`promql_problems`): used by the stack tests (tests/support/stack_test.py on Compose,
 tests/integration/test_stack_native.py natively): an expression must parse and return data; one that
 only has data when something fails (5xx, failures) passes when the metric it reads exists.
-SQL (`sql_problems`): every PostgreSQL panel's query runs on the database of its data source (churn-db:
-the loop's tables, mlflow-db: MLflow's) and returns rows, unless its panel is about an event the run
-may not have had (EVENT_PANELS).
+SQL (`sql_problems`): every PostgreSQL panel's query and every dashboard's PostgreSQL annotation query
+(the champion moves) runs on the database of its data source (churn-db: the loop's tables, mlflow-db:
+MLflow's) and returns rows, unless its panel is about an event the run may not have had (EVENT_PANELS).
+Grafana's `$__timeFilter(column)` macro becomes `column <= now()` (every row up to now) to run in psql.
 """
 
 from __future__ import annotations
@@ -64,15 +65,28 @@ def promql_problems(query: Callable[[str], dict]) -> tuple[int, list[str]]:
     return len(exprs), problems
 
 
+def without_macros(sql: str) -> str:
+    """The query as psql can run it: Grafana's `$__timeFilter(column)` as `column <= now()`."""
+    return re.sub(r"\$__timeFilter\(([^)]+)\)", r"\1 <= now()", sql)
+
+
 def dashboard_sql() -> list[tuple[str, str, str]]:
-    """(where, data source uid, SQL) of every PostgreSQL panel target of the dashboards."""
+    """(where, data source uid, SQL) of every PostgreSQL panel target and annotation query of the
+    dashboards, Grafana's macros replaced (`without_macros`)."""
     queries = []
     for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
+        board = json.loads(path.read_text())
+        for annotation in board.get("annotations", {}).get("list", []):
+            target = annotation.get("target") or {}
+            if "rawSql" in target:
+                uid = (target.get("datasource") or annotation.get("datasource") or {})["uid"]
+                where = f"{path.stem}: annotation {annotation['name']}"
+                queries.append((where, uid, without_macros(target["rawSql"])))
+        for panel in board["panels"]:
             for target in panel.get("targets", []):
                 if "rawSql" in target:
                     uid = (target.get("datasource") or panel.get("datasource") or {})["uid"]
-                    queries.append((f"{path.stem}: {panel['title']}", uid, target["rawSql"]))
+                    queries.append((f"{path.stem}: {panel['title']}", uid, without_macros(target["rawSql"])))
     return queries
 
 
