@@ -82,6 +82,16 @@ def served_example(model) -> dict[str, Any]:
     return {}
 
 
+def _first_query_error(errors: Any) -> str:
+    """A query parameter's 422 (webargs gives `errors` only): the message names the field."""
+    fields = (errors or {}).get("query") if isinstance(errors, dict) else None
+    if isinstance(fields, dict) and fields:
+        name, problems = next(iter(fields.items()))
+        problem = problems[0] if isinstance(problems, list) and problems else problems
+        return f"query parameter {name}: {problem}"[:300]
+    return "invalid input"
+
+
 class ServiceApi(Api):
     """flask-smorest Api whose /openapi.json shows the record schema of the model being served."""
 
@@ -94,6 +104,8 @@ class ServiceApi(Api):
         allowed = getattr(error, "valid_methods", None)
         if code == 405 and allowed:  # RFC 9110: a 405 lists the allowed methods
             headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        if isinstance(payload, dict) and "message" not in payload and code == 422:
+            payload["message"] = _first_query_error(payload.get("errors"))
         if isinstance(payload, dict) and "message" not in payload and code in (404, 405):
             path = request.path[:100]
             payload["message"] = (

@@ -742,6 +742,7 @@ def test_history_limit_out_of_bounds_is_422_naming_it(client, limit):
     resp = client.get(f"/v1/model/history?limit={limit}", headers=ADMIN)
     assert resp.status_code == 422
     assert list(resp.get_json()["errors"]["query"]) == ["limit"]
+    assert resp.get_json()["message"].startswith("query parameter limit: ")
 
 
 def test_history_lists_every_move_with_the_records_each_version_served(client, writing):
