@@ -15,7 +15,8 @@ The demo is a list of named phases (PHASES, at the end of this module), run in o
                  override) and served, normal traffic; the post-promotion guard rolls it back by itself
                  and blocks it
 9. summary       seconds from drift onset to v2 serving and from the bad promotion to v1 serving again,
-                 monitoring runs, trigger decisions
+                 monitoring runs, trigger decisions, and the champion timeline (`churnops history`):
+                 every move the demo made, with who, why and the records each version served
 
 Every step is printed with its time and recorded in STATE_DIR/demo-timeline.json (rewritten after every
 step, so a failed demo leaves its record too): `passed`, `failure`, `events` (phase, event, text,
@@ -563,7 +564,8 @@ def guard_drill(demo: Demo) -> None:
 def summarize(demo: Demo) -> None:
     import sqlalchemy as sa
 
-    from core import store
+    from core import rollout, store
+    from operations.history import as_json, table
 
     with store.engine_for(demo.msettings.database_url).connect() as conn:
         n_runs = conn.execute(sa.select(sa.func.count()).select_from(store.monitoring_runs)).scalar()
@@ -574,14 +576,22 @@ def summarize(demo: Demo) -> None:
                 )
             ).all()
         )
+    engine = store.engine_for(demo.msettings.database_url)
+    name = demo.msettings.model_name
+    moves = store.champion_timeline(engine, name, limit=1000)
+    verdict = rollout.reconcile(engine, name)
     summary = demo.timeline.summary
     summary.update(
+        champion_moves=[as_json(m) for m in moves],
+        champion_timeline_agrees=verdict.agree,
         monitoring_runs=n_runs,
         trigger_decisions=events,
         total_s=round(time.time() - demo.timeline.t0, 1),
         state=str(demo.state),
     )
     print(demo.timeline.table())
+    print(f"\nchampion timeline (churnops history; the registry: {verdict.line})")
+    print(table(moves))
     print(f"\ndrift onset -> v2 serving: {summary['onset_to_v2_s']:.1f} s")
     print(
         f"bad model forced -> good model serving again (the guard, by itself): {summary['bad_to_good_s']:.1f} s"

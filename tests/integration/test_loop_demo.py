@@ -77,6 +77,22 @@ def test_make_demo(tmp_path: Path):
     assert summary["trigger_decisions"] == {"fired": 1}
     assert summary["monitoring_runs"] >= 3
     assert summary["onset_to_v2_s"] > 0 and summary["bad_to_good_s"] > 0
+    # the champion timeline answers which version, when, why for every move the demo made, the guard's
+    # too: v1 promoted, v2 (the retrain) promoted, the rollback to v1, the bad version forced, the guard
+    moves = summary["champion_moves"]
+    assert [(m["kind"], m["from_version"], m["to_version"]) for m in moves] == [
+        ("promotion", None, "1"),
+        ("promotion", "1", "2"),
+        ("rollback", "2", "1"),
+        ("forced_promotion", "1", bad),
+        ("guard_rollback", bad, "1"),
+    ], moves
+    assert all(m["reason"].strip() and m["by"].strip() for m in moves), moves
+    assert "retrained for" in moves[1]["reason"] and moves[3]["reason"].startswith("FORCED past the gate")
+    assert moves[3]["by"] == "demo-admin" and moves[4]["by"] == "guard"
+    assert moves[4]["details"]["rollback_id"] == rolled["rollback_id"] and moves[4]["details"]["breaches"]
+    assert moves[1]["records_served"] > 0 and moves[3]["records_served"] > 0  # v2 and the bad one served
+    assert summary["champion_timeline_agrees"] is True
     # the demo stops what it started: nothing answers on the service's port any more
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{events[0]['service_url']}/health", timeout=5)
