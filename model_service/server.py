@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import multiprocessing
 import os
 import shutil
 import signal
@@ -54,7 +55,6 @@ HEADER_READ_TIMEOUT_MS = 10_000  # a client has 10 s to send its request line an
 # request line + headers: granian's read buffer (hyper's max_buf_size). Measured with 64 KB: requests
 # are refused (431) from 112 KB of head on; below that they reach the app.
 MAX_HEADER_BYTES = 64 * 1024
-MAIN_PID_VARIABLE = "_MODEL_SERVICE_MAIN_PID"  # set by main() for its workers (fork or spawn)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -135,7 +135,8 @@ def _worker(*args, **kwargs):
     from granian.server.mp import MPServer
 
     settings = ServiceSettings.from_env()
-    exit_with_parent(int(os.environ.get(MAIN_PID_VARIABLE) or os.getppid()), settings.graceful_timeout + 5)
+    parent = multiprocessing.parent_process()  # the main process, as recorded when this one was started
+    exit_with_parent(parent.pid if parent else os.getppid(), settings.graceful_timeout + 5)
     _mark_dead_workers(settings.prometheus_multiproc_dir)  # main() exported it
     try:
         MPServer._spawn_wsgi_worker(*args, **kwargs)
@@ -176,7 +177,6 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    os.environ[MAIN_PID_VARIABLE] = str(os.getpid())
     own_dir = settings.prometheus_multiproc_dir is None
     metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="model-service-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
