@@ -64,7 +64,7 @@ class ServiceSettings(Settings):
         None,
         "app threads per worker that may read request bodies at once (default: half of SERVICE_THREADS, at "
         "least 1; below SERVICE_THREADS, so that the others stay free for /health and requests whose body "
-        "has come); past it 503 at once. A client that stops sending its body holds its thread until it "
+        "has come); a request that finds them all busy waits up to 1 s, then 503. A client that stops sending its body holds its thread until it "
         "sends or leaves: granian cannot time out a body read",
         ge=1,
     )

@@ -154,8 +154,8 @@ def test_stalled_bodies_do_not_starve_health(service: Service):
     """Issue 24, item 2: on f185c98 each stalled body held an app thread for as long as its client
     wanted, so 40 of them (more than 2 workers x 16 threads) made /health and predict time out. Now at
     most BODY_READERS threads of a worker (half of them) read bodies: /health answers, the stalled
-    requests past that bound are answered 503 at once and their connections closed, and the threads
-    are free again once the stalled clients leave (granian cannot time out a body read)."""
+    requests past that bound are answered 503 (after waiting up to 1 s for a reader) and closed, and
+    the threads are free again once the stalled clients leave (granian cannot time out a body read)."""
     readers = 2 * (ServiceSettings.model_fields["threads"].default // 2)  # BODY_READERS of both workers
     stalled = [_stall_a_body(service.port) for _ in range(STALLED_BODIES)]
     try:

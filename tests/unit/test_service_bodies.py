@@ -48,7 +48,7 @@ def _refused(reader: BodyReader, environ: dict) -> BodyRefused:
 
 @pytest.fixture
 def reader() -> BodyReader:
-    return BodyReader(LIMIT, readers=2)
+    return BodyReader(LIMIT, readers=2, wait=0.1)
 
 
 def test_a_body_within_the_limit_is_read_whole(reader):
@@ -73,9 +73,9 @@ def test_a_body_shorter_than_its_content_length_is_400(reader):
     assert refused.status == 400 and refused.kind == "incomplete"
 
 
-def test_past_the_readers_a_body_is_503_at_once_unread(reader):
-    """Two threads hold bodies whose clients stopped sending: a third request is answered at once,
-    its body unread; once a client sends the rest, its thread is free again."""
+def test_past_the_readers_a_body_is_503_unread(reader):
+    """Two threads hold bodies whose clients stopped sending: a third request waits `wait` seconds for a
+    reader, then is answered 503, its body unread; once the clients leave, the readers are free again."""
     stalled = [Stalled(), Stalled()]
     done: list[int] = []
 
