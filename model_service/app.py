@@ -36,6 +36,7 @@ from model_service import metrics as m
 from model_service.api.ops import init_metrics
 from model_service.api.schemas import FeedbackRequest
 from model_service.api.spec import ServiceApi
+from model_service.bodies import BodyReader
 from model_service.feedback import FeedbackStore
 from model_service.hardening import ServiceRequest, security_headers
 from model_service.prediction_log.request_ids import new_request_id
@@ -105,6 +106,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         plog,
         FeedbackStore(plog),
         ShadowScorer(settings),
+        BodyReader(settings.max_request_bytes, settings.body_reader_threads),
     )
 
 

@@ -17,14 +17,19 @@ gunicorn's 9.4x on the same machine, same app, same durability). What this modul
 - hot reload: each worker calls the app factory itself (`worker_app`), which starts its reload and
   log-writer threads; a SIGTERM that reaches a worker while it is still loading ends it at once (it has
   accepted nothing yet) instead of being caught by the handler it inherited from the main process;
+- a start on a port something already listens on is refused (exit 2, one line naming the port):
+  granian's workers bind with SO_REUSEPORT, so a second server would share the port with the first;
+- each worker exits when the main process dies, even by SIGKILL (parent-death signal, and a watchdog
+  thread): no orphan worker keeps serving the port (`exit_with_parent`);
 - a killed worker (SIGKILL, the OOM killer) is replaced (`respawn_failed_workers`) and its spool
   segment replayed, so no answered record is lost. A replacement that dies again within 5.5 s of its
   start makes granian stop the whole server (exit 1): a supervisor restarts it (Compose's restart
   policy, systemd), as it would any crashed process.
 
-Requests are read by the Rust runtime without a Python thread, so slow clients hold no app thread
-until their request is complete; a client that takes longer than 10 s to send its headers is
-disconnected. Two things granian does differently from gunicorn (docs/api.md, "Errors"): a request it
+Request lines and headers are read by the Rust runtime without a Python thread, so a client slow to
+send them holds no app thread; one that takes longer than 10 s is disconnected. A body is read by the
+app thread (model_service/bodies.py: at most BODY_READERS threads of a worker at once, 503 past it),
+with no timeout: granian has none for bodies. Two things granian does differently from gunicorn (docs/api.md, "Errors"): a request it
 cannot parse (a malformed request line or header, more than 100 headers, over 112 KB of headers) gets its
 own 400/431 with an empty body, before the app; and there is no silent-worker timeout that kills a
 worker whose requests hang.
@@ -32,11 +37,17 @@ worker whose requests hang.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import threading
+import time
 
 from model_service.settings import ServiceSettings, SettingsError
 
@@ -44,6 +55,7 @@ HEADER_READ_TIMEOUT_MS = 10_000  # a client has 10 s to send its request line an
 # request line + headers: granian's read buffer (hyper's max_buf_size). Measured with 64 KB: requests
 # are refused (431) from 112 KB of head on; below that they reach the app.
 MAX_HEADER_BYTES = 64 * 1024
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _mark_dead_workers(metrics_dir: str) -> None:
@@ -84,11 +96,48 @@ def _empty(folder: str) -> None:
             os.remove(path)
 
 
+def _parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send `sig` to this process when its parent exits (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def exit_with_parent(parent: int, grace: float) -> None:
+    """End this worker when the server's main process dies (SIGKILL, the OOM killer), instead of
+    serving on as an orphan of PID 1: SIGTERM from the kernel at the parent's death (granian's worker
+    then drains and the prediction log is flushed, as on a normal stop), and a watchdog thread that
+    sends it where prctl is unavailable and ends the process `grace` seconds later if it is still
+    there."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler, inherited by fork
+    armed = _parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the signal was armed; nothing accepted yet
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        if not armed:
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)  # every answered record is in the spool: the next start replays it
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker(*args, **kwargs):
-    """granian's WSGI worker, with the prediction log flushed once it has drained its requests."""
+    """granian's WSGI worker: ends with its parent, flushes the prediction log once it has drained its
+    requests."""
     from granian.server.mp import MPServer
 
-    _mark_dead_workers(ServiceSettings.from_env().prometheus_multiproc_dir)  # main() exported it
+    settings = ServiceSettings.from_env()
+    parent = multiprocessing.parent_process()  # the main process, as recorded when this one was started
+    exit_with_parent(parent.pid if parent else os.getppid(), settings.graceful_timeout + 5)
+    _mark_dead_workers(settings.prometheus_multiproc_dir)  # main() exported it
     try:
         MPServer._spawn_wsgi_worker(*args, **kwargs)
     finally:
@@ -97,11 +146,36 @@ def _worker(*args, **kwargs):
         shutdown_all()
 
 
+def _served(host: str, port: int) -> bool:
+    """Something is bound to the port: a socket without SO_REUSEPORT cannot bind it. granian's workers
+    bind with SO_REUSEPORT, so without this check a second server (or a new one beside the orphaned
+    workers of a killed one) would share the port with the first instead of failing."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # granian reports the bad address itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT socket is no server
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
 def main() -> int:
     try:
         settings = ServiceSettings.from_env().check()
     except SettingsError as exc:
         print(f"model_service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if _served(settings.host, settings.port):
+        print(
+            f"model_service: port {settings.port} on {settings.host} is already served (another server, or "
+            "workers left by one): stop it or set PORT",
+            file=sys.stderr,
+        )
         return 2
     own_dir = settings.prometheus_multiproc_dir is None
     metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="model-service-metrics-")

@@ -33,8 +33,8 @@ class ServiceSettings(Settings):
     threads: int = env_field(
         "SERVICE_THREADS",
         16,
-        "blocking threads per worker that run the app (granian reads requests in Rust, so a slow client "
-        "holds none until its request is complete)",
+        "blocking threads per worker that run the app (granian reads request heads in Rust, so a client slow "
+        "to send its headers holds none; a body is read by one of these threads, BODY_READERS)",
         ge=1,
     )
     graceful_timeout: int = env_field(
@@ -58,6 +58,15 @@ class ServiceSettings(Settings):
     )
     max_request_bytes: int = env_field(
         "MAX_REQUEST_BYTES", 4 * 1024 * 1024, "request body limit in bytes (413 above)", ge=1024
+    )
+    body_readers: int | None = env_field(
+        "BODY_READERS",
+        None,
+        "app threads per worker that may read request bodies at once (default: half of SERVICE_THREADS, at "
+        "least 1; below SERVICE_THREADS, so that the others stay free for /health and requests whose body "
+        "has come); a request that finds them all busy waits up to 1 s, then 503. A client that stops sending its body holds its thread until it "
+        "sends or leaves: granian cannot time out a body read",
+        ge=1,
     )
     log_queue_size: int = env_field(
         "LOG_QUEUE_SIZE", 100000, "records queued for the database (past it they wait in the spool)", ge=1
@@ -114,8 +123,18 @@ class ServiceSettings(Settings):
     def _strip(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
 
+    @property
+    def body_reader_threads(self) -> int:
+        """BODY_READERS, or its default: half of SERVICE_THREADS (at least 1)."""
+        return self.body_readers or max(1, self.threads // 2)
+
     def check(self) -> ServiceSettings:
         """Refuse configurations that must not start; returns self for chaining."""
+        if self.body_readers is not None and self.body_readers >= self.threads:
+            raise SettingsError(
+                f"BODY_READERS ({self.body_readers}) must be below SERVICE_THREADS ({self.threads}): "
+                "clients that stop sending their bodies would hold every thread and starve /health"
+            )
         if self.auth_enabled and not self.api_keys:
             raise SettingsError(
                 "API_KEYS is empty while AUTH_ENABLED=true: set API_KEYS=key1,key2 "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from model_service.bodies import BodyReader
 from model_service.feedback import FeedbackStore
 from model_service.prediction_log.writer import PredictionLog
 from model_service.served_model import ModelManager
@@ -33,6 +34,7 @@ class ServiceState:
     plog: PredictionLog
     feedback: FeedbackStore
     shadow: ShadowScorer | None = None
+    bodies: BodyReader | None = None
     _closed: bool = field(default=False, init=False)
     _ping_cache: tuple[float, bool] = field(default=(0.0, True), init=False)
 

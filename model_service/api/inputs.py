@@ -1,4 +1,5 @@
-"""Reading a request: the JSON body (415 not JSON, 400 malformed or a repeated key, 413 too large), the served model (503 when none is
+"""Reading a request: the JSON body (415 not JSON, 400 malformed, incomplete or a repeated key, 413 too large, 408 not
+received in time, 503 too many bodies awaited: model_service.bodies), the served model (503 when none is
 loaded) and a validated batch of records (413 over MAX_BATCH_SIZE, 422 naming the record index and field).
 Every rejection is counted in `model_service_validation_errors_total`."""
 
@@ -6,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 from flask_smorest import abort
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.feature_schema import Validated
 from model_service import jsonfast
 from model_service import metrics as m
+from model_service.bodies import BodyRefused
 from model_service.request_schema import MAX_ERRORS, RecordErrors
 from model_service.served_model import LoadedModel
 from model_service.state import services
@@ -25,17 +26,18 @@ def _is_json(mimetype: str) -> bool:
 
 
 def read_json() -> Any:
-    """The request's JSON body: 415 unless Content-Type is JSON, 413 too large, 400 empty, malformed or
-    with a key repeated in an object."""
+    """The request's JSON body: 415 unless Content-Type is JSON, then read whole (`BodyReader.read`: 413
+    too large, 400 incomplete, 408 too slow, 503 busy), 400 empty, malformed or with a key repeated in an
+    object."""
     if not _is_json(request.mimetype):
         m.VALIDATION_ERRORS.labels("content_type", "").inc()
         got = request.mimetype or "none"
         abort(415, message=f"Content-Type must be application/json (got {got[:100]})")
     try:
-        raw = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        m.VALIDATION_ERRORS.labels("too_large", "").inc()
-        abort(413, message=f"request body over {current_app.config['MAX_CONTENT_LENGTH']} bytes")
+        raw = services().bodies.read(request.environ)
+    except BodyRefused as exc:
+        m.VALIDATION_ERRORS.labels(exc.kind, "").inc()
+        abort(exc.status, message=exc.message, headers=exc.headers)
     if not raw:
         m.VALIDATION_ERRORS.labels("json", "").inc()
         abort(400, message="empty body: send a JSON object")

@@ -103,6 +103,92 @@ def test_a_long_request_line_within_the_header_limit_reaches_the_app(service: Se
     assert headers["content-type"] == "application/json" and json.loads(body)["code"] == 404
 
 
+# --------------------------------------------------------------------------- bodies (issue 24)
+LIMIT = 65536  # MAX_REQUEST_BYTES of this module's service
+
+
+def _predict_head(extra: bytes) -> bytes:
+    return (
+        b"POST /v1/predict HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"X-API-Key: " + API_KEY.encode() + b"\r\n" + extra + b"\r\n"
+    )
+
+
+def _chunked(body: bytes, piece: int = 8192, last: bool = True) -> bytes:
+    out = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + piece]), body[i : i + piece]) for i in range(0, len(body), piece)
+    )
+    return out + (b"0\r\n\r\n" if last else b"")
+
+
+def _valid_body(size: int) -> bytes:
+    """A one-record predict body of exactly `size` bytes (whitespace before the closing brace)."""
+    body = json.dumps({"records": [RECORD]}).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+def _half_closed(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send `request`, shut the sending side (the body ends there) and read the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _predictions_stored(service: Service) -> int:
+    return _db_rows(service, "SELECT COUNT(*) FROM predictions")[0][0]
+
+
+def test_a_chunked_body_within_the_limit_is_answered(service: Service):
+    status, _, body = raw_request(
+        service.port, _predict_head(b"Transfer-Encoding: chunked\r\n") + _chunked(_valid_body(LIMIT))
+    )
+    assert status == 200, body
+    rid = json.loads(body)["request_id"]  # stored before the next test counts what is stored
+    wait_until(
+        lambda: _db_rows(service, "SELECT 1 FROM predictions WHERE request_id = ?", rid),
+        30,
+        "the record stored",
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_valid_body(LIMIT) + b"x" * 20_000, b'{"records": [' + b" " * (LIMIT * 5 // 2)],
+    ids=["valid-json-then-junk", "2.5x-the-limit"],
+)
+def test_a_chunked_body_over_the_limit_is_refused_and_nothing_logged(service: Service, body: bytes):
+    """Issue 24, item 3: on f185c98 werkzeug cut a chunked body at MAX_REQUEST_BYTES and parsed what it had
+    read: valid JSON followed by junk answered 200 (and its record was logged), a longer body 400
+    "malformed JSON ... column 65537". Now 413, whatever the body, as with a Content-Length."""
+    before = _predictions_stored(service)
+    status, _, answer = raw_request(
+        service.port, _predict_head(b"Transfer-Encoding: chunked\r\n") + _chunked(body)
+    )
+    assert status == 413, answer
+    assert json.loads(answer)["code"] == 413
+    threading.Event().wait(1)  # the log writer flushes every 0.1 s: a logged record would be there now
+    assert _predictions_stored(service) == before
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_a_body_cut_short_is_refused(service: Service, chunked: bool):
+    """The client stops sending before the body's end (half-close): 400, never parsed as if whole."""
+    body = _valid_body(4096)
+    if chunked:
+        request = _predict_head(b"Transfer-Encoding: chunked\r\n") + _chunked(body, last=False)[:2000]
+    else:
+        request = _predict_head(b"Content-Length: %d\r\n" % len(body)) + body[:2000]
+    status, answer = _half_closed(service.port, request)
+    assert status == 400, answer
+
+
 # --------------------------------------------------------------------------- round trip
 def test_predict_then_feedback_round_trip(service: Service):
     records = [RECORD, {**RECORD, "contract": "Two year", "tenure": 70}, {**RECORD, "total_charges": None}]

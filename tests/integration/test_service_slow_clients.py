@@ -13,11 +13,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from model_service.server import HEADER_READ_TIMEOUT_MS
+from model_service.settings import ServiceSettings
+from operations.waiting import wait_until
 from tests.support.service_process import API_KEY, RECORD, Service, private_store, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -112,3 +116,73 @@ def test_health_and_predict_answer_while_slow_clients_hang(service: Service):
         assert len(slow.shed) == SLOW_CLIENTS, f"{len(slow.shed)} of {SLOW_CLIENTS} slow clients shed"
         # shed by the header read timeout, not for some other reason before it (a lower bound only)
         assert min(slow.shed) >= HEADER_READ_TIMEOUT_MS / 1000 - 1, sorted(slow.shed)
+
+
+# --------------------------------------------------------------------------- slow bodies (issue 24)
+STALLED_BODIES = 40  # the attack of issue 24: more than the app threads of both workers (2 x 16)
+
+
+def _stall_a_body(port: int) -> socket.socket:
+    """A predict request with a valid key whose body never comes: 100,000 bytes announced, 13 sent."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"X-API-Key: " + API_KEY.encode() + b"\r\nContent-Length: 100000\r\n\r\n" + b'{"records": ['
+    )
+    return sock
+
+
+def _answer(sock: socket.socket, timeout: float) -> tuple[int | None, bool]:
+    """(status of the answer, or None if none came within `timeout`; whether the server closed)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+        status = int(data.split(b" ", 2)[1]) if data else None
+        sock.settimeout(2)
+        while sock.recv(65536):
+            pass
+        return status, True
+    except TimeoutError:
+        return (int(data.split(b" ", 2)[1]) if data else None), False
+    except ConnectionResetError:
+        return (int(data.split(b" ", 2)[1]) if data else None), True
+
+
+def test_stalled_bodies_do_not_starve_health(service: Service):
+    """Issue 24, item 2: on f185c98 each stalled body held an app thread for as long as its client
+    wanted, so 40 of them (more than 2 workers x 16 threads) made /health and predict time out. Now at
+    most BODY_READERS threads of a worker (half of them) read bodies: /health answers, the stalled
+    requests past that bound are answered 503 (after waiting up to 1 s for a reader) and closed, and
+    the threads are free again once the stalled clients leave (granian cannot time out a body read)."""
+    readers = 2 * (ServiceSettings.model_fields["threads"].default // 2)  # BODY_READERS of both workers
+    stalled = [_stall_a_body(service.port) for _ in range(STALLED_BODIES)]
+    try:
+        threading.Event().wait(1)  # every stalled request has reached a worker
+        for _ in range(10):  # fresh connections: they may land on any worker
+            resp = requests.get(service.url + "/health", timeout=5, headers={"Connection": "close"})
+            assert resp.status_code == 200
+        with ThreadPoolExecutor(STALLED_BODIES) as pool:  # those being read get no answer: liveness only
+            answers = list(pool.map(lambda sock: _answer(sock, timeout=5), stalled))
+        counts = Counter(status for status, _ in answers)
+        print(f"answers to the {STALLED_BODIES} stalled bodies: {dict(counts)}")
+        assert set(counts) <= {503, None}, counts
+        assert counts[503] >= STALLED_BODIES - readers, counts
+        assert all(closed for status, closed in answers if status == 503)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+    # the stalled clients have left: their bodies ended short (400), the threads are free again
+    def predict() -> bool:
+        resp = requests.post(
+            service.url + "/v1/predict",
+            json={"records": [RECORD]},
+            headers={"X-API-Key": API_KEY, "Connection": "close"},
+            timeout=20,
+        )
+        assert resp.status_code in (200, 503), resp.text
+        return resp.status_code == 200
+
+    wait_until(predict, 30, "a prediction once the stalled clients have left")

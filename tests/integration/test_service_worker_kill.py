@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -156,3 +158,64 @@ def test_outage_and_sigkill_together_lose_no_answered_record_postgres(
         _check(svc, db_url, traffic, victims)
     finally:
         svc.cleanup()
+
+
+# --------------------------------------------------------------------------- the main process (issue 24)
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for PID 1 to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on the port: a socket without SO_REUSEPORT can bind it."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sigkill_of_the_main_process_takes_its_workers_down(trained_champion, tmp_path):
+    """Issue 24, item 4: on f185c98 the workers of a SIGKILLed main process were re-parented to PID 1
+    and kept serving the port. Now each worker exits when its parent dies and the port is freed."""
+    store = private_store(trained_champion.env, tmp_path / "store")
+    svc = Service(tmp_path / "svc", service_env(store, tmp_path / "svc")).start()
+    workers = _workers(svc.process.pid)
+    assert len(workers) == 2
+    try:
+        os.kill(svc.process.pid, signal.SIGKILL)
+        svc.process.wait(10)
+        wait_until(lambda: not any(_alive(pid) for pid in workers), 30, "the orphaned workers gone")
+        wait_until(lambda: _port_free(svc.port), 30, "the port free")
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        svc.cleanup()
+
+
+def test_a_second_server_on_a_served_port_refuses_to_start(trained_champion, tmp_path):
+    """granian binds with SO_REUSEPORT: on f185c98 a second server on the same port started and
+    shared the connections with the first (4 listeners). Now it exits 2 with one line naming the port."""
+    store = private_store(trained_champion.env, tmp_path / "store")
+    first = Service(tmp_path / "first", service_env(store, tmp_path / "first")).start()
+    second = Service(tmp_path / "second", service_env(store, tmp_path / "second"), port=first.port)
+    try:
+        second.start(wait=False)
+        try:
+            code = second.process.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None
+        lines = second.log().strip().splitlines()
+        assert code == 2, lines[-5:]
+        assert len(lines) == 1 and str(first.port) in lines[0], lines
+        assert requests.get(first.url + "/health", timeout=10).status_code == 200
+    finally:
+        second.cleanup()
+        first.cleanup()
