@@ -137,7 +137,8 @@ def unblock(name: str, version: str | int, reason: str, by: str | None = None) -
         client.set_model_version_tag(name, str(version), key, value)
 
 
-def _refuse_blocked(name: str, mv: ModelVersion) -> None:
+def refuse_blocked(name: str, mv: ModelVersion) -> None:
+    """Raise RegistryError naming the block (and how to lift it) when `mv` is blocked."""
     why_blocked = blocked(mv)
     if why_blocked:
         raise RegistryError(
@@ -153,7 +154,7 @@ def promote(
     blocked version. `forced`: promoted past a failed gate (an audited override, tagged `forced`)."""
     client = MlflowClient()
     target = get_version(name, version, client)
-    _refuse_blocked(name, target)
+    refuse_blocked(name, target)
     current = version_by_alias(name, CHAMPION, client)
     move = AliasMove(
         CHAMPION,
@@ -201,7 +202,7 @@ def rollback(
     target = get_version(name, to_version, client)
     if str(target.version) == str(current.version):
         raise RegistryError(f"v{str(target.version)} is already the champion of '{name}'")
-    _refuse_blocked(name, target)
+    refuse_blocked(name, target)
     move = AliasMove(
         CHAMPION,
         str(current.version),

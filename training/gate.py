@@ -362,7 +362,14 @@ def main(argv: list[str] | None = None) -> int:
         log.info("v%s is already the champion", result.challenger)
         return 0
     # the audit trail (champion_history, the champion timeline) says why the new champion was built
-    why = registry.why(registry.get_version(settings.model_name, result.challenger).tags)
+    challenger_mv = registry.get_version(settings.model_name, result.challenger)
+    try:
+        # a blocked version is refused before the move lock: "blocked" even while another move runs
+        registry.refuse_blocked(settings.model_name, challenger_mv)
+    except registry.RegistryError as exc:
+        log.error("error: refused: %s", exc)
+        return 1
+    why = registry.why(challenger_mv.tags)
     built_for = why.get("retrain_trigger")
     failed = [c.name for c in result.checks if not c.passed]
     verdict = f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"

@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from core import registry, store
+from core import registry, rollout, store
 from core.dataset import load_config
 from training import gate, tracking
 from training.data import latest_snapshot, split_data
@@ -116,3 +116,19 @@ def test_gate_compares_with_the_champion_and_rolls_back(champion_env, capsys):
 def test_gate_without_a_challenger_exits_2(embedded_env, capsys):
     assert gate.main([]) == 2
     assert "no 'challenger' alias" in capsys.readouterr().err
+
+
+def test_a_blocked_version_is_refused_as_blocked_even_while_another_move_holds_the_lock(champion_env, caplog):
+    settings = TrainingSettings.from_env()
+    champion = str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version)
+    same = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, champion))
+    threshold = float(registry.model_metadata(settings.model_name, champion)["threshold"])
+    version = _register(same, threshold, settings)
+    registry.block(settings.model_name, version, reason="rolled back by the guard (test)", by="guard")
+    engine = store.engine_for(settings.database_url)
+    # the guard's own rollback still holds the move lock: the refusal must name the block, not the lock
+    with rollout.alias_lock(engine, settings.model_name, "guard", "guard rollback", hold_seconds=60):
+        code = gate.main(["--version", version, "--force", "--reason", "again", "--by", "test"])
+    assert code == 1
+    assert "is blocked by guard" in caplog.text and "in progress" not in caplog.text
+    assert str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == champion
