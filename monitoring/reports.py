@@ -7,29 +7,13 @@ stored in the `monitoring_runs` row: an absolute file path, or `s3://bucket/key`
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-from urllib.parse import urlparse
-
+from core import objects
+from core.objects import ObjectStore, S3Access, read_uri
 from monitoring.settings import MonitorSettings
 
 
 def save(settings: MonitorSettings, name: str, content: bytes, content_type: str = "text/html") -> str:
-    uri = settings.reports_uri
-    if not uri.startswith("s3://"):
-        folder = Path(uri)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
-        path.write_bytes(content)
-        return str(path)
-    parsed = urlparse(uri)
-    bucket, prefix = parsed.netloc, parsed.path.strip("/")
-    key = f"{prefix}/{name}" if prefix else name
-    client = s3_client(settings)
-    if not client.bucket_exists(bucket):
-        client.make_bucket(bucket)
-    client.put_object(bucket, key, io.BytesIO(content), len(content), content_type=content_type)
-    return f"s3://{bucket}/{key}"
+    return ObjectStore(settings.reports_uri, S3Access.of(settings)).put(name, content, content_type)
 
 
 def with_section(page: bytes, section: str) -> bytes:
@@ -43,25 +27,8 @@ def with_section(page: bytes, section: str) -> bytes:
 
 
 def load(settings: MonitorSettings, uri: str) -> bytes:
-    if not uri.startswith("s3://"):
-        return Path(uri).read_bytes()
-    parsed = urlparse(uri)
-    response = s3_client(settings).get_object(parsed.netloc, parsed.path.lstrip("/"))
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
+    return read_uri(uri, S3Access.of(settings))
 
 
 def s3_client(settings: MonitorSettings):
-    from minio import Minio
-
-    endpoint = urlparse(settings.s3_endpoint or "http://localhost:9000")
-    return Minio(
-        endpoint.netloc,
-        access_key=settings.s3_access_key or None,
-        secret_key=settings.s3_secret_key or None,
-        secure=endpoint.scheme == "https",
-        region="us-east-1",
-    )
+    return objects.s3_client(S3Access.of(settings))
