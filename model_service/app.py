@@ -99,6 +99,8 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         fsync=settings.log_sync == "fsync",
         sync_seconds=settings.log_sync_seconds,
         min_free_bytes=settings.log_min_free_bytes,
+        max_backlog_bytes=settings.spool_max_bytes,
+        max_backlog_seconds=settings.spool_max_age_seconds,
     )
     return ServiceState(
         settings,

@@ -121,6 +121,23 @@ LOG_DB_UP = Gauge(
     multiprocess_mode="livemin",
     registry=None,
 )
+LOG_BACKLOG_BYTES = Gauge(
+    f"{PREFIX}_log_spool_backlog_bytes",
+    "Bytes of spool segments waiting for the prediction log database (max over workers: one folder)",
+    multiprocess_mode="livemax",
+    registry=None,
+)
+LOG_BACKLOG_AGE = Gauge(
+    f"{PREFIX}_log_spool_backlog_age_seconds",
+    "Age of the oldest spool segment waiting for the database (0: none waits)",
+    multiprocess_mode="livemax",
+    registry=None,
+)
+LOG_REFUSED = Counter(
+    f"{PREFIX}_log_refused_records",
+    "Records refused (503) because the spool's backlog is over SPOOL_MAX_BYTES or SPOOL_MAX_AGE_SECONDS",
+    registry=None,
+)
 FEEDBACK = Counter(f"{PREFIX}_feedback", "Feedback requests, by outcome", ["outcome"], registry=None)
 
 ALL = [
@@ -144,6 +161,9 @@ ALL = [
     LOG_REPLAYED,
     LOG_DROPPED,
     LOG_DB_UP,
+    LOG_BACKLOG_BYTES,
+    LOG_BACKLOG_AGE,
+    LOG_REFUSED,
     FEEDBACK,
 ]
 
@@ -178,6 +198,13 @@ class LogMetrics:
 
     def dropped(self, n: int) -> None:
         LOG_DROPPED.inc(n)
+
+    def backlog(self, waiting_bytes: int, age_seconds: float) -> None:
+        LOG_BACKLOG_BYTES.set(waiting_bytes)
+        LOG_BACKLOG_AGE.set(age_seconds)
+
+    def refused(self, n: int) -> None:
+        LOG_REFUSED.inc(n)
 
     def db_up(self, ok: bool) -> None:
         LOG_DB_UP.set(1 if ok else 0)

@@ -97,6 +97,22 @@ class ServiceSettings(Settings):
         "(0: no such check); it also answers 503 (`log: unwritable`) while spool writes fail",
         ge=0,
     )
+    spool_max_bytes: int = env_field(
+        "SPOOL_MAX_BYTES",
+        512 * 1024 * 1024,
+        "backpressure: while more bytes than this wait in the spool for the database (it is down or "
+        "slower than the traffic), predictions answer 503 with Retry-After and /ready says `backlogged` "
+        "(0: no bound)",
+        ge=0,
+    )
+    spool_max_age_seconds: float = env_field(
+        "SPOOL_MAX_AGE_SECONDS",
+        0.0,
+        "backpressure: while a spool segment has waited longer than this for the database, predictions "
+        "answer 503 (0: no bound; e.g. 3600 to stop serving after an hour without a prediction log)",
+        ge=0,
+        allow_inf_nan=False,
+    )
     spool_dir: RepoPath | None = env_field(
         "SPOOL_DIR",
         None,

@@ -17,7 +17,7 @@ from model_service.api.v1 import blp
 from model_service.auth import require_api_key
 from model_service.explain import UNITS, records_payload
 from model_service.prediction_log.store import now
-from model_service.prediction_log.writer import LogUnavailable
+from model_service.prediction_log.writer import LogBacklogged, LogUnavailable
 from model_service.request_schema import PredictResponse
 from model_service.state import services
 
@@ -64,6 +64,8 @@ def predict():
         services().plog.submit(
             rid, now(), model.name, model.version, batch.records, scores, labels, latency_ms
         )
+    except LogBacklogged as exc:
+        abort(503, message=str(exc), headers={"Retry-After": "5"})
     except LogUnavailable:
         abort(503, message="the prediction log cannot be written; retry later", headers={"Retry-After": "5"})
     shadow = services().shadow

@@ -194,7 +194,9 @@ class ReadyResponse(Schema):
         required=True,
         metadata={
             "description": "ok; unwritable (the last spool write failed, e.g. a full disk: predictions "
-            "answer 503) or nearly_full (less than LOG_MIN_FREE_BYTES free on the spool's disk): not ready"
+            "answer 503), backlogged (more than SPOOL_MAX_BYTES, or records older than SPOOL_MAX_AGE_SECONDS, "
+            "wait in the spool for the database: predictions answer 503) or nearly_full (less than "
+            "LOG_MIN_FREE_BYTES free on the spool's disk): not ready"
         },
     )
     log_error = fields.String(allow_none=True, metadata={"description": "why the log is not ok (no paths)"})

@@ -123,6 +123,29 @@ def _private_text(path: Path, text: str) -> None:
         f.write(text)
 
 
+def _created_ns(path: Path) -> int | None:
+    """The creation time a segment's name carries (`spool-<pid>-<time_ns>.jsonl`)."""
+    try:
+        return int(path.stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the segment's flock (it is that process's open segment)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True  # gone: nothing waits in it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
+
+
 def spool_dir_for(root: Path, url: str) -> Path:
     """One folder per database: a spool is only ever replayed into the database it was meant for."""
     return Path(root) / hashlib.sha256(url.encode()).hexdigest()[:12]
@@ -319,6 +342,29 @@ class Spool:
         except OSError:
             return None
         return st.f_bavail * st.f_frsize
+
+    def backlog(self) -> tuple[int, float | None]:
+        """What waits for the database in this spool folder, for the backpressure bound: (bytes, age in
+        seconds of the oldest waiting segment, or None when none waits). Waiting: this process's dirty
+        segments and every segment no process holds (closed dirty ones, a killed worker's); another live
+        worker's current segment (flock held, at most `segment_bytes`) counts in bytes only, since its
+        records may all be stored. A segment's age runs from its creation (its name's time)."""
+        with self._cond:
+            own = {s.path: s.dirty for s in self._open}
+        now_ns = time.time_ns()
+        total, oldest = 0, None
+        for path in sorted(self.dir.glob("*.jsonl")) if self.dir.is_dir() else []:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # stored and deleted meanwhile
+                continue
+            total += size
+            waiting = own[path] if path in own else not _held(path)
+            if waiting:
+                created = _created_ns(path)
+                if created is not None and (oldest is None or created < oldest):
+                    oldest = created
+        return total, (None if oldest is None else max(0.0, (now_ns - oldest) / 1e9))
 
     def own_paths(self) -> set[Path]:
         with self._cond:

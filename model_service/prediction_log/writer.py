@@ -18,6 +18,11 @@ thread `fdatasync`s the segments every `sync_seconds` (LOG_SYNC_SECONDS; 0: neve
 kernel crash can take only the lines written since its last sync. When the spool cannot be written, `submit` raises
 `LogUnavailable` (the request is answered 503: nothing is accepted that is not on disk).
 
+Backpressure: with SPOOL_MAX_BYTES or SPOOL_MAX_AGE_SECONDS set, `submit` raises `LogBacklogged` (503
+with Retry-After and the reason) while more bytes than the bound, or records older than it, wait in the
+spool for the database (`backlogged`, measured at most every BACKLOG_CHECK_SECONDS): the spool never grows
+without bound while the service keeps answering 200, and a 200 always means stored on disk.
+
 `unwritable()` says why the log cannot take records now (None when it can), for `/ready`: the last
 spool write failed and none has succeeded since (re-checked at most every `PROBE_SECONDS` by writing a
 `PROBE_BYTES` probe file in the spool folder, so that a worker taken out of a load balancer can become
@@ -53,6 +58,11 @@ class LogUnavailable(Exception):
     """The records could not be made durable (the spool cannot be written): do not accept them."""
 
 
+class LogBacklogged(LogUnavailable):
+    """The spool holds more than its bound waiting for the database (SPOOL_MAX_BYTES or
+    SPOOL_MAX_AGE_SECONDS): accept nothing more until the database has caught up."""
+
+
 class _NoMetrics:
     def __getattr__(self, _name: str) -> Callable[..., None]:
         return lambda *a, **k: None
@@ -72,6 +82,7 @@ class PredictionLog:
     REPLAY_CHECK_SECONDS = 2.0
     PROBE_SECONDS = 2.0  # after a failed write: how often `unwritable` tries a probe write
     PROBE_BYTES = 64 * 1024
+    BACKLOG_CHECK_SECONDS = 0.25  # how often the spool's backlog is measured against its bounds
 
     def __init__(
         self,
@@ -86,6 +97,8 @@ class PredictionLog:
         fsync: bool = True,
         sync_seconds: float = 0.0,
         min_free_bytes: int = 0,
+        max_backlog_bytes: int = 0,
+        max_backlog_seconds: float = 0.0,
     ):
         self.url = url
         self.store = LogStore(url, engine)
@@ -114,6 +127,13 @@ class PredictionLog:
         self.min_free_bytes = min_free_bytes  # LOG_MIN_FREE_BYTES: less free on the spool's disk: not ready
         self.write_error: str | None = None  # why the last spool write failed; None once one succeeds
         self._next_probe = 0.0
+        # backpressure (SPOOL_MAX_BYTES, SPOOL_MAX_AGE_SECONDS; 0: no bound): measured at most every
+        # BACKLOG_CHECK_SECONDS, since it lists the spool folder
+        self.max_backlog_bytes = max_backlog_bytes
+        self.max_backlog_seconds = max_backlog_seconds
+        self._backlog_reason: str | None = None
+        self._next_backlog_check = 0.0
+        self._backlog_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -149,6 +169,10 @@ class PredictionLog:
     ) -> None:
         """Make a request's records durable (spool segment, fdatasync), then queue them for the database.
         Raises `LogUnavailable` when they cannot be written to disk."""
+        behind = self.backlogged()
+        if behind is not None:
+            self.metrics.refused(len(records))
+            raise LogBacklogged(behind)
         item = Item(request_id, created_at, model_name, model_version, records, scores, labels, latency_ms)
         rows = item.rows()
         n = len(rows)
@@ -176,8 +200,40 @@ class PredictionLog:
         self.spool.settle(segment, n, stored=False)
         self.metrics.spooled(n)
 
+    def backlogged(self) -> str | None:
+        """Why nothing more is accepted while the database catches up (None: below the bounds). The
+        spool's backlog is measured at most every BACKLOG_CHECK_SECONDS (and published as metrics)."""
+        if not (self.max_backlog_bytes or self.max_backlog_seconds):
+            return None
+        now = time.monotonic()
+        if now >= self._next_backlog_check and self._backlog_lock.acquire(blocking=False):
+            try:
+                self._next_backlog_check = now + self.BACKLOG_CHECK_SECONDS
+                waiting, age = self.spool.backlog()
+                self.metrics.backlog(waiting, age or 0.0)
+                reason = None
+                if self.max_backlog_bytes and waiting > self.max_backlog_bytes:
+                    reason = (
+                        f"the prediction log is behind: {waiting} bytes wait in the spool for the database, "
+                        f"more than SPOOL_MAX_BYTES ({self.max_backlog_bytes}); retry later"
+                    )
+                elif self.max_backlog_seconds and age is not None and age > self.max_backlog_seconds:
+                    reason = (
+                        f"the prediction log is behind: records have waited {age:.0f} s in the spool for the "
+                        f"database, more than SPOOL_MAX_AGE_SECONDS ({self.max_backlog_seconds:g}); retry later"
+                    )
+                if reason != self._backlog_reason:
+                    if reason:
+                        log.warning("prediction log: REFUSING new records: %s", reason)
+                    else:
+                        log.info("prediction log: the database caught up; accepting records again")
+                self._backlog_reason = reason
+            finally:
+                self._backlog_lock.release()
+        return self._backlog_reason
+
     def unwritable(self) -> tuple[str, str] | None:
-        """Why records cannot be accepted now, as (`unwritable` or `nearly_full`, the reason), or None
+        """Why records cannot be accepted now, as (`unwritable`, `backlogged` or `nearly_full`, the reason), or None
         when they can: for `/ready`. The reason names no path."""
         if self.write_error is not None and time.monotonic() >= self._next_probe:
             self._next_probe = time.monotonic() + self.PROBE_SECONDS
@@ -186,6 +242,9 @@ class PredictionLog:
                 log.info("prediction log: the spool folder can be written again (probe)")
         if self.write_error is not None:
             return "unwritable", f"the prediction log cannot be written: {self.write_error}"
+        behind = self.backlogged()
+        if behind is not None:
+            return "backlogged", behind
         if self.min_free_bytes > 0:
             free = self.spool.free_bytes()
             if free is not None and free < self.min_free_bytes:

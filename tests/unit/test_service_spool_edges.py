@@ -4,8 +4,10 @@ lines around a torn one, and the log's files (spool, notes, SQLite database) are
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from model_service.prediction_log.request_ids import new_request_id
 from model_service.prediction_log.spool import Spool, item_to_json, parse_line
 from model_service.prediction_log.store import Item, LogStore
-from model_service.prediction_log.writer import LogUnavailable, PredictionLog
+from model_service.prediction_log.writer import LogBacklogged, LogUnavailable, PredictionLog
 from tests.support.service_process import stored_by_request
 
 
@@ -247,3 +249,49 @@ def test_an_existing_database_file_is_left_as_it_is(tmp_path):
     path.chmod(0o640)
     LogStore(f"sqlite:///{path}")
     assert _mode(path) == 0o640
+
+
+def test_backlog_counts_every_segment_and_ages_only_those_waiting(tmp_path):
+    spool = Spool(tmp_path / "spool", metrics=None, fsync=False)
+    seg, _ = spool.append(item_to_json(_item()), 3)
+    size = seg.bytes
+    assert spool.backlog() == (size, None)  # our clean current segment: bytes, but nothing waits yet
+    spool.settle(seg, 3, stored=False)  # the database did not take it: it waits
+    waiting, age = spool.backlog()
+    assert waiting == size and age is not None and 0 <= age < 5
+    # a segment no process holds (a killed worker's): waits, aged from its name's creation time
+    old = tmp_path / "spool" / f"spool-1-{time.time_ns() - 3_600 * 10**9}.jsonl"
+    old.write_bytes(b"x" * 100)
+    waiting, age = spool.backlog()
+    assert waiting == size + 100 and 3_590 < age < 3_700
+    # another live worker's current segment (flock held): bytes only, its records may all be stored
+    held = tmp_path / "spool" / f"spool-2-{time.time_ns() - 7_200 * 10**9}.jsonl"
+    held.write_bytes(b"y" * 50)
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        waiting, age = spool.backlog()
+        assert waiting == size + 150 and age < 3_700
+    finally:
+        os.close(fd)
+    assert spool.backlog()[1] > 7_190  # released: it waits too
+
+
+def test_predictions_are_refused_past_the_backlog_bound_and_accepted_once_under(tmp_path):
+    plog = PredictionLog(
+        f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "spool", fsync=False, max_backlog_bytes=2_000
+    )
+    plog.BACKLOG_CHECK_SECONDS = 0.0  # measure at every call
+    item = _item()
+    plog.spool.settle(plog.spool.append(item_to_json(item), 3)[0], 3, stored=False)
+    assert plog.backlogged() is None  # about 1 KB waits: under the bound
+    plog.spool.settle(plog.spool.append(item_to_json(item), 3)[0], 3, stored=False)
+    plog.spool.settle(plog.spool.append(item_to_json(item), 3)[0], 3, stored=False)
+    with pytest.raises(LogBacklogged, match=r"more than SPOOL_MAX_BYTES \(2000\)"):
+        plog.submit(
+            new_request_id(), datetime.now(UTC), "m", "1", item.records, item.scores, item.labels, 1.0
+        )
+    assert plog.unwritable()[0] == "backlogged"
+    for path in plog.spool_dir.glob("*.jsonl"):  # the database took them (as a replay would)
+        path.unlink()
+    assert plog.backlogged() is None and plog.unwritable() is None
