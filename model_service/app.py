@@ -92,9 +92,7 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
     plog = PredictionLog(
         settings.database_url,
         settings.spool_dir,
-        queue_size=settings.log_queue_size,
-        batch_size=settings.log_batch_size,
-        flush_seconds=settings.log_flush_seconds,
+        segment_seconds=settings.log_segment_seconds,
         metrics=m.LogMetrics(),
         fsync=settings.log_sync == "fsync",
         sync_seconds=settings.log_sync_seconds,
@@ -143,10 +141,11 @@ def _request_id_header(resp: Response) -> Response:
 
 
 def create_app(settings: ServiceSettings | None = None, *, start_background: bool = True) -> Flask:
-    """Build the app: settings checked, champion loaded (or polled for), log writer started.
+    """Build the app: settings checked, champion loaded (or polled for), the spool's background thread
+    started (the database writer is a process of its own: model_service/server.py starts it).
 
-    `start_background=False` (tests): neither the log writer nor the reload thread runs; records stay
-    queued until the test starts the writer."""
+    `start_background=False` (tests): neither the spool's thread nor the reload thread runs; records stay
+    in the spool until the test moves them (`plog.flush()`)."""
     settings = (settings or ServiceSettings.from_env()).check()
     setup_logging(settings.log_level, settings.log_format)
 
@@ -174,8 +173,7 @@ def create_app(settings: ServiceSettings | None = None, *, start_background: boo
     app.after_request(security_headers)
     init_metrics(app, multiprocess=m.multiprocess())
 
-    m.MODEL_LOADED.set(0)
-    m.LOG_DB_UP.set(1)
+    m.MODEL_LOADED.set(0)  # the log's database gauge is the writer process's
     state.manager.check()
     if start_background:
         state.plog.start()

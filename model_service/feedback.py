@@ -1,10 +1,9 @@
 """The feedback store: the true label of a scored record, with typed errors for each way it can fail.
 
-`FeedbackStore.record` checks that the prediction exists (in the database; or still queued in this
-worker: flushed first; or in a spool segment on disk, another worker's or a killed one's: inserted from
-there, duplicates skipped) and stores the label once. An unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record index),
-`DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is down,
-or the prediction is only in the spool); anything else is a bug and propagates.
+`FeedbackStore.record` checks that the prediction exists (in the database; or in a spool segment on
+disk not yet moved by the writer process, any worker's: inserted from there, duplicates skipped) and
+stores the label once. An unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record index),
+`DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is down); anything else is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -35,8 +34,6 @@ class FeedbackUnavailable(FeedbackError):
 
 
 class FeedbackStore:
-    FLUSH_TIMEOUT = 10.0
-
     def __init__(self, plog: PredictionLog):
         self.plog = plog
 
@@ -60,16 +57,10 @@ class FeedbackStore:
         return received
 
     def _prediction_exists(self, request_id: str, record_index: int) -> bool:
-        """In the database; or still queued here (flushed first); or in a spool segment on disk (another
-        worker's queue, a killed worker's segment): inserted from there now. Never waits for time to pass."""
-        store = self.plog.store
-        if store.prediction_exists(request_id, record_index):
+        """In the database; or in a spool segment on disk (any worker's, not yet moved by the writer
+        process): inserted from there now. Never waits for time to pass."""
+        if self.plog.store.prediction_exists(request_id, record_index):
             return True
-        if self.plog.is_pending(request_id):
-            self.plog.flush(timeout=self.FLUSH_TIMEOUT)
-            if not self.plog.db_ok:
-                raise FeedbackUnavailable("prediction spooled: database unavailable")
-            return store.prediction_exists(request_id, record_index)
         if request_id_age(request_id) is None:
             return False  # not an id this service issues (UUIDv7): nothing to look for on disk
         return self.plog.store_from_spool(request_id, record_index)

@@ -97,33 +97,34 @@ CHAMPION_MISSING = Gauge(
     multiprocess_mode="livemax",
     registry=None,
 )
-LOG_QUEUE = Gauge(
-    f"{PREFIX}_log_queue_depth",
-    "Records waiting in memory for the prediction log",
-    multiprocess_mode="livesum",
+LOG_WRITTEN = Counter(
+    f"{PREFIX}_log_written_records",
+    "Records the writer process moved from the spool into the prediction log database",
     registry=None,
 )
-LOG_WRITTEN = Counter(
-    f"{PREFIX}_log_written_records", "Records written to the prediction log database", registry=None
-)
 LOG_SPOOLED = Counter(
-    f"{PREFIX}_log_spooled_records", "Records written to the local spool file", registry=None
+    f"{PREFIX}_log_spooled_records",
+    "Records kept in the spool because the database was unavailable when the writer first tried them",
+    registry=None,
 )
 LOG_REPLAYED = Counter(
-    f"{PREFIX}_log_replayed_records", "Spooled records replayed into the database", registry=None
+    f"{PREFIX}_log_replayed_records",
+    "Records moved into the database after they waited (a database outage, or left by an earlier writer)",
+    registry=None,
 )
 LOG_DROPPED = Counter(
     f"{PREFIX}_log_dropped_records", "Records lost: neither database nor spool took them", registry=None
 )
 LOG_DB_UP = Gauge(
     f"{PREFIX}_log_database_up",
-    "1 when the prediction log database answers (min over workers)",
+    "1 when the prediction log database answers the writer process",
     multiprocess_mode="livemin",
     registry=None,
 )
 LOG_BACKLOG_BYTES = Gauge(
     f"{PREFIX}_log_spool_backlog_bytes",
-    "Bytes of spool segments waiting for the prediction log database (max over workers: one folder)",
+    "Bytes of spool segments waiting for the prediction log database (max over the writer and workers: one "
+    "folder)",
     multiprocess_mode="livemax",
     registry=None,
 )
@@ -155,7 +156,6 @@ ALL = [
     RELOADS,
     RELOAD_FAILING,
     CHAMPION_MISSING,
-    LOG_QUEUE,
     LOG_WRITTEN,
     LOG_SPOOLED,
     LOG_REPLAYED,
@@ -183,9 +183,6 @@ def registry() -> CollectorRegistry:
 
 class LogMetrics:
     """The prediction log's view of the metrics."""
-
-    def queue_depth(self, n: int) -> None:
-        LOG_QUEUE.set(n)
 
     def written(self, n: int) -> None:
         LOG_WRITTEN.inc(n)

@@ -10,19 +10,25 @@ gunicorn's 9.4x on the same machine, same app, same durability). What this modul
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set before prometheus_client is imported
   (a fresh temporary folder unless configured) and emptied at start; the live gauges of a dead worker
   are removed when its replacement starts (granian has no child-exit hook in the main process);
+- the prediction log's writer process (`WriterSupervisor`): started beside the workers
+  (`python -m model_service.prediction_log.writer_process`), it moves the spool segments the workers
+  retire into the database; restarted (after `WRITER_RESTART_SECONDS`) whenever it exits while the
+  server runs, its dead gauges dropped; stopped after the workers, so that it moves what they retired;
 - graceful shutdown: on SIGTERM granian stops accepting and drains the requests in flight (within
-  GRACEFUL_TIMEOUT), then each worker flushes its prediction log (`shutdown_all`, run by the worker
+  GRACEFUL_TIMEOUT), then each worker retires its spool segment (`shutdown_all`, run by the worker
   process once the server has returned: granian's workers are multiprocessing children, which skip
-  atexit handlers);
+  atexit handlers); once the workers are gone the writer gets SIGTERM, moves every segment left into
+  the database (within GRACEFUL_TIMEOUT; none while the database is down: they wait for the next start)
+  and exits;
 - hot reload: each worker calls the app factory itself (`worker_app`), which starts its reload and
-  log-writer threads; a SIGTERM that reaches a worker while it is still loading ends it at once (it has
+  spool threads; a SIGTERM that reaches a worker while it is still loading ends it at once (it has
   accepted nothing yet) instead of being caught by the handler it inherited from the main process;
 - a start on a port something already listens on is refused (exit 2, one line naming the port):
   granian's workers bind with SO_REUSEPORT, so a second server would share the port with the first;
 - each worker exits when the main process dies, even by SIGKILL (parent-death signal, and a watchdog
   thread): no orphan worker keeps serving the port (`exit_with_parent`);
-- a killed worker (SIGKILL, the OOM killer) is replaced (`respawn_failed_workers`) and its spool
-  segment replayed, so no answered record is lost. A replacement that dies again within 5.5 s of its
+- a killed worker (SIGKILL, the OOM killer) is replaced (`respawn_failed_workers`) and the writer moves
+  its spool segment, so no answered record is lost. A replacement that dies again within 5.5 s of its
   start makes granian stop the whole server (exit 1): a supervisor restarts it (Compose's restart
   policy, systemd), as it would any crashed process.
 
@@ -44,6 +50,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -56,6 +63,8 @@ HEADER_READ_TIMEOUT_MS = 10_000  # a client has 10 s to send its request line an
 # are refused (431) from 112 KB of head on; below that they reach the app.
 MAX_HEADER_BYTES = 64 * 1024
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WRITER_RESTART_SECONDS = 0.5  # pause before a writer process that exited is started again
+WRITER_MODULE = "model_service.prediction_log.writer_process"
 
 
 def _mark_dead_workers(metrics_dir: str) -> None:
@@ -74,6 +83,71 @@ def _mark_dead_workers(metrics_dir: str) -> None:
             multiprocess.mark_process_dead(pid, metrics_dir)
         except PermissionError:
             pass
+
+
+class WriterSupervisor:
+    """The prediction log's writer process, kept running while the server runs (a thread of the main
+    process waits on it and starts another when it exits), stopped with SIGTERM by `stop`."""
+
+    def __init__(self, metrics_dir: str, stop_timeout: float):
+        self.metrics_dir = metrics_dir
+        self.stop_timeout = stop_timeout
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="log-writer-supervisor", daemon=True)
+
+    def start(self) -> WriterSupervisor:
+        self._spawn()
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            # its own session: a Ctrl-C in a terminal reaches the workers, not the writer, which stops
+            # only after them (`stop`)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", WRITER_MODULE, "--parent", str(os.getpid())], start_new_session=True
+            )
+            self.starts += 1
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            proc = self.process
+            code = proc.wait() if proc is not None else None
+            if self._stopping.is_set():
+                return
+            print(
+                f"model service: the prediction log writer (pid {proc.pid if proc else '?'}) exited ({code}); "
+                "restarting it",
+                file=sys.stderr,
+            )
+            _mark_dead_workers(self.metrics_dir)
+            time.sleep(WRITER_RESTART_SECONDS)
+            self._spawn()
+
+    def stop(self) -> int | None:
+        """SIGTERM the writer (once the workers are gone: it moves what they retired) and wait for it."""
+        with self._lock:
+            self._stopping.set()
+            proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                print(
+                    "model service: the prediction log writer did not stop in time; killed", file=sys.stderr
+                )
+                proc.kill()
+                proc.wait(10)
+        _mark_dead_workers(self.metrics_dir)
+        return proc.returncode
 
 
 def worker_app():
@@ -211,9 +285,11 @@ def main() -> int:
         f"model service: metrics in {metrics_dir}, {settings.workers} workers x {settings.threads} threads",
         file=sys.stderr,
     )
+    writer = WriterSupervisor(metrics_dir, stop_timeout=settings.graceful_timeout + 10).start()
     try:
         server.serve(spawn_target=_worker)
     finally:
+        writer.stop()  # after the workers: it moves the segments they retired on their way out
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -68,12 +68,13 @@ class ServiceSettings(Settings):
         "sends or leaves: granian cannot time out a body read",
         ge=1,
     )
-    log_queue_size: int = env_field(
-        "LOG_QUEUE_SIZE", 100000, "records queued for the database (past it they wait in the spool)", ge=1
-    )
-    log_batch_size: int = env_field("LOG_BATCH_SIZE", 500, "records per database insert", ge=1)
-    log_flush_seconds: float = env_field(
-        "LOG_FLUSH_SECONDS", 0.25, "longest wait before a partial batch is written", ge=0.01
+    log_segment_seconds: float = env_field(
+        "LOG_SEGMENT_SECONDS",
+        0.5,
+        "a worker hands its spool segment to the prediction log's writer process once it is this old (or 1 MiB "
+        "large): records reach the database about this long after their 200",
+        ge=0.05,
+        le=60,
     )
     log_sync: str = env_field(
         "LOG_SYNC",
@@ -160,6 +161,12 @@ class ServiceSettings(Settings):
             raise SettingsError("every key in API_KEYS must be at least 16 characters long")
         if self.auth_enabled and self.admin_token is not None and len(self.admin_token) < 16:
             raise SettingsError("ADMIN_TOKEN must be at least 16 characters long")
+        removed = [f"{old} ({why})" for old, why in REMOVED.items() if old in os.environ]
+        if removed:
+            raise SettingsError(
+                "the prediction log's database writer is a process of its own since 2026-12 (no queue in the "
+                "workers) and these settings are gone: " + ", ".join(removed) + "; remove them"
+            )
         renamed = [f"{old} (now {new})" for old, new in RENAMED.items() if old in os.environ]
         if renamed:
             raise SettingsError(
@@ -183,6 +190,14 @@ RENAMED = {
     "GUNICORN_THREADS": "SERVICE_THREADS",
     "GUNICORN_ACCESS_LOG": "ACCESS_LOG=true",
     "GUNICORN_TIMEOUT": "no equivalent: granian has no silent-worker timeout",
+}
+
+# settings of the in-worker database writer (until 2026-12): refused by name, so that nobody tunes a knob
+# that no longer does anything
+REMOVED = {
+    "LOG_QUEUE_SIZE": "no queue: records wait in the spool",
+    "LOG_BATCH_SIZE": "the writer inserts a whole segment per transaction",
+    "LOG_FLUSH_SECONDS": "see LOG_SEGMENT_SECONDS",
 }
 
 

@@ -1,6 +1,7 @@
 """What one app instance owns (settings, the model manager, the prediction log, the feedback store), kept
-in `app.extensions["model_service"]` and read by the views through `services()`; `shutdown_all` flushes
-every instance's prediction log (model_service/server.py's workers on SIGTERM, and atexit)."""
+in `app.extensions["model_service"]` and read by the views through `services()`; `shutdown_all` hands
+every instance's spool segment to the writer process (model_service/server.py's workers on SIGTERM, and
+atexit)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class ServiceState:
         if self.shadow is not None:
             self.shadow.stop()
         self.plog.close(timeout=max(1.0, self.settings.graceful_timeout - 5))
-        log.info("model service worker %d stopped; prediction log flushed", os.getpid())
+        log.info("model service worker %d stopped; spool segment handed to the writer", os.getpid())
 
 
 def track(state: ServiceState) -> None:

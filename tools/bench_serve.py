@@ -316,21 +316,25 @@ def start_service(
 
 
 def settle(port: int, timeout: float = 300.0) -> None:
-    """Wait until a service's prediction log has caught up (nothing queued in any worker, every record
-    that went to the spool only replayed): its writer threads would otherwise still be inserting during
+    """Wait until a service's prediction log has caught up (no spool segment waits for the writer process,
+    and the records it moved stayed the same for 3 s): its writer would otherwise still be inserting during
     the next row, on the same cores, and slow down whichever server is measured next."""
     deadline = time.monotonic() + timeout
-    calm = 0
+    calm, last = 0, -1.0
     while time.monotonic() < deadline and calm < 3:
-        values = {"queue_depth": 0.0, "spooled_records_total": 0.0, "replayed_records_total": 0.0}
+        values = {
+            "spool_backlog_age_seconds": 0.0,
+            "written_records_total": 0.0,
+            "replayed_records_total": 0.0,
+        }
         for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
             name, _, value = line.partition(" ")
             key = name.removeprefix("model_service_log_")
             if key in values:
                 values[key] = float(value)
-        done = (
-            values["queue_depth"] == 0 and values["replayed_records_total"] >= values["spooled_records_total"]
-        )
+        moved = values["written_records_total"] + values["replayed_records_total"]
+        done = values["spool_backlog_age_seconds"] == 0 and moved == last
+        last = moved
         calm = calm + 1 if done else 0
         time.sleep(1.0)
 

@@ -54,7 +54,7 @@ def ready(query):
         "last_check_at": st.manager.last_check_at,
         "log": unwritable[0] if unwritable else "ok",
         "log_error": unwritable[1] if unwritable else None,
-        "log_queue": st.plog.queued(),
+        "log_queue": st.plog.queued(),  # records in this worker's segment, not yet handed to the writer
         "spool_files": len(st.plog.spooled_files()),
     }
     return Response(json.dumps(body), status=200 if is_ready else 503, mimetype="application/json")

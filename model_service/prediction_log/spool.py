@@ -9,14 +9,16 @@ requests share `fdatasync` calls (group commit: a request waits for a sync in fl
 its line was written, else starts its own at once, overlapping the running one; see `Spool.sync`).
 
 A segment being written is held with an exclusive `flock` (it becomes visible as `*.jsonl` only once
-locked). The writer thread inserts the queued records into the database; a segment whose records are
-all in the database is deleted when it is retired (it grew past `SEGMENT_BYTES`, or the worker stops).
-A segment holding records the database did not take (it was down, or the queue was full) is *dirty*:
-it is closed, not deleted, and replayed. A worker killed by SIGKILL (or the OOM killer) leaves its segment behind; the kernel drops its `flock`, and any worker replays it.
+locked). A worker *retires* its segment when it grows past `SEGMENT_BYTES` or is older than
+`segment_seconds` (LOG_SEGMENT_SECONDS; checked at each append and by the worker's background thread,
+so a quiet worker retires too), and when it stops: it closes the file, which drops the `flock`. A
+closed segment is the writer process's (`model_service.prediction_log.writer_process`): it inserts all
+of it into the database and deletes the file only once those rows are committed. A worker killed by
+SIGKILL (or the OOM killer) leaves its segment behind; the kernel drops its `flock`, and the writer
+takes it like any other.
 
-Replaying a segment inserts all of it (the inserts skip rows already there: exactly once even after a
-crash mid-replay, or when a killed worker had already written part of its segment) before the file is
-deleted. A line counts once its newline is written: a write that fails (a full disk) is cut back to
+Moving a segment inserts all of it (the inserts skip rows already there: exactly once even after a
+writer killed between its commit and the unlink, or mid-way) before the file is deleted. A line counts once its newline is written: a write that fails (a full disk) is cut back to
 the segment's last whole line (`ftruncate`), so the next line starts clean, and replay leaves out a
 torn last line (and, in segments written before that cut-back existed, a torn start glued to the line
 after it) without losing the lines around it. Lines that cannot be read at all are counted in a
@@ -123,7 +125,7 @@ def _private_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _created_ns(path: Path) -> int | None:
+def created_ns(path: Path) -> int | None:
     """The creation time a segment's name carries (`spool-<pid>-<time_ns>.jsonl`)."""
     try:
         return int(path.stem.rsplit("-", 1)[1])
@@ -131,7 +133,7 @@ def _created_ns(path: Path) -> int | None:
         return None
 
 
-def _held(path: Path) -> bool:
+def held(path: Path) -> bool:
     """Whether a live process holds the segment's flock (it is that process's open segment)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -162,16 +164,25 @@ class Segment:
         self.synced = 0  # appends known durable
         self.sync_started = 0  # appends covered by a sync in flight (or done)
         self.syncing = 0  # syncs in flight
-        self.pending = 0  # records appended and not yet settled (in the database, or left for replay)
-        self.dirty = False  # holds records the database did not take: kept for replay
-        self.retired = False  # no more appends; closed once nothing is pending
+        self.unsynced = 0  # appends whose `sync` has not returned yet (LOG_SYNC=fsync): keep the file open
+        self.records = 0  # records appended
+        self.opened = time.monotonic()
+        self.retired = False  # no more appends; closed (flock dropped: the writer's) once no sync runs
 
 
 class Spool:
-    """Write-ahead segments of one database's records: append + sync, settle, retire, list, replay."""
+    """Write-ahead segments of one database's records: append + sync, retire, list, find, move."""
 
-    def __init__(self, directory: Path, metrics: Any, segment_bytes: int = SEGMENT_BYTES, fsync: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        metrics: Any,
+        segment_bytes: int = SEGMENT_BYTES,
+        fsync: bool = True,
+        segment_seconds: float = 0.0,
+    ):
         self.dir = Path(directory)
+        self.segment_seconds = segment_seconds  # a segment older than this is retired (0: by size only)
         self.fsync = (
             fsync  # False (LOG_SYNC=write): written to the page cache only, which a killed process keeps
         )
@@ -200,9 +211,11 @@ class Spool:
                 raise
             seg.written += 1
             seg.bytes += len(data)
-            seg.pending += records
+            seg.records += records
+            if self.fsync:
+                seg.unsynced += 1  # its `sync` needs the fd: the segment is not closed before
             seq = seg.written
-            if seg.bytes >= self.segment_bytes:
+            if seg.bytes >= self.segment_bytes or self._old(seg):
                 self._retire(seg)
             return seg, seq
 
@@ -216,25 +229,33 @@ class Spool:
         if not self.fsync:
             return
         with self._cond:
-            while seg.synced < seq:
-                if seg.sync_started >= seq:  # a sync in flight covers this line: wait for it
-                    self._cond.wait()
-                    continue
-                target = seg.written
-                seg.sync_started, seg.syncing = max(seg.sync_started, target), seg.syncing + 1
-                ok = False
-                self._cond.release()
-                try:
-                    os.fdatasync(seg.fd)
-                    ok = True
-                finally:
-                    self._cond.acquire()
-                    seg.syncing -= 1
-                    if ok:
-                        seg.synced = max(seg.synced, target)
-                    else:  # the waiters it covered must sync for themselves (and see the error)
-                        seg.sync_started = seg.synced
-                    self._cond.notify_all()
+            try:
+                self._sync_locked(seg, seq)
+            finally:
+                seg.unsynced -= 1
+                self._maybe_close(seg)  # retired meanwhile (size or age): closed once its last sync returned
+
+    def _sync_locked(self, seg: Segment, seq: int) -> None:
+        """`sync`'s loop, with the condition held (released around each fdatasync)."""
+        while seg.synced < seq:
+            if seg.sync_started >= seq:  # a sync in flight covers this line: wait for it
+                self._cond.wait()
+                continue
+            target = seg.written
+            seg.sync_started, seg.syncing = max(seg.sync_started, target), seg.syncing + 1
+            ok = False
+            self._cond.release()
+            try:
+                os.fdatasync(seg.fd)
+                ok = True
+            finally:
+                self._cond.acquire()
+                seg.syncing -= 1
+                if ok:
+                    seg.synced = max(seg.synced, target)
+                else:  # the waiters it covered must sync for themselves (and see the error)
+                    seg.sync_started = seg.synced
+                self._cond.notify_all()
 
     def sync_written(self) -> int:
         """`fdatasync` every open segment holding appends no sync has covered yet; the number of segments
@@ -266,13 +287,29 @@ class Spool:
                     self._maybe_close(seg)  # it may have been retired meanwhile
         return done
 
-    def settle(self, seg: Segment, records: int, stored: bool) -> None:
-        """`records` of `seg` are dealt with: in the database (`stored`) or left in the file for replay."""
+    def _old(self, seg: Segment) -> bool:
+        return self.segment_seconds > 0 and time.monotonic() - seg.opened >= self.segment_seconds
+
+    def retire_old(self) -> bool:
+        """Retire the current segment if it is older than `segment_seconds` (a worker's background
+        thread calls this, so that the records of a quiet worker reach the writer too); True if it was."""
         with self._cond:
-            seg.pending -= records
-            if not stored:
-                seg.dirty = True
-            self._maybe_close(seg)
+            seg = self._current
+            if seg is None or not self._old(seg):
+                return False
+            self._retire(seg)
+            return True
+
+    def retire_current(self) -> None:
+        """Hand the current segment to the writer now (whatever its size and age)."""
+        with self._cond:
+            if self._current is not None:
+                self._retire(self._current)
+
+    def queued(self) -> int:
+        """Records in this process's segments not yet handed to the writer (the current one)."""
+        with self._cond:
+            return self._current.records if self._current is not None else 0
 
     def _cut_back(self, seg: Segment) -> None:
         """A failed or short write (a full disk) may have left part of a line: cut the segment back to
@@ -308,31 +345,16 @@ class Spool:
         self._maybe_close(seg)
 
     def _maybe_close(self, seg: Segment) -> None:
-        if not seg.retired or seg.pending > 0 or seg.syncing or seg.fd < 0:
+        if not seg.retired or seg.syncing or seg.unsynced or seg.fd < 0:
             return
-        if not seg.dirty:
-            seg.path.unlink(missing_ok=True)  # every record is in the database
-        os.close(seg.fd)  # releases the flock: a dirty segment becomes replayable
+        os.close(seg.fd)  # releases the flock: the segment is the writer's now (it deletes it once stored)
         seg.fd = -1
         self._open.remove(seg)
 
-    def retire_dirty(self) -> bool:
-        """Retire the current segment if it holds records the database has not got (to replay them);
-        True when there was one."""
-        with self._cond:
-            seg = self._current
-            if seg is None or not seg.dirty:
-                return False
-            self._retire(seg)
-            return True
-
     def close(self) -> None:
-        """Retire every segment; one still holding unsettled records is closed as dirty (kept)."""
+        """Retire every segment (each is closed once no sync runs on it): the writer takes them all."""
         with self._cond:
             for seg in list(self._open):
-                if seg.pending > 0:
-                    seg.dirty = True
-                    seg.pending = 0
                 self._retire(seg)
 
     def free_bytes(self) -> int | None:
@@ -345,12 +367,12 @@ class Spool:
 
     def backlog(self) -> tuple[int, float | None]:
         """What waits for the database in this spool folder, for the backpressure bound: (bytes, age in
-        seconds of the oldest waiting segment, or None when none waits). Waiting: this process's dirty
-        segments and every segment no process holds (closed dirty ones, a killed worker's); another live
-        worker's current segment (flock held, at most `segment_bytes`) counts in bytes only, since its
-        records may all be stored. A segment's age runs from its creation (its name's time)."""
+        seconds of the oldest waiting segment, or None when none waits). Waiting: every segment no process
+        holds (retired ones the writer has not stored yet, a killed worker's); a segment still being
+        written (this process's, or another live worker's: flock held, at most `segment_bytes` and
+        `segment_seconds`) counts in bytes only. A segment's age runs from its creation (its name's time)."""
         with self._cond:
-            own = {s.path: s.dirty for s in self._open}
+            own = {s.path: False for s in self._open}
         now_ns = time.time_ns()
         total, oldest = 0, None
         for path in sorted(self.dir.glob("*.jsonl")) if self.dir.is_dir() else []:
@@ -359,9 +381,9 @@ class Spool:
             except FileNotFoundError:  # stored and deleted meanwhile
                 continue
             total += size
-            waiting = own[path] if path in own else not _held(path)
+            waiting = own[path] if path in own else not held(path)
             if waiting:
-                created = _created_ns(path)
+                created = created_ns(path)
                 if created is not None and (oldest is None or created < oldest):
                     oldest = created
         return total, (None if oldest is None else max(0.0, (now_ns - oldest) / 1e9))

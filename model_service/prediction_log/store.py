@@ -3,14 +3,22 @@
 The tables themselves are defined once in `core.store` (`predictions`, `feedback`); this module holds
 the service's engine on them (JSON serialized with `jsonfast.dumps`, orjson, ~8x json.dumps on a record:
 Core inserts and the SQLite fast path both go through it, so they store the same text) and every query
-the service runs: batched prediction inserts that skip duplicates (a replayed record is never written
-twice), whether a prediction exists, and the feedback insert. Database errors are raised as they come
+the service runs: bulk prediction inserts that skip duplicates (a record moved twice, by a writer killed
+between its commit and the spool file's deletion, is stored once), whether a prediction exists, and the
+feedback insert.
+
+The bulk path of each backend was chosen by measurement (tools/bench_log_insert.py, docs/scaling.md):
+PostgreSQL `COPY` (psycopg2 `copy_expert`, CSV) into a temporary table, then one `INSERT ... SELECT ...
+ON CONFLICT DO NOTHING`, in one transaction; SQLite one `executemany` of `INSERT OR IGNORE` in one
+transaction; other dialects Core's insert-many. Database errors are raised as they come
 (`SQLAlchemyError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,10 +118,21 @@ class LogStore:
 
     # ---- predictions
     def insert(self, rows: list[Row]) -> None:
-        """Insert prediction rows; rows already there (same request id and record index) are skipped."""
+        """Insert prediction rows in one transaction; rows already there (same request id and record
+        index) are skipped."""
+        if not rows:
+            return
         if self.engine.dialect.name == "sqlite":
             self._insert_sqlite(rows)
             return
+        if self.engine.dialect.driver == "psycopg2":
+            self._insert_copy(rows)
+            return
+        self.insert_many(rows)
+
+    def insert_many(self, rows: list[Row]) -> None:
+        """Core's insert-many that skips duplicates (PostgreSQL: psycopg2's batched VALUES; what `insert`
+        used before COPY, kept for dialects without COPY and for the measurement)."""
         stmt = insert_ignoring_duplicates(self.engine, predictions)
         dicts = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         with self.engine.begin() as conn:
@@ -126,6 +145,48 @@ class LogStore:
                         conn.execute(insert(predictions), row)
                 except IntegrityError:
                     pass
+
+    _COPY_COLUMNS = ", ".join(COLUMNS)
+    _COPY_TABLE = "prediction_log_in"  # per connection (TEMP), emptied at each commit
+
+    def _insert_copy(self, rows: list[Row]) -> None:
+        """PostgreSQL: COPY the rows (CSV) into a temporary table, then move them with one INSERT ... SELECT
+        ... ON CONFLICT DO NOTHING, in one transaction. The values are the text Core would bind (features
+        through `jsonfast.dumps`, times in ISO 8601 with their offset)."""
+        buf = io.StringIO()
+        out = csv.writer(buf, lineterminator="\n")
+        dumps = jsonfast.dumps
+        out.writerows(
+            (
+                rid,
+                idx,
+                created.isoformat(),
+                name,
+                version,
+                dumps(features),
+                repr(float(score)),
+                int(label),
+                repr(float(latency)),
+            )
+            for rid, idx, created, name, version, features, score, label, latency in rows
+        )
+        buf.seek(0)
+        with self.engine.begin() as conn:
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                cur.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {self._COPY_TABLE} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {self._COPY_COLUMNS} FROM predictions WITH NO DATA"
+                )
+                cur.copy_expert(
+                    f"COPY {self._COPY_TABLE} ({self._COPY_COLUMNS}) FROM STDIN WITH (FORMAT csv)", buf
+                )
+                cur.execute(
+                    f"INSERT INTO predictions ({self._COPY_COLUMNS}) SELECT {self._COPY_COLUMNS} "
+                    f"FROM {self._COPY_TABLE} ON CONFLICT (request_id, record_index) DO NOTHING"
+                )
+            finally:
+                cur.close()
 
     _SQLITE_INSERT = (
         f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"

@@ -268,9 +268,9 @@ def test_explain_endpoint_with_the_champion(champion_client):
     # a two-year contract pulls the other record down
     second = {c["feature"]: c["contribution"] for c in body["explanations"][1]["contributions"]}
     assert second["contract"] < 0
-    plog = client.application.extensions["model_service"].plog  # no writer thread here: records stay queued
-    assert plog.is_pending(pred.get_json()["request_id"]) and plog.queued() == 2
-    assert not plog.is_pending(body["request_id"])  # explain requests are not logged
+    plog = client.application.extensions["model_service"].plog  # no writer here: records stay in the spool
+    assert plog.spool.find(pred.get_json()["request_id"], 1) is not None and plog.queued() == 2
+    assert plog.spool.find(body["request_id"], 0) is None  # explain requests are not logged
 
 
 def test_model_endpoint_describes_the_champion(champion_client, champion_env):

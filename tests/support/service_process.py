@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from core.dataset import load_config
 from core.store import make_engine, predictions
+from operations.waiting import wait_until
 from tests.conftest import REPO, free_port, wait_for_http
 
 API_KEY = "test-key-0123456789abcdef"
@@ -99,8 +101,8 @@ class Service:
         shutil.rmtree(self.root / f"metrics-{self.port}", ignore_errors=True)
 
     # ---- client helpers
-    def predict(self, records: list[dict], key: str = API_KEY, **kw) -> requests.Response:
-        return requests.post(
+    def predict(self, records: list[dict], key: str = API_KEY, session=None, **kw) -> requests.Response:
+        return (session or requests).post(
             self.url + "/v1/predict",
             json={"records": records},
             headers={"X-API-Key": key},
@@ -122,6 +124,76 @@ class Service:
         return total
 
 
+WRITER_MODULE = "model_service.prediction_log.writer_process"
+
+
+def children(parent: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live child of `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def workers_of(parent: int) -> list[int]:
+    """The granian worker processes of a server's main process (its writer process left out)."""
+    return [pid for pid, cmd in children(parent) if WRITER_MODULE not in cmd]
+
+
+def writer_of(parent: int) -> int | None:
+    """The prediction log writer process of a server's main process."""
+    return next((pid for pid, cmd in children(parent) if WRITER_MODULE in cmd), None)
+
+
+class Traffic:
+    """`clients` threads posting 3-record predictions; every 200 is remembered as (request id, records)."""
+
+    def __init__(self, svc: Service, clients: int = 4):
+        self.svc = svc
+        self.accepted: dict[str, int] = {}
+        self.errors = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            n = 3
+            try:
+                r = self.svc.predict([RECORD] * n, session=session)
+            except requests.RequestException:
+                self.errors += 1  # in flight to the killed worker: not answered, not counted
+                session = requests.Session()
+                continue
+            if r.status_code == 200:
+                self.accepted[r.json()["request_id"]] = n
+            else:
+                self.errors += 1
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def wait_for(self, more: int, what: str) -> None:
+        target = len(self.accepted) + more
+        wait_until(lambda: len(self.accepted) >= target, 120, what)
+
+
 def service_env(store_env: dict[str, str], root: Path, **extra: str) -> dict[str, str]:
     return {
         **store_env,
@@ -132,7 +204,6 @@ def service_env(store_env: dict[str, str], root: Path, **extra: str) -> dict[str
         "SERVICE_THREADS": "4",
         "RELOAD_INTERVAL_SECONDS": "1",
         "GRACEFUL_TIMEOUT": "20",
-        "LOG_FLUSH_SECONDS": "0.1",
         **extra,
     }
 

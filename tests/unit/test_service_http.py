@@ -97,7 +97,6 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 "admin_token": ADMIN_TOKEN,
                 "max_batch_size": MAX_BATCH,
                 "max_request_bytes": MAX_BYTES,
-                "log_flush_seconds": 0.05,
                 "model_alias": "champion",
                 "model_name": "telco-churn",
                 **overrides,
@@ -446,8 +445,8 @@ def test_predict_answers_one_prediction_per_record(client, state, tiny_model):
     assert all(p["label"] == int(p["probability"] >= 0.5) for p in preds)
     assert "unknown_categories" not in preds[0] and preds[1]["unknown_categories"] == ["payment_method"]
     assert counter(m.UNKNOWN_CATEGORIES, "payment_method") == before + 1
-    # durable in the spool before the answer, and queued for the database (the writer does not run here)
-    assert state.plog.is_pending(body["request_id"]) and state.plog.queued() == 3
+    # durable in the spool before the answer, in this worker's segment (no writer process here)
+    assert state.plog.queued() == 3
     assert state.plog.spool.find(body["request_id"], 2) is not None
 
 
@@ -540,7 +539,9 @@ def test_explain_answers_contributions_and_logs_nothing(client, state):
             exp["base_value"] + sum(c["contribution"] for c in exp["contributions"]), abs=1e-6
         )
         assert {c["feature"] for c in exp["contributions"]} == set(RECORD)
-    assert not state.plog.is_pending(body["request_id"]) and state.plog.queued() == 2  # the predict only
+    assert (
+        state.plog.spool.find(body["request_id"], 0) is None and state.plog.queued() == 2
+    )  # the predict only
 
 
 def test_explain_without_an_explainer_is_501(make_app, tiny_model):
@@ -864,13 +865,13 @@ def test_feedback_body_not_an_object_is_422(client):
 
 @pytest.fixture
 def writing(state):
-    """The prediction log's writer running (feedback needs the predictions in the database)."""
+    """The prediction log's spool thread running (the feedback finds predictions in the spool itself)."""
     state.plog.start()
     return state
 
 
 def test_feedback_stores_the_label_once(client, writing):
-    rid = predicted(client)  # still queued: the feedback flushes it first
+    rid = predicted(client)  # only in the spool: the feedback inserts it from there
     before = counter(m.FEEDBACK, "stored")
     resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 1})
     assert resp.status_code == 201

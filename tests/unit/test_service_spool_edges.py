@@ -149,7 +149,7 @@ def test_a_write_failing_half_way_loses_no_accepted_line(tmp_path, monkeypatch):
     """The finding: half a line left by a failed write, the next accepted line glued to it and lost at
     replay. Every line accepted with success must be replayed exactly once, the refused one never."""
     url = f"sqlite:///{tmp_path / 'service.db'}"
-    plog = PredictionLog(url, tmp_path / "spool", fsync=False)  # no writer: everything waits for replay
+    plog = PredictionLog(url, tmp_path / "spool", fsync=False)  # no writer: everything waits in the spool
     disk = FullDisk(monkeypatch, fail_at=3)
     items = [_item() for _ in range(6)]
     accepted = []
@@ -255,8 +255,8 @@ def test_backlog_counts_every_segment_and_ages_only_those_waiting(tmp_path):
     spool = Spool(tmp_path / "spool", metrics=None, fsync=False)
     seg, _ = spool.append(item_to_json(_item()), 3)
     size = seg.bytes
-    assert spool.backlog() == (size, None)  # our clean current segment: bytes, but nothing waits yet
-    spool.settle(seg, 3, stored=False)  # the database did not take it: it waits
+    assert spool.backlog() == (size, None)  # our current segment: bytes, but nothing waits yet
+    spool.retire_current()  # handed to the writer: it waits for the database
     waiting, age = spool.backlog()
     assert waiting == size and age is not None and 0 <= age < 5
     # a segment no process holds (a killed worker's): waits, aged from its name's creation time
@@ -283,10 +283,12 @@ def test_predictions_are_refused_past_the_backlog_bound_and_accepted_once_under(
     )
     plog.BACKLOG_CHECK_SECONDS = 0.0  # measure at every call
     item = _item()
-    plog.spool.settle(plog.spool.append(item_to_json(item), 3)[0], 3, stored=False)
+    plog.spool.append(item_to_json(item), 3)
+    plog.spool.retire_current()
     assert plog.backlogged() is None  # about 1 KB waits: under the bound
-    plog.spool.settle(plog.spool.append(item_to_json(item), 3)[0], 3, stored=False)
-    plog.spool.settle(plog.spool.append(item_to_json(item), 3)[0], 3, stored=False)
+    for _ in range(2):
+        plog.spool.append(item_to_json(item), 3)
+        plog.spool.retire_current()
     with pytest.raises(LogBacklogged, match=r"more than SPOOL_MAX_BYTES \(2000\)"):
         plog.submit(
             new_request_id(), datetime.now(UTC), "m", "1", item.records, item.scores, item.labels, 1.0
