@@ -9,15 +9,18 @@ Every value comes from `model_service.settings` (environment variables). What th
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set before prometheus_client is imported
   anywhere (a fresh temporary folder unless configured) and emptied at start; a dead worker's live
   gauges are removed (`child_exit`);
+- the prediction log's writer process, as under granian (`model_service.server.WriterSupervisor`:
+  started when the arbiter is ready, restarted if it exits, stopped after the workers);
 - graceful shutdown: on SIGTERM the workers stop accepting, finish their requests within
-  GRACEFUL_TIMEOUT and then flush the prediction log (`worker_exit`), so nothing accepted is lost;
+  GRACEFUL_TIMEOUT and then hand their spool segments to the writer (`worker_exit`), which moves them
+  before it stops (`on_exit`), so nothing accepted is lost;
 - errors gunicorn answers itself, before the app sees a request (a request line or header over its
   limits, a malformed request), are JSON like every other error (`{"code", "status", "message"}`),
   with the security headers, not gunicorn's HTML page (`_json_error`, in place of
   `gunicorn.util.write_error`; the workers inherit it through the fork);
 - gthread workers (keep-alive connections; the GIL makes more threads useless for CPU work, but they
   keep slow clients from blocking a worker). No preload: each worker loads the model itself, because
-  the reload and log-writer threads must start after the fork.
+  the reload and spool threads must start after the fork.
 """
 
 from __future__ import annotations
@@ -85,6 +88,16 @@ def on_starting(server):
     server.log.info("model service: metrics in %s, %d workers x %d threads", _metrics_dir, workers, threads)
 
 
+_writer = None
+
+
+def when_ready(server):
+    global _writer
+    from model_service.server import WriterSupervisor
+
+    _writer = WriterSupervisor(_metrics_dir, stop_timeout=_settings.graceful_timeout + 10).start()
+
+
 def child_exit(server, worker):
     from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
@@ -98,5 +111,7 @@ def worker_exit(server, worker):
 
 
 def on_exit(server):
+    if _writer is not None:
+        _writer.stop()  # after the workers: it moves the segments they retired
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
