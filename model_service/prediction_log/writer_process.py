@@ -62,6 +62,7 @@ class SegmentWriter:
     POLL_SECONDS = 0.1
     RETRY_SECONDS = 2.0
     BACKLOG_SECONDS = 1.0  # how often the backlog gauges are measured
+    PING_SECONDS = 5.0  # with nothing to move: how often the database is pinged (for its gauge)
 
     def __init__(self, url: str, spool_root: Path, *, metrics: Any = None, engine: Engine | None = None):
         self.store = LogStore(url, engine)
@@ -73,6 +74,7 @@ class SegmentWriter:
         self._back_at_ns = time.time_ns()  # segments created before this waited: counted as replayed
         self._spooled: set[Path] = set()  # segments whose records were counted as kept for the database
         self._next_backlog = 0.0
+        self._next_ping = 0.0
 
     def waiting(self) -> list[Path]:
         """Every segment on disk, oldest first (held ones too: a worker's current segment)."""
@@ -117,8 +119,12 @@ class SegmentWriter:
             else:
                 self.metrics.written(n)
             moved += n
-        if self.db_ok is None:  # nothing to move yet: say whether the database answers
+        now = time.monotonic()
+        if not moved and now >= self._next_ping:  # idle: keep `database_up` true to the database
+            self._next_ping = now + self.PING_SECONDS
             self._db_state(self._ping())
+        elif moved:
+            self._next_ping = now + self.PING_SECONDS
         return moved
 
     def _ping(self) -> bool:
