@@ -331,18 +331,34 @@ def _features(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def labelled_predictions(engine: Engine) -> pd.DataFrame:
-    """Logged features + feedback label (`__label__`) of every labelled prediction, oldest first."""
+def labelled_predictions(engine: Engine, archive: Any = None) -> pd.DataFrame:
+    """Logged features + feedback label (`__label__`) of every labelled prediction, oldest first: the
+    database's and, with `archive` (a core.objects.ObjectStore, core.retention.archive_of), the archived
+    ones, a label stored after its prediction was archived included."""
     p, f = predictions, feedback
     query = (
-        select(p.c.features, f.c.label, p.c.created_at)
+        select(p.c.id, p.c.features, f.c.label, p.c.created_at)
         .select_from(p.join(f, and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index)))
         .order_by(p.c.created_at, p.c.id)
     )
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    frame = pd.DataFrame([_features(r.features) for r in rows])
-    frame["__label__"] = [int(r.label) for r in rows]
+        rows = [
+            (as_utc(r.created_at), r.id, _features(r.features), int(r.label)) for r in conn.execute(query)
+        ]
+    if archive is not None:
+        from core.retention import archived_with_labels
+
+        old = archived_with_labels(engine, archive, ["features"])
+        old = old[old["label_fb"].notna()]
+        rows += [
+            (ts.to_pydatetime(), int(i), _features(feat), int(lab))
+            for ts, i, feat, lab in zip(
+                old["created_at"], old["id"], old["features"], old["label_fb"], strict=True
+            )
+        ]
+        rows.sort(key=lambda r: (r[0], r[1]))
+    frame = pd.DataFrame([r[2] for r in rows])
+    frame["__label__"] = [r[3] for r in rows]
     return frame
 
 
@@ -460,13 +476,22 @@ def _move(row) -> dict[str, Any]:
     return move
 
 
-def champion_timeline(engine: Engine, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
+def champion_timeline(
+    engine: Engine, model_name: str, limit: int = 100, archive: Any = None
+) -> list[dict[str, Any]]:
     """The newest `limit` moves of the model's champion, oldest first, each with `until` (the next move's
     time; None for the current champion) and the prediction log's records in that interval:
     `records_served` (logged with the moved-to version) and `records_by_version` (every version logged
-    then: a version other than the moved-to one is a replica still following the move)."""
+    then: a version other than the moved-to one is a replica still following the move). With `archive`
+    (core.retention), archived records count too (three columns of every archived part are read)."""
     m, p = champion_moves, predictions
     newest = select(m).where(m.c.model_name == model_name).order_by(m.c.at.desc(), m.c.id.desc()).limit(limit)
+    old = None
+    if archive is not None:
+        from core.retention import read_archive
+
+        columns = ["model_version", "created_at"]
+        old = read_archive(archive, "predictions", columns, filters=[("model_name", "=", model_name)])
     with engine.connect() as conn:
         moves = [_move(row) for row in conn.execute(newest).mappings().all()][::-1]
         # `limit` keeps the newest moves, so the last one shown is the current champion's
@@ -478,6 +503,12 @@ def champion_timeline(engine: Engine, model_name: str, limit: int = 100) -> list
             if move["until"] is not None:
                 counted = counted.where(p.c.created_at < move["until"])
             by_version = {str(v): int(n) for v, n in conn.execute(counted.group_by(p.c.model_version)).all()}
+            if old is not None and not old.empty:
+                inside = old["created_at"] >= pd.Timestamp(move["at"])
+                if move["until"] is not None:
+                    inside &= old["created_at"] < pd.Timestamp(move["until"])
+                for v, n in old.loc[inside, "model_version"].astype(str).value_counts().items():
+                    by_version[v] = by_version.get(v, 0) + int(n)
             move["records_by_version"] = by_version
             move["records_served"] = by_version.get(str(move["to_version"]), 0)
     return moves
