@@ -166,13 +166,15 @@ def archive_table(
     table, column = tables()[name]
     when = table.c[column]
     result = TableResult()
-    with engine.connect() as conn:
-        oldest = conn.execute(select(func.min(when)).where(when < before)).scalar()
-    if oldest is None:
-        return result
-    oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest.astimezone(UTC)
-    day = oldest.date()
-    while datetime.combine(day, datetime.min.time(), tzinfo=UTC) < before:
+    start = None
+    while True:
+        with engine.connect() as conn:  # the next day holding rows (no query per empty day)
+            after = [when < before] if start is None else [when < before, when >= start + timedelta(days=1)]
+            oldest = conn.execute(select(func.min(when)).where(*after)).scalar()
+        if oldest is None:
+            return result
+        oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest.astimezone(UTC)
+        day = oldest.date()
         start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
         end = min(start + timedelta(days=1), before)
         done = _archive_day(engine, archive, name, table, when, day, start, end, batch, pause)
@@ -182,8 +184,6 @@ def archive_table(
             result.deleted += done.deleted
             result.bytes += done.bytes
             result.delete_seconds += done.delete_seconds
-        day += timedelta(days=1)
-    return result
 
 
 def _archive_day(engine, archive, name, table, when, day, start, end, batch, pause) -> TableResult | None:
