@@ -374,10 +374,11 @@ def labelled_since(engine: Engine, model_name: str, since: datetime) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def run_window(engine: Engine, run_id: int) -> pd.DataFrame | None:
+def run_window(engine: Engine, run_id: int, archive: Any = None) -> pd.DataFrame | None:
     """The predictions a monitoring run judged (its model version, between its window's first and last
     record, at most its window size), as `recent_predictions` returns them; None when the run is unknown
-    or judged no window."""
+    or judged no window. With `archive` (core.retention), a window past the retention window is read
+    from the archive (a backfill of an old monitoring window)."""
     r = monitoring_runs
     with engine.connect() as conn:
         run = conn.execute(select(r).where(r.c.id == int(run_id))).mappings().first()
@@ -393,6 +394,7 @@ def run_window(engine: Engine, run_id: int) -> pd.DataFrame | None:
         minutes,
         now=end,
         bounded=True,
+        archive=archive,
     )
 
 
@@ -417,9 +419,11 @@ def recent_predictions(
     minutes: float,
     now: datetime | None = None,
     bounded: bool = False,
+    archive: Any = None,
 ) -> pd.DataFrame:
     """The most recent predictions of a version (at most `size`, within `minutes`; 0: any age), each with
-    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`."""
+    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`.
+    With `archive` (core.retention), archived records make up what the database lacks."""
     p, f = predictions, feedback
     upper, now = now, now or utcnow()
     query = (
@@ -443,7 +447,28 @@ def recent_predictions(
     if upper is not None and bounded:
         query = query.where(p.c.created_at <= upper)
     with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
+        rows = [dict(r) for r in conn.execute(query).mappings().all()]
+    if archive is not None and len(rows) < size:
+        from core.retention import archived_with_labels
+
+        filters = [("model_name", "=", model_name), ("model_version", "=", str(version))]
+        if minutes and minutes > 0:
+            filters.append(("created_at", ">=", pd.Timestamp(now - timedelta(minutes=minutes))))
+        if upper is not None and bounded:
+            filters.append(("created_at", "<=", pd.Timestamp(upper)))
+        old = archived_with_labels(engine, archive, ["features", "score"], filters)
+        old = old.sort_values(["created_at", "id"], ascending=False).head(size - len(rows))
+        rows += [
+            {
+                "request_id": r.request_id,
+                "record_index": int(r.record_index),
+                "created_at": r.created_at.to_pydatetime(),
+                "features": r.features,
+                "score": r.score,
+                "feedback_label": None if pd.isna(r.label_fb) else r.label_fb,
+            }
+            for r in old.itertuples()
+        ]
     if not rows:
         return pd.DataFrame(columns=["request_id", "record_index", "created_at", "score", "label"])
     features = pd.DataFrame([_features(r["features"]) for r in rows])

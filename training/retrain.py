@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         replaced,
         run_id,
         gate.load_version(result.model_name, result.version).score,
+        archive=retention.archive_of(settings),
     )
     code = gate.main(["--version", result.version])
     if code == 0:

@@ -332,3 +332,34 @@ def test_the_monitor_loop_runs_the_job_then_waits_for_the_next_day(tmp_path):
     assert count(log, store.predictions) == 0
     assert len(retention.read_archive(retention.archive_store(settings), "predictions")) == 4
     assert 60 < stop.waited <= 86_400 + 60
+
+
+def test_a_monitoring_runs_window_is_read_back_from_the_archive(tmp_path):
+    log = LogStore(f"sqlite:///{tmp_path / 'service.db'}")
+    log.ensure_tables()
+    folder = ObjectStore(str(tmp_path / "archive"))
+    start = NOW - timedelta(days=40)
+    rows = rows_at(start, 6) + rows_at(start + timedelta(minutes=10), 4)
+    log.insert(rows)
+    log.insert_feedback(rows[2][0], 2, 1, start + timedelta(minutes=1))
+    with log.engine.begin() as conn:
+        run_id = conn.execute(
+            store.monitoring_runs.insert().values(
+                started_at=start + timedelta(minutes=11),
+                status="drift",
+                model_name="telco-churn",
+                model_version="1",
+                window_size=8,
+                window_start=start,
+                window_end=start + timedelta(minutes=10),
+            )
+        ).inserted_primary_key[0]
+    before = store.run_window(log.engine, run_id)
+    assert len(before) == 8 and before["label"].notna().sum() == 1
+    retention.run_retention(log.engine, folder, 30, now=NOW)
+    assert len(store.run_window(log.engine, run_id)) == 0
+    after = store.run_window(log.engine, run_id, folder)
+    key = ["created_at", "request_id", "record_index"]
+    pd.testing.assert_frame_equal(
+        after.sort_values(key).reset_index(drop=True), before.sort_values(key).reset_index(drop=True)
+    )
