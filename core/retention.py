@@ -314,18 +314,16 @@ def archived_with_labels(
     archive: ObjectStore | None,
     columns: list[str],
     filters: list[tuple[str, str, Any]] | None = None,
+    labelled_only: bool = False,
 ) -> pd.DataFrame:
     """Archived predictions (`columns`, plus request_id, record_index, created_at, id) with their
     feedback label (`label_fb`, NaN: none), the label taken from the database's feedback or the archived
     feedback: a label that came after its prediction was archived is stored in the database and joins
-    here. Empty frame when nothing matches."""
+    here (a record labelled twice keeps its first label). `labelled_only`: only labelled records, the
+    others not even read into memory (a filter on their request ids). Empty frame when nothing matches."""
     from core import store
 
     keys = ["request_id", "record_index"]
-    wanted = list(dict.fromkeys([*columns, "id", "created_at", *keys]))
-    rows = read_archive(archive, "predictions", columns=wanted, filters=filters)
-    if rows.empty:
-        return rows.assign(label_fb=pd.Series(dtype=float))
     f = store.feedback
     with engine.connect() as conn:
         db_fb = pd.DataFrame(
@@ -337,10 +335,16 @@ def archived_with_labels(
     labels = labels.drop_duplicates(keys, keep="first")[[*keys, "label"]].rename(
         columns={"label": "label_fb"}
     )
-    if labels.empty:
-        return rows.assign(label_fb=float("nan"))
     labels["record_index"] = labels["record_index"].astype("int64")
+    wanted = list(dict.fromkeys([*columns, "id", "created_at", *keys]))
+    if labelled_only:
+        if labels.empty:
+            return pd.DataFrame(columns=[*wanted, "label_fb"])
+        filters = [*(filters or []), ("request_id", "in", sorted(set(labels["request_id"])))]
+    rows = read_archive(archive, "predictions", columns=wanted, filters=filters)
+    if rows.empty:
+        return rows.assign(label_fb=pd.Series(dtype=float))
     rows["record_index"] = rows["record_index"].astype("int64")
-    merged = rows.merge(labels, on=keys, how="left")
+    merged = rows.merge(labels, on=keys, how="inner" if labelled_only else "left")
     merged["label_fb"] = merged["label_fb"].astype(float)
     return merged

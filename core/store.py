@@ -348,8 +348,7 @@ def labelled_predictions(engine: Engine, archive: Any = None) -> pd.DataFrame:
     if archive is not None:
         from core.retention import archived_with_labels
 
-        old = archived_with_labels(engine, archive, ["features"])
-        old = old[old["label_fb"].notna()]
+        old = archived_with_labels(engine, archive, ["features"], labelled_only=True)
         rows += [
             (ts.to_pydatetime(), int(i), _features(feat), int(lab))
             for ts, i, feat, lab in zip(
