@@ -12,8 +12,8 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
-        score install-spark bench-score
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
+        score install-spark bench-score bench-retention
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ history: export HISTORY_EXTRA_ARGS := $(value HISTORY_ARGS)
 history: $(STAMP) ## the champion timeline: every move (when, from/to, kind, who, records served, why); HISTORY_ARGS="--json"
 	$(PY) -m operations history --args-env HISTORY_EXTRA_ARGS
 
+retention: $(STAMP) ## archive the prediction log's days past LOG_RETENTION_DAYS to LOG_ARCHIVE_URI (Parquet), delete them
+	$(PY) -m operations retention
+
 # Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
 # SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.
 unexport INPUT OUTPUT KEYS MODEL ENGINE REJECTS
@@ -118,7 +121,7 @@ score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SC
 score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
 	$(PY) -m scoring
 
-bench: bench-train bench-serve bench-slow-clients bench-drift bench-shadow bench-score ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-slow-clients bench-drift bench-shadow bench-score bench-retention ## every benchmark; tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
 	$(PY) -m tools.bench_score
@@ -137,6 +140,9 @@ bench-slow-clients: $(STAMP) ## /health under 12 slow-header connections, grania
 
 bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%, 100% -> docs/benchmarks.md (Shadow scoring)
 	$(PY) -m tools.bench_shadow
+
+bench-retention: $(STAMP) ## 60 simulated days of the prediction log with retention: DB size flat, job time, write p99 -> docs/benchmarks.md
+	$(PY) -m tools.bench_retention
 
 serve: $(STAMP) ## the model service (granian, model_service/server.py) on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
 	$(PY) -m model_service.server

@@ -3,6 +3,7 @@
     churnops demo                              # the whole loop on the embedded default (make demo)
     churnops rollback [VERSION] [--reason T]   # champion back, wait until served (make rollback)
     churnops history [--limit N] [--json]      # every champion move: when, who, why (make history)
+    churnops retention [--days N] [--dry-run]  # archive and delete the log's old days (make retention)
     churnops simulate --scenario covariate     # traffic to the service (make simulate)
     churnops model-card                        # the champion's measured tables (make model-card)
     churnops bad-model                         # register a deliberately bad version: the guard drill
@@ -21,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("operations.demo", "the whole loop on the embedded default, with a timeline"),
     "rollback": ("operations.rollback", "move 'champion' back and wait until the service serves it"),
     "history": ("operations.history", "the champion timeline: every move, who, why, records served"),
+    "retention": (
+        "operations.retention",
+        "archive the prediction log's days past LOG_RETENTION_DAYS, delete them",
+    ),
     "simulate": ("operations.simulate", "send held-out traffic (optionally drifted) and its labels"),
     "model-card": ("operations.model_card", "rewrite the measured tables of the champion's model card"),
     "bad-model": ("operations.bad_model", "register a deliberately bad model version (the guard drill)"),
