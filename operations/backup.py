@@ -44,12 +44,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import create_engine, func, inspect, select, table, text
+from pydantic import field_validator
+from sqlalchemy import Connection, create_engine, func, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
 from core import store
 from core.objects import ObjectStore, S3Access
-from core.settings import RepoPath, SettingsError, env_field, git_commit, load_or_exit, sqlite_url
+from core.settings import RepoPath, SettingsError, env_field, git_commit, load_or_exit, repo_path, sqlite_url
 from monitoring.settings import MonitorSettings
 from operations.rollback import with_env_args
 from training.settings import TrainingSettings
@@ -91,6 +92,12 @@ class BackupSettings(TrainingSettings, MonitorSettings):
     log_archive_uri: str | None = env_field(
         "LOG_ARCHIVE_URI", None, "the prediction-log archive (folder or s3://); backed up when set"
     )
+
+    @field_validator("mlflow_artifacts_destination", "log_archive_uri")
+    @classmethod
+    def _folder_from_repo(cls, value: str | None) -> str | None:
+        """A folder taken from the repository root when relative (as MONITOR_REPORTS_URI); s3:// as given."""
+        return value if value is None or value.startswith("s3://") else str(repo_path(value))
 
     @property
     def mlflow_database(self) -> str | None:
@@ -176,31 +183,31 @@ def run_pg(cmd: list[str], env: dict[str, str]) -> None:
         raise Refused(f"{Path(cmd[0]).name} failed: {detail}")
 
 
+def describe(conn: Connection, service: bool) -> dict[str, Any]:
+    """Backend, server version, schema revision and row counts of the database `conn` reads."""
+    tables = sorted(inspect(conn).get_table_names())
+    sqlite = conn.dialect.name == "sqlite"
+    version_table = store.VERSION_TABLE if service else "alembic_version"
+    return {
+        "backend": "sqlite" if sqlite else "postgresql",
+        "server_version": sqlite3.sqlite_version
+        if sqlite
+        else conn.execute(text("SHOW server_version")).scalar(),
+        "schema_revision": conn.execute(text(f"SELECT version_num FROM {version_table}")).scalar()
+        if version_table in tables
+        else None,
+        "row_counts": {t: conn.execute(select(func.count()).select_from(table(t))).scalar() for t in tables},
+    }
+
+
 def describe_database(url: str, service: bool) -> dict[str, Any]:
-    """Backend, server version, schema revision and row counts of a database (as it is now)."""
-    engine = store.make_engine(url) if service else create_engine(url)
+    """`describe` of the database at `url`, as it is now."""
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            tables = sorted(inspect(conn).get_table_names())
-            counts = {t: conn.execute(select(func.count()).select_from(table(t))).scalar() for t in tables}
-            if engine.dialect.name == "sqlite":
-                version = sqlite3.sqlite_version
-            else:
-                version = conn.execute(text("SHOW server_version")).scalar()
-            version_table = store.VERSION_TABLE if service else "alembic_version"
-            revision = (
-                conn.execute(text(f"SELECT version_num FROM {version_table}")).scalar()
-                if version_table in tables
-                else None
-            )
+            return describe(conn, service)
     finally:
         engine.dispose()
-    return {
-        "backend": backend(url),
-        "server_version": version,
-        "schema_revision": revision,
-        "row_counts": counts,
-    }
 
 
 def sqlite_copy(source: str, target: Path) -> None:
@@ -214,17 +221,38 @@ def sqlite_copy(source: str, target: Path) -> None:
         src.close()
 
 
-def dump_database(url: str, into: Path) -> None:
-    """A consistent copy of the database at `url` in the file `into`."""
+def dump_database(url: str, into: Path, service: bool) -> dict[str, Any]:
+    """A consistent copy of the database at `url` in the file `into`; `describe` of exactly that copy.
+
+    SQLite: the online backup API, then the copy described. PostgreSQL: one REPEATABLE READ transaction
+    exports its snapshot, `pg_dump --snapshot` dumps that snapshot while the transaction counts the rows
+    in it: the manifest's counts are the dump's even while the service writes."""
     if backend(url) == "sqlite":
         if not sqlite_path(url).is_file():
             raise Refused(f"no database at {sqlite_path(url)} (nothing trained or served yet?)")
         sqlite_copy(f"file:{sqlite_path(url)}?mode=ro", into)
-        return
+        return describe_database(sqlite_url(into), service)
     dsn, env = libpq(url)
-    run_pg(
-        [pg_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", "-f", str(into), dsn], env
-    )
+    engine = create_engine(url)
+    try:
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar()
+            run_pg(
+                [
+                    pg_tool("pg_dump"),
+                    "--format=custom",
+                    "--no-owner",
+                    "--no-privileges",
+                    f"--snapshot={snapshot}",
+                    "-f",
+                    str(into),
+                    dsn,
+                ],
+                env,
+            )
+            return describe(conn, service)
+    finally:
+        engine.dispose()
 
 
 def load_database(url: str, dump: Path) -> None:
@@ -343,12 +371,7 @@ def backup(settings: BackupSettings, folder: Path, now: datetime | None = None) 
             for name, url in databases.items():
                 member = f"databases/{name}{dump_suffix(url)}"
                 dump = Path(tmp) / Path(member).name
-                dump_database(url, dump)
-                # described from the copy for SQLite (exactly what is archived); PostgreSQL's dump is one
-                # snapshot, its counts are read just after
-                described = describe_database(
-                    sqlite_url(dump) if backend(url) == "sqlite" else url, name == "service"
-                )
+                described = dump_database(url, dump, service=name == "service")
                 add_member(tar, member, dump.read_bytes(), sums)
                 dump.unlink()
                 manifest["databases"][name] = {"member": member, "source": redact(url), **described}
@@ -361,6 +384,7 @@ def backup(settings: BackupSettings, folder: Path, now: datetime | None = None) 
                     count, size = count + 1, size + len(data)
                 manifest["object_roots"][name] = {"uri": uri, "objects": count, "bytes": size}
             add_member(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), {})
+        partial.chmod(0o600)  # customers' records: the owner's only
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from core import registry, store
 from core.dataset import load_config
@@ -56,13 +57,16 @@ def take_backup(env: dict[str, str], folder: Path) -> Path:
     with using(env):
         code, out, err = run(backup.main, "--dir", str(folder))
     assert code == 0, err
+    print(out)  # the measured time and size (pytest -s)
     (archive,) = folder.glob("churnops-backup-*.tar")
     return archive
 
 
 def restore_into(env: dict[str, str], archive: Path, *args: str) -> tuple[int, str, str]:
     with using(env):
-        return run(backup.main_restore, str(archive), *args)
+        code, out, err = run(backup.main_restore, str(archive), *args)
+    print(out)
+    return code, out, err
 
 
 def service_counts(env: dict[str, str]) -> dict[str, int]:
@@ -307,3 +311,39 @@ def test_postgresql_and_s3_round_trip(postgres_server, s3_server, tmp_path):
     # it holds rows, a registered model and objects now: a second restore is refused, nothing changed
     assert_refused(dst, archive, "the target is not empty")
     assert service_counts(dst) == service["row_counts"]
+
+
+def test_an_archive_from_older_code_restores_at_its_revision_and_the_migrations_upgrade_it(
+    first_archive, tmp_path
+):
+    """The service database of an archive made before the last migration (0004: no champion_moves)."""
+    from alembic import command
+
+    older = tmp_path / "older.sqlite"
+    engine = store.make_engine(f"sqlite:///{older}")
+    config = store.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+    engine.dispose()
+
+    def at_0004(name: str, data: bytes) -> bytes:
+        if name == "databases/service.sqlite":
+            return older.read_bytes()
+        if name == backup.MANIFEST:
+            manifest = json.loads(data)
+            manifest["members"]["databases/service.sqlite"] = backup.sha256(older.read_bytes())
+            manifest["databases"]["service"]["schema_revision"] = "0004"
+            return json.dumps(manifest).encode()
+        return data
+
+    archive = rewrite(first_archive, tmp_path / "older.tar", at_0004)
+    env = env_of(tmp_path / "target")
+    code, _, err = restore_into(env, archive)
+    assert code == 0, err
+    restored = store.make_engine(env["DATABASE_URL"])
+    assert store.schema_revision(restored) == "0004"
+    assert "champion_moves" not in sa.inspect(restored).get_table_names()
+    store.create_tables(restored)  # what the service runs when it starts
+    assert store.schema_revision(restored) == "0005"
+    assert "champion_moves" in sa.inspect(restored).get_table_names()
