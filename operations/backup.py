@@ -340,11 +340,27 @@ def object_store(uri: str, settings: BackupSettings) -> ObjectStore:
     return ObjectStore(uri, S3Access.of(settings))
 
 
+CHUNK = 1 << 20
+
+
 def add_member(tar: tarfile.TarFile, name: str, data: bytes, sums: dict[str, str]) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
     tar.addfile(info, io.BytesIO(data))
     sums[name] = sha256(data)
+
+
+def add_file(tar: tarfile.TarFile, name: str, path: Path, sums: dict[str, str]) -> None:
+    """A file (a database dump: possibly gigabytes) into the tar and its sha256, never whole in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = path.stat().st_size, int(time.time()), 0o600
+    with path.open("rb") as handle:
+        tar.addfile(info, handle)
+    sums[name] = digest.hexdigest()
 
 
 def backup(settings: BackupSettings, folder: Path, now: datetime | None = None) -> tuple[Path, dict]:
@@ -372,7 +388,7 @@ def backup(settings: BackupSettings, folder: Path, now: datetime | None = None) 
                 member = f"databases/{name}{dump_suffix(url)}"
                 dump = Path(tmp) / Path(member).name
                 described = dump_database(url, dump, service=name == "service")
-                add_member(tar, member, dump.read_bytes(), sums)
+                add_file(tar, member, dump, sums)
                 dump.unlink()
                 manifest["databases"][name] = {"member": member, "source": redact(url), **described}
             for name, uri in roots.items():
@@ -397,10 +413,11 @@ def redact(url: str) -> str:
 
 @dataclass
 class Archive:
-    """A checked archive: its manifest and members (every checksum verified)."""
+    """A checked archive: its manifest, the objects' bytes and the database dumps (every sha256 verified)."""
 
     manifest: dict[str, Any]
-    members: dict[str, bytes]
+    members: dict[str, bytes]  # objects (and dumps when read without a spill folder)
+    files: dict[str, Path]  # database dumps written to the spill folder
 
     def objects(self, root: str) -> Iterator[tuple[str, bytes]]:
         prefix = f"objects/{root}/"
@@ -408,18 +425,40 @@ class Archive:
             if name.startswith(prefix):
                 yield name[len(prefix) :], data
 
+    def dump(self, member: str, folder: Path) -> Path:
+        """The database dump `member` as a file (in `folder` unless it was spilled already)."""
+        if member in self.files:
+            return self.files[member]
+        path = folder / Path(member).name
+        path.write_bytes(self.members[member])
+        return path
 
-def read_archive(path: Path) -> Archive:
-    """Every member read and checked against the manifest's sha256; Refused when anything is off."""
+
+def read_archive(path: Path, spill: Path | None = None) -> Archive:
+    """Every member read and checked against the manifest's sha256; Refused when anything is off.
+    With `spill`, the database dumps are streamed to files there instead of memory."""
     if not path.is_file():
         raise Refused(f"{path}: no such archive")
+    members: dict[str, bytes] = {}
+    files: dict[str, Path] = {}
+    sums: dict[str, str] = {}
     try:
         with tarfile.open(path, "r:") as tar:
-            members = {}
             for info in tar:
-                if info.isfile():
-                    handle = tar.extractfile(info)
-                    members[info.name] = handle.read() if handle else b""
+                handle = tar.extractfile(info) if info.isfile() else None
+                if handle is None:
+                    continue
+                digest = hashlib.sha256()
+                if spill is not None and info.name.startswith("databases/"):
+                    files[info.name] = spill / Path(info.name).name
+                    with files[info.name].open("wb") as out:
+                        for chunk in iter(lambda h=handle: h.read(CHUNK), b""):
+                            digest.update(chunk)
+                            out.write(chunk)
+                else:
+                    members[info.name] = handle.read()
+                    digest.update(members[info.name])
+                sums[info.name] = digest.hexdigest()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise Refused(f"{path.name}: not a complete archive ({exc}); nothing was restored") from None
     if MANIFEST not in members:
@@ -429,22 +468,23 @@ def read_archive(path: Path) -> Archive:
         expected: dict[str, str] = manifest["members"]
     except (ValueError, KeyError, TypeError):
         raise Refused(f"{path.name}: {MANIFEST} is unreadable; nothing was restored") from None
-    missing = sorted(set(expected) - set(members))
+    sums.pop(MANIFEST)
+    missing = sorted(set(expected) - set(sums))
     if missing:
         raise Refused(
             f"{path.name}: {len(missing)} member(s) missing, e.g. {missing[0]}; nothing was restored"
         )
-    bad = sorted(n for n, s in expected.items() if sha256(members[n]) != s)
+    bad = sorted(n for n, s in expected.items() if sums[n] != s)
     if bad:
         raise Refused(
             f"{path.name}: checksum mismatch in {len(bad)} member(s), e.g. {bad[0]}; nothing was restored"
         )
-    extra = sorted(set(members) - set(expected))
+    extra = sorted(set(sums) - set(expected))
     if extra:
         raise Refused(
             f"{path.name}: {len(extra)} member(s) not in the manifest, e.g. {extra[0]}; nothing was restored"
         )
-    return Archive(manifest, members)
+    return Archive(manifest, members, files)
 
 
 def known_revisions() -> set[str]:
@@ -497,10 +537,44 @@ def existing_counts(url: str, tables: list[str]) -> dict[str, int]:
 
 def restore(settings: BackupSettings, path: Path, force: bool = False) -> dict[str, Any]:
     """Put the archive's state into the stores configured here; refuses (nothing changed) first."""
-    archive = read_archive(path)
-    manifest = archive.manifest
+    with tempfile.TemporaryDirectory() as spill:
+        archive = read_archive(path, Path(spill))
+        databases, roots = stores_of(settings)
+        check_target(archive.manifest, databases, roots, settings, force)
+        for name, entry in archive.manifest["databases"].items():
+            load_database(databases[name], archive.dump(entry["member"], Path(spill)))
+        moved = 0
+        old_artifacts = archive.manifest["object_roots"].get("mlflow-artifacts", {}).get("uri", "")
+        new_artifacts = roots.get("mlflow-artifacts", "")
+        if (
+            old_artifacts
+            and new_artifacts not in ("", old_artifacts)
+            and not new_artifacts.startswith("s3://")
+        ):
+            moved = move_artifact_paths(databases["mlflow"], old_artifacts, new_artifacts)
+        restored = {}
+        for name in archive.manifest["object_roots"]:
+            if name in roots:
+                target = object_store(roots[name], settings)
+                restored[name] = sum(1 for key, data in archive.objects(name) if target.put(key, data))
+    return {"objects": restored, "artifact_paths_moved": moved}
+
+
+def check_target(
+    manifest: dict[str, Any],
+    databases: dict[str, str],
+    roots: dict[str, str],
+    settings: BackupSettings,
+    force: bool,
+) -> None:
+    """Every refusal that depends on the target, before anything is written."""
     check_revision(manifest)
-    databases, roots = stores_of(settings)
+    for name, entry in manifest["databases"].items():
+        if entry["backend"] != backend(databases[name]):
+            raise Refused(
+                f"{name}: the archive holds {entry['backend']}, the target is {backend(databases[name])}; "
+                "nothing was restored"
+            )
     unknown = sorted(
         n for n, r in manifest.get("object_roots", {}).items() if r.get("objects") and n not in roots
     )
@@ -508,37 +582,10 @@ def restore(settings: BackupSettings, path: Path, force: bool = False) -> dict[s
         raise Refused(
             f"the archive holds objects of {', '.join(unknown)}, not configured here; nothing was restored"
         )
-    if not force:
-        found = occupied(databases, roots, settings)
-        if found:
-            raise Refused(
-                f"the target is not empty ({'; '.join(found[:3])}): restore --force replaces it; nothing was restored"
-            )
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, entry in manifest["databases"].items():
-            url = databases[name]
-            if entry["backend"] != backend(url):
-                raise Refused(f"{name}: the archive holds {entry['backend']}, the target is {backend(url)}")
-            dump = Path(tmp) / Path(entry["member"]).name
-            dump.write_bytes(archive.members[entry["member"]])
-            load_database(url, dump)
-    moved = 0
-    old_artifacts = manifest["object_roots"].get("mlflow-artifacts", {}).get("uri", "")
-    new_artifacts = roots.get("mlflow-artifacts", "")
-    if (
-        old_artifacts
-        and new_artifacts
-        and old_artifacts != new_artifacts
-        and not new_artifacts.startswith("s3://")
-    ):
-        moved = move_artifact_paths(databases["mlflow"], old_artifacts, new_artifacts)
-    restored = {}
-    for name in manifest["object_roots"]:
-        if name not in roots:
-            continue
-        target = object_store(roots[name], settings)
-        restored[name] = sum(1 for key, data in archive.objects(name) if target.put(key, data))
-    return {"objects": restored, "artifact_paths_moved": moved}
+    if not force and (found := occupied(databases, roots, settings)):
+        raise Refused(
+            f"the target is not empty ({'; '.join(found[:3])}): restore --force replaces it; nothing was restored"
+        )
 
 
 # ------------------------------------------------------------------------------------------ commands
