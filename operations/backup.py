@@ -503,12 +503,20 @@ def check_revision(manifest: dict[str, Any]) -> None:
         )
 
 
+# Rows a freshly started target writes by itself, which do not make it "not empty": the monitor's first
+# runs find no champion or no data yet (skipped, error), an alias lock is a move in progress. Table ->
+# the SQL condition of such rows (None: every row).
+NOT_STATE: dict[str, str | None] = {"monitoring_runs": "status IN ('skipped', 'error')", "alias_locks": None}
+
+
 def occupied(databases: dict[str, str], roots: dict[str, str], settings: BackupSettings) -> list[str]:
-    """What the target already holds: rows in the service's tables, registered models, objects."""
+    """What the target already holds: rows in the service's tables (but NOT_STATE), registered models,
+    objects."""
     found = []
     service = databases["service"]
     if backend(service) != "sqlite" or sqlite_path(service).exists():
-        counts = existing_counts(service, [t.name for t in store.metadata.sorted_tables])
+        tables = [t.name for t in store.metadata.sorted_tables if NOT_STATE.get(t.name, "") is not None]
+        counts = existing_counts(service, tables, NOT_STATE)
         found += [f"{n} rows in {t}" for t, n in counts.items() if n]
     mlflow = databases["mlflow"]
     if backend(mlflow) != "sqlite" or sqlite_path(mlflow).exists():
@@ -521,16 +529,21 @@ def occupied(databases: dict[str, str], roots: dict[str, str], settings: BackupS
     return found
 
 
-def existing_counts(url: str, tables: list[str]) -> dict[str, int]:
+def existing_counts(
+    url: str, tables: list[str], unless: dict[str, str | None] | None = None
+) -> dict[str, int]:
+    """Rows of each table that exists (not counting those matching `unless[table]`)."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
-            return {
-                t: conn.execute(select(func.count()).select_from(table(t))).scalar()
-                for t in tables
-                if t in present
-            }
+            counts = {}
+            for t in (t for t in tables if t in present):
+                query = select(func.count()).select_from(table(t))
+                if (unless or {}).get(t):
+                    query = query.where(text(f"NOT ({unless[t]})"))
+                counts[t] = conn.execute(query).scalar()
+            return counts
     finally:
         engine.dispose()
 

@@ -347,3 +347,23 @@ def test_an_archive_from_older_code_restores_at_its_revision_and_the_migrations_
     store.create_tables(restored)  # what the service runs when it starts
     assert store.schema_revision(restored) == "0005"
     assert "champion_moves" in sa.inspect(restored).get_table_names()
+
+
+def test_a_fresh_stacks_own_rows_do_not_make_it_non_empty(first_archive, tmp_path):
+    """A freshly started stack's monitor records a skipped run (no champion yet): still an empty target.
+    A run that judged data is state: refused."""
+    env = env_of(tmp_path / "target")
+    engine = store.engine_for(env["DATABASE_URL"])
+    run_row = {"started_at": store.utcnow(), "status": "skipped", "reason": "no champion yet", "alarm": False}
+    with engine.begin() as conn:
+        conn.execute(store.monitoring_runs.insert(), [run_row, {**run_row, "status": "error"}])
+    checked = {**run_row, "status": "ok", "reason": None}
+    with engine.begin() as conn:
+        conn.execute(store.monitoring_runs.insert(), [checked])
+    assert_refused(env, first_archive, "1 rows in monitoring_runs")
+    with engine.begin() as conn:
+        conn.execute(store.monitoring_runs.delete().where(store.monitoring_runs.c.status == "ok"))
+    engine.dispose()
+    store._engines.pop(env["DATABASE_URL"], None)
+    code, _, err = restore_into(env, first_archive)
+    assert code == 0, err
