@@ -1079,7 +1079,9 @@ def backup_phase(stack: Stack) -> None:
         )
     try:
         # the MLflow server started on the empty registry: a fresh process for the restored one
-        stack.compose("up", "-d", "--no-build", "--wait", "--force-recreate", "mlflow", timeout=300)
+        stack.compose(
+            "up", "-d", "--no-build", "--no-deps", "--wait", "--force-recreate", "mlflow", timeout=300
+        )
         stack.compose("up", "-d", "--no-build", "--wait", *services, timeout=600)
     except StackTestError:
         stack.unhealthy_logs()
