@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
         score install-spark bench-score bench-retention
 
 help: ## list the targets
@@ -109,6 +109,19 @@ history: $(STAMP) ## the champion timeline: every move (when, from/to, kind, who
 retention: $(STAMP) ## archive the prediction log's days past LOG_RETENTION_DAYS to LOG_ARCHIVE_URI (Parquet), delete them
 	$(PY) -m operations retention
 
+# Backup and restore (operations/backup.py, docs/runbook.md "Backup and restore"). BACKUP_DIR and BACKUP_KEEP
+# are settings (the environment); ARCHIVE and RESTORE_ARGS (e.g. "--force") reach the command unexpanded
+# and unsplit by a shell, like ROLLBACK_ARGS.
+unexport ARCHIVE RESTORE_ARGS
+backup: $(STAMP) ## one dated archive of the databases, objects and data into BACKUP_DIR; keeps the newest BACKUP_KEEP
+	$(PY) -m operations backup
+
+restore: export RESTORE_ARCHIVE := $(value ARCHIVE)
+restore: export RESTORE_EXTRA_ARGS := $(value RESTORE_ARGS)
+restore: $(STAMP) ## ARCHIVE=path [RESTORE_ARGS=--force]: put a backup into an empty target (checked first)
+	@test -n "$$RESTORE_ARCHIVE" || { echo "error: make restore ARCHIVE=path/churnops-backup-....tar" >&2; exit 2; }
+	$(PY) -m operations restore "$$RESTORE_ARCHIVE" --args-env RESTORE_EXTRA_ARGS
+
 # Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
 # SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.
 unexport INPUT OUTPUT KEYS MODEL ENGINE REJECTS
@@ -181,7 +194,8 @@ LOAD_TEST_DIR  ?= var/reports/load-test
 comma          := ,
 export REGISTRY IMAGE_TAG
 
-.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack
+.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack \
+        stack-backup stack-restore
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
 	$(PY) -m tools.validate_stack
@@ -237,6 +251,27 @@ stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example
 
 stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops them)
 	$(STACK) down
+
+# The Compose stack's backup runs in the trainer's container (it reaches postgres and s3, and holds the
+# training data volume); the archive travels to and from STACK_BACKUP_DIR on the host as a tar stream on
+# stdin/stdout (written by the host user: no bind mount owned by the container's uid).
+STACK_BACKUP_DIR ?= var/backups/compose
+BACKUP_KEEP      ?= 7
+stack_job = $(STACK) --profile jobs run --rm --no-deps -T trainer sh -c
+stack-backup: ## the Compose stack's backup (run in the trainer container) into STACK_BACKUP_DIR; keeps BACKUP_KEEP
+	@mkdir -p "$(STACK_BACKUP_DIR)"
+	$(stack_job) 'python -m operations backup --dir /tmp/backup --keep 0 >&2 && tar -C /tmp/backup -cf - .' \
+	  > "$(STACK_BACKUP_DIR)/.incoming" && tar -C "$(STACK_BACKUP_DIR)" -xf "$(STACK_BACKUP_DIR)/.incoming"; \
+	  status=$$?; rm -f "$(STACK_BACKUP_DIR)/.incoming"; exit $$status
+	@if [ "$(BACKUP_KEEP)" -gt 0 ]; then ls -1 "$(STACK_BACKUP_DIR)"/churnops-backup-*.tar | sort | head -n -$(BACKUP_KEEP) | xargs -r rm -v --; fi
+
+stack-restore: export RESTORE_ARCHIVE := $(value ARCHIVE)
+stack-restore: export RESTORE_ARGS := $(value RESTORE_ARGS)
+stack-restore: ## ARCHIVE=path/churnops-backup-....tar [RESTORE_ARGS=--force] into the Compose stack (trainer container)
+	@test -f "$$RESTORE_ARCHIVE" || { echo "error: make stack-restore ARCHIVE=$(STACK_BACKUP_DIR)/churnops-backup-....tar" >&2; exit 2; }
+	tar -C "$$(dirname "$$RESTORE_ARCHIVE")" -cf - "$$(basename "$$RESTORE_ARCHIVE")" \
+	  | $(STACK) --profile jobs run --rm --no-deps -T -e RESTORE_ARGS trainer sh -c \
+	    'mkdir -p /tmp/restore && tar -C /tmp/restore -xf - && python -m operations restore /tmp/restore/*.tar --args-env RESTORE_ARGS'
 
 stack-test: $(STAMP) ## the stack for real: engine, offline images, pipeline stages, loop, faults, PromQL; always down -v
 	$(PY) -m tests.support.stack_test

@@ -8,8 +8,10 @@
     churnops model-card                        # the champion's measured tables (make model-card)
     churnops bad-model                         # register a deliberately bad version: the guard drill
     churnops native-stack up|reset|env         # the stack's services natively (make stack-native)
+    churnops backup [--dir D] [--keep N]       # one dated archive of the whole state (make backup)
+    churnops restore ARCHIVE [--force]         # into an empty target, checked first (make restore)
 
-Each command is one module of this package with a `main(argv)`; `churnops COMMAND --help` lists its options.
+Each command is one module of this package with a `main(argv)` (or `module:function`); `churnops COMMAND --help` lists its options.
 The lifecycle packages never import this one (import-linter); it stands on them.
 """
 
@@ -30,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-card": ("operations.model_card", "rewrite the measured tables of the champion's model card"),
     "bad-model": ("operations.bad_model", "register a deliberately bad model version (the guard drill)"),
     "native-stack": ("operations.native_stack", "the stack's services natively on loopback (honcho)"),
+    "backup": ("operations.backup", "one dated archive of the databases, objects and data (make backup)"),
+    "restore": ("operations.backup:main_restore", "put an archive back into an empty target (make restore)"),
 }
 
 
@@ -49,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"churnops: unknown command {command!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])  # only the command's own imports
-    return module.main(rest)
+    module_name, _, function = COMMANDS[command][0].partition(":")
+    module = importlib.import_module(module_name)  # only the command's own imports
+    return getattr(module, function or "main")(rest)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,15 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def put_back_environ(saved: dict[str, str | None]) -> None:
+    """os.environ as `saved` recorded it (None: the variable was unset)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @dataclass(frozen=True)
 class TrainedStore:
     root: Path
@@ -210,11 +219,7 @@ def trained_champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Train
             str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == result.version
         )
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        put_back_environ(saved)
     yield TrainedStore(root, env, settings.model_name, result.version)
 
 
