@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 
 METRICS = ("roc_auc", "recall", "precision")
 DRAWS = 400  # Monte Carlo label draws for the band
@@ -178,6 +179,35 @@ def estimate_performance(
         # the band always holds the estimate (a skewed draw distribution must not exclude it)
         metrics[name] = Estimate(values[name], float(min(low, values[name])), float(max(high, values[name])))
     return PerformanceEstimate(len(s), float(threshold), metrics, confusion, level, draws)
+
+
+@dataclass(frozen=True)
+class CalibrationMap:
+    """A monotone map from a model's scores to calibrated probabilities (isotonic regression, linear
+    between its knots, clipped at the ends): NannyML's CBPE fits one on the reference data, so the
+    served scores, their ranking and the threshold stay as they are and only the estimate reads the
+    calibrated probabilities."""
+
+    knots: tuple[float, ...]
+    values: tuple[float, ...]
+
+    def __call__(self, scores) -> np.ndarray:
+        return np.interp(np.asarray(scores, dtype=float), self.knots, self.values)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {"knots": list(self.knots), "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> CalibrationMap:
+        return cls(tuple(map(float, raw["knots"])), tuple(map(float, raw["values"])))
+
+
+def fit_calibration_map(y_true, scores) -> CalibrationMap:
+    """Isotonic regression of the labels on the scores (e.g. the reference sample: the valid split's
+    labels and out-of-sample scores)."""
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    iso.fit(np.asarray(scores, dtype=float), np.asarray(y_true, dtype=float))
+    return CalibrationMap(tuple(map(float, iso.X_thresholds_)), tuple(map(float, iso.y_thresholds_)))
 
 
 def expected_calibration_error(y_true, probabilities, bins: int = CALIBRATION_BINS) -> float:
