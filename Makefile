@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
         score install-spark bench-score bench-retention
 
 help: ## list the targets
@@ -134,7 +134,7 @@ score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SC
 score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
 	$(PY) -m scoring
 
-bench: bench-train bench-serve bench-slow-clients bench-drift bench-shadow bench-score bench-retention ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-slow-clients bench-drift bench-estimate bench-shadow bench-score bench-retention ## every benchmark; tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
 	$(PY) -m tools.bench_score
@@ -147,6 +147,9 @@ bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs
 
 bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)
 	$(PY) -m tools.bench_drift
+
+bench-estimate: $(STAMP) ## quality estimated without labels (CBPE) vs realized, held-out windows -> docs/benchmarks.md
+	$(PY) -m tools.bench_estimate
 
 bench-slow-clients: $(STAMP) ## /health under 12 slow-header connections, granian vs gunicorn -> docs/benchmarks.md (Slow clients; needs a champion)
 	$(PY) -m tools.bench_slow_clients
