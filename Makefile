@@ -12,8 +12,8 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history bench bench-train bench-serve bench-drift bench-shadow bench-slow-clients serve clean clean-state \
-        score install-spark bench-score
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
+        score install-spark bench-score bench-retention
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,22 @@ history: export HISTORY_EXTRA_ARGS := $(value HISTORY_ARGS)
 history: $(STAMP) ## the champion timeline: every move (when, from/to, kind, who, records served, why); HISTORY_ARGS="--json"
 	$(PY) -m operations history --args-env HISTORY_EXTRA_ARGS
 
+retention: $(STAMP) ## archive the prediction log's days past LOG_RETENTION_DAYS to LOG_ARCHIVE_URI (Parquet), delete them
+	$(PY) -m operations retention
+
+# Backup and restore (operations/backup.py, docs/runbook.md "Backup and restore"). BACKUP_DIR and BACKUP_KEEP
+# are settings (the environment); ARCHIVE and RESTORE_ARGS (e.g. "--force") reach the command unexpanded
+# and unsplit by a shell, like ROLLBACK_ARGS.
+unexport ARCHIVE RESTORE_ARGS
+backup: $(STAMP) ## one dated archive of the databases, objects and data into BACKUP_DIR; keeps the newest BACKUP_KEEP
+	$(PY) -m operations backup
+
+restore: export RESTORE_ARCHIVE := $(value ARCHIVE)
+restore: export RESTORE_EXTRA_ARGS := $(value RESTORE_ARGS)
+restore: $(STAMP) ## ARCHIVE=path [RESTORE_ARGS=--force]: put a backup into an empty target (checked first)
+	@test -n "$$RESTORE_ARCHIVE" || { echo "error: make restore ARCHIVE=path/churnops-backup-....tar" >&2; exit 2; }
+	$(PY) -m operations restore "$$RESTORE_ARCHIVE" --args-env RESTORE_EXTRA_ARGS
+
 # Batch scoring (docs/scaling.md). INPUT, OUTPUT, KEYS, MODEL, ENGINE, REJECTS reach python -m scoring as
 # SCORE_* variables, unexpanded ($(value ...)) like rollback's; unset ones keep the environment's SCORE_*.
 unexport INPUT OUTPUT KEYS MODEL ENGINE REJECTS
@@ -118,7 +134,7 @@ score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SC
 score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
 	$(PY) -m scoring
 
-bench: bench-train bench-serve bench-slow-clients bench-drift bench-shadow bench-score ## every benchmark; tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-slow-clients bench-drift bench-estimate bench-shadow bench-score bench-retention ## every benchmark; tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
 	$(PY) -m tools.bench_score
@@ -132,11 +148,17 @@ bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs
 bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)
 	$(PY) -m tools.bench_drift
 
+bench-estimate: $(STAMP) ## quality estimated without labels (CBPE) vs realized, held-out windows -> docs/benchmarks.md
+	$(PY) -m tools.bench_estimate
+
 bench-slow-clients: $(STAMP) ## /health under 12 slow-header connections, granian vs gunicorn -> docs/benchmarks.md (Slow clients; needs a champion)
 	$(PY) -m tools.bench_slow_clients
 
 bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%, 100% -> docs/benchmarks.md (Shadow scoring)
 	$(PY) -m tools.bench_shadow
+
+bench-retention: $(STAMP) ## 60 simulated days of the prediction log with retention: DB size flat, job time, write p99 -> docs/benchmarks.md
+	$(PY) -m tools.bench_retention
 
 serve: $(STAMP) ## the model service (granian, model_service/server.py) on the embedded default (needs API_KEYS or AUTH_ENABLED=false)
 	$(PY) -m model_service.server
@@ -175,7 +197,8 @@ LOAD_TEST_DIR  ?= var/reports/load-test
 comma          := ,
 export REGISTRY IMAGE_TAG
 
-.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack
+.PHONY: validate-stack images images-offline push deploy smoke load-test stack-up stack-down stack-native stack-native-reset stack-test bench-stack \
+        stack-backup stack-restore
 
 validate-stack: $(STAMP) ## offline checks: compose, hadolint, promtool, jenkins-jobs, Jenkinsfile, dashboards
 	$(PY) -m tools.validate_stack
@@ -231,6 +254,27 @@ stack-up: ## the Compose stack (needs a Docker engine and .env; see .env.example
 
 stack-down: ## stop the Compose stack (volumes kept; `$(STACK) down -v` drops them)
 	$(STACK) down
+
+# The Compose stack's backup runs in the trainer's container (it reaches postgres and s3, and holds the
+# training data volume); the archive travels to and from STACK_BACKUP_DIR on the host as a tar stream on
+# stdin/stdout (written by the host user: no bind mount owned by the container's uid).
+STACK_BACKUP_DIR ?= var/backups/compose
+BACKUP_KEEP      ?= 7
+stack_job = $(STACK) --profile jobs run --rm --no-deps -T trainer sh -c
+stack-backup: ## the Compose stack's backup (run in the trainer container) into STACK_BACKUP_DIR; keeps BACKUP_KEEP
+	@mkdir -p "$(STACK_BACKUP_DIR)"
+	$(stack_job) 'python -m operations backup --dir /tmp/backup --keep 0 >&2 && tar -C /tmp/backup -cf - .' \
+	  > "$(STACK_BACKUP_DIR)/.incoming" && tar -C "$(STACK_BACKUP_DIR)" -xf "$(STACK_BACKUP_DIR)/.incoming"; \
+	  status=$$?; rm -f "$(STACK_BACKUP_DIR)/.incoming"; exit $$status
+	@if [ "$(BACKUP_KEEP)" -gt 0 ]; then ls -1 "$(STACK_BACKUP_DIR)"/churnops-backup-*.tar | sort | head -n -$(BACKUP_KEEP) | xargs -r rm -v --; fi
+
+stack-restore: export RESTORE_ARCHIVE := $(value ARCHIVE)
+stack-restore: export RESTORE_ARGS := $(value RESTORE_ARGS)
+stack-restore: ## ARCHIVE=path/churnops-backup-....tar [RESTORE_ARGS=--force] into the Compose stack (trainer container)
+	@test -f "$$RESTORE_ARCHIVE" || { echo "error: make stack-restore ARCHIVE=$(STACK_BACKUP_DIR)/churnops-backup-....tar" >&2; exit 2; }
+	tar -C "$$(dirname "$$RESTORE_ARCHIVE")" -cf - "$$(basename "$$RESTORE_ARCHIVE")" \
+	  | $(STACK) --profile jobs run --rm --no-deps -T -e RESTORE_ARGS trainer sh -c \
+	    'mkdir -p /tmp/restore && tar -C /tmp/restore -xf - && python -m operations restore /tmp/restore/*.tar --args-env RESTORE_ARGS'
 
 stack-test: $(STAMP) ## the stack for real: engine, offline images, pipeline stages, loop, faults, PromQL; always down -v
 	$(PY) -m tests.support.stack_test

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
         "tracking_uri": "sqlite:///$STATE_DIR/mlflow/mlflow.db",
         "database_url": "sqlite:///$STATE_DIR/service/service.db",
         "model_name": "from DATASET_CONFIG: telco-churn",
+        "log_archive_uri": "$STATE_DIR/archive/prediction-log",
     }
 
     state_dir: RepoPath = env_field(
@@ -105,6 +106,32 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = env_field(
         "LOG_FORMAT", "text", "text (a terminal) or json (one object per line, for a log collector)"
     )
+    s3_endpoint: str = env_field(
+        "S3_ENDPOINT_URL",
+        "",
+        "S3 endpoint for s3:// URIs (reports, the prediction-log archive): the stack's Ceph RGW, or any "
+        "S3 API",
+    )
+    s3_access_key: str = env_field("AWS_ACCESS_KEY_ID", "", "S3 credentials")
+    s3_secret_key: str = env_field("AWS_SECRET_ACCESS_KEY", "", "S3 credentials")
+    log_retention_days: int = env_field(
+        "LOG_RETENTION_DAYS",
+        0,
+        "prediction-log retention: UTC days entirely older than this many days are archived as Parquet "
+        "to LOG_ARCHIVE_URI, then deleted from the database (0: off; the monitor loop runs it daily)",
+        ge=0,
+    )
+    log_archive_uri: str | None = env_field(
+        "LOG_ARCHIVE_URI",
+        None,
+        "the prediction-log archive: a folder or s3://bucket/prefix (day-partitioned Parquet)",
+    )
+    log_retention_batch: int = env_field(
+        "LOG_RETENTION_BATCH_SIZE",
+        2000,
+        "retention deletes archived rows this many per transaction (short locks: the service keeps writing)",
+        ge=1,
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -129,6 +156,10 @@ class Settings(BaseSettings):
             self.tracking_uri = sqlite_url(self.state_dir / "mlflow" / "mlflow.db")
         if self.database_url is None:
             self.database_url = sqlite_url(self.state_dir / "service" / "service.db")
+        if self.log_archive_uri is None:
+            self.log_archive_uri = str(self.state_dir / "archive" / "prediction-log")
+        elif not self.log_archive_uri.startswith("s3://"):
+            self.log_archive_uri = str(repo_path(self.log_archive_uri))
         for name in type(self).model_fields:
             if getattr(self, name) is None and name in self.state_paths:
                 object.__setattr__(self, name, self.state_dir / self.state_paths[name])

@@ -331,18 +331,33 @@ def _features(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def labelled_predictions(engine: Engine) -> pd.DataFrame:
-    """Logged features + feedback label (`__label__`) of every labelled prediction, oldest first."""
+def labelled_predictions(engine: Engine, archive: Any = None) -> pd.DataFrame:
+    """Logged features + feedback label (`__label__`) of every labelled prediction, oldest first: the
+    database's and, with `archive` (a core.objects.ObjectStore, core.retention.archive_of), the archived
+    ones, a label stored after its prediction was archived included."""
     p, f = predictions, feedback
     query = (
-        select(p.c.features, f.c.label, p.c.created_at)
+        select(p.c.id, p.c.features, f.c.label, p.c.created_at)
         .select_from(p.join(f, and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index)))
         .order_by(p.c.created_at, p.c.id)
     )
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    frame = pd.DataFrame([_features(r.features) for r in rows])
-    frame["__label__"] = [int(r.label) for r in rows]
+        rows = [
+            (as_utc(r.created_at), r.id, _features(r.features), int(r.label)) for r in conn.execute(query)
+        ]
+    if archive is not None:
+        from core.retention import archived_with_labels
+
+        old = archived_with_labels(engine, archive, ["features"], labelled_only=True)
+        rows += [
+            (ts.to_pydatetime(), int(i), _features(feat), int(lab))
+            for ts, i, feat, lab in zip(
+                old["created_at"], old["id"], old["features"], old["label_fb"], strict=True
+            )
+        ]
+        rows.sort(key=lambda r: (r[0], r[1]))
+    frame = pd.DataFrame([r[2] for r in rows])
+    frame["__label__"] = [r[3] for r in rows]
     return frame
 
 
@@ -358,10 +373,11 @@ def labelled_since(engine: Engine, model_name: str, since: datetime) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def run_window(engine: Engine, run_id: int) -> pd.DataFrame | None:
+def run_window(engine: Engine, run_id: int, archive: Any = None) -> pd.DataFrame | None:
     """The predictions a monitoring run judged (its model version, between its window's first and last
     record, at most its window size), as `recent_predictions` returns them; None when the run is unknown
-    or judged no window."""
+    or judged no window. With `archive` (core.retention), a window past the retention window is read
+    from the archive (a backfill of an old monitoring window)."""
     r = monitoring_runs
     with engine.connect() as conn:
         run = conn.execute(select(r).where(r.c.id == int(run_id))).mappings().first()
@@ -377,6 +393,7 @@ def run_window(engine: Engine, run_id: int) -> pd.DataFrame | None:
         minutes,
         now=end,
         bounded=True,
+        archive=archive,
     )
 
 
@@ -401,9 +418,11 @@ def recent_predictions(
     minutes: float,
     now: datetime | None = None,
     bounded: bool = False,
+    archive: Any = None,
 ) -> pd.DataFrame:
     """The most recent predictions of a version (at most `size`, within `minutes`; 0: any age), each with
-    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`."""
+    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`.
+    With `archive` (core.retention), archived records make up what the database lacks."""
     p, f = predictions, feedback
     upper, now = now, now or utcnow()
     query = (
@@ -427,7 +446,28 @@ def recent_predictions(
     if upper is not None and bounded:
         query = query.where(p.c.created_at <= upper)
     with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
+        rows = [dict(r) for r in conn.execute(query).mappings().all()]
+    if archive is not None and len(rows) < size:
+        from core.retention import archived_with_labels
+
+        filters = [("model_name", "=", model_name), ("model_version", "=", str(version))]
+        if minutes and minutes > 0:
+            filters.append(("created_at", ">=", pd.Timestamp(now - timedelta(minutes=minutes))))
+        if upper is not None and bounded:
+            filters.append(("created_at", "<=", pd.Timestamp(upper)))
+        old = archived_with_labels(engine, archive, ["features", "score"], filters)
+        old = old.sort_values(["created_at", "id"], ascending=False).head(size - len(rows))
+        rows += [
+            {
+                "request_id": r.request_id,
+                "record_index": int(r.record_index),
+                "created_at": r.created_at.to_pydatetime(),
+                "features": r.features,
+                "score": r.score,
+                "feedback_label": None if pd.isna(r.label_fb) else r.label_fb,
+            }
+            for r in old.itertuples()
+        ]
     if not rows:
         return pd.DataFrame(columns=["request_id", "record_index", "created_at", "score", "label"])
     features = pd.DataFrame([_features(r["features"]) for r in rows])
@@ -460,13 +500,22 @@ def _move(row) -> dict[str, Any]:
     return move
 
 
-def champion_timeline(engine: Engine, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
+def champion_timeline(
+    engine: Engine, model_name: str, limit: int = 100, archive: Any = None
+) -> list[dict[str, Any]]:
     """The newest `limit` moves of the model's champion, oldest first, each with `until` (the next move's
     time; None for the current champion) and the prediction log's records in that interval:
     `records_served` (logged with the moved-to version) and `records_by_version` (every version logged
-    then: a version other than the moved-to one is a replica still following the move)."""
+    then: a version other than the moved-to one is a replica still following the move). With `archive`
+    (core.retention), archived records count too (three columns of every archived part are read)."""
     m, p = champion_moves, predictions
     newest = select(m).where(m.c.model_name == model_name).order_by(m.c.at.desc(), m.c.id.desc()).limit(limit)
+    old = None
+    if archive is not None:
+        from core.retention import read_archive
+
+        columns = ["model_version", "created_at"]
+        old = read_archive(archive, "predictions", columns, filters=[("model_name", "=", model_name)])
     with engine.connect() as conn:
         moves = [_move(row) for row in conn.execute(newest).mappings().all()][::-1]
         # `limit` keeps the newest moves, so the last one shown is the current champion's
@@ -478,6 +527,12 @@ def champion_timeline(engine: Engine, model_name: str, limit: int = 100) -> list
             if move["until"] is not None:
                 counted = counted.where(p.c.created_at < move["until"])
             by_version = {str(v): int(n) for v, n in conn.execute(counted.group_by(p.c.model_version)).all()}
+            if old is not None and not old.empty:
+                inside = old["created_at"] >= pd.Timestamp(move["at"])
+                if move["until"] is not None:
+                    inside &= old["created_at"] < pd.Timestamp(move["until"])
+                for v, n in old.loc[inside, "model_version"].astype(str).value_counts().items():
+                    by_version[v] = by_version.get(v, 0) + int(n)
             move["records_by_version"] = by_version
             move["records_served"] = by_version.get(str(move["to_version"]), 0)
     return moves

@@ -42,9 +42,10 @@ LABEL org.opencontainers.image.title="churnops-training" \
 # /data: the training data volume (snapshots, reports) is created from this folder, so it belongs to
 # the app user; a volume over a missing folder would be root's and training would fail to write.
 # Debian packages without versions (docker/apt-install.sh: bookworm and its security suite; what was
-# installed is recorded in /usr/share/churnops/packages.txt and printed by the build).
+# installed is recorded in /usr/share/churnops/packages.txt and printed by the build). postgresql-client-15:
+# pg_dump / pg_restore of `make backup` / `make restore` (the stack's server is PostgreSQL 15).
 COPY docker/apt-install.sh /usr/local/sbin/apt-install
-RUN apt-install libgomp1 make \
+RUN apt-install libgomp1 make postgresql-client-15 \
  && groupadd --system --gid 10001 app \
  && useradd --create-home --uid 10001 --gid app --shell /bin/bash app \
  && mkdir -p /data/snapshots /data/reports && chown -R app:app /data \

@@ -31,6 +31,7 @@ import swagger_ui_bundle
 from flask import Flask, Response, g, send_from_directory
 
 from core.logs import setup_logging
+from core.objects import ObjectStore, S3Access
 from model_service import api
 from model_service import metrics as m
 from model_service.api.ops import init_metrics
@@ -104,7 +105,9 @@ def _service_state(settings: ServiceSettings) -> ServiceState:
         settings,
         ModelManager(settings, trigger_file=trigger),
         plog,
-        FeedbackStore(plog),
+        FeedbackStore(
+            plog, ObjectStore(settings.log_archive_uri, S3Access.of(settings)), settings.log_retention_days
+        ),
         ShadowScorer(settings),
         BodyReader(settings.max_request_bytes, settings.body_reader_threads),
     )

@@ -1,17 +1,21 @@
 """The feedback store: the true label of a scored record, with typed errors for each way it can fail.
 
 `FeedbackStore.record` checks that the prediction exists (in the database; or in a spool segment on
-disk not yet moved by the writer process, any worker's: inserted from there, duplicates skipped) and
-stores the label once. An unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record index),
-`DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is down); anything else is a bug and propagates.
+disk not yet moved by the writer process, any worker's: inserted from there, duplicates skipped; or,
+when its day is past LOG_RETENTION_DAYS, in the prediction-log archive, core.retention: a late label is
+stored in `feedback` and joined with the archived record by its readers) and stores the label once. An
+unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record
+index), `DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is
+down); anything else is a bug and propagates.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.objects import ObjectStore
 from model_service.prediction_log.request_ids import request_id_age
 from model_service.prediction_log.store import now
 from model_service.prediction_log.writer import PredictionLog
@@ -34,8 +38,10 @@ class FeedbackUnavailable(FeedbackError):
 
 
 class FeedbackStore:
-    def __init__(self, plog: PredictionLog):
+    def __init__(self, plog: PredictionLog, archive: ObjectStore | None = None, retention_days: int = 0):
         self.plog = plog
+        self.archive = archive if retention_days > 0 else None
+        self.retention_days = retention_days
 
     def record(self, request_id: str, record_index: int, label: int) -> datetime:
         """Store the label; returns when it was received."""
@@ -61,6 +67,22 @@ class FeedbackStore:
         process): inserted from there now. Never waits for time to pass."""
         if self.plog.store.prediction_exists(request_id, record_index):
             return True
-        if request_id_age(request_id) is None:
+        age = request_id_age(request_id)
+        if age is None:
             return False  # not an id this service issues (UUIDv7): nothing to look for on disk
-        return self.plog.store_from_spool(request_id, record_index)
+        if self.plog.store_from_spool(request_id, record_index):
+            return True
+        return self._archived(request_id, record_index, age)
+
+    def _archived(self, request_id: str, record_index: int, age: float) -> bool:
+        """In the archive: only for an id issued before the retention window's last day (a day the job may
+        have archived); its day's Parquet parts are read (a few, for one late label)."""
+        if self.archive is None or age < (self.retention_days - 1) * 86_400:
+            return False
+        from core import retention  # pyarrow: only for a late label
+
+        issued = (datetime.now(UTC) - timedelta(seconds=age)).date()
+        try:
+            return retention.archived_record(self.archive, request_id, record_index, issued)
+        except Exception as exc:  # a folder's OSError, S3's S3Error or connection errors: retry later
+            raise FeedbackUnavailable(f"the prediction-log archive cannot be read: {exc}") from exc

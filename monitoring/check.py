@@ -38,6 +38,13 @@ from mlflow.exceptions import MlflowException
 from core import registry, store
 from core.dataset import DatasetConfig, load_config
 from core.drift import LEVELS, Calibration
+from core.estimate import METRICS as ESTIMATED
+from core.estimate import (
+    CalibrationMap,
+    PerformanceEstimate,
+    estimate_performance,
+    fit_calibration_map,
+)
 from core.source import DataError, source_hash
 from monitoring import metrics, reports
 from monitoring.drift import DriftResult, compute_drift
@@ -103,6 +110,7 @@ class CheckOutcome:
     result: DriftResult | None = None  # None: no drift judged (skipped, error)
     report_uri: str | None = None
     trigger: TriggerEvent | None = None
+    estimate: PerformanceEstimate | None = None  # quality estimated without labels (None: not judged)
 
     def line(self) -> str:
         out = f"monitoring run {self.run_id}: {self.status.upper()}"
@@ -151,6 +159,8 @@ class CheckOutcome:
             details.update(r.details())
         if self.freshness is not None:
             details["freshness"] = self.freshness.as_dict()
+        if self.estimate is not None:
+            details["estimate"] = self.estimate.as_dict()
         if details:
             row["details"] = _clean(details)
         if self.trigger is not None:
@@ -251,6 +261,35 @@ def calibration_of(run_id: str) -> Calibration | None:
     return Calibration.from_dict(raw) if raw else None
 
 
+MIN_CALIBRATION_LABELS = 200  # labelled reference records below which no calibration map is fitted
+
+
+def calibration_map(reference: pd.DataFrame) -> CalibrationMap | None:
+    """The isotonic map from the champion's scores to calibrated probabilities, fitted on its labelled
+    reference records (NannyML's CBPE calibrates on its reference data the same way); None when the
+    reference has fewer than MIN_CALIBRATION_LABELS labelled records or one class."""
+    if "label" not in reference or "score" not in reference:
+        return None
+    known = reference[reference["label"].notna()]
+    if len(known) < MIN_CALIBRATION_LABELS or known["label"].nunique() < 2:
+        return None
+    return fit_calibration_map(known["label"].astype(int).to_numpy(), known["score"].to_numpy(float))
+
+
+@lru_cache(maxsize=8)
+def calibration_map_of(run_id: str, artifact: str = registry.REFERENCE_ARTIFACT) -> CalibrationMap | None:
+    return calibration_map(reference_of(run_id, artifact))
+
+
+def estimate_window(window: pd.DataFrame, threshold: float, mapping: CalibrationMap | None):
+    """The window's ROC AUC, recall and precision estimated from its scores alone (core.estimate: CBPE),
+    the scores read as probabilities through the reference's calibration map when there is one."""
+    scores = window["score"].to_numpy(float)
+    estimate = estimate_performance(scores, threshold, None if mapping is None else mapping(scores))
+    estimate.extra["calibration"] = "isotonic map on the reference" if mapping is not None else "none"
+    return estimate
+
+
 def importance_of(champ: Champion) -> dict[str, float]:
     """The champion's feature importance (model metadata), for a champion without calibrated bounds."""
     try:
@@ -313,6 +352,13 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
         )
     metrics.alarm.labels(name).set(int(r.alarm))
     metrics.labelled.labels(name).set(int(r.quality.get("n_labelled") or 0))
+    e = outcome.estimate
+    if e is not None:
+        for key in ESTIMATED:
+            for bound in ("value", "low", "high"):
+                value = getattr(e[key], bound)
+                if not np.isnan(value):
+                    metrics.estimated_quality.labels(name, key, bound).set(value)
     for key in ("roc_auc", "precision", "recall", "f1"):
         value = r.quality.get(key)
         if value is not None:
@@ -415,8 +461,10 @@ def _check(
         return replace(seen, reason=reason + " -- " + "; ".join(fresh.reasons), trigger=event)
 
     calibration = calibration_of(champ.run_id)
+    reference = reference_of(champ.run_id, champ.reference)
+    estimate = estimate_window(window, champ.threshold, calibration_map_of(champ.run_id, champ.reference))
     result = compute_drift(
-        reference_of(champ.run_id, champ.reference),
+        reference,
         window,
         config,
         settings.drift,
@@ -438,6 +486,7 @@ def _check(
         reason=reason,
         result=result,
         report_uri=_save_report(settings, result, run_id, started),
+        estimate=estimate,
     )
     reasons = (result.reasons if result.alarm else []) + fresh.reasons
     if not reasons:

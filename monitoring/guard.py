@@ -43,9 +43,10 @@ import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import registry, rollout, store
+from core import registry, retention, rollout, store
 from core.dataset import DatasetConfig, load_config
 from core.logs import setup_logging
+from core.objects import ObjectStore
 from core.settings import load_or_exit
 from monitoring import metrics
 from monitoring.drift import live_quality
@@ -148,8 +149,11 @@ def version_records(
     since: datetime | None = None,
     until: datetime | None = None,
     size: int | None = None,
+    archive: ObjectStore | None = None,
 ) -> pd.DataFrame:
-    """request id, time, score, latency and feedback label (NaN: none) of a version's predictions."""
+    """request id, score, latency and feedback label (NaN: none) of a version's predictions, newest
+    first; with `archive` (core.retention), archived ones after the database's when it holds fewer than
+    `size` (the previous version's figures once its records are past the retention window)."""
     p, f = store.predictions, store.feedback
     query = (
         sa.select(p.c.request_id, p.c.created_at, p.c.score, p.c.latency_ms, f.c.label.label("feedback"))
@@ -167,7 +171,7 @@ def version_records(
         query = query.limit(size)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "request_id": [r.request_id for r in rows],
             "score": [float(r.score) for r in rows],
@@ -175,6 +179,29 @@ def version_records(
             "label": [np.nan if r.feedback is None else float(r.feedback) for r in rows],
         }
     )
+    if archive is None or (size and len(frame) >= size):
+        return frame
+    # the version's older records were archived (retention): the newest of them make up the rest
+    filters = [("model_name", "=", name), ("model_version", "=", str(version))]
+    if since is not None:
+        filters.append(("created_at", ">=", pd.Timestamp(since)))
+    if until is not None:
+        filters.append(("created_at", "<", pd.Timestamp(until)))
+    old = retention.archived_with_labels(engine, archive, ["score", "latency_ms"], filters)
+    if old.empty:
+        return frame
+    old = old.sort_values(["created_at", "id"], ascending=False)
+    if size:
+        old = old.head(size - len(frame))
+    older = pd.DataFrame(
+        {
+            "request_id": old["request_id"].astype(str).to_numpy(),
+            "score": old["score"].astype(float).to_numpy(),
+            "latency_ms": old["latency_ms"].astype(float).to_numpy(),
+            "label": old["label_fb"].astype(float).to_numpy(),
+        }
+    )
+    return pd.concat([frame, older], ignore_index=True)
 
 
 def service_counts(service: rollout.Service, timeout: float = 3.0) -> dict[str, tuple[float, float]] | None:
@@ -347,7 +374,15 @@ def _check(
         counts,
     )
     old = figures_of(
-        version_records(engine, name, previous, until=at + timedelta(seconds=1), size=PREVIOUS_ROWS),
+        version_records(
+            engine,
+            name,
+            previous,
+            until=at + timedelta(seconds=1),
+            size=PREVIOUS_ROWS,
+            # past the retention window, the previous version's records are in the archive
+            archive=retention.archive_store(settings) if settings.log_retention_days > 0 else None,
+        ),
         previous,
         _threshold(name, previous),
         counts,

@@ -56,6 +56,13 @@ quality = Gauge(
     ["model_name", "metric"],
     registry=REGISTRY,
 )
+estimated_quality = Gauge(
+    "monitor_estimated_quality",
+    "Quality estimated without labels from the champion's probabilities (CBPE), at the model threshold; "
+    "bound: value, or the low and high ends of its 95% band",
+    ["model_name", "metric", "bound"],
+    registry=REGISTRY,
+)
 labelled = Gauge(
     "monitor_labelled_records", "Records of the window with a feedback label", LABELS, registry=REGISTRY
 )

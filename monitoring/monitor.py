@@ -14,6 +14,10 @@ name and labels).
 (GUARD_ENABLED): after a promotion it compares the new champion with the previous one and rolls back
 on a breach.
 
+`loop` also runs the prediction log's retention (core.retention) when LOG_RETENTION_DAYS > 0: at start,
+then just after every UTC midnight, in its own thread (a long first run delays no check): the days past
+the window are archived to LOG_ARCHIVE_URI as Parquet, then deleted from the database in short batches.
+
 `scheduled` (`loop` every RETRAIN_SCHEDULE_SECONDS; monitoring.schedule) retrains only when there is new
 data since the champion was trained, and records `nothing_new` otherwise.
 
@@ -28,7 +32,9 @@ import logging
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 
+from core import retention
 from core.dataset import load_config
 from core.logs import setup_logging
 from core.settings import load_or_exit
@@ -40,6 +46,25 @@ from monitoring.trigger import RetrainTrigger
 from monitoring.webhook import make_server
 
 log = logging.getLogger("monitoring.monitor")
+
+
+def seconds_to_next_day(now: datetime, offset: float = 60.0) -> float:
+    """Seconds from `now` to `offset` seconds past the next UTC midnight."""
+    now = now.astimezone(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return (midnight - now).total_seconds() + offset
+
+
+def retention_forever(settings: MonitorSettings, stop: threading.Event) -> None:
+    """The retention job at once, then once a day just after UTC midnight, until `stop`."""
+    while not stop.is_set():
+        try:
+            result = retention.run_from_settings(settings)
+            if result is not None:
+                print(result.line(), flush=True)
+        except Exception:
+            log.exception("retention failed (the next run archives what this one left)")
+        stop.wait(seconds_to_next_day(datetime.now(UTC)))
 
 
 def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
@@ -65,6 +90,12 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
             target=guard.run_forever, args=(settings, config, stop), name="monitor-guard", daemon=True
         )
         guard_thread.start()
+    retention_thread = None
+    if settings.log_retention_days > 0:
+        retention_thread = threading.Thread(
+            target=retention_forever, args=(settings, stop), name="monitor-retention", daemon=True
+        )
+        retention_thread.start()
     done = 0
     try:
         while not stop.is_set():
@@ -83,8 +114,9 @@ def loop(settings: MonitorSettings, iterations: int | None = None) -> int:
             stop.wait(settings.interval_seconds)
     finally:
         stop.set()  # the guard's thread too: wait for a check in progress to finish
-        if guard_thread is not None:
-            guard_thread.join(timeout=60)
+        for worker in (guard_thread, retention_thread):
+            if worker is not None:
+                worker.join(timeout=60)  # a retention run cut short is finished by the next one
         server.shutdown()
         server.server_close()
     return 0

@@ -169,11 +169,6 @@ class MonitorSettings(Settings):
     reports_uri: str | None = env_field(
         "MONITOR_REPORTS_URI", None, "HTML reports: a folder or s3://bucket/prefix"
     )
-    s3_endpoint: str = env_field(
-        "S3_ENDPOINT_URL", "", "S3 endpoint for s3:// report URIs (the stack's Ceph RGW, or any S3 API)"
-    )
-    s3_access_key: str = env_field("AWS_ACCESS_KEY_ID", "", "S3 credentials")
-    s3_secret_key: str = env_field("AWS_SECRET_ACCESS_KEY", "", "S3 credentials")
     service_url: str = env_field(
         "SERVICE_URL", "http://127.0.0.1:8000", "model service (rollback asks it to reload)"
     )

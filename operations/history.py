@@ -3,7 +3,7 @@
 Every move of the model's `champion` alias, oldest first (the newest `--limit`, default 100, at most
 1000): when, from and to which version, what kind of move (promotion, forced_promotion, rollback,
 guard_rollback), who or what made it, the records the moved-to version served until the next move
-(the prediction log), and why (the gate verdict and the retrain's trigger, a rollback's reason, the
+(the prediction log and its archive, LOG_ARCHIVE_URI), and why (the gate verdict and the retrain's trigger, a rollback's reason, the
 guard's figures). It reads the loop's store directly (DATABASE_URL, the `champion_moves` table that
 core.rollout writes under the alias lock) and compares its last move with the registry's `champion`
 alias and champion_history (core.rollout.reconcile): a disagreement is one line on stderr, and exit 1
@@ -19,7 +19,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from core import registry, rollout, store
+from core import registry, retention, rollout, store
 from core.settings import load_or_exit
 from monitoring.settings import MonitorSettings
 from operations.rollback import with_env_args
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code)
     name = settings.model_name
     engine = store.engine_for(settings.database_url)
-    moves = store.champion_timeline(engine, name, args.limit)
+    moves = store.champion_timeline(engine, name, args.limit, retention.archive_of(settings))
     try:
         registry.connect(settings.tracking_uri)
         verdict: dict[str, Any] = rollout.reconcile(engine, name).as_dict()

@@ -183,6 +183,15 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def put_back_environ(saved: dict[str, str | None]) -> None:
+    """os.environ as `saved` recorded it (None: the variable was unset)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @dataclass(frozen=True)
 class TrainedStore:
     root: Path
@@ -210,11 +219,7 @@ def trained_champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Train
             str(registry.version_by_alias(settings.model_name, registry.CHAMPION).version) == result.version
         )
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        put_back_environ(saved)
     yield TrainedStore(root, env, settings.model_name, result.version)
 
 
@@ -292,9 +297,9 @@ class PostgresServer:
         )
 
     def start(self) -> None:
-        import subprocess
+        from tools import pg_cluster
 
-        subprocess.run(["pg_ctlcluster", "15", self.name, "start"], check=True, capture_output=True)
+        pg_cluster.start(self.name)
 
 
 @pytest.fixture(scope="session")
@@ -303,25 +308,20 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     Host connections from loopback are trusted (a test cluster holding no data worth a password).
     """
-    import shutil
-    import subprocess
+    from tools import pg_cluster
 
-    if not shutil.which("pg_createcluster") or not Path("/usr/lib/postgresql/15/bin/postgres").exists():
+    if not pg_cluster.installed():
         require_server("PostgreSQL 15 (apt-get install postgresql) is not installed")
     name, port = f"test{os.getpid()}", free_port()
-    made = subprocess.run(
-        ["pg_createcluster", "15", name, "-p", str(port), "--", "--auth-local=trust", "--auth-host=trust"],
-        capture_output=True,
-        text=True,
-    )
-    if made.returncode != 0:
-        require_server(f"pg_createcluster failed: {made.stderr.strip()[:200]}")
+    failed = pg_cluster.create(name, port)
+    if failed:
+        require_server(failed)
     server = PostgresServer(name, port)
     try:
         server.start()
         yield server
     finally:
-        subprocess.run(["pg_dropcluster", "15", name, "--stop"], capture_output=True)
+        pg_cluster.drop(name)
 
 
 @dataclass(frozen=True)
@@ -384,6 +384,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(params=["folder", "s3"])
+def object_store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A core.objects.ObjectStore on a folder, then on moto's S3 server (a fresh bucket, a prefix)."""
+    import uuid
+
+    from core.objects import ObjectStore, S3Access
+
+    if request.param == "folder":
+        return ObjectStore(str(tmp_path / "objects"))
+    server = request.getfixturevalue("s3_server")
+    access = S3Access(server.endpoint, server.access_key, server.secret_key)
+    return ObjectStore(f"s3://objects-{uuid.uuid4().hex[:12]}/some/prefix", access)
 
 
 @dataclass

@@ -210,6 +210,18 @@ def service() -> dashboard.Dashboard:
                 "Model reloads",
                 ("sum by (result) (increase(model_service_reloads_total[15m]))", "{{result}}"),
             ),
+            prom(
+                timeseries.Panel().unit("bytes"),
+                "Prediction log: spool waiting for the database (503 past SPOOL_MAX_BYTES)",
+                ("max(model_service_log_spool_backlog_bytes)", "bytes waiting"),
+            ),
+            prom(
+                timeseries.Panel().unit("ops"),
+                "Prediction log: records/s written, replayed, refused",
+                ("sum(rate(model_service_log_written_records_total[5m]))", "written"),
+                ("sum(rate(model_service_log_replayed_records_total[5m]))", "replayed from the spool"),
+                ("sum(rate(model_service_log_refused_records_total[5m]))", "refused (backpressure)"),
+            ),
         ],
     )
 

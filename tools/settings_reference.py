@@ -8,10 +8,18 @@ import sys
 from core.settings import REPO_ROOT, Settings, reference_markdown
 from model_service.settings import ServiceSettings
 from monitoring.settings import MonitorSettings
+from operations.backup import BackupSettings
 from scoring.settings import ScoreSettings
 from training.settings import TrainingSettings
 
-CLASSES: list[type[Settings]] = [Settings, TrainingSettings, ServiceSettings, MonitorSettings, ScoreSettings]
+CLASSES: list[type[Settings]] = [
+    Settings,
+    TrainingSettings,
+    ServiceSettings,
+    MonitorSettings,
+    ScoreSettings,
+    BackupSettings,
+]
 DOC = REPO_ROOT / "docs" / "settings.md"
 
 

@@ -50,6 +50,7 @@ JENKINSFILES = [
     REPO / "jenkins" / "scheduled.Jenkinsfile",
     REPO / "jenkins" / "batch-score.Jenkinsfile",
     REPO / "jenkins" / "images-weekly.Jenkinsfile",
+    REPO / "jenkins" / "backup.Jenkinsfile",
 ]
 DASHBOARDS = REPO / "grafana" / "dashboards"
 PROVISIONING = REPO / "grafana" / "provisioning"
@@ -475,6 +476,7 @@ def check_jenkins_jobs() -> list[str]:
         "churn-retrain-scheduled",
         "churn-batch-score",
         "churn-images-weekly",
+        "churn-backup",
     ):
         if job not in rendered:
             problems.append(f"job {job} not rendered")
@@ -503,11 +505,14 @@ def check_jenkins_jobs() -> list[str]:
         ("churn-retrain-scheduled", "jenkins/scheduled.Jenkinsfile"),
         ("churn-batch-score", "jenkins/batch-score.Jenkinsfile"),
         ("churn-images-weekly", "jenkins/images-weekly.Jenkinsfile"),
+        ("churn-backup", "jenkins/backup.Jenkinsfile"),
     ):
         if f"<scriptPath>{script}</scriptPath>" not in rendered.get(job, ""):
             problems.append(f"{job} does not run {script}")
     if "<spec>H 3 * * *</spec>" not in rendered.get("churn-retrain-scheduled", ""):
         problems.append("churn-retrain-scheduled has no nightly timer")
+    if "<spec>H 1 * * *</spec>" not in rendered.get("churn-backup", ""):
+        problems.append("churn-backup has no nightly timer")
     if "<spec>H 4 * * 1</spec>" not in rendered.get("churn-images-weekly", ""):
         problems.append("churn-images-weekly has no weekly timer")
     batch = rendered.get("churn-batch-score", "")

@@ -37,6 +37,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from core.dataset import DatasetConfig
+from core.estimate import expected_calibration_error
 from core.features import original_feature
 from training.candidate import Candidate, HeldOut
 from training.data import Splits
@@ -80,6 +81,8 @@ def classification_metrics(
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
         "brier": float(brier_score_loss(y_true, scores)),
+        # what performance estimated without labels rests on (core.estimate): 10 equal-count bins
+        "calibration_error": float(expected_calibration_error(y_true, scores)),
         "tn": int(tn),
         "fp": int(fp),
         "fn": int(fn),

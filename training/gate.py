@@ -148,6 +148,26 @@ def fairness_checks(segments: pd.DataFrame, spec: dict) -> list[Check]:
     return checks
 
 
+def calibration_checks(metrics: dict, spec: dict, rows: int) -> list[Check]:
+    """The challenger's expected calibration error on the test split against `gate.calibration.max_error`:
+    the monitor estimates performance without labels from the champion's probabilities (CBPE), which
+    reads a score p as "a positive with probability p"."""
+    if not spec or "max_error" not in spec:
+        return []
+    bound = float(spec["max_error"])
+    value = float(metrics["calibration_error"])
+    return [
+        Check(
+            "calibration: expected calibration error",
+            value <= bound,
+            f"{value:.4f}",
+            f"<= {bound}",
+            f"test set, {rows} rows, 10 equal-count bins; the monitor's estimate without labels reads "
+            "scores as probabilities",
+        )
+    ]
+
+
 def online_checks(
     database_url: str, name: str, challenger: LoadedModel, champion_mv, spec: dict
 ) -> list[Check]:
@@ -241,6 +261,7 @@ def evaluate_gate(
                 f"test set, {len(y)} rows, threshold {challenger.threshold:.3f}",
             )
         )
+    checks.extend(calibration_checks(metrics, gate.get("calibration") or {}, len(y)))
     if champion_mv is not None and str(champion_mv.version) != str(challenger_mv.version):
         try:
             champion = load_version(name, str(champion_mv.version))

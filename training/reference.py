@@ -18,6 +18,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -72,12 +73,13 @@ def log_production_reference(
     monitoring_run_id: str,
     score,
     min_rows: int = MIN_ROWS,
+    archive: Any = None,
 ) -> ProductionReference | None:
     """Log the production window as the drift reference of `version` (see the module doc); None when
     there is no such window or it is smaller than `min_rows`."""
     engine = store.engine_for(database_url)
     run = window_for_retrain(engine, model_name, replaced_version, monitoring_run_id)
-    window = store.run_window(engine, run) if run is not None else None
+    window = store.run_window(engine, run, archive) if run is not None else None
     if window is None or len(window) < min_rows:
         log.info(
             "drift reference: the training data's (no production window of at least %d records%s)",

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import registry, store
+from core import registry, retention, store
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.features import category_string
 from core.logs import setup_logging
+from core.objects import ObjectStore
 from core.settings import load_or_exit
 from training import gate, reference
 from training.data import (
@@ -107,9 +108,10 @@ def current_base(settings: TrainingSettings, config: DatasetConfig) -> tuple[Sna
     return root, False
 
 
-def labelled_records(database_url: str) -> pd.DataFrame:
-    """Logged features + feedback label of every labelled prediction (oldest first)."""
-    return store.labelled_predictions(store.engine_for(database_url))
+def labelled_records(database_url: str, archive: ObjectStore | None = None) -> pd.DataFrame:
+    """Logged features + feedback label of every labelled prediction (oldest first), the archived
+    ones too (LOG_ARCHIVE_URI: the prediction log's retention moved them there)."""
+    return store.labelled_predictions(store.engine_for(database_url), archive)
 
 
 def _negative_class(base: pd.DataFrame, config: DatasetConfig):
@@ -198,7 +200,7 @@ def within_missing_shares(base: pd.DataFrame, new: pd.DataFrame, config: Dataset
 def build_training_data(settings: TrainingSettings, config: DatasetConfig, database_url: str) -> RetrainData:
     base, source_changed = current_base(settings, config)
     base_frame = base.load()
-    records = labelled_records(database_url)
+    records = labelled_records(database_url, retention.archive_of(settings))
     raw, left_out = to_raw(records, base_frame, config)
     key = [*config.feature_names, config.target]
     combined = pd.concat([base_frame, raw], ignore_index=True)
@@ -301,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         replaced,
         run_id,
         gate.load_version(result.model_name, result.version).score,
+        archive=retention.archive_of(settings),
     )
     code = gate.main(["--version", result.version])
     if code == 0:

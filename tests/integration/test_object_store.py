@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from core.objects import ObjectStore, S3Access, read_uri
+from core.objects import read_uri
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["folder", "s3"])
-def object_store(request, tmp_path) -> ObjectStore:
-    if request.param == "folder":
-        return ObjectStore(str(tmp_path / "objects"))
-    server = request.getfixturevalue("s3_server")
-    access = S3Access(server.endpoint, server.access_key, server.secret_key)
-    return ObjectStore(f"s3://objects-{uuid.uuid4().hex[:12]}/some/prefix", access)
 
 
 def test_put_get_list_delete(object_store):

@@ -93,6 +93,15 @@ def test_gate_compares_with_the_champion_and_rolls_back(champion_env, capsys):
     assert "vs champion: roc_auc" in out and "PASS" in out
     report = json.loads((settings.reports_dir / f"gate-{settings.model_name}-v{version}.json").read_text())
     assert report["why"]["retrain_trigger"] == "new data"
+    # the calibration the monitor's estimate without labels rests on: measured, judged, reported
+    (calibration,) = [c for c in report["checks"] if c["name"] == "calibration: expected calibration error"]
+    ece = report["challenger_metrics"]["calibration_error"]
+    assert (
+        calibration["passed"]
+        and 0 < ece <= 0.05
+        and float(calibration["value"]) == pytest.approx(ece, abs=1e-4)
+    )
+    assert report["champion_metrics"]["calibration_error"] == pytest.approx(ece)
     promotion = registry.champion_history(settings.model_name)[-1]
     assert promotion["to_version"] == version
     assert promotion["reason"].startswith("gate passed; retrained for new data (")

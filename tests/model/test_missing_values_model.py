@@ -226,6 +226,15 @@ def test_the_loop_keeps_missing_values_missing(trained: Trained, monkeypatch, tm
     assert region.unseen_share == 0.0  # a missing region is missing, not an unseen category
     assert region.missing_share > 0.03 and region.reference_missing_share > 0.03
     assert not {"unseen:region", "missing:region", "missing:balance"} & set(outcome.result.kinds)
+    # quality estimated without labels on the real champion's scores, read through its reference's map
+    assert (
+        outcome.estimate is not None
+        and outcome.estimate.extra["calibration"] == "isotonic map on the reference"
+    )
+    assert all(
+        outcome.estimate[m].low <= outcome.estimate[m].value <= outcome.estimate[m].high
+        for m in ("roc_auc", "recall")
+    )
 
     data = retrain.build_training_data(tsettings, config, database)
     assert data.labelled == len(records)

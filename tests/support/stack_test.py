@@ -21,6 +21,11 @@
    refused a second forced promotion, and ModelVersionBlockedByGuard fires in Prometheus.
 8. Every PromQL expression of the Grafana dashboards and the alert rules returns data from the live
    Prometheus; every SQL query of the dashboards returns rows as Grafana's read-only user.
+9. Backup and restore (issue 25): `make stack-backup` (monitor stopped: no writer), `docker compose down -v`
+   (every volume gone), the base services up on empty volumes, `make stack-restore`, the rest up: the
+   loop's row counts (predictions, feedback, trigger events, rollbacks, champion moves, monitoring runs)
+   equal the archive's and the original's, every replica serves the same champion, its artifacts and a
+   report load from S3, GET /v1/model/history reads the same, and a second restore is refused.
 Always: `docker compose down -v`; a timeline and a one-line summary. Exit 0 only when every step happened.
 
 Environment: STACK_TEST_DIR (var/stack-test), STACK_TEST_KEEP=1 (leave a failed stack up for a look), SERVICE_REPLICAS (2),
@@ -818,8 +823,14 @@ def dashboard_queries(run: Run) -> None:
     problems += failing
 
 
+def backup_restore(run: Run) -> None:
+    """Issue 25: back up, `down -v` (every volume gone), up, restore: the same state, the same champion."""
+    backup_phase(run.stack)
+
+
 # The stack test, in order: each phase a function above; a failure stops the run, `problems` are
-# collected and reported at the end.
+# collected and reported at the end. backup_restore comes last: `down -v` also empties Prometheus,
+# whose series dashboard_queries reads.
 PHASES = (
     start_base,
     pipeline_stages,
@@ -830,6 +841,7 @@ PHASES = (
     guard,
     restarts,
     dashboard_queries,
+    backup_restore,
 )
 
 
@@ -967,6 +979,130 @@ def restart_phase(stack: Stack, champion: str) -> None:
     )
 
 
+# the loop's tables whose rows a backup must bring back (the prediction log, labels, triggers, rollbacks,
+# the champion timeline, the monitor's history)
+BACKED_UP_TABLES = (
+    "predictions",
+    "feedback",
+    "trigger_events",
+    "rollbacks",
+    "champion_moves",
+    "monitoring_runs",
+)
+BASE_SERVICES = ("postgres", "s3", "s3-init", "mlflow", "registry", "prometheus", "alertmanager", "jenkins")
+
+
+def table_counts(stack: Stack) -> dict[str, int]:
+    sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in BACKED_UP_TABLES) + ";"
+    return {name: int(n) for name, n in (line.split("|") for line in stack.psql(sql).splitlines() if line)}
+
+
+def model_history(stack: Stack) -> list[dict]:
+    """GET /v1/model/history through the load balancer (admin token): every move of the champion."""
+    status, body = http(
+        "GET",
+        f"{stack.url('SERVICE_PORT')}/v1/model/history?limit=1000",
+        headers={"Authorization": f"Bearer {stack.env['ADMIN_TOKEN']}"},
+    )
+    if status != 200:
+        raise StackTestError(f"GET /v1/model/history: {status} {body}")
+    return body["moves"]
+
+
+def make_on_stack(target: str, check: bool = True, **variables: str) -> subprocess.CompletedProcess:
+    """A make target of the host's Makefile aimed at this test's stack (env file, compose files); its
+    output captured."""
+    overrides = {
+        "STACK_ENV_FILE": str(STATE / "stack.env"),
+        "COMPOSE_FILES": " ".join(FILES),
+        "STACK_BACKUP_DIR": str(STATE / "backups"),
+        **variables,
+    }
+    command = ["make", "--no-print-directory", target, *(f"{k}={v}" for k, v in overrides.items())]
+    return sh(command, capture=True, check=check, timeout=900)
+
+
+def backup_phase(stack: Stack) -> None:
+    """`make stack-backup`, `docker compose down -v`, base services up (empty volumes), `make
+    stack-restore`, the rest up: the same champion on every replica, its artifacts and a report load
+    from S3, the loop's row counts and the champion timeline as before."""
+    from operations.backup import read_archive
+
+    champion = champion_version(stack)
+    services = sorted(set(stack.compose("ps", "--format", "{{.Service}}", capture=True).stdout.split()))
+    stack.compose("stop", "monitor", timeout=120)  # no writer while counting (no traffic runs now)
+    before, timeline = table_counts(stack), model_history(stack)
+    if not timeline or str(timeline[-1]["to_version"]) != champion:
+        raise StackTestError(f"the timeline's last move is not to the champion v{champion}: {timeline[-1:]}")
+    shutil.rmtree(STATE / "backups", ignore_errors=True)
+    start = time.monotonic()
+    make_on_stack("stack-backup", BACKUP_KEEP="2")
+    RESULTS["backup_seconds"] = round(time.monotonic() - start, 1)
+    (archive,) = (STATE / "backups").glob("churnops-backup-*.tar")
+    manifest = read_archive(archive).manifest  # every member's sha256 checked
+    archived = {t: manifest["databases"]["service"]["row_counts"][t] for t in BACKED_UP_TABLES}
+    if archived != before:
+        raise StackTestError(f"the archive's row counts {archived} differ from the database's {before}")
+    RESULTS["backup_mb"] = round(archive.stat().st_size / 1e6, 1)
+    objects = {n: r["objects"] for n, r in manifest["object_roots"].items()}
+    note(
+        f"backup: make stack-backup in {RESULTS['backup_seconds']} s, {archive.name} {RESULTS['backup_mb']} MB; "
+        f"rows {before}; objects {objects}"
+    )
+
+    stack.compose("--profile", "jobs", "down", "-v", timeout=300)
+    left = sh(
+        ["docker", "volume", "ls", "-q", "--filter", "label=com.docker.compose.project=churnops"],
+        capture=True,
+    ).stdout.split()
+    if left:
+        raise StackTestError(f"down -v left volumes: {left}")
+    note("backup: `docker compose down -v`: every container and volume gone")
+    try:
+        stack.compose("up", "-d", "--no-build", "--wait", *BASE_SERVICES, timeout=600)
+    except StackTestError:
+        stack.unhealthy_logs()
+        raise
+    start = time.monotonic()
+    make_on_stack("stack-restore", ARCHIVE=str(archive))
+    RESULTS["restore_seconds"] = round(time.monotonic() - start, 1)
+    after = table_counts(stack)
+    if after != before:
+        raise StackTestError(f"restored row counts {after}, backed up {before}")
+    note(
+        f"backup: make stack-restore into the empty stack in {RESULTS['restore_seconds']} s; row counts equal"
+    )
+    again = make_on_stack("stack-restore", check=False, ARCHIVE=str(archive))
+    if again.returncode == 0 or "the target is not empty" not in again.stdout:
+        raise StackTestError(
+            f"a second restore into the restored stack was not refused: {again.stdout[-500:]}"
+        )
+    try:
+        # the MLflow server started on the empty registry: a fresh process for the restored one
+        stack.compose(
+            "up", "-d", "--no-build", "--no-deps", "--wait", "--force-recreate", "mlflow", timeout=300
+        )
+        stack.compose("up", "-d", "--no-build", "--wait", *services, timeout=600)
+    except StackTestError:
+        stack.unhealthy_logs()
+        raise
+    wait(
+        f"every replica serving the restored champion v{champion}",
+        lambda: set(served_versions(stack).values()) == {champion},
+        180,
+        2,
+    )
+    state = s3_state(stack)  # the champion's artifacts load through MLflow, the newest report from S3
+    restored_timeline = model_history(stack)
+    if restored_timeline != timeline:
+        raise StackTestError(f"the timeline differs after restore: {restored_timeline} != {timeline}")
+    note(
+        f"backup: restored stack serves v{champion} on every replica {served_versions(stack)}; champion loads "
+        f"({state['champion_loaded']}), report {state['report_uri']} loads; {len(timeline)} timeline moves "
+        f"the same; a second restore is refused (not empty)"
+    )
+
+
 def guard_phase(stack: Stack, good: str) -> None:
     """A deliberately bad model forced past the gate while labelled traffic flows; the guard in the monitor
     container (GUARD_INTERVAL_SECONDS) must roll it back, audit it, block it and raise the alert."""
@@ -1090,7 +1226,8 @@ def main() -> int:
             f"({r.get('failed_in_flight', '-')} in flight at the kill), records stored {r.get('stored', '-')}; "
             f"rollback {r.get('rollback_seconds', '-')} s; guard rollback {r.get('guard_seconds', '-')} s; "
             f"S3 restart {r.get('s3_restart_seconds', '-')} s, stack restart {r.get('stack_restart_seconds', '-')} s "
-            f"({r.get('restart_answered', '-')} records answered before `down`, all stored); PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}"
+            f"({r.get('restart_answered', '-')} records answered before `down`, all stored); PromQL {r.get('promql', '-')}; targets up {r.get('targets_up', '-')}; "
+            f"backup {r.get('backup_seconds', '-')} s ({r.get('backup_mb', '-')} MB), restore after down -v {r.get('restore_seconds', '-')} s"
         )
     return 0 if ok else 1
 

@@ -90,3 +90,20 @@ def test_the_calibration_axis_names_the_data_sets_positive_record(monkeypatch, t
     y = rng.integers(0, 2, 200)
     save_plots(y, np.clip(y * 0.5 + rng.random(200) * 0.5, 0, 1), 0.5, None, tmp_path, "closed")
     assert "observed closed rate" in labels and not any("churn" in str(label) for label in labels)
+
+
+def test_metrics_carry_the_calibration_error():
+    y = np.array([0, 0, 1, 1] * 5)
+    s = np.array([0.2, 0.2, 0.8, 0.8] * 5)
+    # 10 equal-count bins of 2 records sorted by score: five bins of (0, .2), five of (1, .8)
+    assert np.isclose(classification_metrics(y, s, 0.5)["calibration_error"], 0.2)
+
+
+def test_calibration_check_judges_the_bound_only_when_configured():
+    from training.gate import calibration_checks
+
+    assert calibration_checks({"calibration_error": 0.9}, {}, 100) == []
+    (ok,) = calibration_checks({"calibration_error": 0.02}, {"max_error": 0.05}, 1096)
+    (bad,) = calibration_checks({"calibration_error": 0.08}, {"max_error": 0.05}, 1096)
+    assert ok.passed and ok.value == "0.0200" and ok.limit == "<= 0.05" and "1096 rows" in ok.detail
+    assert not bad.passed

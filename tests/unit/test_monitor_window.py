@@ -115,6 +115,32 @@ def test_a_quiet_window_writes_history_report_and_metrics(setup):
     assert "monitor_feature_drift_score" in text and 'monitor_live_quality{metric="roc_auc"' in text
 
 
+def test_a_window_carries_its_quality_estimated_without_labels(setup):
+    settings, config, test, engine = setup
+    window = test.sample(300, random_state=2)
+    log(engine, window, config, settings)
+    outcome = check.run_check(settings, config, summary_table=False)
+    est = rows(settings)[-1]["details"]["estimate"]
+    assert est["method"] == "cbpe" and est["n"] == 300 and est["threshold"] == THRESHOLD
+    # the stand-in model is not calibrated: the map fitted on its labelled reference reads its scores
+    assert est["calibration"] == "isotonic map on the reference"
+    mapping = check.calibration_map(test.iloc[:0].assign(score=[], label=[]))
+    assert mapping is None  # no labelled reference, no map
+    # the same figures as core.estimate computes from the window's scores and the reference's map
+    scores = fake_score(window)
+    valid_ref = check.reference_of("run-x")
+    expected = check.estimate_window(
+        pd.DataFrame({"score": scores}), THRESHOLD, check.calibration_map(valid_ref)
+    )
+    for metric in ("roc_auc", "recall", "precision"):
+        assert est[metric]["value"] == pytest.approx(expected[metric].value)
+        assert est[metric]["low"] <= est[metric]["value"] <= est[metric]["high"]
+    # the realized quality of this undrifted window is within the band
+    assert est["roc_auc"]["low"] <= outcome.result.quality["roc_auc"] <= est["roc_auc"]["high"]
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'monitor_estimated_quality{bound="value",metric="roc_auc",model_name="telco-churn"}' in text
+
+
 def test_a_drifted_window_alarms_and_triggers_once(setup):
     settings, config, test, engine = setup
     drifted = apply(test.sample(300, random_state=1), Scenario("covariate"), config, reference=test)

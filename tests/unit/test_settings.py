@@ -196,3 +196,24 @@ def test_the_service_refuses_the_settings_of_the_gunicorn_era_by_name(tmp_path: 
     message = str(caught.value)
     assert old in message and "\n" not in message
     assert ("SERVICE_" in message) == (old in ("GUNICORN_WORKERS", "GUNICORN_THREADS"))
+
+
+def test_every_component_reads_the_same_retention_settings(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    for component in (cls.from_env() for cls in COMPONENTS):
+        assert component.log_retention_days == 0  # off on the embedded default
+        assert component.log_archive_uri == str(tmp_path / "state" / "archive" / "prediction-log")
+    monkeypatch.setenv("LOG_RETENTION_DAYS", "30")
+    monkeypatch.setenv("LOG_ARCHIVE_URI", "s3://archive/prediction-log")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://s3:9000")
+    for component in (cls.from_env() for cls in COMPONENTS):
+        assert (component.log_retention_days, component.log_archive_uri) == (
+            30,
+            "s3://archive/prediction-log",
+        )
+        assert component.s3_endpoint == "http://s3:9000"
+    monkeypatch.setenv("LOG_ARCHIVE_URI", "var/elsewhere")
+    assert TrainingSettings.from_env().log_archive_uri == str(REPO_ROOT / "var" / "elsewhere")
+    monkeypatch.setenv("LOG_RETENTION_DAYS", "-1")
+    with pytest.raises(SettingsError, match="LOG_RETENTION_DAYS='-1'"):
+        MonitorSettings.from_env()
