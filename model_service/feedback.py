@@ -1,7 +1,8 @@
 """The feedback store: the true label of a scored record, with typed errors for each way it can fail.
 
 `FeedbackStore.record` checks that the prediction exists (in the database; or in a spool segment on
-disk not yet moved by the writer process, any worker's: inserted from there, duplicates skipped; or,
+disk not yet moved by the writer process, any worker's: inserted from there, duplicates skipped; the
+database is read again after the spool, for a segment the writer moved meanwhile; or,
 when its day is past LOG_RETENTION_DAYS, in the prediction-log archive, core.retention: a late label is
 stored in `feedback` and joined with the archived record by its readers) and stores the label once. An
 unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record
@@ -71,6 +72,10 @@ class FeedbackStore:
         if age is None:
             return False  # not an id this service issues (UUIDv7): nothing to look for on disk
         if self.plog.store_from_spool(request_id, record_index):
+            return True
+        # The writer process commits a segment's rows before it deletes the file: a segment moved between
+        # the first look and the spool scan is in the database now. Look once more (no waiting).
+        if self.plog.store.prediction_exists(request_id, record_index):
             return True
         return self._archived(request_id, record_index, age)
 

@@ -960,6 +960,29 @@ def test_feedback_finds_a_prediction_only_another_workers_spool_holds(client, wr
     other.close(timeout=5)
 
 
+def test_feedback_finds_a_prediction_the_writer_moved_between_its_looks(client, writing, monkeypatch):
+    """The race CI met: the first database look misses, then the writer process commits the segment and
+    deletes it before the spool scan. The record is in the database by then: 201, not 404."""
+    rid = predicted(client)
+    writing.plog.spool.retire_current()  # closed: the writer's to move
+    lookup = writing.plog.store.prediction_exists
+    looks: list[bool] = []
+
+    def first_look_then_the_writer_moves(request_id, record_index):
+        found = lookup(request_id, record_index)
+        if not looks:
+            assert not found  # still only in the spool
+            assert writing.plog.flush(10)  # the writer: commit, then unlink
+            assert writing.plog.spool.find(rid, 1) is None
+        looks.append(found)
+        return found
+
+    monkeypatch.setattr(writing.plog.store, "prediction_exists", first_look_then_the_writer_moves)
+    resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 1})
+    assert resp.status_code == 201, resp.text
+    assert looks == [False, True]
+
+
 def test_feedback_for_an_unknown_recent_id_is_404_at_once(client, writing, monkeypatch):
     """A made-up UUIDv7 with the current time is answered without waiting (no polling, no sleep)."""
 
