@@ -58,6 +58,7 @@ class DatasetConfig:
     retrain: dict[str, Any] = field(default_factory=lambda: dict(RETRAIN_DEFAULTS))
     drift: dict[str, Any] = field(default_factory=lambda: dict(DRIFT_DEFAULTS))
     guard: dict[str, Any] = field(default_factory=lambda: dict(GUARD_DEFAULTS))
+    estimate: dict[str, Any] = field(default_factory=lambda: dict(ESTIMATE_DEFAULTS))
     path: Path | None = None
 
     @property
@@ -70,6 +71,18 @@ class DatasetConfig:
     def retrain_min_labels(self) -> int:
         """Labelled records since the champion was trained that a drift or quality alarm waits for."""
         return int(self.retrain.get("min_labels", 0))
+
+    @property
+    def estimate_max_drop(self) -> dict[str, float]:
+        """Estimated metric (no labels) below the champion's own estimate on its reference by more than
+        this: an alarm (`estimated_drop:<metric>`); metrics left out or 0 are not judged."""
+        return {k: float(v) for k, v in (self.estimate.get("max_drop") or {}).items() if v}
+
+    @property
+    def drift_needs_harm(self) -> bool:
+        """A drift alarm starts a retrain only when an estimated metric dropped past its bound too;
+        without one it stays a warning."""
+        return bool(self.estimate.get("drift_needs_harm", False))
 
     @property
     def retrain_on_source_change(self) -> bool:
@@ -184,27 +197,37 @@ GUARD_DEFAULTS: dict[str, Any] = {
 QUALITY_FIGURES = ("roc_auc", "recall", "precision", "f1")
 
 
-def _guard(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    spec = raw.get("guard") or {}
+def _section(raw: dict[str, Any], name: str, defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """A mapping section of the config over its defaults; unknown keys refused."""
+    spec = raw.get(name) or {}
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: guard must be a mapping ({', '.join(GUARD_DEFAULTS)})")
-    unknown = set(spec) - set(GUARD_DEFAULTS)
+        raise ConfigError(f"{where}: {name} must be a mapping ({', '.join(defaults)})")
+    unknown = set(spec) - set(defaults)
     if unknown:
-        raise ConfigError(f"{where}: guard has unknown key(s) {sorted(unknown)}")
-    out = {**GUARD_DEFAULTS, **spec}
+        raise ConfigError(f"{where}: {name} has unknown key(s) {sorted(unknown)}")
+    return {**defaults, **spec}
+
+
+def _metric_bounds(value: Any, key: str, metrics: tuple[str, ...], where: str, top: float | None = None):
+    """`{metric: number}` with numbers >= 0 (and <= `top`), metrics among `metrics`."""
+    if not isinstance(value, dict) or set(value) - set(metrics):
+        raise ConfigError(f"{where}: {key} maps {', '.join(metrics)} to numbers")
+    bad = {
+        k: v
+        for k, v in value.items()
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or (top is not None and v > top)
+    }
+    if bad:
+        span = ">= 0" if top is None else f"from 0 to {top:g}"
+        raise ConfigError(f"{where}: {key} values must be numbers {span}, got {bad}")
+    return dict(value)
+
+
+def _guard(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    out = _section(raw, "guard", GUARD_DEFAULTS, where)
     for key, value in out.items():
         if key == "max_quality_drop":
-            if not isinstance(value, dict) or set(value) - set(QUALITY_FIGURES):
-                raise ConfigError(
-                    f"{where}: guard.max_quality_drop maps {', '.join(QUALITY_FIGURES)} to numbers"
-                )
-            bad = {
-                k: v
-                for k, v in value.items()
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0
-            }
-            if bad:
-                raise ConfigError(f"{where}: guard.max_quality_drop values must be numbers >= 0, got {bad}")
+            _metric_bounds(value, "guard.max_quality_drop", QUALITY_FIGURES, where)
         elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{where}: guard.{key} must be a number >= 0, got {value!r}")
     if out["max_latency_p99_ratio"] < 1:
@@ -212,6 +235,26 @@ def _guard(raw: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}: guard.max_latency_p99_ratio must be >= 1, got {out['max_latency_p99_ratio']!r}"
         )
     return out
+
+
+# Harm estimated without labels (monitoring.check; docs/monitoring.md, "Harm estimated without labels").
+ESTIMATE_DEFAULTS: dict[str, Any] = {
+    "max_drop": {},  # metric -> bound: estimated value below the reference's estimate by more: alarm
+    "drift_needs_harm": False,  # true: drift with no estimated drop past its bound is a warning only
+}
+ESTIMATED_FIGURES = ("roc_auc", "recall", "precision")
+
+
+def _estimate(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    out = _section(raw, "estimate", ESTIMATE_DEFAULTS, where)
+    drops = _metric_bounds(out["max_drop"] or {}, "estimate.max_drop", ESTIMATED_FIGURES, where, top=1)
+    if not isinstance(out["drift_needs_harm"], bool):
+        raise ConfigError(f"{where}: estimate.drift_needs_harm must be true or false")
+    if out["drift_needs_harm"] and not any(drops.values()):
+        raise ConfigError(
+            f"{where}: estimate.drift_needs_harm needs a bound in estimate.max_drop (else no drift retrains)"
+        )
+    return {"max_drop": dict(drops), "drift_needs_harm": out["drift_needs_harm"]}
 
 
 YES = {"yes", "y", "true", "1", "1.0", "positive"}
@@ -352,5 +395,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         retrain=_retrain(raw, where),
         drift=_drift(raw, where, len(features)),
         guard=_guard(raw, where),
+        estimate=_estimate(raw, where),
         path=path,
     )

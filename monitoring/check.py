@@ -95,6 +95,60 @@ class Freshness:
         }
 
 
+@dataclass
+class Harm:
+    """Quality lost by the window as estimated without labels: each estimated metric against the
+    champion's own estimate on its reference (same method, same calibration map), judged by the data set
+    config's `estimate.max_drop`."""
+
+    baseline: dict[str, float]
+    values: dict[str, float]
+    bounds: dict[str, float]
+    reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def drops(self) -> dict[str, float]:
+        return {m: self.baseline[m] - v for m, v in self.values.items() if m in self.baseline}
+
+    def figures(self) -> dict[str, Any]:
+        return {f"estimated_{m}": v for m, v in self.values.items()} | {
+            f"estimated_{m}_drop": d for m, d in self.drops.items()
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "drop": self.drops,
+            "max_drop": self.bounds,
+            "alarm": bool(self.kinds),
+            "reasons": self.reasons,
+        }
+
+
+def estimated_harm(
+    estimate: PerformanceEstimate, baseline: dict[str, float], bounds: dict[str, float], version: str
+) -> Harm:
+    """An alarm per metric whose estimate fell below the reference's by more than its bound (kind
+    `estimated_drop:<metric>`); a metric without a bound, or not estimable, is reported, not judged."""
+    values = {m: estimate[m].value for m in ESTIMATED if not np.isnan(estimate[m].value)}
+    base = {m: v for m, v in baseline.items() if not np.isnan(v)}
+    harm = Harm(base, values, dict(bounds))
+    for metric, bound in bounds.items():
+        if metric not in values or metric not in base:
+            continue
+        drop = base[metric] - values[metric]
+        if drop > bound:
+            e = estimate[metric]
+            harm.kinds.append(f"estimated_drop:{metric}")
+            harm.reasons.append(
+                f"estimated {metric} {values[metric]:.3f} (95% band {e.low:.3f}-{e.high:.3f}, no labels) is "
+                f"{drop:.3f} below v{version}'s {base[metric]:.3f} on its reference "
+                f"(estimate.max_drop.{metric} {bound:g})"
+            )
+    return harm
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     """What one check found; `row()` is its `monitoring_runs` row."""
@@ -111,6 +165,14 @@ class CheckOutcome:
     report_uri: str | None = None
     trigger: TriggerEvent | None = None
     estimate: PerformanceEstimate | None = None  # quality estimated without labels (None: not judged)
+    harm: Harm | None = None  # the estimate judged against the reference's (None: not judged)
+    warning: str | None = None  # why a drift alarm was kept a warning (estimate.drift_needs_harm)
+
+    @property
+    def alarmed(self) -> bool:
+        """The check alarmed: the drift policy or live quality (unless kept a warning), or estimated harm."""
+        drift = self.result is not None and self.result.alarm and self.warning is None
+        return drift or bool(self.harm and self.harm.kinds)
 
     def line(self) -> str:
         out = f"monitoring run {self.run_id}: {self.status.upper()}"
@@ -152,8 +214,8 @@ class CheckOutcome:
                 precision=q.get("precision"),
                 recall=q.get("recall"),
                 f1=q.get("f1"),
-                alarm=r.alarm,
-                alarm_reasons=r.reasons,
+                alarm=self.alarmed,
+                alarm_reasons=r.reasons + (self.harm.reasons if self.harm else []),
                 report_uri=self.report_uri,
             )
             details.update(r.details())
@@ -161,6 +223,10 @@ class CheckOutcome:
             details["freshness"] = self.freshness.as_dict()
         if self.estimate is not None:
             details["estimate"] = self.estimate.as_dict()
+        if self.harm is not None:
+            details["harm"] = self.harm.as_dict()
+        if self.warning is not None:
+            details["warning"] = self.warning
         if details:
             row["details"] = _clean(details)
         if self.trigger is not None:
@@ -206,6 +272,20 @@ def waiting_for_labels(config: DatasetConfig, window: pd.DataFrame, kinds: list[
     return (
         f"waiting for labels: {have} of the {len(window)} checked records have their label, "
         f"retrain.min_labels {need}; a later check starts the retrain once they are in"
+    )
+
+
+def drift_without_harm(config: DatasetConfig, result: DriftResult, harm: Harm) -> str | None:
+    """With `estimate.drift_needs_harm`: why a drift alarm stays a warning (no estimated metric dropped
+    past its bound, and no live-quality floor crossed: a shift the model takes in its stride), or None."""
+    if not (config.drift_needs_harm and result.alarm) or harm.kinds:
+        return None
+    if any(k.startswith("quality:") for k in result.kinds):
+        return None
+    drops = ", ".join(f"{m} {d:+.3f}" for m, d in sorted(harm.drops.items()) if m in harm.bounds)
+    return (
+        f"drift without estimated harm, a warning (estimate.drift_needs_harm): {'; '.join(result.reasons)}; "
+        f"estimated drops within their bounds ({drops or 'none estimable'}); no retrain"
     )
 
 
@@ -290,6 +370,16 @@ def estimate_window(window: pd.DataFrame, threshold: float, mapping: Calibration
     return estimate
 
 
+@lru_cache(maxsize=8)
+def baseline_of(run_id: str, artifact: str, threshold: float) -> dict[str, float]:
+    """The champion's quality estimated the same way on its own reference sample: what a window's
+    estimate is compared with (the method's bias cancels; no labels needed, a production reference
+    has few)."""
+    reference = reference_of(run_id, artifact)
+    estimate = estimate_window(reference, threshold, calibration_map_of(run_id, artifact))
+    return {m: estimate[m].value for m in ESTIMATED}
+
+
 def importance_of(champ: Champion) -> dict[str, float]:
     """The champion's feature importance (model metadata), for a champion without calibrated bounds."""
     try:
@@ -339,7 +429,7 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
     metrics.drift_share.labels(name).set(r.drift_share)
     metrics.drifted_features.labels(name).set(r.drifted_count)
     metrics.weighted_drift_share.labels(name).set(r.weighted_share)
-    metrics.drift_level.labels(name).set(LEVELS.index(r.level))
+    metrics.drift_level.labels(name).set(LEVELS.index("warning" if outcome.warning else r.level))
     metrics.feature_drift.clear()
     for f in r.features:
         if not np.isnan(f.score):
@@ -350,7 +440,7 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
         metrics.prediction_drift.labels(name, r.prediction_method, f"{r.prediction_threshold:.4g}").set(
             r.prediction_score
         )
-    metrics.alarm.labels(name).set(int(r.alarm))
+    metrics.alarm.labels(name).set(int(outcome.alarmed))
     metrics.labelled.labels(name).set(int(r.quality.get("n_labelled") or 0))
     e = outcome.estimate
     if e is not None:
@@ -359,6 +449,12 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
                 value = getattr(e[key], bound)
                 if not np.isnan(value):
                     metrics.estimated_quality.labels(name, key, bound).set(value)
+    h = outcome.harm
+    if h is not None:
+        metrics.estimated_harm.labels(name).set(int(bool(h.kinds)))
+        metrics.estimated_drop.clear()
+        for key, drop in h.drops.items():
+            metrics.estimated_drop.labels(name, key).set(drop)
     for key in ("roc_auc", "precision", "recall", "f1"):
         value = r.quality.get(key)
         if value is not None:
@@ -463,6 +559,12 @@ def _check(
     calibration = calibration_of(champ.run_id)
     reference = reference_of(champ.run_id, champ.reference)
     estimate = estimate_window(window, champ.threshold, calibration_map_of(champ.run_id, champ.reference))
+    harm = estimated_harm(
+        estimate,
+        baseline_of(champ.run_id, champ.reference, champ.threshold),
+        config.estimate_max_drop,
+        champ.version,
+    )
     result = compute_drift(
         reference,
         window,
@@ -474,26 +576,31 @@ def _check(
         importance=None if calibration else importance_of(champ),
         summary_table=summary_table,
     )
+    warning = drift_without_harm(config, result, harm)
+    alarm_reasons = (result.reasons if result.alarm and not warning else []) + harm.reasons
+    alarm_kinds = (sorted(result.kinds) if result.alarm and not warning else []) + harm.kinds
     reason = (
-        ("; ".join(result.reasons) if result.alarm else "no threshold crossed")
+        ("; ".join(alarm_reasons) if alarm_reasons else warning or "no threshold crossed")
         + " -- "
         + result.summary()
         + ("" if not fresh.reasons else " -- " + "; ".join(fresh.reasons))
     )
     judged = replace(
         seen,
-        status="drift" if result.alarm else "ok",
+        status="drift" if result.alarm or harm.kinds else "ok",
         reason=reason,
         result=result,
         report_uri=_save_report(settings, result, run_id, started),
         estimate=estimate,
+        harm=harm,
+        warning=warning,
     )
-    reasons = (result.reasons if result.alarm else []) + fresh.reasons
+    reasons = alarm_reasons + fresh.reasons
     if not reasons:
         return judged
-    # drift and new data seen by the same check: one trigger naming both
-    kinds = (sorted(result.kinds) if result.alarm else []) + fresh.kinds
-    figures = {**_figures(result), **fresh.figures()}
+    # drift, estimated harm and new data seen by the same check: one trigger naming them all
+    kinds = alarm_kinds + fresh.kinds
+    figures = {**_figures(result), **harm.figures(), **fresh.figures()}
     waiting = waiting_for_labels(config, window, kinds)
     return replace(judged, trigger=_fire(settings, trigger, champ, run_id, reasons, kinds, figures, waiting))
 

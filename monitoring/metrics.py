@@ -63,6 +63,18 @@ estimated_quality = Gauge(
     ["model_name", "metric", "bound"],
     registry=REGISTRY,
 )
+estimated_drop = Gauge(
+    "monitor_estimated_quality_drop",
+    "The champion's estimate on its reference minus the window's estimate (no labels); positive: worse",
+    ["model_name", "metric"],
+    registry=REGISTRY,
+)
+estimated_harm = Gauge(
+    "monitor_estimated_harm",
+    "1 when an estimated metric of the last window dropped past its bound (estimate.max_drop)",
+    LABELS,
+    registry=REGISTRY,
+)
 labelled = Gauge(
     "monitor_labelled_records", "Records of the window with a feedback label", LABELS, registry=REGISTRY
 )

@@ -100,6 +100,8 @@ def trigger_kinds(kinds: list[str]) -> list[str]:
         word = (
             "quality"
             if kind.startswith("quality:")
+            else "estimated harm"
+            if kind.startswith("estimated_drop:")
             else "new data"
             if kind == "new_labels" or kind.startswith("source_changed")
             else "drift"

@@ -299,6 +299,19 @@ def drift() -> dashboard.Dashboard:
                 ("monitor_live_quality", "{{metric}}"),
             ),
             prom(
+                timeseries.Panel().min(0).max(1),
+                "Quality estimated without labels (CBPE) beside live quality",
+                ('monitor_estimated_quality{bound="value"}', "estimated {{metric}}"),
+                ('monitor_estimated_quality{bound="low"}', "estimated {{metric}} (band low)"),
+                ("monitor_live_quality", "live {{metric}}"),
+            ),
+            prom(
+                timeseries.Panel(),
+                "Estimated drop against the champion's reference (alarm past estimate.max_drop)",
+                ("monitor_estimated_quality_drop", "{{metric}}"),
+                ("monitor_estimated_harm", "alarm (1)"),
+            ),
+            prom(
                 timeseries.Panel().min(0),
                 "New data: labelled records since the champion was trained",
                 ("monitor_labelled_since_training", "labelled since training"),

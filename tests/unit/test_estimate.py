@@ -3,8 +3,10 @@ calibration error."""
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import auc, precision_score, recall_score, roc_auc_score
 
+from core.dataset import ConfigError, load_config
 from core.estimate import (
     estimate_performance,
     expected_calibration_error,
@@ -13,6 +15,7 @@ from core.estimate import (
     fit_calibration_map,
     simulated_metrics,
 )
+from tests.conftest import REPO
 
 # six records, calibrated: score = probability; threshold 0.5 flags the first three
 P = np.array([0.9, 0.8, 0.6, 0.3, 0.2, 0.1])
@@ -148,3 +151,37 @@ def test_calibration_error_is_small_for_calibrated_labels_and_large_otherwise():
     y = (rng.random(20000) < p).astype(int)
     assert expected_calibration_error(y, p) < 0.02
     assert expected_calibration_error(y, np.sqrt(p)) > 0.1
+
+
+# --------------------------------------------------------------------------- the data set config's `estimate:`
+def _config_with(tmp_path, spec):
+    raw = yaml.safe_load((REPO / "config" / "telco_churn.yaml").read_text())
+    raw["estimate"] = spec
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def test_the_estimate_bounds_come_from_the_config(tmp_path):
+    config = _config_with(tmp_path, {"max_drop": {"roc_auc": 0.05, "recall": 0}, "drift_needs_harm": True})
+    assert config.estimate_max_drop == {"roc_auc": 0.05}  # 0: not judged
+    assert config.drift_needs_harm
+    assert _config_with(tmp_path, None).estimate_max_drop == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"max_drops": {}}, "estimate has unknown key"),
+        ({"max_drop": {"f1": 0.1}}, "estimate.max_drop maps roc_auc, recall, precision"),
+        ({"max_drop": {"roc_auc": 1.5}}, "estimate.max_drop values must be numbers from 0 to 1"),
+        (
+            {"max_drop": {"roc_auc": 0.05}, "drift_needs_harm": "yes"},
+            "drift_needs_harm must be true or false",
+        ),
+        ({"drift_needs_harm": True}, "drift_needs_harm needs a bound in estimate.max_drop"),
+    ],
+)
+def test_a_bad_estimate_bound_names_the_key(tmp_path, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        _config_with(tmp_path, spec)

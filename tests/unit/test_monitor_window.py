@@ -4,6 +4,7 @@ metrics, and the trigger called once on an alarm."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -160,3 +161,96 @@ def test_no_champion_is_a_stated_skip(setup, monkeypatch):
     monkeypatch.setattr(check, "champion", lambda s: None)
     outcome = check.run_check(settings, config)
     assert outcome.status == "skipped" and "no champion" in outcome.reason
+
+
+# --------------------------------------------------------------------------- harm estimated without labels
+def harmful(test: pd.DataFrame, n: int = 300) -> pd.DataFrame:
+    """Customers the stand-in model can hardly tell apart (scores between 0.15 and 0.45): its ranking on
+    them is poor, which CBPE sees from the scores alone (estimated ROC AUC about 0.66 against 0.81)."""
+    s = fake_score(test)
+    middle = test[(s > 0.15) & (s < 0.45)]
+    return middle.sample(n, replace=len(middle) < n, random_state=0)
+
+
+def harmless(test: pd.DataFrame, n: int = 300) -> pd.DataFrame:
+    """Drift in features the stand-in model does not use: the scores, and so every estimate, stay."""
+    window = test.sample(n, random_state=1).copy()
+    window["payment_method"] = "Mailed check"
+    window["contract"] = "Two year"
+    window["partner"] = 1 - window["partner"]
+    return window
+
+
+def with_estimate(config, **estimate):
+    return dataclasses.replace(config, estimate={"max_drop": {}, "drift_needs_harm": False, **estimate})
+
+
+def gauge(name: str, **labels) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, {"model_name": "telco-churn", **labels})
+
+
+def test_an_estimated_drop_alarms_before_any_label_and_the_retrain_waits(setup):
+    settings, config, test, engine = setup
+    log_predictions(
+        engine, (w := harmful(test)), fake_score(w), config, settings.model_name, "3", feedback=False
+    )
+    unbounded = check.run_check(settings, with_estimate(config), summary_table=False)
+    assert unbounded.harm is not None and unbounded.harm.kinds == []  # no bound: reported, not judged
+    assert unbounded.harm.drops["roc_auc"] > 0.1
+
+    bounded = with_estimate(config, max_drop={"roc_auc": 0.05})
+    outcome = check.run_check(settings, bounded, summary_table=False)
+    assert outcome.harm.kinds == ["estimated_drop:roc_auc"] and outcome.alarmed
+    row = rows(settings)[-1]
+    assert row["status"] == "drift" and row["alarm"] and row["n_labelled"] == 0
+    assert any(r.startswith("estimated roc_auc 0.6") for r in row["alarm_reasons"]), row["alarm_reasons"]
+    harm = row["details"]["harm"]
+    assert harm["alarm"] and harm["max_drop"] == {"roc_auc": 0.05}
+    assert harm["drop"]["roc_auc"] == pytest.approx(
+        outcome.harm.baseline["roc_auc"] - outcome.estimate["roc_auc"].value
+    )
+    # no label yet: the alarm is recorded and the retrain waits for labels (retrain.min_labels)
+    assert outcome.trigger is not None and outcome.trigger.status == check.WAITING
+    with engine.connect() as conn:
+        event = (
+            conn.execute(
+                sa.select(store.trigger_events).where(store.trigger_events.c.id == outcome.trigger.id)
+            )
+            .mappings()
+            .one()
+        )
+    assert event["status"] == check.WAITING and "estimated roc_auc 0.6" in event["reason"]
+    assert "waiting for labels: 0 of the 300" in event["reason"]
+    assert gauge("monitor_estimated_harm") == 1
+    assert gauge("monitor_estimated_quality_drop", metric="roc_auc") == pytest.approx(harm["drop"]["roc_auc"])
+
+
+def test_drift_without_estimated_harm_stays_a_warning_and_retrains_nothing(setup):
+    settings, config, test, engine = setup
+    log(engine, harmless(test), config, settings)  # labelled: nothing waits for labels
+    gated = with_estimate(config, max_drop={"roc_auc": 0.05, "recall": 0.15}, drift_needs_harm=True)
+    outcome = check.run_check(settings, gated, summary_table=False)
+    assert outcome.result.alarm, outcome.result.summary()  # the drift policy alarms ...
+    assert outcome.harm.kinds == [] and not outcome.alarmed  # ... no estimated metric moved ...
+    assert outcome.trigger is None  # ... so nothing retrains
+    assert outcome.status == "drift" and outcome.reason.startswith("drift without estimated harm")
+    row = rows(settings)[-1]
+    assert not row["alarm"] and row["trigger_event_id"] is None
+    assert row["details"]["warning"].startswith("drift without estimated harm")
+    assert abs(row["details"]["harm"]["drop"]["roc_auc"]) < 0.02
+    assert gauge("monitor_drift_level") == 1 and gauge("monitor_alarm") == 0  # DataDrift does not fire
+    # the same window without the rule: the drift alarm starts a retrain
+    plain = check.run_check(settings, config, summary_table=False)
+    assert plain.alarmed and plain.trigger is not None and plain.trigger.fired
+    assert gauge("monitor_drift_level") == 2
+
+
+def test_harmful_drift_with_the_rule_retrains_naming_both(setup):
+    settings, config, test, engine = setup
+    log(engine, harmful(test), config, settings)  # labelled: the retrain can start
+    gated = with_estimate(config, max_drop={"roc_auc": 0.05}, drift_needs_harm=True)
+    outcome = check.run_check(settings, gated, summary_table=False)
+    assert outcome.warning is None and outcome.alarmed
+    assert outcome.trigger is not None and outcome.trigger.fired
+    kinds = outcome.trigger.parameters["TRIGGER_KINDS"].split(",")
+    assert "estimated harm" in kinds and "drift" in kinds
