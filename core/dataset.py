@@ -193,6 +193,10 @@ GUARD_DEFAULTS: dict[str, Any] = {
     "latency_slack_ms": 10.0,  # ... and at least this many ms above it (tiny latencies are noisy)
     "min_labelled": 100,  # feedback labels (on both versions) before live quality is judged
     "max_quality_drop": {"roc_auc": 0.05, "recall": 0.15},  # previous minus new, live, on feedback
+    # no labels needed: the new champion's live records scored again by the previous one (core.agreement)
+    "min_rank_agreement": 0.5,  # Spearman of the two scores, when the gate did not measure the pair
+    "max_disagreement": 0.3,  # share of decisions that differ, when the gate did not measure the pair
+    "agreement_slack": 0.15,  # measured by the gate: its figure minus (rank) or plus (decisions) this
 }
 QUALITY_FIGURES = ("roc_auc", "recall", "precision", "f1")
 
@@ -230,6 +234,9 @@ def _guard(raw: dict[str, Any], where: str) -> dict[str, Any]:
             _metric_bounds(value, "guard.max_quality_drop", QUALITY_FIGURES, where)
         elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{where}: guard.{key} must be a number >= 0, got {value!r}")
+    for key in ("min_rank_agreement", "max_disagreement"):
+        if out[key] > 1:
+            raise ConfigError(f"{where}: guard.{key} must be a number from 0 to 1, got {out[key]!r}")
     if out["max_latency_p99_ratio"] < 1:
         raise ConfigError(
             f"{where}: guard.max_latency_p99_ratio must be >= 1, got {out['max_latency_p99_ratio']!r}"

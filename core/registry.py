@@ -102,6 +102,20 @@ def _who() -> str:
 # A version the post-promotion guard rolled back is blocked (version tags): neither the gate, a retrain
 # nor a rollback makes it the champion again until a person lifts the block (`unblock`, audited).
 BLOCKED_TAG = "blocked"
+AGREEMENT_TAG = "agreement"  # the gate's core.agreement figures with the champion it was judged against
+
+
+def gate_agreement(mv: ModelVersion, against: str) -> dict[str, Any] | None:
+    """The gate's agreement figures between `mv` and version `against` on the test split (None: the gate
+    did not compare the two: a first model, a rollback to an older version, an unreadable tag)."""
+    raw = (mv.tags or {}).get(AGREEMENT_TAG)
+    try:
+        figures = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(figures, dict) or str(figures.get("against")) != str(against):
+        return None
+    return figures
 
 
 def blocked(mv: ModelVersion) -> str | None:

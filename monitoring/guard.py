@@ -13,7 +13,14 @@ replaced, on what each served:
   previous p99 and the previous p99 + `latency_slack_ms`;
 - live quality as labels arrive (feedback joined to the prediction log: ROC AUC, recall... at each
   version's own threshold), judged once both have `min_labelled` labels: a breach is a drop larger than
-  `max_quality_drop`.
+  `max_quality_drop`;
+- agreement, with no label: the new version's records since the promotion (their logged features, at
+  most 2,000) scored again by the previous version (shadow, in this process) and compared
+  (core.agreement): rank agreement of the two scores and the share of decisions that differ, judged
+  once the new version has `min_records` records, against `min_rank_agreement` and `max_disagreement`,
+  tightened to what the gate measured between the two on the test split (the `agreement` tag) with
+  `agreement_slack`. A labels-flipped model ranks the records in reverse (rank agreement near -1) and
+  is rolled back before any label comes.
 
 The previous version's figures are from its most recent predictions before the promotion (at most
 2,000); the new one's from its predictions since. A breach rolls back through core.rollout, the path of
@@ -35,8 +42,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import requests
@@ -44,7 +53,9 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import registry, retention, rollout, store
+from core.agreement import Agreement, agreement
 from core.dataset import DatasetConfig, load_config
+from core.features import coerce_features
 from core.logs import setup_logging
 from core.objects import ObjectStore
 from core.settings import load_or_exit
@@ -69,6 +80,8 @@ class Figures:
     scored: float | None = None
     p99_ms: float | None = None
     quality: dict[str, Any] = field(default_factory=dict)
+    agreement: Agreement | None = None  # the new version's: with the previous one on its records
+    agreement_bounds: dict[str, Any] | None = None  # what it is judged against, and where from
 
     @property
     def error_rate(self) -> float | None:
@@ -124,6 +137,11 @@ def guard_figures(new: Figures, old: Figures, breaches: list[Breach]) -> dict[st
             "error_rate": f.error_rate,
             "p99_ms": f.p99_ms,
             "quality": quality,
+            **(
+                {"agreement": f.agreement.as_dict() | {"bounds": f.agreement_bounds}}
+                if f.agreement is not None
+                else {}
+            ),
         }
 
     return {
@@ -274,6 +292,27 @@ def judge(new: Figures, old: Figures, bounds: dict[str, Any]) -> tuple[list[Brea
                         f"p99 latency {new.p99_ms:.1f} ms vs {old.p99_ms:.1f} ms (limit {limit:.1f} ms)",
                     )
                 )
+    a, limits = new.agreement, new.agreement_bounds
+    if a is not None and limits is not None:
+        if a.n < min_records:
+            pending.append(f"agreement after {min_records} records (v{new.version} has {a.n})")
+        else:
+            if np.isfinite(a.rank_agreement) and a.rank_agreement < limits["min_rank_agreement"]:
+                breaches.append(
+                    Breach(
+                        "rank_agreement",
+                        f"rank agreement with v{old.version} {a.rank_agreement:.2f} < "
+                        f"{limits['min_rank_agreement']:.2f} on {a.n} records, no labels ({limits['from']})",
+                    )
+                )
+            if a.disagreement > limits["max_disagreement"]:
+                breaches.append(
+                    Breach(
+                        "disagreement",
+                        f"decisions differing from v{old.version} {a.disagreement:.1%} > "
+                        f"{limits['max_disagreement']:.1%} on {a.n} records, no labels ({limits['from']})",
+                    )
+                )
     if new.labelled < min_labelled or old.labelled < min_labelled:
         pending.append(
             f"live quality after {min_labelled} labels each (v{new.version} {new.labelled}, "
@@ -293,6 +332,75 @@ def judge(new: Figures, old: Figures, bounds: dict[str, Any]) -> tuple[list[Brea
                     )
                 )
     return breaches, pending
+
+
+def agreement_bounds(bounds: dict[str, Any], measured: dict[str, Any] | None) -> dict[str, Any]:
+    """The rank-agreement floor and disagreement cap. The config's `min_rank_agreement` and
+    `max_disagreement` always hold (a pair the gate measured as disagreeing -- a forced bad model -- is
+    not excused by that figure); the gate's figures for the pair, with `agreement_slack`, tighten them:
+    live traffic should look like the test split."""
+    floor, cap = float(bounds["min_rank_agreement"]), float(bounds["max_disagreement"])
+    slack = float(bounds["agreement_slack"])
+    figures = ("rank_agreement", "disagreement")
+    if (
+        measured
+        and all(isinstance(measured.get(k), int | float) for k in figures)
+        and np.isfinite([measured[k] for k in figures]).all()
+    ):
+        return {
+            "min_rank_agreement": max(floor, float(measured["rank_agreement"]) - slack),
+            "max_disagreement": min(cap, float(measured["disagreement"]) + slack),
+            "from": f"guard config, tightened by the gate's figures with v{measured.get('against')} "
+            f"on the test split (slack {slack:g})",
+        }
+    return {
+        "min_rank_agreement": floor,
+        "max_disagreement": cap,
+        "from": "guard config (the gate did not measure this pair)",
+    }
+
+
+@lru_cache(maxsize=4)
+def _model(tracking_uri: str, name: str, version: str) -> tuple[Any, list[str]]:
+    """A version's pyfunc model and its input columns (as the gate scores it), per registry."""
+    meta = registry.model_metadata(name, version)
+    return mlflow.pyfunc.load_model(registry.model_uri(name, version)), [
+        f["name"] for f in meta["feature_schema"]
+    ]
+
+
+def rescore(name: str, version: str, frame: pd.DataFrame, config: DatasetConfig) -> np.ndarray:
+    """Scores of `version` for the records of `frame` (their logged features)."""
+    model, columns = _model(mlflow.get_tracking_uri(), name, version)
+    out = model.predict(coerce_features(frame, config)[columns])
+    out = out.to_numpy() if isinstance(out, pd.DataFrame) else np.asarray(out)
+    return (out[:, 1] if out.ndim == 2 else out).astype(float)
+
+
+def shadow_agreement(
+    engine: sa.Engine,
+    config: DatasetConfig,
+    name: str,
+    version: str,
+    previous: str,
+    since: datetime,
+    thresholds: tuple[float, float],
+) -> tuple[Agreement | None, str | None]:
+    """The new version's records since `since` scored again by `previous`, compared with its own scores;
+    (None, why) when there is nothing to compare (no records, or records logged without features)."""
+    frame = store.recent_predictions(engine, name, version, PREVIOUS_ROWS, 0)
+    frame = frame[frame["created_at"] >= since] if len(frame) else frame
+    if frame.empty:
+        return None, f"agreement: v{version} has no records yet"
+    missing = [c for c in config.feature_names if c not in frame.columns]
+    if missing:
+        return None, f"agreement: v{version}'s records were logged without features ({missing[:3]})"
+    try:
+        old = rescore(name, previous, frame, config)
+    except Exception as exc:  # noqa: BLE001 - the other figures are judged all the same; the reason is shown
+        log.warning("agreement: v%s could not score v%s's records: %s", previous, version, exc)
+        return None, f"agreement: v{previous} could not score the records ({type(exc).__name__}: {exc})"[:300]
+    return agreement(frame["score"].to_numpy(float), old, *thresholds), None
 
 
 def _threshold(name: str, version: str) -> float:
@@ -322,9 +430,14 @@ def _export(name: str, outcome: GuardOutcome) -> None:
             "error_rate": figs.error_rate,
             "latency_p99_ms": figs.p99_ms,
             **{k: figs.quality.get(k) for k in ("roc_auc", "recall")},
+            **(
+                {"rank_agreement": figs.agreement.rank_agreement, "disagreement": figs.agreement.disagreement}
+                if figs.agreement is not None and figs.agreement.n
+                else {}
+            ),
         }
         for figure, value in values.items():
-            if value is not None:
+            if value is not None and np.isfinite(value):
                 metrics.guard_figure.labels(name, figure, side).set(float(value))
 
 
@@ -370,7 +483,7 @@ def _check(
     new = figures_of(
         version_records(engine, name, version, since=at - timedelta(seconds=1)),
         version,
-        _threshold(name, version),
+        new_threshold := _threshold(name, version),
         counts,
     )
     old = figures_of(
@@ -384,10 +497,19 @@ def _check(
             archive=retention.archive_store(settings) if settings.log_retention_days > 0 else None,
         ),
         previous,
-        _threshold(name, previous),
+        old_threshold := _threshold(name, previous),
         counts,
     )
+    new.agreement, why_not = shadow_agreement(
+        engine, config, name, version, previous, at - timedelta(seconds=1), (new_threshold, old_threshold)
+    )
+    if new.agreement is not None:
+        new.agreement_bounds = agreement_bounds(
+            bounds, registry.gate_agreement(registry.get_version(name, version), previous)
+        )
     breaches, pending = judge(new, old, bounds)
+    if why_not:
+        pending.append(why_not)
     outcome = GuardOutcome("watching", "", version, previous, new, old, breaches)
     if not breaches:
         judged = [
@@ -396,6 +518,10 @@ def _check(
             else "",
             f"live roc_auc {new.quality.get('roc_auc'):.3f} vs {old.quality.get('roc_auc'):.3f}"
             if new.quality.get("roc_auc") is not None and old.quality.get("roc_auc") is not None
+            else "",
+            f"rank agreement {new.agreement.rank_agreement:.2f}, decisions differing "
+            f"{new.agreement.disagreement:.1%} on {new.agreement.n} records"
+            if new.agreement is not None and new.agreement.n
             else "",
         ]
         outcome.reason = (

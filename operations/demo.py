@@ -12,8 +12,8 @@ The demo is a list of named phases (PHASES, at the end of this module), run in o
                  retrained for), so no second retrain: the loop settles
 7. rollback      `churnops rollback 1`, v1 served again
 8. guard         a deliberately bad model (labels flipped) forced past the gate (the audited admin
-                 override) and served, normal traffic; the post-promotion guard rolls it back by itself
-                 and blocks it
+                 override) and served, normal traffic with no label back; the post-promotion guard
+                 scores the same records with v1, rolls it back by itself (no label needed) and blocks it
 9. summary       seconds from drift onset to v2 serving and from the bad promotion to v1 serving again,
                  monitoring runs, trigger decisions, and the champion timeline (`churnops history`):
                  every move the demo made, with who, why and the records each version served
@@ -264,7 +264,7 @@ class Demo:
             self.records, replace=self.records > len(self.pool), random_state=seed
         ).reset_index(drop=True)
 
-    def traffic(self, frame, seed: int, scenario=None):
+    def traffic(self, frame, seed: int, scenario=None, feedback_share: float = 1.0):
         from operations.simulate import simulate
 
         return simulate(
@@ -276,6 +276,7 @@ class Demo:
             rate=self.rate,
             batch=10,
             feedback_delay=1.0,
+            feedback_share=feedback_share,
             seed=seed,
             reference=self.pool,
             log=lambda line: self.mark("traffic_done", "traffic done", line),
@@ -516,10 +517,11 @@ def guard_drill(demo: Demo) -> None:
     demo.mark(
         "served",
         f"v{bad} served (bad)",
-        "normal traffic, labels back after 1 s; the guard watches",
+        "normal traffic, no label comes back: the guard scores the same records with v1 (shadow) and "
+        "compares the two",
         version=bad,
     )
-    sent = threading.Thread(target=demo.traffic, args=(demo.sample(1), 4), daemon=True)
+    sent = threading.Thread(target=demo.traffic, args=(demo.sample(1), 4, None, 0.0), daemon=True)
     sent.start()
 
     def guard_rollback():

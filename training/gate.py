@@ -30,6 +30,7 @@ import pandas as pd
 from sklearn.metrics import recall_score, roc_auc_score
 
 from core import registry, rollout, store
+from core.agreement import agreement
 from core.dataset import ConfigError, DatasetConfig, load_config
 from core.logs import setup_logging
 from core.settings import load_or_exit
@@ -97,6 +98,8 @@ class GateResult:
     challenger_metrics: dict = field(default_factory=dict)
     champion_metrics: dict | None = None
     segments: pd.DataFrame | None = None
+    # with the champion on the test split, no labels (core.agreement): the guard's label-free bounds
+    agreement: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -272,6 +275,10 @@ def evaluate_gate(
             result.champion_metrics = classification_metrics(
                 y, champ_scores, champion.threshold, config.fp_cost, config.fn_cost
             )
+            result.agreement = {
+                "against": str(champion_mv.version),
+                **agreement(scores, champ_scores, challenger.threshold, champion.threshold).as_dict(),
+            }
             for metric, tolerance in (gate.get("max_regression") or {}).items():
                 ours, theirs = metrics[metric], result.champion_metrics[metric]
                 checks.append(
@@ -325,6 +332,10 @@ def record(result: GateResult, settings: TrainingSettings) -> Path:
     client.set_model_version_tag(
         result.model_name, result.challenger, "gate", "passed" if result.passed else "failed"
     )
+    if result.agreement is not None:  # what the post-promotion guard expects of the pair, live
+        client.set_model_version_tag(
+            result.model_name, result.challenger, registry.AGREEMENT_TAG, json.dumps(result.agreement)
+        )
     run_id = challenger.run_id
     client.log_artifact(run_id, str(path), "gate")
     (path.with_suffix(".txt")).write_text(result.table() + "\n")

@@ -91,6 +91,11 @@ def test_make_demo(tmp_path: Path):
     assert "retrained for" in moves[1]["reason"] and moves[3]["reason"].startswith("FORCED past the gate")
     assert moves[3]["by"] == "demo-admin" and moves[4]["by"] == "guard"
     assert moves[4]["details"]["rollback_id"] == rolled["rollback_id"] and moves[4]["details"]["breaches"]
+    # with no label in its watch window: the guard scored the bad model's records with v1 and compared
+    breached = {b["figure"] for b in moves[4]["details"]["breaches"]}
+    assert breached and breached <= {"rank_agreement", "disagreement"}, moves[4]["details"]["breaches"]
+    assert moves[4]["details"]["new"]["quality"].get("n_labelled", 0) == 0
+    assert moves[4]["details"]["new"]["agreement"]["rank_agreement"] < 0  # it ranks in reverse
     assert moves[1]["records_served"] > 0 and moves[3]["records_served"] > 0  # v2 and the bad one served
     assert summary["champion_timeline_agrees"] is True
     # the demo stops what it started: nothing answers on the service's port any more

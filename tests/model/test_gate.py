@@ -102,6 +102,12 @@ def test_gate_compares_with_the_champion_and_rolls_back(champion_env, capsys):
         and float(calibration["value"]) == pytest.approx(ece, abs=1e-4)
     )
     assert report["champion_metrics"]["calibration_error"] == pytest.approx(ece)
+    # the same model as the champion: full agreement on the test split, kept for the guard's bounds
+    tagged = registry.get_version(settings.model_name, version)
+    assert registry.gate_agreement(tagged, champion) == report["agreement"]
+    assert report["agreement"]["rank_agreement"] == pytest.approx(1.0)
+    assert report["agreement"]["disagreement"] == 0.0 and report["agreement"]["n"] > 500
+    assert registry.gate_agreement(tagged, "999") is None  # measured against another version only
     promotion = registry.champion_history(settings.model_name)[-1]
     assert promotion["to_version"] == version
     assert promotion["reason"].startswith("gate passed; retrained for new data (")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from core.agreement import Agreement
 from core.dataset import GUARD_DEFAULTS, ConfigError, load_config
 from monitoring import guard
 from tests.conftest import REPO
@@ -127,8 +128,47 @@ def test_the_guard_bounds_come_from_the_config(tmp_path):
         ({"min_records": -1}, "guard.min_records must be a number >= 0"),
         ({"max_latency_p99_ratio": 0.5}, "max_latency_p99_ratio must be >= 1"),
         ({"max_quality_drop": {"auc": 0.1}}, "guard.max_quality_drop maps"),
+        ({"min_rank_agreement": 1.5}, "guard.min_rank_agreement must be a number from 0 to 1"),
     ],
 )
 def test_a_bad_guard_bound_names_the_key(tmp_path, spec, message):
     with pytest.raises(ConfigError, match=message):
         load_config(config_with(tmp_path, spec))
+
+
+# --------------------------------------------------------------------------- agreement, no labels
+def with_agreement(fig: guard.Figures, rank: float, differ: float, n=300, measured=None) -> guard.Figures:
+    fig.agreement = Agreement(n, rank, differ)
+    fig.agreement_bounds = guard.agreement_bounds(BOUNDS, measured)
+    return fig
+
+
+def test_a_model_ranking_in_reverse_is_a_breach_without_any_label():
+    new = with_agreement(figures("9", labelled=0), rank=-0.8, differ=0.7)
+    breaches, pending = guard.judge(new, figures("1", labelled=0), BOUNDS)
+    assert {b.figure for b in breaches} == {"rank_agreement", "disagreement"}
+    assert "rank agreement with v1 -0.80 < 0.50 on 300 records, no labels" in breaches[0].detail
+    assert any(p.startswith("live quality after") for p in pending)  # no label was needed
+
+
+def test_agreement_is_judged_only_after_min_records():
+    new = with_agreement(figures("9"), rank=-0.8, differ=0.7, n=BOUNDS["min_records"] - 1)
+    breaches, pending = guard.judge(new, figures("1"), BOUNDS)
+    assert not breaches and any(p.startswith("agreement after") for p in pending)
+
+
+def test_the_gates_figures_tighten_the_bounds_but_never_excuse_a_bad_pair():
+    close = {"against": "1", "rank_agreement": 0.97, "disagreement": 0.04}
+    tight = guard.agreement_bounds(BOUNDS, close)
+    assert tight["min_rank_agreement"] == pytest.approx(0.97 - BOUNDS["agreement_slack"])
+    assert tight["max_disagreement"] == pytest.approx(0.04 + BOUNDS["agreement_slack"])
+    # the same live figures pass with the config's bounds and breach with the gate's
+    loose = with_agreement(figures("2"), rank=0.7, differ=0.1)
+    assert guard.judge(loose, figures("1"), BOUNDS)[0] == []
+    strict = with_agreement(figures("2"), rank=0.7, differ=0.1, measured=close)
+    assert [b.figure for b in guard.judge(strict, figures("1"), BOUNDS)[0]] == ["rank_agreement"]
+    # a forced bad model the gate measured as reversed is held to the config's floor all the same
+    reversed_pair = {"against": "1", "rank_agreement": -0.85, "disagreement": 0.8}
+    bounds = guard.agreement_bounds(BOUNDS, reversed_pair)
+    assert bounds["min_rank_agreement"] == BOUNDS["min_rank_agreement"]
+    assert bounds["max_disagreement"] == BOUNDS["max_disagreement"]
