@@ -314,6 +314,9 @@ class PredictionLog:
         while not self._stop.wait(tick):
             if segment_seconds > 0:
                 self.spool.retire_old()
+            # the backlog gauges (livemax over the workers) and the backpressure verdict stay current while
+            # no request comes: an idle worker would otherwise keep the last busy value for ever
+            self.backlogged()
             if syncing and time.monotonic() >= next_sync:
                 next_sync = time.monotonic() + self.sync_seconds
                 self.spool.sync_written()

@@ -186,6 +186,40 @@ def test_a_quiet_workers_segment_is_retired_by_age(tmp_path):
     assert not log._thread.is_alive()
 
 
+def test_an_idle_worker_keeps_its_backlog_gauges_current(tmp_path):
+    """The spool's backlog is measured by the background thread too, not only on a request: once the
+    writer has moved what waited, an idle worker's gauges fall back to 0 (livemax over the workers would
+    otherwise keep its last busy value, and PredictionLogBehind would fire on an idle service)."""
+    seen: list[tuple[int, float]] = []
+
+    class Gauges:
+        def backlog(self, waiting, age):
+            seen.append((waiting, age))
+
+        def __getattr__(self, _name):
+            return lambda *a, **k: None
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(
+        url, tmp_path / "spool", segment_seconds=0.1, metrics=Gauges(), max_backlog_bytes=10**9
+    )
+    log.start()
+    try:
+        _submit(log, 3)
+        deadline = time.monotonic() + 10
+        while not any(w > 0 for w, _ in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(w > 0 for w, _ in seen), "the retired segment was measured without a request"
+        assert log.flush(10)  # the writer moves it; no request after this
+        since = len(seen)
+        deadline = time.monotonic() + 10
+        while not (len(seen) > since and seen[-1] == (0, 0.0)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen[-1] == (0, 0.0), seen[-5:]
+    finally:
+        log.close(timeout=5)
+
+
 def test_submit_returns_once_the_records_are_on_disk(tmp_path):
     """What a request was answered for is in its segment before submit returns, writer or not."""
     log = PredictionLog(DOWN, tmp_path / "spool")  # writer not started: nothing leaves memory but the spool
