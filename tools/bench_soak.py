@@ -20,9 +20,11 @@ What it does, in order:
    process (aiohttp, at most SOAK_CONNECTIONS connections; a request waiting for a connection is
    waiting, and counted so); its own lateness (when a request was sent against when it was due) is
    reported as "send lag" so that a generator that could not keep up shows;
-4. every SOAK_SAMPLE_SECONDS: the spool backlog (`model_service_log_spool_backlog_bytes` on /metrics:
-   bytes of closed segments waiting for the writer), the RSS of each granian worker and of the writer
-   process (psutil), the load average; at each minute's end `SELECT count(*) FROM predictions`;
+4. every SOAK_SAMPLE_SECONDS: the spool's depth (bytes of its segment files on disk: the workers' open
+   segments and the closed ones waiting for the writer; the same total the workers and the writer export
+   as `model_service_log_spool_backlog_bytes`, read from the folder because an idle worker's gauge keeps
+   its last value; the exported one is kept in results.json), the RSS of each granian worker and of the
+   writer process (psutil), the load average; at each minute's end `SELECT count(*) FROM predictions`;
 5. the end: the service gets SIGTERM (graceful: drains, retires its spool, the writer moves what is
    left and exits), then every record the generator saw answered 200 (request id from X-Request-ID and
    its record count), capacity phase included, is looked up in PostgreSQL: missing and duplicated
@@ -137,11 +139,12 @@ class Sample:
     """Taken every SOAK_SAMPLE_SECONDS (offset in seconds from the soak's start)."""
 
     offset: float
-    spool_bytes: float | None
+    spool_bytes: float | None  # spool segment files on disk (being written, or waiting for the writer)
     worker_rss: list[int]
     writer_rss: int | None
     load1: float
     db_rows: int | None = None  # only at a minute's end
+    spool_metric_bytes: float | None = None  # model_service_log_spool_backlog_bytes on /metrics
 
 
 @dataclass
@@ -199,8 +202,9 @@ def _ms(seconds: float | None) -> float | None:
 
 def minutes(recorder: Recorder, samples: list[Sample], count: int, rows_before: int = 0) -> list[Minute]:
     """One row per minute 0..count-1 of the soak: latencies by the minute a request was scheduled in,
-    samples by the minute they close (m x 60 < offset <= (m + 1) x 60), spool as the minute's highest, RSS and load as its last sample, database rows as counted at
-    its end (added: against the previous minute's count, the first against `rows_before`)."""
+    samples by the minute they close (m x 60 < offset <= (m + 1) x 60); spool as the minute's highest
+    sample, RSS and load as its last, database rows as counted at its end (added: against the previous
+    minute's count, the first against `rows_before`)."""
     rows: list[Minute] = []
     previous = rows_before
     for m in range(count):
@@ -317,7 +321,7 @@ def judge(rows: list[Minute]) -> Verdict:
     )
     if spool_grew or rows_short:
         what = (
-            f"spool backlog grew from {spool_a / MB:.1f} to {spool_b / MB:.1f} MB (per-minute highs, mean of a third)"
+            f"spool grew from {spool_a / MB:.1f} to {spool_b / MB:.1f} MB (per-minute highs, mean of a third)"
             if spool_grew and spool_a is not None and spool_b is not None
             else "database rows added per minute fell behind the records answered"
         )
@@ -454,9 +458,12 @@ class Sampler(threading.Thread):
     """Spool backlog, RSS and load average every `every` seconds; the predictions count at each minute's
     end. Its own thread (the count waits on PostgreSQL without holding the event loop)."""
 
-    def __init__(self, base_url: str, server_pid: int, db_url: str, start: float, every: float):
+    def __init__(
+        self, base_url: str, server_pid: int, db_url: str, spool_root: Path, start: float, every: float
+    ):
         super().__init__(name="soak-sampler", daemon=True)
         self.base_url, self.server_pid, self.db_url = base_url, server_pid, db_url
+        self.spool_root = spool_root
         self.start_at, self.every = start, every
         self.samples: list[Sample] = []
         self.stop = threading.Event()
@@ -489,18 +496,39 @@ class Sampler(threading.Thread):
             self.stop.wait(max(0.0, due - time.monotonic()))
             offset = tick * self.every  # the due time: a minute's closing sample stays in its minute
             try:
-                spool = metric(
+                exported = metric(
                     session.get(self.base_url + "/metrics", timeout=10).text,
                     "model_service_log_spool_backlog_bytes",
                 )
             except Exception:  # noqa: BLE001 - a missed sample shows as "-"
-                spool = None
+                exported = None
             workers, writer = self.processes()
-            sample = Sample(offset, spool, workers, writer, os.getloadavg()[0])
+            sample = Sample(offset, spool_bytes(self.spool_root), workers, writer, os.getloadavg()[0])
+            sample.spool_metric_bytes = exported
             if offset >= next_minute - 1e-6:
                 sample.db_rows = count_rows(self.db_url)
                 next_minute += 60.0
             self.samples.append(sample)
+
+
+def spool_bytes(root: Path) -> int:
+    """Bytes of the spool's segment files (a segment deleted while listed counts nothing)."""
+    total = 0
+    for path in root.rglob("*.jsonl"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def wait_stored(db_url: str, records: int, timeout: float) -> float:
+    """Seconds until the database holds at least `records` rows (at most `timeout`): the capacity
+    phase's records moved before the soak starts."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and (count_rows(db_url) or 0) < records:
+        time.sleep(1)
+    return time.monotonic() - started
 
 
 def count_rows(url: str) -> int | None:
@@ -626,19 +654,6 @@ def wait_ready(url: str, proc: subprocess.Popen, workers: int, timeout: float = 
     wait_until(loaded, timeout, "every worker loaded the model", process=proc)
 
 
-def wait_spool_empty(url: str, timeout: float) -> float:
-    """Seconds until no closed segment waits for the writer (at most `timeout`)."""
-    import requests
-
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        text = requests.get(url + "/metrics", timeout=10).text
-        if (metric(text, "model_service_log_spool_backlog_age_seconds") or 0) == 0:
-            break
-        time.sleep(1)
-    return time.monotonic() - started
-
-
 def stop_service(proc: subprocess.Popen, timeout: float = 120) -> int | None:
     """SIGTERM (graceful: drain, retire the spool, the writer moves it) and wait."""
     if proc.poll() is None:
@@ -652,7 +667,7 @@ def stop_service(proc: subprocess.Popen, timeout: float = 120) -> int | None:
 
 
 async def drive(
-    url: str, key: str, record: dict, cfg: dict, server_pid: int, db_url: str, out: dict
+    url: str, key: str, record: dict, cfg: dict, server_pid: int, db_url: str, spool_root: Path, out: dict
 ) -> Recorder:
     """Capacity (unless SOAK_RATE), then the open-loop soak with the sampler running."""
     recorder = Recorder()
@@ -672,13 +687,15 @@ async def drive(
                 f"bench-soak: capacity {capacity:,.0f} requests/s (closed loop); soak at {rate:,.0f}/s",
                 flush=True,
             )
-            out["capacity_drain_seconds"] = await asyncio.to_thread(wait_spool_empty, url, 120)
+            out["capacity_drain_seconds"] = await asyncio.to_thread(
+                wait_stored, db_url, sum(recorder.answered.values()), 180
+            )
         out["rate_rps"] = rate
         out["load_before"] = os.getloadavg()[0]
         out["rows_before"] = count_rows(db_url) or 0
         seconds = cfg["minutes"] * 60
         start = time.monotonic()
-        sampler = Sampler(url, server_pid, db_url, start, cfg["sample_seconds"])
+        sampler = Sampler(url, server_pid, db_url, spool_root, start, cfg["sample_seconds"])
         sampler.start()
         await open_loop(schedule(rate, seconds, cfg["batch_share"]), client.send, recorder.add)
         out["soak_seconds"] = time.monotonic() - start
@@ -689,19 +706,20 @@ async def drive(
         sampler.stop.set()
         sampler.join(30)
         out["samples"] = sampler.samples
+        out["worker_processes"] = max((len(x.worker_rss) for x in sampler.samples), default=0)
     finally:
         await client.close()
     return recorder
 
 
 def fmt(value: float | int | None, spec: str = ".1f", scale: float = 1.0) -> str:
-    return "-" if value is None else format(value / scale, spec)
+    return "-" if value is None else format(value if scale == 1.0 else value / scale, spec)
 
 
 def table(rows: list[Minute]) -> str:
     lines = [
         "| minute | requests sent | answered 200 | records answered | non-200 | single p50 / p99 ms | "
-        "batch p50 / p99 ms | send lag p99 ms | spool backlog max MB | worker RSS sum / max MB | writer RSS MB | "
+        "batch p50 / p99 ms | send lag p99 ms | spool max MB | worker RSS sum / max MB | writer RSS MB | "
         "DB rows | DB rows added | load avg |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -729,7 +747,7 @@ def summary(rows: list[Minute]) -> str:
     return (
         f"per minute: single p50 {span([r.single_p50_ms for r in rows])} ms, p99 "
         f"{span([r.single_p99_ms for r in rows])} ms; batch p50 {span([r.batch_p50_ms for r in rows])} ms, "
-        f"p99 {span([r.batch_p99_ms for r in rows])} ms; spool backlog max "
+        f"p99 {span([r.batch_p99_ms for r in rows])} ms; spool max "
         f"{span([r.spool_max_bytes for r in rows], '.2f', MB)} MB; worker RSS sum "
         f"{span([r.worker_rss_sum for r in rows], '.0f', MB)} MB; writer RSS "
         f"{span([r.writer_rss for r in rows], '.0f', MB)} MB; DB rows added "
@@ -753,16 +771,17 @@ def report(cfg: dict, out: dict, rows: list[Minute], dur: Durability, verdict: V
             if measured
             else "Rate set by SOAK_RATE (no capacity measured):"
         ),
-        f"**{cfg['minutes']:g} minutes open loop at {out['rate_rps']:,.0f} requests/s** "
+        f"**{cfg['minutes']:g} minute(s) open loop at {out['rate_rps']:,.0f} requests/s** "
         f"(~{out['rate_rps'] * mix_records:,.0f} records/s), each request scheduled at a fixed time whatever "
         f"the answers, {1 - cfg['batch_share']:.0%} single records and {cfg['batch_share']:.0%} batches of "
         f"{cfg['batch_size']} (spread evenly); latency from the scheduled time to the answer, so a stall is "
         "charged to every request it held up (no coordinated omission).",
         f"The generator: one asyncio + aiohttp process, at most {cfg['connections']} connections; send lag is "
         "how late it sent a request (high: the generator, not the service, fell behind).",
-        "Spool backlog: the highest `model_service_log_spool_backlog_bytes` (closed segments waiting for the "
-        f"writer) sampled in the minute (every {cfg['sample_seconds']:g} s); RSS: granian's worker processes "
-        "(sum / largest) and the writer process, the minute's last sample; DB rows: `count(*)` of "
+        "Spool: the highest total of the spool's segment files on disk (the workers' open segments and the "
+        f"closed ones waiting for the writer) sampled in the minute (every {cfg['sample_seconds']:g} s); "
+        f"RSS: granian's {out['worker_processes']} worker processes (sum / largest) and the writer process, "
+        "the minute's last sample; DB rows: `count(*)` of "
         "`predictions` at the minute's end.",
         f"Load average (1 min) {out['load_before']:.2f} before the soak and {out['load_after']:.2f} at its "
         f"end; {out['rows_before']:,} rows stored before it (the capacity phase).",
@@ -776,7 +795,7 @@ def report(cfg: dict, out: dict, rows: list[Minute], dur: Durability, verdict: V
             summary(rows) + ".",
             "",
             f"**Verdict: {verdict.text()}.** (First and last third of the minutes compared: single-record p99 "
-            "medians, worker RSS, spool backlog, rows added against records answered.)",
+            "medians, worker RSS, spool, rows added against records answered.)",
             "",
             f"Every answered record stored: after the soak the service got SIGTERM (exit {out['exit_code']}, "
             f"stopped in {out['stop_seconds']:.1f} s), then the {dur.answered_records:,} records of the "
@@ -821,7 +840,7 @@ def main() -> int:
     try:
         proc, url = start_service(work, key, db_url)
         wait_ready(url, proc, settings.workers)
-        recorder = asyncio.run(drive(url, key, record, cfg, proc.pid, db_url, out))
+        recorder = asyncio.run(drive(url, key, record, cfg, proc.pid, db_url, work / "spool", out))
         out["load_after"] = os.getloadavg()[0]
         stopped = time.monotonic()
         out["exit_code"] = stop_service(proc)
@@ -832,7 +851,8 @@ def main() -> int:
             stop_service(proc)
         drop()
     count = math.ceil(cfg["minutes"])
-    rows = minutes(recorder, out.pop("samples"), count, out["rows_before"])
+    samples = out.pop("samples")
+    rows = minutes(recorder, samples, count, out["rows_before"])
     dur = durability(recorder.answered, by_request, duplicate_rows)
     verdict = judge(rows)
     body = report(cfg, out, rows, dur, verdict)
@@ -840,6 +860,7 @@ def main() -> int:
         "settings": cfg,
         "run": out,
         "minutes": [asdict(r) for r in rows],
+        "samples": [asdict(x) for x in samples],
         "durability": asdict(dur),
         "verdict": asdict(verdict),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

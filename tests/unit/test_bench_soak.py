@@ -152,7 +152,7 @@ def test_verdict_names_a_growing_spool_and_the_writer():
     rows = [minute(m, spool=(1 if m <= 5 else 10 * m) * MB, db_rows_added=500_000) for m in range(1, 16)]
     verdict = soak.judge(rows)
     assert not verdict.flat
-    assert "spool backlog grew" in verdict.text() and "writer process" in verdict.text()
+    assert "spool grew" in verdict.text() and "writer process" in verdict.text()
 
 
 def test_verdict_rows_falling_behind_without_spool_figures():
@@ -191,3 +191,18 @@ def test_metric_reads_a_plain_sample_and_not_a_longer_name():
     )
     assert soak.metric(text, "model_service_log_spool_backlog_bytes") == 12345.0
     assert soak.metric(text, "absent") is None
+
+
+def test_spool_depth_is_every_segment_file_under_the_spool(tmp_path):
+    (tmp_path / "abc123").mkdir()
+    (tmp_path / "abc123" / "1-w1.jsonl").write_bytes(b"x" * 1000)
+    (tmp_path / "abc123" / "2-w2.jsonl").write_bytes(b"x" * 500)
+    (tmp_path / "abc123" / "notes.txt").write_bytes(b"x" * 99)  # not a segment
+    assert soak.spool_bytes(tmp_path) == 1500
+    assert soak.spool_bytes(tmp_path / "absent") == 0
+
+
+def test_table_cells_show_missing_figures_as_dashes_and_counts_as_integers():
+    row = minute(1, spool=None, db_rows=1_234_567)
+    line = soak.table([row]).splitlines()[-1]
+    assert "| 1,234,567 | 600,000 |" in line and "| - |" in line
