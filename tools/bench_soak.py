@@ -125,8 +125,8 @@ async def open_loop(
 
     for offset, kind in plan:
         delay = start + offset - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # behind schedule: still yield, so that answers are read while the overdue requests go out
+        await asyncio.sleep(max(0.0, delay))
         task = asyncio.create_task(one(offset, kind))
         pending.add(task)
         task.add_done_callback(pending.discard)
@@ -331,16 +331,13 @@ def judge(rows: list[Minute]) -> Verdict:
             "limit it at this rate); the spool absorbs the difference until SPOOL_MAX_BYTES"
         )
 
-    p99_a = _median([r.single_p99_ms for r in first])
-    p99_b = _median([r.single_p99_ms for r in last])
-    if (
-        p99_a is not None
-        and p99_b is not None
-        and p99_b > (1 + P99_RISE) * p99_a
-        and p99_b - p99_a > P99_RISE_MS
-    ):
-        load_a, load_b = _mean([r.load1 for r in first]), _mean([r.load1 for r in last])
-        lag_b = _median([r.send_lag_p99_ms for r in last])
+    load_a, load_b = _mean([r.load1 for r in first]), _mean([r.load1 for r in last])
+    lag_b = _median([r.send_lag_p99_ms for r in last])
+    for what, attr in (("single-record", "single_p99_ms"), ("batch", "batch_p99_ms")):
+        p99_a = _median([getattr(r, attr) for r in first])
+        p99_b = _median([getattr(r, attr) for r in last])
+        if p99_a is None or p99_b is None or p99_b <= (1 + P99_RISE) * p99_a or p99_b - p99_a <= P99_RISE_MS:
+            continue
         if lag_b is not None and lag_b > p99_a:
             why = f"the generator itself fell behind (send lag p99 {lag_b:.1f} ms): the machine, not the service"
         elif spool_grew:
@@ -356,16 +353,17 @@ def judge(rows: list[Minute]) -> Verdict:
                 else "not explained by the spool, memory or load average"
             )
         findings.append(
-            f"single-record p99 rose from {p99_a:.1f} to {p99_b:.1f} ms (medians of a third): likely {why}"
+            f"{what} p99 rose from {p99_a:.1f} to {p99_b:.1f} ms (medians of a third): likely {why}"
         )
 
-    rss_a = _mean([r.worker_rss_sum for r in first])
-    rss_b = _mean([r.worker_rss_sum for r in last])
-    if rss_a and rss_b and rss_b > (1 + RSS_RISE) * rss_a and rss_b - rss_a > RSS_RISE_BYTES:
-        findings.append(
-            f"worker RSS (sum) grew from {rss_a / MB:.0f} to {rss_b / MB:.0f} MB: likely a leak or a cache "
-            "that keeps filling (allocator arenas, per-request state); a longer run tells whether it levels off"
-        )
+    for what, attr in (("worker RSS (sum)", "worker_rss_sum"), ("writer RSS", "writer_rss")):
+        rss_a = _mean([getattr(r, attr) for r in first])
+        rss_b = _mean([getattr(r, attr) for r in last])
+        if rss_a and rss_b and rss_b > (1 + RSS_RISE) * rss_a and rss_b - rss_a > RSS_RISE_BYTES:
+            findings.append(
+                f"{what} grew from {rss_a / MB:.0f} to {rss_b / MB:.0f} MB: likely a leak or a cache that keeps "
+                "filling (allocator arenas, per-request state); a longer run tells whether it levels off"
+            )
     return Verdict(not findings, findings)
 
 

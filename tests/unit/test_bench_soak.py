@@ -206,3 +206,10 @@ def test_table_cells_show_missing_figures_as_dashes_and_counts_as_integers():
     row = minute(1, spool=None, db_rows=1_234_567)
     line = soak.table([row]).splitlines()[-1]
     assert "| 1,234,567 | 600,000 |" in line and "| - |" in line
+
+
+def test_verdict_judges_batches_and_the_writer_too():
+    batches = [minute(m, batch_p99_ms=60.0 if m <= 5 else 200.0) for m in range(1, 16)]
+    assert "batch p99 rose from 60.0 to 200.0 ms" in soak.judge(batches).text()
+    writer = [minute(m, writer_rss=(100 if m <= 5 else 300) * MB) for m in range(1, 16)]
+    assert "writer RSS grew from 100 to 300 MB" in soak.judge(writer).text()
