@@ -39,7 +39,8 @@ section); all figures also in SOAK_STATE_DIR/results.json (default var/bench-soa
 
 Settings (environment, defaults): SOAK_MINUTES (15), SOAK_RATE_SHARE (0.7), SOAK_RATE (unset: measured),
 SOAK_CAPACITY_SECONDS (20), SOAK_CAPACITY_CONNECTIONS (16), SOAK_BATCH_SHARE (0.1), SOAK_BATCH_SIZE
-(100), SOAK_CONNECTIONS (64), SOAK_TIMEOUT (30 s a request), SOAK_SAMPLE_SECONDS (5), SOAK_STATE_DIR,
+(100), SOAK_CONNECTIONS (64), SOAK_TIMEOUT (30 s a request), SOAK_SAMPLE_SECONDS (5; a divisor of 60,
+so that a sample closes each minute), SOAK_STATE_DIR,
 SOAK_WRITE_DOCS (1; 0 leaves docs/benchmarks.md alone), and the service's own (SERVICE_WORKERS,
 SERVICE_THREADS, LOG_SYNC, ...). About SOAK_MINUTES + 2 minutes.
 """
