@@ -213,3 +213,39 @@ def test_verdict_judges_batches_and_the_writer_too():
     assert "batch p99 rose from 60.0 to 200.0 ms" in soak.judge(batches).text()
     writer = [minute(m, writer_rss=(100 if m <= 5 else 300) * MB) for m in range(1, 16)]
     assert "writer RSS grew from 100 to 300 MB" in soak.judge(writer).text()
+
+
+def test_row_counter_adds_only_the_rows_past_the_last_id(tmp_path):
+    from datetime import UTC, datetime
+
+    from core.store import make_engine, predictions
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = make_engine(url)
+    predictions.create(engine)
+
+    def insert(first: int, n: int) -> None:
+        row = dict(
+            created_at=datetime(2026, 12, 7, tzinfo=UTC),
+            model_name="m",
+            model_version="1",
+            features={},
+            score=0.5,
+            label=1,
+            latency_ms=1.0,
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                predictions.insert(),
+                [{**row, "request_id": f"r{first + i}", "record_index": 0} for i in range(n)],
+            )
+
+    counter = soak.RowCounter(url)
+    assert counter.count() == 0
+    insert(0, 5)
+    assert counter.count() == 5
+    insert(5, 3)
+    assert counter.count() == 8 and counter.count() == 8  # nothing new: unchanged
+    assert soak.count_rows(url) == 8
+    assert soak.count_rows(f"sqlite:///{tmp_path / 'absent' / 'x.db'}") is None
+    engine.dispose()
