@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,9 @@ HEADER = """# Benchmarks
 Measured on this project's reference machine (2 cores, 24 GiB, no GPU) by the `make bench-*` targets;
 each section below is rewritten by its own script. Figures are from one run each: the machines are
 shared and noisy, so read them as orders of magnitude, not as a contract. No test asserts a time.
+
+Steady state over time, rather than a burst, is `make bench-soak` (section "Soak"): 15 minutes of
+open-loop mixed traffic at 70% of capacity against the service with PostgreSQL, minute by minute.
 """
 
 
@@ -38,3 +42,21 @@ def update_section(heading: str, body: str, path: Path = BENCHMARKS) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip() + "\n")
     return path
+
+
+def champion(bench: str):
+    """(the service's settings, the registry's champion version) for a bench that serves the champion;
+    None, with one line on stderr, when there is none (`make train gate` first)."""
+    from core import registry
+    from model_service.settings import ServiceSettings
+
+    settings = ServiceSettings.from_env()
+    registry.connect(settings.tracking_uri)
+    mv = registry.version_by_alias(settings.model_name, "champion")
+    if mv is None:
+        print(
+            f"{bench}: model '{settings.model_name}' has no champion: run `make train gate` first",
+            file=sys.stderr,
+        )
+        return None
+    return settings, mv

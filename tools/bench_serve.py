@@ -359,18 +359,12 @@ def main() -> int:
         print("bench-serve: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
 
-    from core import registry
-    from model_service.settings import ServiceSettings
+    from tools.bench_report import champion
 
-    settings = ServiceSettings.from_env()
-    registry.connect(settings.tracking_uri)
-    mv = registry.version_by_alias(settings.model_name, "champion")
-    if mv is None:
-        print(
-            f"bench-serve: model '{settings.model_name}' has no champion: run `make train gate` first",
-            file=sys.stderr,
-        )
+    found = champion("bench-serve")
+    if found is None:
         return 2
+    settings, mv = found
     version = str(mv.version)
     workers = settings.workers
     seconds = int(os.environ.get("BENCH_SECONDS", "15"))
