@@ -492,27 +492,36 @@ def start_service(
     return proc, port, url
 
 
+def log_progress(metrics: str) -> tuple[float, bool]:
+    """From a service's /metrics text: the records its prediction log has moved into the database, and
+    whether nothing waits any more: no spool segment waits (backlog age 0), or every record scored is
+    moved. The second test is needed because the backlog gauges keep the highest value of the live
+    processes, and a request worker refreshes its own only when it answers a request: after the load
+    stops, a worker's last non-zero age stays published although the writer process has emptied the
+    spool."""
+    values = {"spool_backlog_age_seconds": 0.0, "written_records_total": 0.0, "replayed_records_total": 0.0}
+    scored = 0.0
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        key = name.removeprefix("model_service_log_")
+        if key in values:
+            values[key] = float(value)
+        elif name.startswith("model_service_prediction_score_count"):
+            scored += float(value)
+    moved = values["written_records_total"] + values["replayed_records_total"]
+    return moved, values["spool_backlog_age_seconds"] == 0 or moved >= scored
+
+
 def settle(port: int, timeout: float = 300.0) -> None:
-    """Wait until a service's prediction log has caught up (no spool segment waits for the writer process,
-    and the records it moved stayed the same for 3 s): its writer would otherwise still be inserting during
-    the next row, on the same cores, and slow down whichever server is measured next."""
+    """Wait until a service's prediction log has caught up (`log_progress`, and the records it moved
+    stayed the same for 3 s): its writer would otherwise still be inserting during the next row, on the
+    same cores, and slow down whichever server is measured next."""
     deadline = time.monotonic() + timeout
     calm, last = 0, -1.0
     while time.monotonic() < deadline and calm < 3:
-        values = {
-            "spool_backlog_age_seconds": 0.0,
-            "written_records_total": 0.0,
-            "replayed_records_total": 0.0,
-        }
-        for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
-            name, _, value = line.partition(" ")
-            key = name.removeprefix("model_service_log_")
-            if key in values:
-                values[key] = float(value)
-        moved = values["written_records_total"] + values["replayed_records_total"]
-        done = values["spool_backlog_age_seconds"] == 0 and moved == last
+        moved, empty = log_progress(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text)
+        calm = calm + 1 if empty and moved == last else 0
         last = moved
-        calm = calm + 1 if done else 0
         time.sleep(1.0)
 
 
@@ -802,7 +811,6 @@ def report(
         "spool line written (in the page cache) before its 200; `fsync`, also `fdatasync`ed before it. "
         "The machine is shared with other work, so treat the figures as indicative; ratios within one run "
         "are more stable than absolute values.",
-        "",
         "",
         mlserver_line(mls, workers),
         "",

@@ -210,3 +210,23 @@ def test_mlserver_venv_is_not_rebuilt_for_the_same_requirements_and_is_for_other
     assert changed.returncode != 0
     assert "building" in changed.stdout
     assert not (venv / "bin" / "mlserver").exists()  # the stale venv was removed before the rebuild
+
+
+METRICS = """# HELP model_service_log_spool_backlog_age_seconds Age of the oldest spool segment
+model_service_log_spool_backlog_age_seconds {age}
+model_service_prediction_score_count{{model_version="2"}} {scored_2}
+model_service_prediction_score_count{{model_version="3"}} 10.0
+model_service_log_written_records_total {written}
+model_service_log_replayed_records_total 5.0
+"""
+
+
+def test_log_progress_sees_the_log_caught_up_despite_a_stale_backlog_gauge():
+    # after the load, a request worker's last backlog age stays published: every scored record moved
+    moved, empty = bs.log_progress(METRICS.format(age=0.83, scored_2=1467.0, written=1472.0))
+    assert (moved, empty) == (1477.0, True)
+
+
+def test_log_progress_waits_while_records_are_not_moved_and_a_segment_waits():
+    assert bs.log_progress(METRICS.format(age=0.83, scored_2=1467.0, written=1000.0)) == (1005.0, False)
+    assert bs.log_progress(METRICS.format(age=0.0, scored_2=1467.0, written=1000.0)) == (1005.0, True)
