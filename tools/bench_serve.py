@@ -224,6 +224,19 @@ first pass's runs at load average 6 to 15, against 214 to 220 on an idle machine
 under load flatters this service: read it with the load average above.
 """
 
+MLSERVER_NOTE = (
+    "How MLServer serves here (1.7.1, read from its code): one process runs the HTTP server (uvicorn and Fa"
+    "stAPI on uvloop) and parses the V2 JSON into pydantic models; each request is then pickled onto a mul"
+    "tiprocessing queue to one of the `parallel_workers` inference processes (round robin), which decodes "
+    "the inputs into a pandas DataFrame (the `pd` codec, column by column), calls the MLflow pyfunc (MLflo"
+    "w's schema enforcement, then the sklearn pipeline's `predict_proba`: ColumnTransformer and XGBoost) a"
+    "nd sends the [records, 2] float32 output back the same way for the HTTP process to encode. `mlflow mo"
+    "dels serve` runs the same pyfunc inside each of its uvicorn worker processes, without the hand-off, "
+    "and reads `dataframe_records` (a key per value) where MLServer's body has one array per column. Neith"
+    "er authenticates, validates beyond MLflow's schema or logs a record; this service does all three, th"
+    "e prediction log durable before the 200 (the rows above)."
+)
+
 COST_STEPS = {
     "parse": "JSON parsing of the body (orjson; stdlib json shown for comparison)",
     "parse_stdlib": "(stdlib `json.loads` of the same body, not used)",
@@ -919,7 +932,7 @@ def report(
         if met
         else "met by no server and mode."
     )
-    lines += ["", DURABLE_NOTE.format(verdict=verdict), NOTE]
+    lines += ["", DURABLE_NOTE.format(verdict=verdict), MLSERVER_NOTE, "", NOTE]
     return "\n".join(lines)
 
 
