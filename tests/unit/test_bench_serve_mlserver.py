@@ -230,3 +230,13 @@ def test_log_progress_sees_the_log_caught_up_despite_a_stale_backlog_gauge():
 def test_log_progress_waits_while_records_are_not_moved_and_a_segment_waits():
     assert bs.log_progress(METRICS.format(age=0.83, scored_2=1467.0, written=1000.0)) == (1005.0, False)
     assert bs.log_progress(METRICS.format(age=0.0, scored_2=1467.0, written=1000.0)) == (1005.0, True)
+
+
+def test_without_its_venv_mlserver_is_reported_missing_before_anything_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSERVER_VENV", str(tmp_path / "nowhere"))
+    settings = type("S", (), {"state_dir": tmp_path, "model_name": "m"})()
+    with pytest.raises(bs.MLServerUnavailable, match=r"no MLServer venv at .*nowhere \(`make mlserver-venv`"):
+        bs.start_mlserver(settings, "1", tmp_path, workers=2)
+    assert not (tmp_path / "mlserver").exists()  # no download, no settings written
+    monkeypatch.delenv("MLSERVER_VENV")
+    assert bs.mlserver_venv(settings) == tmp_path / "venvs" / "mlserver"
