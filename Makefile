@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
+        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve mlserver-venv bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
         score install-spark bench-score bench-retention bench-soak
 
 help: ## list the targets
@@ -142,7 +142,13 @@ bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's
 bench-train: $(STAMP) ## training wall time and peak memory -> docs/benchmarks.md
 	$(PY) -m tools.bench_train
 
-bench-serve: $(STAMP) ## this service vs `mlflow models serve` under wrk -> docs/benchmarks.md (Serving)
+# MLServer pins versions the project does not use (fastapi < 0.116, ...): it gets its own venv, never .venv
+# or requirements.lock. A failed build costs bench-serve only MLServer's rows (the section says why).
+mlserver-venv: ## MLServer + its MLflow runtime in their own venv (STATE_DIR/venvs/mlserver) for bench-serve
+	@PYTHON="$(PYTHON)" tools/mlserver_venv.sh
+
+bench-serve: $(STAMP) ## this service vs MLServer (MLflow runtime) and `mlflow models serve` under wrk -> docs/benchmarks.md (Serving)
+	@PYTHON="$(PYTHON)" tools/mlserver_venv.sh || echo "bench-serve: MLServer's venv could not be built; its rows will be missing"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m tools.bench_serve
 
 bench-drift: $(STAMP) ## drift detection power per feature and shift, false alarms -> docs/benchmarks.md (needs a champion)

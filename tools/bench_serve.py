@@ -6,8 +6,13 @@ image and the stacks run) and under gunicorn (`tools/gunicorn_conf.py`, the serv
 for this comparison), each once per durability mode (`LOG_SYNC`:
 `write`, the spool line in the page cache before the 200; `fsync`, also synced), each with
 SERVICE_WORKERS workers x SERVICE_THREADS threads and its own SQLite prediction log and spool on
-local disk; and `mlflow models serve` for the same champion version with the same number of workers.
-wrk drives each (same connections, threads and duration), interleaved per row so that the machine's
+local disk; `mlflow models serve` for the same champion version with the same number of workers; and
+MLServer (PyPI `mlserver` + `mlserver-mlflow`, its MLflow runtime, in its own virtual environment built by
+tools/mlserver_venv.sh from tools/mlserver-requirements.txt) on the same model's artifacts with
+`parallel_workers` = the same number of workers, asked over its V2 inference protocol (one input per
+column, the `pd` content type). Before the wrk rows, every other server's probabilities for a few records
+are checked against this service's (within 1e-6). MLServer missing or failing to start costs its rows
+only: the section says why in one line. wrk drives each (same connections, threads and duration), interleaved per row so that the machine's
 load drifts over all of them alike (after each row of this service, the next waits until its
 prediction log has caught up: a writer still inserting would slow the next server down): one record
 per request, 1,000 records per request, and GET /health (once per server). After the run every
@@ -17,9 +22,11 @@ floor) and the per-record cost of each step of a 1,000-record request. Writes th
 `## Serving` in docs/benchmarks.md (only that section; the rest of the file belongs to the other
 benchmarks) and prints them, with the load average at the start and the end of the wrk rows.
 
-Needs: a champion in the registry (`make train gate`), wrk (`apt-get install wrk`), and the venv's
-bin on PATH for `mlflow models serve` (the make target sets it). Settings: BENCH_SECONDS (15),
-BENCH_CONNECTIONS (8), BENCH_THREADS (2), SERVICE_WORKERS (2), SERVICE_THREADS (16). About 6 minutes.
+Needs: a champion in the registry (`make train gate`), wrk (`apt-get install wrk`), the venv's
+bin on PATH for `mlflow models serve` (the make target sets it) and, for the MLServer rows, its venv
+(`make mlserver-venv`, which `make bench-serve` runs first; MLSERVER_VENV, default $STATE_DIR/venvs/mlserver).
+Settings: BENCH_SECONDS (15), BENCH_CONNECTIONS (8), BENCH_THREADS (2), SERVICE_WORKERS (2),
+SERVICE_THREADS (16). About 7 minutes.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import requests
 
 from core.dataset import load_config
 from core.settings import Settings
-from operations.waiting import free_port, wait_http
+from operations.waiting import NotReady, free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 RECORD = load_config(Settings.from_env().dataset_config).example_record  # the data set's sample record
@@ -59,6 +66,11 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """
+
+
+def progress(message: str) -> None:
+    """One line on stderr while the run goes on (the tables come at the end)."""
+    print(f"bench-serve {datetime.now(UTC):%H:%M:%S}: {message}", file=sys.stderr, flush=True)
 
 
 def wrk(
@@ -90,12 +102,15 @@ def wrk(
         raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
     r = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
     r["rps"] = r["requests"] / r["seconds"]
+    progress(f"{url}: {r['rps']:,.0f} requests/s, p99 {r['p99'] / 1000:.1f} ms, non-2xx {r['non2xx']:.0f}")
     return r
 
 
-def stop(proc: subprocess.Popen | None) -> None:
+def stop(proc: subprocess.Popen | None, signalled: bool = False) -> None:
+    """SIGTERM (unless `signalled` already), up to 60 s for the graceful stop, then SIGKILL."""
     if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        if not signalled:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
@@ -209,6 +224,19 @@ first pass's runs at load average 6 to 15, against 214 to 220 on an idle machine
 under load flatters this service: read it with the load average above.
 """
 
+MLSERVER_NOTE = (
+    "How MLServer serves here (1.7.1, read from its code): one process runs the HTTP server (uvicorn and Fa"
+    "stAPI on uvloop) and parses the V2 JSON into pydantic models; each request is then pickled onto a mul"
+    "tiprocessing queue to one of the `parallel_workers` inference processes (round robin), which decodes "
+    "the inputs into a pandas DataFrame (the `pd` codec, column by column), calls the MLflow pyfunc (MLflo"
+    "w's schema enforcement, then the sklearn pipeline's `predict_proba`: ColumnTransformer and XGBoost) a"
+    "nd sends the [records, 2] float32 output back the same way for the HTTP process to encode. `mlflow mo"
+    "dels serve` runs the same pyfunc inside each of its uvicorn worker processes, without the hand-off, "
+    "and reads `dataframe_records` (a key per value) where MLServer's body has one array per column. Neith"
+    "er authenticates, validates beyond MLflow's schema or logs a record; this service does all three, th"
+    "e prediction log durable before the 200 (the rows above)."
+)
+
 COST_STEPS = {
     "parse": "JSON parsing of the body (orjson; stdlib json shown for comparison)",
     "parse_stdlib": "(stdlib `json.loads` of the same body, not used)",
@@ -284,6 +312,168 @@ SERVERS = {
 MODES = ("write", "fsync")  # LOG_SYNC: both durability modes are measured, each in its own instance
 INSTANCES = [(kind, mode) for kind in SERVERS for mode in MODES]
 MLFLOW = "mlflow models serve"
+MLSERVER = "MLServer (MLflow runtime)"
+MLSERVER_MODEL = "champion"  # the model's name in MLServer's model-settings.json and its V2 URLs
+MLSERVER_PACKAGES = (
+    "mlserver",
+    "mlserver-mlflow",
+    "mlflow",
+    "scikit-learn",
+    "xgboost-cpu",
+    "pandas",
+    "uvloop",
+)
+AGREE = 1e-6  # largest difference in probability accepted between two servers' answers for one record
+
+
+class MLServerUnavailable(RuntimeError):
+    """MLServer could not be measured (no venv, it did not start, ...): its rows say why, the rest runs."""
+
+
+def v2_request(records: list[dict]) -> dict:
+    """The V2 inference request body that MLServer's MLflow runtime decodes into the DataFrame the model
+    was logged with: one input per column (`pd` content type for the request), numbers as FP64 and
+    strings as BYTES with the `str` content type, each of shape [records, 1]. Every record must have
+    every column and no missing value."""
+    if not records:
+        raise ValueError("no records")
+    n = len(records)
+    inputs = []
+    for column in records[0]:
+        values = [r[column] for r in records]
+        if any(v is None for v in values):
+            raise ValueError(f"{column}: missing values are not sent to MLServer")
+        if any(isinstance(v, str) for v in values):
+            if not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{column}: strings mixed with other values")
+            inputs.append(
+                {
+                    "name": column,
+                    "datatype": "BYTES",
+                    "shape": [n, 1],
+                    "data": values,
+                    "parameters": {"content_type": "str"},
+                }
+            )
+        else:
+            inputs.append(
+                {"name": column, "datatype": "FP64", "shape": [n, 1], "data": [float(v) for v in values]}
+            )
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+
+
+def v2_probabilities(answer: dict) -> list[float]:
+    """The positive class's probability per record from the MLflow runtime's V2 answer to a
+    `predict_proba` model: its one output of shape [records, classes], row-major; the last column."""
+    outputs = answer.get("outputs") or []
+    if len(outputs) != 1:
+        raise ValueError(f"expected one output, got {len(outputs)}")
+    out = outputs[0]
+    shape, data = out["shape"], out["data"]
+    rows, width = shape[0], (shape[1] if len(shape) > 1 else 1)
+    if len(shape) > 2 or len(data) != rows * width:
+        raise ValueError(f"output of shape {shape} with {len(data)} values")
+    return [float(data[i * width + width - 1]) for i in range(rows)]
+
+
+def probe_records(record: dict, example: dict) -> list[dict]:
+    """The records every server's answers are checked on: the data set's sample record and the complete
+    rows of the model's input example (MLflow's `split` orient: columns + data), in the record's column
+    order."""
+    records = [dict(record)]
+    for row in example.get("data", []):
+        candidate = dict(zip(example["columns"], row, strict=True))
+        if set(candidate) == set(record) and all(
+            v is not None and (isinstance(v, str) or v == v) for v in candidate.values()
+        ):
+            records.append({k: candidate[k] for k in record})
+    return records
+
+
+def max_difference(ours: list[float], theirs: list[float]) -> float:
+    """The largest difference in probability between two servers' answers for the same records."""
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} answers against {len(theirs)}")
+    return max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
+
+
+def mlserver_config(name: str, ports: dict[str, int], workers: int) -> dict[str, dict]:
+    """MLServer's settings.json (its ports on the loopback interface, `parallel_workers` inference
+    processes: the same number of workers as the other servers) and model-settings.json (the MLflow
+    runtime on the model's artifacts in ./model)."""
+    return {
+        "settings.json": {
+            "host": "127.0.0.1",
+            "http_port": ports["http"],
+            "grpc_port": ports["grpc"],
+            "metrics_port": ports["metrics"],
+            "parallel_workers": workers,
+            "debug": False,
+        },
+        "model-settings.json": {
+            "name": name,
+            "implementation": "mlserver_mlflow.MLflowRuntime",
+            "parameters": {"uri": "./model"},
+        },
+    }
+
+
+def mlserver_venv(settings) -> Path:
+    return Path(os.environ.get("MLSERVER_VENV") or settings.state_dir / "venvs" / "mlserver")
+
+
+def mlserver_versions(venv: Path) -> dict[str, str]:
+    """The versions of MLServer and the libraries that load the model, as installed in its venv."""
+    code = (
+        "import importlib.metadata as m, json, sys; "
+        "print(json.dumps({p: m.version(p) for p in sys.argv[1:]}))"
+    )
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code, *MLSERVER_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if out.returncode != 0:
+        raise MLServerUnavailable(f"its venv {venv} does not list its packages: {out.stderr.strip()[-200:]}")
+    return json.loads(out.stdout)
+
+
+def start_mlserver(
+    settings, version: str, work: Path, workers: int
+) -> tuple[subprocess.Popen, int, dict[str, str], Path]:
+    """Download the champion's artifacts through the registry, write MLServer's settings and start it
+    from its venv (the repository on PYTHONPATH: the pipeline's FunctionTransformer refers to
+    `core.features`). Returns the process, its HTTP port, its versions and the model folder; raises
+    MLServerUnavailable when it cannot be started."""
+    import mlflow
+
+    from core.registry import model_uri
+
+    venv = mlserver_venv(settings)
+    if not (venv / "bin" / "mlserver").exists():
+        raise MLServerUnavailable(f"no MLServer venv at {venv} (`make mlserver-venv` builds it)")
+    versions = mlserver_versions(venv)
+    root = work / "mlserver"
+    root.mkdir()
+    model = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri(settings.model_name, version), dst_path=str(root / "model")
+        )
+    )
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    for filename, content in mlserver_config(MLSERVER_MODEL, ports, workers).items():
+        (root / filename).write_text(json.dumps(content, indent=2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER_")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "mlserver"), "start", str(root)],
+        cwd=root,
+        env=env,
+        stdout=(work / "mlserver.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    return proc, ports["http"], versions, model
 
 
 def instance_name(kind: str, mode: str) -> str:
@@ -315,27 +505,36 @@ def start_service(
     return proc, port, url
 
 
+def log_progress(metrics: str) -> tuple[float, bool]:
+    """From a service's /metrics text: the records its prediction log has moved into the database, and
+    whether nothing waits any more: no spool segment waits (backlog age 0), or every record scored is
+    moved. The second test is needed because the backlog gauges keep the highest value of the live
+    processes, and a request worker refreshes its own only when it answers a request: after the load
+    stops, a worker's last non-zero age stays published although the writer process has emptied the
+    spool."""
+    values = {"spool_backlog_age_seconds": 0.0, "written_records_total": 0.0, "replayed_records_total": 0.0}
+    scored = 0.0
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        key = name.removeprefix("model_service_log_")
+        if key in values:
+            values[key] = float(value)
+        elif name.startswith("model_service_prediction_score_count"):
+            scored += float(value)
+    moved = values["written_records_total"] + values["replayed_records_total"]
+    return moved, values["spool_backlog_age_seconds"] == 0 or moved >= scored
+
+
 def settle(port: int, timeout: float = 300.0) -> None:
-    """Wait until a service's prediction log has caught up (no spool segment waits for the writer process,
-    and the records it moved stayed the same for 3 s): its writer would otherwise still be inserting during
-    the next row, on the same cores, and slow down whichever server is measured next."""
+    """Wait until a service's prediction log has caught up (`log_progress`, and the records it moved
+    stayed the same for 3 s): its writer would otherwise still be inserting during the next row, on the
+    same cores, and slow down whichever server is measured next."""
     deadline = time.monotonic() + timeout
     calm, last = 0, -1.0
     while time.monotonic() < deadline and calm < 3:
-        values = {
-            "spool_backlog_age_seconds": 0.0,
-            "written_records_total": 0.0,
-            "replayed_records_total": 0.0,
-        }
-        for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
-            name, _, value = line.partition(" ")
-            key = name.removeprefix("model_service_log_")
-            if key in values:
-                values[key] = float(value)
-        moved = values["written_records_total"] + values["replayed_records_total"]
-        done = values["spool_backlog_age_seconds"] == 0 and moved == last
+        moved, empty = log_progress(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text)
+        calm = calm + 1 if empty and moved == last else 0
         last = moved
-        calm = calm + 1 if done else 0
         time.sleep(1.0)
 
 
@@ -352,6 +551,59 @@ def stored_records(url: str, spool: Path) -> int:
     for seg in spool.rglob("*.jsonl"):
         n += sum(len(rows_from_line(line)) for line in seg.read_text().splitlines() if line.strip())
     return n
+
+
+def _tail(path: Path, chars: int = 300) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return " ".join(text[-chars:].split()) or "empty"
+
+
+def check_answers(port: int, key: str, mlflow_port: int, mlserver: dict) -> dict[str, str]:
+    """Every other server's probabilities for the probe records against this service's: per server, the
+    largest difference and whether it is within AGREE, or why it could not be compared."""
+    example = {}
+    if "model" in mlserver and (mlserver["model"] / "input_example.json").exists():
+        example = json.loads((mlserver["model"] / "input_example.json").read_text())
+    records = probe_records(RECORD, example)
+    floats = [{k: v if isinstance(v, str) else float(v) for k, v in r.items()} for r in records]
+    ours = [
+        p["probability"]
+        for p in requests.post(
+            f"http://127.0.0.1:{port}/v1/predict",
+            json={"records": records},
+            headers={"X-API-Key": key},
+            timeout=30,
+        ).json()["predictions"]
+    ]
+    answers: dict[str, list[float] | str] = {}
+    try:
+        out = requests.post(
+            f"http://127.0.0.1:{mlflow_port}/invocations", json={"dataframe_records": floats}, timeout=30
+        )
+        out.raise_for_status()
+        answers[MLFLOW] = [float(row[-1]) for row in out.json()["predictions"]]
+    except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
+        answers[MLFLOW] = f"no answer to compare ({exc})"
+    if "error" not in mlserver:
+        try:
+            out = requests.post(
+                f"http://127.0.0.1:{mlserver['port']}/v2/models/{MLSERVER_MODEL}/infer",
+                json=v2_request(floats),
+                timeout=30,
+            )
+            out.raise_for_status()
+            answers[MLSERVER] = v2_probabilities(out.json())
+        except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
+            answers[MLSERVER] = f"no answer to compare ({exc})"
+    verdict = {}
+    for server, theirs in answers.items():
+        if isinstance(theirs, str):
+            verdict[server] = theirs
+            continue
+        diff = max_difference(ours, theirs)
+        ok = "agree" if diff <= AGREE else "**DIFFER**"
+        verdict[server] = f"{ok}: largest difference {diff:.1e} over {len(records)} records"
+    return verdict
 
 
 def main() -> int:
@@ -383,7 +635,17 @@ def main() -> int:
     answered: dict[tuple[str, str], int] = {}
     stored: dict[tuple[str, str], int] = {}
     load = {"start": os.getloadavg()[0]}
+    # MLServer's port, versions, model folder (or "error": why its rows are missing), and "agreement": the
+    # answer check of every other server against this service
+    mls: dict = {}
     try:
+        try:
+            procs[MLSERVER], mls["port"], mls["versions"], mls["model"] = start_mlserver(
+                settings, version, work, workers
+            )
+        except (MLServerUnavailable, OSError) as exc:
+            mls["error"] = str(exc)
+            progress(f"MLServer not measured: {exc}")
         for inst in INSTANCES:
             procs[inst], ports[inst], urls[inst] = start_service(*inst, work, key, workers)
         procs[MLFLOW] = subprocess.Popen(
@@ -410,8 +672,21 @@ def main() -> int:
         for inst in INSTANCES:
             wait_http(f"http://127.0.0.1:{ports[inst]}/ready", 180, procs[inst])
         wait_http(f"http://127.0.0.1:{mlflow_port}/ping", 180, procs[MLFLOW])
+        if "port" in mls:
+            try:
+                wait_http(
+                    f"http://127.0.0.1:{mls['port']}/v2/models/{MLSERVER_MODEL}/ready",
+                    300,
+                    procs[MLSERVER],
+                )
+            except NotReady as exc:
+                mls["error"] = f"it did not become ready ({exc}; its log: {_tail(work / 'mlserver.log')})"
+                stop(procs.pop(MLSERVER))
+        progress("every server answers")
         time.sleep(8)  # every worker of every server loaded (each loads at boot)
         floats = {k: float(v) if not isinstance(v, str) else v for k, v in RECORD.items()}
+        mls["agreement"] = check_answers(ports[INSTANCES[0]], key, mlflow_port, mls)
+        progress(f"answers: {mls['agreement']}")
         for batch in (1, 1000):
             ours_body = json.dumps({"records": [RECORD] * batch})
             theirs_body = json.dumps({"dataframe_records": [floats] * batch})
@@ -425,6 +700,16 @@ def main() -> int:
             results[(MLFLOW, str(batch))] = wrk(
                 f"http://127.0.0.1:{mlflow_port}/invocations", theirs_body, {}, work, seconds, conns, threads
             )
+            if "error" not in mls:
+                results[(MLSERVER, str(batch))] = wrk(
+                    f"http://127.0.0.1:{mls['port']}/v2/models/{MLSERVER_MODEL}/infer",
+                    json.dumps(v2_request([floats] * batch)),
+                    {},
+                    work,
+                    seconds,
+                    conns,
+                    threads,
+                )
             for inst in INSTANCES:
                 r = results[(inst, str(batch))] = wrk(
                     f"http://127.0.0.1:{ports[inst]}/v1/predict",
@@ -445,13 +730,18 @@ def main() -> int:
             )
         load["end"] = os.getloadavg()[0]
     finally:
+        progress("stopping the servers")
+        for proc in procs.values():  # SIGTERM to all first: their graceful stops overlap
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for proc in procs.values():
-            stop(proc)
+            stop(proc, signalled=True)
     for inst in INSTANCES:
         stored[inst] = stored_records(urls[inst], work / instance_name(*inst) / "spool")
+    progress("in-process floor and per-record costs")
     floor = in_process_floor(settings.model_name, version)
     text = report(
-        settings, mv, version, workers, seconds, conns, threads, results, answered, stored, floor, load
+        settings, mv, version, workers, seconds, conns, threads, results, answered, stored, floor, load, mls
     )
     write_section(text)
     print(text)
@@ -459,7 +749,20 @@ def main() -> int:
     return 0
 
 
-def _row(server: str, mode: str, batch: str, r: dict) -> str:
+def ratio_cells(results: dict, server: object, batch: str) -> str:
+    """Two table cells: the row's requests/s over MLServer's and over `mlflow models serve`'s at the same
+    request size, in this run ("-" for the reference itself, a missing reference or the /health rows)."""
+    cells = []
+    for reference in (MLSERVER, MLFLOW):
+        theirs = results.get((reference, batch))
+        if reference == server or theirs is None or not theirs["rps"]:
+            cells.append("-")
+        else:
+            cells.append(f"{results[(server, batch)]['rps'] / theirs['rps']:.2f}x")
+    return " | ".join(cells)
+
+
+def _row(server: str, mode: str, batch: str, r: dict, ratios: str = "- | -") -> str:
     records = f"{r['rps'] * int(batch):,.0f}" if batch != "0" else "-"
     if "catch_up" in r:
         sustained = r["requests"] * int(batch) / (r["seconds"] + r["catch_up"])
@@ -469,7 +772,26 @@ def _row(server: str, mode: str, batch: str, r: dict) -> str:
     return (
         f"| {server} | {mode} | {batch if batch != '0' else '-'} | {r['rps']:,.0f} | {records} | "
         f"{r['p50'] / 1000:.2f} | {r['p95'] / 1000:.2f} | {r['p99'] / 1000:.2f} | {int(r['non2xx'])} | "
-        f"{int(r['socket'])} | {catch_up} |"
+        f"{int(r['socket'])} | {catch_up} | {ratios} |"
+    )
+
+
+def mlserver_line(mlserver: dict, workers: int) -> str:
+    """The paragraph on MLServer: how it ran and with which versions, or in one line why it did not; and
+    how the other servers' answers compared with this service's (its "agreement")."""
+    checked = "; ".join(f"{server} {verdict}" for server, verdict in mlserver.get("agreement", {}).items())
+    checked = f"Answers checked before the wrk rows against this service's probabilities: {checked}."
+    if "error" in mlserver:
+        return f"MLServer: not measured in this run: {mlserver['error']}. {checked}"
+    v = mlserver["versions"]
+    libs = ", ".join(f"{p} {v[p]}" for p in MLSERVER_PACKAGES[2:] if p in v)
+    return (
+        f"MLServer {v.get('mlserver', '?')} with its MLflow runtime (mlserver-mlflow {v.get('mlserver-mlflow', '?')}; "
+        f"{libs}) in its own venv (`make mlserver-venv`: tools/mlserver_venv.sh installs "
+        "tools/mlserver-requirements.txt, never the project's lock), on the champion's artifacts downloaded "
+        f"through the registry, `parallel_workers` {workers} (inference processes behind its one HTTP "
+        "process), its other settings the defaults; asked over the V2 inference protocol "
+        f"(`POST /v2/models/{MLSERVER_MODEL}/infer`, one input per column, `pd` content type). {checked}"
     )
 
 
@@ -480,8 +802,9 @@ def verdicts(results: dict) -> dict[tuple[str, str], float]:
 
 
 def report(
-    settings, mv, version, workers, seconds, conns, threads, results, answered, stored, floor, load
+    settings, mv, version, workers, seconds, conns, threads, results, answered, stored, floor, load, mls
 ) -> str:
+    """The section's text; `mls`: MLServer's versions (or why it is missing) and the answer check."""
     order = ", ".join(f"{k} {m}" for k, m in INSTANCES)
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench-serve` on {os.cpu_count()} cores "
@@ -490,20 +813,35 @@ def report(
         f"`{settings.model_name}` v{version} ({mv.tags.get('algorithm', '?')}), {workers} workers each "
         f"({settings.threads} threads per worker for this service), wrk {threads} threads / {conns} "
         f"connections / {seconds} s per row, load generator on the same machine, rows interleaved (mlflow, "
-        f"then {order}, for each request size). Durability on in both modes (`LOG_SYNC`, one instance of "
+        f"MLServer, then {order}, for each request size). Durability on in both modes (`LOG_SYNC`, one instance of "
         "each server per mode; SQLite prediction log and spool on local disk): `write`, each request's "
         "spool line written (in the page cache) before its 200; `fsync`, also `fdatasync`ed before it. "
         "The machine is shared with other work, so treat the figures as indicative; ratios within one run "
         "are more stable than absolute values.",
         "",
+        mlserver_line(mls, workers),
+        "",
         "| server | LOG_SYNC | records per request | requests/s | records/s | p50 ms | p95 ms | p99 ms | "
-        "non-2xx | socket errors | log catch-up s | records/s with the catch-up |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "non-2xx | socket errors | log catch-up s | records/s with the catch-up | vs MLServer | vs mlflow |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for batch in ("1", "1000"):
-        lines.append(_row(MLFLOW, "-", batch, results[(MLFLOW, batch)]))
+        lines.append(_row(MLFLOW, "-", batch, results[(MLFLOW, batch)], ratio_cells(results, MLFLOW, batch)))
+        if (MLSERVER, batch) in results:
+            lines.append(
+                _row(MLSERVER, "-", batch, results[(MLSERVER, batch)], ratio_cells(results, MLSERVER, batch))
+            )
         for kind, mode in INSTANCES:
-            lines.append(_row(f"this service, {kind}", mode, batch, results[((kind, mode), batch)]))
+            inst = (kind, mode)
+            lines.append(
+                _row(
+                    f"this service, {kind}",
+                    mode,
+                    batch,
+                    results[(inst, batch)],
+                    ratio_cells(results, inst, batch),
+                )
+            )
     for kind in SERVERS:
         lines.append(
             _row(
@@ -514,6 +852,9 @@ def report(
             )
         )
     lines += [
+        "",
+        "vs MLServer, vs mlflow: the row's requests/s (so also records/s) over MLServer's and over "
+        "`mlflow models serve`'s at the same request size in this run.",
         "",
         "Log catch-up: after a row, the seconds until the service's prediction log had written every "
         "record it accepted to the database (the writer inserts off the request path; a full queue leaves "
@@ -561,8 +902,9 @@ def report(
         "Targets, per server and durability mode (single records: >= 10x `mlflow models serve` the floor, "
         "15x the stretch; 1,000-record batches >= 100k records/s):",
         "",
-        "| server | LOG_SYNC | single record vs mlflow | p99 vs mlflow's p99 | 1,000-record batches, records/s |",
-        "|---|---|---:|---:|---:|",
+        "| server | LOG_SYNC | single record vs mlflow | p99 vs mlflow's p99 | 1,000-record batches, records/s | "
+        "vs MLServer, 1 / 1,000 records |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     ratios = verdicts(results)
     for kind, mode in INSTANCES:
@@ -574,7 +916,8 @@ def report(
         default = " (default)" if mode == type(settings).model_fields["log_sync"].default else ""
         lines.append(
             f"| {kind} | {mode}{default} | **{ratio:.1f}x** ({verdict}) | {o1['p99'] / t1['p99']:.2f} | "
-            f"**{recs:,.0f}** ({'met' if recs >= 100_000 else 'NOT met'}) |"
+            f"**{recs:,.0f}** ({'met' if recs >= 100_000 else 'NOT met'}) | "
+            f"{ratio_cells(results, inst, '1').split(' | ')[0]} / {ratio_cells(results, inst, '1000').split(' | ')[0]} |"
         )
     met = [f"{k} with `{m}` ({r:.1f}x)" for (k, m), r in ratios.items() if r >= 10]
     missed = [f"{k} with `{m}` ({r:.1f}x)" for (k, m), r in ratios.items() if r < 10]
@@ -583,7 +926,7 @@ def report(
         if met
         else "met by no server and mode."
     )
-    lines += ["", DURABLE_NOTE.format(verdict=verdict), NOTE]
+    lines += ["", DURABLE_NOTE.format(verdict=verdict), MLSERVER_NOTE, "", NOTE]
     return "\n".join(lines)
 
 
