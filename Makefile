@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
         settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve mlserver-venv bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
-        score install-spark bench-score bench-retention bench-soak
+        score install-spark bench-score bench-retention bench-soak bench-tails
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -134,7 +134,7 @@ score: export SCORE_REJECTS := $(if $(value REJECTS),$(value REJECTS),$(value SC
 score: $(STAMP) $(if $(filter spark,$(value ENGINE) $(value SCORE_ENGINE)),install-spark) ## score a table: INPUT=customers.parquet OUTPUT=scores.parquet [KEYS=customer_id MODEL=champion ENGINE=local|spark]
 	$(PY) -m scoring
 
-bench: bench-train bench-serve bench-slow-clients bench-drift bench-estimate bench-shadow bench-score bench-retention bench-soak ## every benchmark (bench-soak: 15 min of it); tables go to docs/benchmarks.md
+bench: bench-train bench-serve bench-tails bench-slow-clients bench-drift bench-estimate bench-shadow bench-score bench-retention bench-soak ## every benchmark (bench-soak: 15 min of it); tables go to docs/benchmarks.md
 
 bench-score: $(STAMP) ## batch scoring on 1M and 10M generated rows vs XGBoost's inplace_predict floor -> docs/benchmarks.md
 	$(PY) -m tools.bench_score
@@ -165,6 +165,9 @@ bench-shadow: $(STAMP) ## p50/p99 of /v1/predict with shadow scoring at 0%, 10%,
 
 bench-retention: $(STAMP) ## 60 simulated days of the prediction log with retention: DB size flat, job time, write p99 -> docs/benchmarks.md
 	$(PY) -m tools.bench_retention
+
+bench-tails: $(STAMP) ## 100-record p99/p50, 1,000-record records/s with the log caught up (SQLite, PostgreSQL), single vs /health, CPU per record and py-spy -> docs/benchmarks.md (Tails; needs a champion)
+	$(PY) -m tools.bench_tails
 
 bench-soak: $(STAMP) ## 15 min open-loop mixed traffic at 70% of capacity, PostgreSQL: p50/p99, spool, RSS, rows per minute; every answered record stored -> docs/benchmarks.md (Soak; needs a champion)
 	$(PY) -m tools.bench_soak

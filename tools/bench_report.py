@@ -44,9 +44,16 @@ def update_section(heading: str, body: str, path: Path = BENCHMARKS) -> Path:
     return path
 
 
-def champion(bench: str):
+def champion(bench: str, needs: tuple[str, ...] = ()):
     """(the service's settings, the registry's champion version) for a bench that serves the champion;
-    None, with one line on stderr, when there is none (`make train gate` first)."""
+    None, with one line on stderr, when there is none (`make train gate` first) or a program in `needs`
+    is not installed (Debian package of the same name)."""
+    import shutil
+
+    for program in needs:
+        if not shutil.which(program):
+            print(f"{bench}: {program} is not installed (apt-get install {program})", file=sys.stderr)
+            return None
     from core import registry
     from model_service.settings import ServiceSettings
 

@@ -607,13 +607,9 @@ def check_answers(port: int, key: str, mlflow_port: int, mlserver: dict) -> dict
 
 
 def main() -> int:
-    if not shutil.which("wrk"):
-        print("bench-serve: wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 2
-
     from tools.bench_report import champion
 
-    found = champion("bench-serve")
+    found = champion("bench-serve", needs=("wrk",))
     if found is None:
         return 2
     settings, mv = found
