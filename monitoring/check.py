@@ -35,7 +35,7 @@ import pandas as pd
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 
-from core import registry, store
+from core import registry, retention, store
 from core.dataset import DatasetConfig, load_config
 from core.drift import LEVELS, Calibration
 from core.estimate import METRICS as ESTIMATED
@@ -46,7 +46,7 @@ from core.estimate import (
     fit_calibration_map,
 )
 from core.source import DataError, source_hash
-from monitoring import metrics, reports
+from monitoring import cohorts, metrics, reports
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, TriggerEvent, trigger_kinds
@@ -636,4 +636,30 @@ def run_check(
             runs.update().where(runs.c.id == run_id).values(finished_at=store.utcnow(), **outcome.row())
         )
     _export(settings, outcome)
+    look_at_cohorts(settings, engine, now)
     return outcome
+
+
+def look_at_cohorts(settings: MonitorSettings, engine: sa.Engine, now=None) -> list[cohorts.Cohort]:
+    """The cohorts' estimated and realized quality (monitoring.cohorts), logged and exported; a failure
+    here is logged and costs the check nothing."""
+    if settings.cohorts <= 0:
+        return []
+    try:
+        found = cohorts.cohorts(
+            engine,
+            settings.model_name,
+            settings.cohorts,
+            settings.cohort_minutes,
+            settings.quality_min_labelled,
+            retention.archive_of(settings),
+            now,
+        )
+    except Exception:
+        log.exception("cohorts: could not be read")
+        return []
+    cohorts.export(settings.model_name, found)
+    for c in found:
+        if c.realized:
+            log.info("%s", c.line())
+    return found

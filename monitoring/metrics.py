@@ -75,6 +75,26 @@ estimated_harm = Gauge(
     LABELS,
     registry=REGISTRY,
 )
+cohort_quality = Gauge(
+    "monitor_cohort_quality",
+    "Per cohort (the window a monitoring run judged; scored: its first record's minute): quality estimated "
+    "at the check without labels, and realized once enough of its labels arrived",
+    ["model_name", "cohort", "scored", "metric", "kind"],
+    registry=REGISTRY,
+)
+cohort_labelled = Gauge(
+    "monitor_cohort_labelled_share",
+    "Share of a cohort's records that have their label by now",
+    ["model_name", "cohort", "scored"],
+    registry=REGISTRY,
+)
+estimate_error = Gauge(
+    "monitor_estimate_error",
+    "The estimate's error over the cohorts with enough labels, realized minus estimated: mean_abs, mean "
+    "(negative: too hopeful), cohorts (how many)",
+    ["model_name", "metric", "stat"],
+    registry=REGISTRY,
+)
 labelled = Gauge(
     "monitor_labelled_records", "Records of the window with a feedback label", LABELS, registry=REGISTRY
 )

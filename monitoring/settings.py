@@ -103,6 +103,19 @@ class MonitorSettings(Settings):
     unseen_category_share: float = env_field(
         "UNSEEN_CATEGORY_SHARE", 0.05, "alarm when this share of a feature's values is unseen"
     )
+    cohort_minutes: float = env_field(
+        "MONITOR_COHORT_MINUTES",
+        1440.0,
+        "one cohort per this many minutes of scoring (the newest judged window of each period), looked at "
+        "again as its labels arrive",
+        gt=0,
+    )
+    cohorts: int = env_field(
+        "MONITOR_COHORTS",
+        45,
+        "cohorts (periods) looked at again at each check: longer than the label horizon (0: none)",
+        ge=0,
+    )
     quality_min_labelled: int = env_field(
         "QUALITY_MIN_LABELLED", 100, "live quality judged from this many labels", ge=1
     )

@@ -315,9 +315,6 @@ def report(results: dict[str, dict], run: dict, load: dict) -> str:
 
 
 def main() -> int:
-    if not shutil.which("wrk"):
-        print("bench-tails: wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 2
     from tools.bench_report import champion
 
     found = champion("bench-tails", needs=("wrk",))

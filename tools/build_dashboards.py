@@ -312,6 +312,18 @@ def drift() -> dashboard.Dashboard:
                 ("monitor_estimated_harm", "alarm (1)"),
             ),
             prom(
+                timeseries.Panel().min(0).max(1),
+                "Per cohort: ROC AUC estimated when scored beside realized once its labels came",
+                ('monitor_cohort_quality{metric="roc_auc"}', "{{kind}}, cohort scored {{scored}}"),
+                ("monitor_cohort_labelled_share", "labelled share, cohort scored {{scored}}"),
+            ),
+            prom(
+                timeseries.Panel(),
+                "The estimate's error on labelled cohorts (realized minus estimated; alert past 0.1)",
+                ('monitor_estimate_error{stat="mean_abs"}', "{{metric}} mean absolute"),
+                ('monitor_estimate_error{stat="mean"}', "{{metric}} mean (negative: too hopeful)"),
+            ),
+            prom(
                 timeseries.Panel().min(0),
                 "New data: labelled records since the champion was trained",
                 ("monitor_labelled_since_training", "labelled since training"),
