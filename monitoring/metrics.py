@@ -102,6 +102,13 @@ source_changed = Gauge(
     LABELS,
     registry=REGISTRY,
 )
+waiting_cohort = Gauge(
+    "monitor_waiting_cohort_labels",
+    "A drift or quality alarm's retrain waiting for its window's labels: figure=labelled (come back), "
+    "need (retrain.min_labels), records (in the drifted window); absent when nothing waits",
+    [*LABELS, "figure"],
+    registry=REGISTRY,
+)
 triggers = Counter(
     "monitor_retrain_triggers_total",
     "Retrain trigger decisions",

@@ -266,3 +266,63 @@ def test_the_loop_runs_the_schedule_when_due(env, monkeypatch):
     assert monitor.loop(settings, iterations=1) == 0
     [event] = [e for e in events(settings) if e["source"] == "schedule"]
     assert event["status"] == "fired" and event["reason"].startswith("schedule: new data: 5 labelled")
+
+
+# --------------------------------------------------------------------------- the drifted cohort's labels
+def give_labels(engine, keys: list[tuple[str, int]], frame: pd.DataFrame) -> None:
+    """Feedback arriving now for records logged earlier without it (a label horizon)."""
+    with engine.begin() as conn:
+        conn.execute(
+            store.feedback.insert(),
+            [
+                {"request_id": r, "record_index": i, "label": int(y), "received_at": datetime.now(UTC)}
+                for (r, i), y in zip(keys, frame["label"], strict=True)
+            ],
+        )
+
+
+def test_a_waiting_alarm_fires_when_its_own_cohort_is_labelled(env):
+    settings, config, test, engine, _, _ = env
+    config = dataclasses.replace(
+        config, retrain={"new_labels": 0, "on_source_change": False, "min_labels": 100}
+    )
+    drifted = apply(test.sample(300, random_state=4), Scenario("covariate"), config, reference=test)
+    earlier = datetime.now(UTC) - timedelta(minutes=20)
+    drifted_keys = log(engine, drifted, config, settings, at=earlier, feedback=False)
+    alarm = check.run_check(settings, config, summary_table=False)
+    assert alarm.status == "drift" and alarm.trigger.status == check.WAITING
+    [wait] = events(settings)
+    assert wait["monitoring_run_id"] == alarm.run_id  # the wait remembers the drifted window
+
+    # the window moves on: newer, quiet records, no labels yet; the alarm is not lost
+    quiet = test.drop(drifted.index).sample(300, random_state=5)
+    quiet_keys = log(engine, quiet, config, settings, feedback=False)
+    later = check.run_check(settings, config, summary_table=False)
+    assert later.status == "ok" and later.trigger is None, later.reason
+    assert later.cohort is not None and later.cohort.run_id == alarm.run_id
+    assert f"waiting for labels of run {alarm.run_id}'s cohort: 0 of 300, need 100" in later.line()
+    gauge = metrics.REGISTRY.get_sample_value
+    assert gauge("monitor_waiting_cohort_labels", {"model_name": "telco-churn", "figure": "need"}) == 100
+
+    # labels for the newer records alone do not start it: they are not the drifted cohort's
+    give_labels(engine, quiet_keys, quiet)
+    newer_only = check.run_check(settings, config, summary_table=False)
+    assert newer_only.trigger is None and newer_only.cohort.have == 0, newer_only.reason
+    assert fired(settings) == []
+
+    # 120 of the drifted records get their label: the next check fires the retrain, naming the cohort
+    give_labels(engine, drifted_keys[:120], drifted.iloc[:120])
+    outcome = check.run_check(settings, config, summary_table=False)
+    assert outcome.status == "ok" and outcome.trigger is not None and outcome.trigger.fired, outcome.reason
+    [event] = fired(settings)
+    assert event["monitoring_run_id"] == alarm.run_id  # the retrain is for the drifted window
+    assert "drift share" in event["reason"]  # the original alarm's reasons
+    assert f"120 of the 300 records of monitoring run {alarm.run_id}" in event["reason"]
+    assert "retrain.min_labels 100" in event["reason"]
+    assert event["parameters"]["TRIGGER_KINDS"] == "drift"
+    assert f"retrain for run {alarm.run_id}'s cohort" in outcome.reason
+    assert gauge("monitor_waiting_cohort_labels", {"model_name": "telco-churn", "figure": "need"}) is None
+    # the fired retrain settles the wait: nothing pending, nothing fired again
+    settled = check.run_check(settings, config, summary_table=False)
+    assert settled.trigger is None and settled.cohort is None
+    assert len(fired(settings)) == 1
