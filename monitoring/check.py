@@ -45,6 +45,8 @@ from core.estimate import (
     estimate_performance,
     fit_calibration_map,
 )
+from core.newdata import NewRows, new_rows
+from core.snapshot import cached_frame, champion_snapshot
 from core.source import DataError, source_hash
 from monitoring import metrics, reports
 from monitoring.drift import DriftResult, compute_drift
@@ -63,13 +65,16 @@ class Champion:
     trained_at: datetime | None = None  # the model version's creation time
     source_hash: str | None = None  # the hash of the source snapshot its data descends from
     reference: str = registry.REFERENCE_ARTIFACT  # its drift reference's artifact path
+    data_hash: str | None = None  # the snapshot it was trained on (the new-data count's base)
 
 
 @dataclass
 class Freshness:
     """New data since the champion was trained: labelled records, and whether the source changed."""
 
-    new_labels: int | None = None  # None: not checked
+    new_labels: int | None = None  # labelled records since the champion was trained (None: not checked)
+    new_rows: int | None = None  # of these, the rows a retrain would add (None: not counted)
+    left_out: dict[str, int] = field(default_factory=dict)  # the others, by reason (core.newdata)
     label_bound: int = 0
     source_hash: str | None = None  # the source's hash now (None: not checked)
     champion_source_hash: str | None = None
@@ -81,13 +86,21 @@ class Freshness:
     def figures(self) -> dict[str, Any]:
         return {
             "new_labels": self.new_labels,
+            "new_rows": self.new_rows,
             "source_hash": self.source_hash,
             "champion_source_hash": self.champion_source_hash,
         }
 
+    @property
+    def countable(self) -> int | None:
+        """What the `retrain.new_labels` bound is judged on: the rows a retrain would add, or every
+        labelled record when those could not be counted."""
+        return self.new_rows if self.new_rows is not None else self.new_labels
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.figures(),
+            "left_out": self.left_out,
             "label_bound": self.label_bound,
             "data_age_seconds": self.data_age_seconds,
             "reasons": self.reasons,
@@ -255,6 +268,7 @@ def champion(settings: MonitorSettings) -> Champion | None:
         # for a first training; a retrained one then reads as changed once, see docs/monitoring.md)
         source_hash=mv.tags.get("source_hash") or mv.tags.get("data_hash") or None,
         reference=registry.reference_artifact(mv.tags),
+        data_hash=mv.tags.get("data_hash") or None,
     )
 
 
@@ -410,25 +424,30 @@ def check_freshness(
     label_bound: int | None = None,
 ) -> Freshness:
     """Has new data arrived since the champion was trained? Bounds from the data set config's `retrain:`
-    (new_labels: N labelled production records since then; on_source_change: the source's content
-    differs from the champion's source snapshot)."""
+    (new_labels: N labelled production records since then that a retrain would add, see
+    `count_new_rows`; on_source_change: the source's content differs from the champion's source
+    snapshot)."""
     now = store.as_utc(now) if now is not None else store.utcnow()
     bound = config.retrain_new_labels if label_bound is None else label_bound
     out = Freshness(label_bound=bound, champion_source_hash=champ.source_hash)
     if champ.trained_at is not None:
         out.data_age_seconds = max(0.0, (now - champ.trained_at).total_seconds())
         out.new_labels = store.labelled_since(engine, settings.model_name, champ.trained_at)
-        if out.label_bound > 0 and out.new_labels >= out.label_bound:
+        if out.label_bound > 0 and out.new_labels > 0:
+            try:
+                added = count_new_rows(settings, config, champ, engine)
+                out.new_rows, out.left_out = added.added, added.left_out
+            except DataError as exc:
+                out.error = f"new data counted as every labelled record: {exc}"[:500]
+                log.warning("freshness: %s", out.error)
+        if out.label_bound > 0 and (out.countable or 0) >= out.label_bound:
             out.kinds.append("new_labels")
-            out.reasons.append(
-                f"new data: {out.new_labels} labelled records since v{champ.version} was trained "
-                f"(retrain.new_labels {out.label_bound})"
-            )
+            out.reasons.append(_new_data_reason(out, champ.version))
     if config.retrain_on_source_change and champ.source_hash:
         try:
             out.source_hash = source_hash(config)
         except DataError as exc:
-            out.error = f"source not readable: {exc}"[:500]
+            out.error = "; ".join(filter(None, [out.error, f"source not readable: {exc}"]))[:500]
             log.warning("freshness: %s", out.error)
         if out.source_hash and out.source_hash != champ.source_hash:
             # the new hash in the kind: each distinct change of the source fires once
@@ -438,6 +457,35 @@ def check_freshness(
                 f"on {champ.source_hash[:12]})"
             )
     return out
+
+
+def count_new_rows(
+    settings: MonitorSettings, config: DatasetConfig, champ: Champion, engine: sa.Engine
+) -> NewRows:
+    """The rows a retrain would add from the records labelled since the champion was trained, by the
+    retrain's own rules (core.newdata: schema, duplicates, missing shares), against the snapshot the
+    champion was trained on (its `data_hash`: the retrain's base plus the production rows earlier
+    retrains added, so a record the champion already learned from is no new data; the latest snapshot
+    when untagged). The snapshot is read once per process; the records are those `labelled_since`
+    counts. DataError when the snapshot cannot be read."""
+    snapshot = champion_snapshot(champ.data_hash, config, settings.data_dir)
+    base = cached_frame(snapshot)
+    records = store.labelled_predictions(engine, model_name=settings.model_name, since=champ.trained_at)
+    try:
+        return new_rows(records, base, config)
+    except KeyError as exc:  # a snapshot of another data set (columns the config does not have)
+        raise DataError(f"snapshot {snapshot.hash[:16]} lacks column {exc}") from exc
+
+
+def _new_data_reason(fresh: Freshness, version: str) -> str:
+    bound = f"(retrain.new_labels {fresh.label_bound})"
+    if fresh.new_rows is None:
+        return f"new data: {fresh.new_labels} labelled records since v{version} was trained {bound}"
+    others = "; ".join(f"{n} {why}" for why, n in fresh.left_out.items() if n)
+    return (
+        f"new data: {fresh.new_rows} new labelled records a retrain would add (of {fresh.new_labels} "
+        f"labelled since v{version} was trained{'; ' + others if others else ''}) {bound}"
+    )
 
 
 @lru_cache(maxsize=8)
@@ -531,6 +579,8 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
     if f is not None:
         if f.new_labels is not None:
             metrics.labels_since_training.labels(name).set(f.new_labels)
+        if f.new_rows is not None:
+            metrics.new_rows_since_training.labels(name).set(f.new_rows)
         if f.data_age_seconds is not None:
             metrics.champion_data_age.labels(name).set(f.data_age_seconds)
         if f.source_hash is not None:

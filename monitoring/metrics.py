@@ -86,7 +86,16 @@ model_version = Gauge(
 )
 labels_since_training = Gauge(
     "monitor_labelled_since_training",
-    "Labelled production records since the champion was trained (the retrain.new_labels bound counts these)",
+    "Labelled production records since the champion was trained (monitor_new_rows_since_training: those a "
+    "retrain would add)",
+    LABELS,
+    registry=REGISTRY,
+)
+new_rows_since_training = Gauge(
+    "monitor_new_rows_since_training",
+    "Of the labelled records since the champion was trained, the rows a retrain would add (not already "
+    "in the champion's data, within the schema and the missing shares; the retrain.new_labels bound "
+    "counts these when the champion's snapshot is readable)",
     LABELS,
     registry=REGISTRY,
 )
