@@ -779,6 +779,19 @@ def _check(
     event, cohort = _trigger(
         settings, config, engine, trigger, champ, run_id, reasons, kinds, figures, waiting
     )
+    if cohort is None and event is not None and event.status == WAITING:  # this window is the cohort
+        cohort = Cohort(
+            event.id,
+            run_id,
+            judged.window_start,
+            judged.window_end,
+            len(window),
+            int(window["label"].notna().sum()) if "label" in window else 0,
+            config.retrain_min_labels,
+            reasons,
+            kinds,
+        )
+        return replace(judged, trigger=event, cohort=cohort)
     return replace(judged, reason=judged.reason + _cohort_reason(cohort), trigger=event, cohort=cohort)
 
 

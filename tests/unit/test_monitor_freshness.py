@@ -295,6 +295,7 @@ def test_a_waiting_alarm_fires_when_its_own_cohort_is_labelled(env):
     assert alarm.status == "drift" and alarm.trigger.status == check.WAITING
     [wait] = events(settings)
     assert wait["monitoring_run_id"] == alarm.run_id  # the wait remembers the drifted window
+    assert alarm.cohort.run_id == alarm.run_id and (alarm.cohort.have, alarm.cohort.need) == (0, 100)
 
     # the window moves on: newer, quiet records, no labels yet; the alarm is not lost
     quiet = test.drop(drifted.index).sample(300, random_state=5)
