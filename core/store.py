@@ -331,16 +331,23 @@ def _features(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def labelled_predictions(engine: Engine, archive: Any = None) -> pd.DataFrame:
+def labelled_predictions(
+    engine: Engine, archive: Any = None, *, model_name: str | None = None, since: datetime | None = None
+) -> pd.DataFrame:
     """Logged features + feedback label (`__label__`) of every labelled prediction, oldest first: the
     database's and, with `archive` (a core.objects.ObjectStore, core.retention.archive_of), the archived
-    ones, a label stored after its prediction was archived included."""
+    ones, a label stored after its prediction was archived included. `model_name` and `since` (labels
+    received at or after; the database's only) keep the records `labelled_since` counts."""
     p, f = predictions, feedback
     query = (
         select(p.c.id, p.c.features, f.c.label, p.c.created_at)
         .select_from(p.join(f, and_(p.c.request_id == f.c.request_id, p.c.record_index == f.c.record_index)))
         .order_by(p.c.created_at, p.c.id)
     )
+    if model_name is not None:
+        query = query.where(p.c.model_name == model_name)
+    if since is not None:
+        query = query.where(f.c.received_at >= since)
     with engine.connect() as conn:
         rows = [
             (as_utc(r.created_at), r.id, _features(r.features), int(r.label)) for r in conn.execute(query)

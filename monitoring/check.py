@@ -45,6 +45,8 @@ from core.estimate import (
     estimate_performance,
     fit_calibration_map,
 )
+from core.newdata import NewRows, new_rows
+from core.snapshot import cached_frame, champion_snapshot
 from core.source import DataError, source_hash
 from monitoring import cohorts, metrics, reports
 from monitoring.drift import DriftResult, compute_drift
@@ -63,13 +65,16 @@ class Champion:
     trained_at: datetime | None = None  # the model version's creation time
     source_hash: str | None = None  # the hash of the source snapshot its data descends from
     reference: str = registry.REFERENCE_ARTIFACT  # its drift reference's artifact path
+    data_hash: str | None = None  # the snapshot it was trained on (the new-data count's base)
 
 
 @dataclass
 class Freshness:
     """New data since the champion was trained: labelled records, and whether the source changed."""
 
-    new_labels: int | None = None  # None: not checked
+    new_labels: int | None = None  # labelled records since the champion was trained (None: not checked)
+    new_rows: int | None = None  # of these, the rows a retrain would add (None: not counted)
+    left_out: dict[str, int] = field(default_factory=dict)  # the others, by reason (core.newdata)
     label_bound: int = 0
     source_hash: str | None = None  # the source's hash now (None: not checked)
     champion_source_hash: str | None = None
@@ -81,13 +86,21 @@ class Freshness:
     def figures(self) -> dict[str, Any]:
         return {
             "new_labels": self.new_labels,
+            "new_rows": self.new_rows,
             "source_hash": self.source_hash,
             "champion_source_hash": self.champion_source_hash,
         }
 
+    @property
+    def countable(self) -> int | None:
+        """What the `retrain.new_labels` bound is judged on: the rows a retrain would add, or every
+        labelled record when those could not be counted."""
+        return self.new_rows if self.new_rows is not None else self.new_labels
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.figures(),
+            "left_out": self.left_out,
             "label_bound": self.label_bound,
             "data_age_seconds": self.data_age_seconds,
             "reasons": self.reasons,
@@ -167,6 +180,7 @@ class CheckOutcome:
     estimate: PerformanceEstimate | None = None  # quality estimated without labels (None: not judged)
     harm: Harm | None = None  # the estimate judged against the reference's (None: not judged)
     warning: str | None = None  # why a drift alarm was kept a warning (estimate.drift_needs_harm)
+    cohort: Cohort | None = None  # the drifted cohort whose labels a retrain waits for (or just got)
 
     @property
     def alarmed(self) -> bool:
@@ -227,6 +241,8 @@ class CheckOutcome:
             details["harm"] = self.harm.as_dict()
         if self.warning is not None:
             details["warning"] = self.warning
+        if self.cohort is not None:
+            details["cohort"] = self.cohort.as_dict()
         if details:
             row["details"] = _clean(details)
         if self.trigger is not None:
@@ -252,6 +268,7 @@ def champion(settings: MonitorSettings) -> Champion | None:
         # for a first training; a retrained one then reads as changed once, see docs/monitoring.md)
         source_hash=mv.tags.get("source_hash") or mv.tags.get("data_hash") or None,
         reference=registry.reference_artifact(mv.tags),
+        data_hash=mv.tags.get("data_hash") or None,
     )
 
 
@@ -271,8 +288,117 @@ def waiting_for_labels(config: DatasetConfig, window: pd.DataFrame, kinds: list[
         return None
     return (
         f"waiting for labels: {have} of the {len(window)} checked records have their label, "
-        f"retrain.min_labels {need}; a later check starts the retrain once they are in"
+        f"retrain.min_labels {need}; a later check starts the retrain once these records have theirs"
     )
+
+
+@dataclass
+class Cohort:
+    """A drift or quality alarm waiting for the labels of its own window (the drifted cohort): its
+    `waiting_labels` event, its monitoring run, and how many of that run's records have their label."""
+
+    event_id: int
+    run_id: int
+    window_start: datetime | None
+    window_end: datetime | None
+    size: int
+    have: int
+    need: int
+    reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    fired: bool = False  # this check started its retrain
+
+    @property
+    def ready(self) -> bool:
+        return self.have >= self.need
+
+    @property
+    def span(self) -> str:
+        if self.window_start is None or self.window_end is None:
+            return "no window"
+        return f"{self.window_start:%Y-%m-%d %H:%M}Z to {self.window_end:%Y-%m-%d %H:%M}Z"
+
+    def waiting(self) -> str:
+        return (
+            f"waiting for labels of run {self.run_id}'s cohort: {self.have} of {self.size}, "
+            f"need {self.need} (retrain.min_labels)"
+        )
+
+    def labelled(self) -> str:
+        return (
+            f"the drifted cohort is labelled: {self.have} of the {self.size} records of monitoring run "
+            f"{self.run_id} ({self.span}) have their label (retrain.min_labels {self.need})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "run_id": self.run_id,
+            "window_start": None if self.window_start is None else self.window_start.isoformat(),
+            "window_end": None if self.window_end is None else self.window_end.isoformat(),
+            "records": self.size,
+            "labelled": self.have,
+            "need": self.need,
+            "kinds": self.kinds,
+            "fired": self.fired,
+        }
+
+
+def _waits(engine: sa.Engine, model_name: str, version: str) -> list[Any]:
+    """The oldest and the newest `waiting_labels` event of the monitor for `version`'s windows still
+    pending: no retrain fired after it and the champion did not move since."""
+    t, r = store.trigger_events, store.monitoring_runs
+    with engine.connect() as conn:
+        last_fired = conn.execute(sa.select(sa.func.max(t.c.id)).where(t.c.status == "fired")).scalar()
+        move = store.last_champion_move(engine, model_name)
+        query = (
+            sa.select(t.c.id, t.c.monitoring_run_id, t.c.parameters, r.c.window_start, r.c.window_end)
+            .select_from(t.join(r, r.c.id == t.c.monitoring_run_id))
+            .where(
+                t.c.status == WAITING,
+                t.c.id > (last_fired or 0),
+                r.c.model_name == model_name,
+                r.c.model_version == str(version),
+            )
+        )
+        if move is not None:
+            query = query.where(t.c.created_at >= move["at"])
+        newest = conn.execute(query.order_by(t.c.id.desc()).limit(1)).first()
+        oldest = conn.execute(query.order_by(t.c.id).limit(1)).first()
+    return [w for w in (newest, oldest) if w is not None][: 1 if newest == oldest else 2]
+
+
+def pending_cohort(engine: sa.Engine, model_name: str, version: str, need: int) -> Cohort | None:
+    """The drifted cohort a retrain waits for, with the labels that have come back for its records
+    (`store.run_window`: the records its monitoring run judged), or None when no alarm waits.
+
+    A later check looks at a later window, whose records have no labels yet either: the wait is kept
+    with the alarm's own run, so it fires once *that* window is labelled. Of the pending waits of the
+    champion (since the last fired retrain and the last champion move) the newest and the oldest are
+    counted (two windows read, however long the wait): the newest when it is ready, else the oldest
+    when it is, else the newest, still waiting."""
+    cohorts = []
+    for wait in _waits(engine, model_name, version):
+        window = store.run_window(engine, int(wait.monitoring_run_id))
+        if window is None:
+            continue
+        params = wait.parameters if isinstance(wait.parameters, dict) else {}
+        cohorts.append(
+            Cohort(
+                event_id=int(wait.id),
+                run_id=int(wait.monitoring_run_id),
+                window_start=store.as_utc(wait.window_start),
+                window_end=store.as_utc(wait.window_end),
+                size=len(window),
+                have=int(window["label"].notna().sum()) if "label" in window else 0,
+                need=max(0, int(need)),
+                reasons=list(params.get("reasons") or []),
+                kinds=list(params.get("kinds") or []),
+                figures=dict(params.get("figures") or {}),
+            )
+        )
+    return next((c for c in cohorts if c.ready), cohorts[0] if cohorts else None)
 
 
 def drift_without_harm(config: DatasetConfig, result: DriftResult, harm: Harm) -> str | None:
@@ -298,25 +424,30 @@ def check_freshness(
     label_bound: int | None = None,
 ) -> Freshness:
     """Has new data arrived since the champion was trained? Bounds from the data set config's `retrain:`
-    (new_labels: N labelled production records since then; on_source_change: the source's content
-    differs from the champion's source snapshot)."""
+    (new_labels: N labelled production records since then that a retrain would add, see
+    `count_new_rows`; on_source_change: the source's content differs from the champion's source
+    snapshot)."""
     now = store.as_utc(now) if now is not None else store.utcnow()
     bound = config.retrain_new_labels if label_bound is None else label_bound
     out = Freshness(label_bound=bound, champion_source_hash=champ.source_hash)
     if champ.trained_at is not None:
         out.data_age_seconds = max(0.0, (now - champ.trained_at).total_seconds())
         out.new_labels = store.labelled_since(engine, settings.model_name, champ.trained_at)
-        if out.label_bound > 0 and out.new_labels >= out.label_bound:
+        if out.label_bound > 0 and out.new_labels > 0:
+            try:
+                added = count_new_rows(settings, config, champ, engine)
+                out.new_rows, out.left_out = added.added, added.left_out
+            except DataError as exc:
+                out.error = f"new data counted as every labelled record: {exc}"[:500]
+                log.warning("freshness: %s", out.error)
+        if out.label_bound > 0 and (out.countable or 0) >= out.label_bound:
             out.kinds.append("new_labels")
-            out.reasons.append(
-                f"new data: {out.new_labels} labelled records since v{champ.version} was trained "
-                f"(retrain.new_labels {out.label_bound})"
-            )
+            out.reasons.append(_new_data_reason(out, champ.version))
     if config.retrain_on_source_change and champ.source_hash:
         try:
             out.source_hash = source_hash(config)
         except DataError as exc:
-            out.error = f"source not readable: {exc}"[:500]
+            out.error = "; ".join(filter(None, [out.error, f"source not readable: {exc}"]))[:500]
             log.warning("freshness: %s", out.error)
         if out.source_hash and out.source_hash != champ.source_hash:
             # the new hash in the kind: each distinct change of the source fires once
@@ -326,6 +457,35 @@ def check_freshness(
                 f"on {champ.source_hash[:12]})"
             )
     return out
+
+
+def count_new_rows(
+    settings: MonitorSettings, config: DatasetConfig, champ: Champion, engine: sa.Engine
+) -> NewRows:
+    """The rows a retrain would add from the records labelled since the champion was trained, by the
+    retrain's own rules (core.newdata: schema, duplicates, missing shares), against the snapshot the
+    champion was trained on (its `data_hash`: the retrain's base plus the production rows earlier
+    retrains added, so a record the champion already learned from is no new data; the latest snapshot
+    when untagged). The snapshot is read once per process; the records are those `labelled_since`
+    counts. DataError when the snapshot cannot be read."""
+    snapshot = champion_snapshot(champ.data_hash, config, settings.data_dir)
+    base = cached_frame(snapshot)
+    records = store.labelled_predictions(engine, model_name=settings.model_name, since=champ.trained_at)
+    try:
+        return new_rows(records, base, config)
+    except KeyError as exc:  # a snapshot of another data set (columns the config does not have)
+        raise DataError(f"snapshot {snapshot.hash[:16]} lacks column {exc}") from exc
+
+
+def _new_data_reason(fresh: Freshness, version: str) -> str:
+    bound = f"(retrain.new_labels {fresh.label_bound})"
+    if fresh.new_rows is None:
+        return f"new data: {fresh.new_labels} labelled records since v{version} was trained {bound}"
+    others = "; ".join(f"{n} {why}" for why, n in fresh.left_out.items() if n)
+    return (
+        f"new data: {fresh.new_rows} new labelled records a retrain would add (of {fresh.new_labels} "
+        f"labelled since v{version} was trained{'; ' + others if others else ''}) {bound}"
+    )
 
 
 @lru_cache(maxsize=8)
@@ -419,10 +579,17 @@ def _export(settings: MonitorSettings, outcome: CheckOutcome) -> None:
     if f is not None:
         if f.new_labels is not None:
             metrics.labels_since_training.labels(name).set(f.new_labels)
+        if f.new_rows is not None:
+            metrics.new_rows_since_training.labels(name).set(f.new_rows)
         if f.data_age_seconds is not None:
             metrics.champion_data_age.labels(name).set(f.data_age_seconds)
         if f.source_hash is not None:
             metrics.source_changed.labels(name).set(int(f.source_hash != f.champion_source_hash))
+    metrics.waiting_cohort.clear()
+    c = outcome.cohort
+    if c is not None and not c.fired:
+        for figure, value in (("labelled", c.have), ("need", c.need), ("records", c.size)):
+            metrics.waiting_cohort.labels(name, figure).set(value)
     r = outcome.result
     if r is None:
         return
@@ -486,10 +653,17 @@ def _fire(
 ) -> TriggerEvent:
     """One retrain trigger for everything this check found (cooldown and dedupe apply); with `waiting`
     (an alarm without the labels to learn from, see `waiting_for_labels`) a `waiting_labels` row and no
-    retrain: a later check fires once the labels are in."""
+    retrain: it keeps the check's run, reasons, kinds and figures, and a later check fires once that
+    run's records are labelled (`pending_cohort`)."""
     trigger = trigger or RetrainTrigger(settings)
     if waiting:
-        event = trigger.note("; ".join(reasons) + f" -- {waiting}", source="monitor", status=WAITING)
+        event = trigger.note(
+            "; ".join(reasons) + f" -- {waiting}",
+            source="monitor",
+            status=WAITING,
+            monitoring_run_id=run_id,
+            parameters={"reasons": reasons, "kinds": kinds, "figures": _clean(figures)},
+        )
         metrics.triggers.labels(settings.model_name, event.backend, WAITING, "monitor").inc()
         return event
     # the dedupe key names what crossed (not its figures), so the same drift or the same new data seen
@@ -551,10 +725,12 @@ def _check(
             f"window too small: {len(window)} predictions by v{champ.version} in {span}, "
             f"minimum {settings.min_window} (MONITOR_MIN_WINDOW); no drift judged"
         )
-        if not fresh.reasons:
-            return replace(seen, reason=reason)
-        event = _fire(settings, trigger, champ, run_id, fresh.reasons, fresh.kinds, fresh.figures())
-        return replace(seen, reason=reason + " -- " + "; ".join(fresh.reasons), trigger=event)
+        if fresh.reasons:
+            reason += " -- " + "; ".join(fresh.reasons)
+        event, cohort = _trigger(
+            settings, config, engine, trigger, champ, run_id, fresh.reasons, fresh.kinds, fresh.figures()
+        )
+        return replace(seen, reason=reason + _cohort_reason(cohort), trigger=event, cohort=cohort)
 
     calibration = calibration_of(champ.run_id)
     reference = reference_of(champ.run_id, champ.reference)
@@ -595,14 +771,75 @@ def _check(
         harm=harm,
         warning=warning,
     )
-    reasons = alarm_reasons + fresh.reasons
-    if not reasons:
-        return judged
     # drift, estimated harm and new data seen by the same check: one trigger naming them all
+    reasons = alarm_reasons + fresh.reasons
     kinds = alarm_kinds + fresh.kinds
     figures = {**_figures(result), **harm.figures(), **fresh.figures()}
-    waiting = waiting_for_labels(config, window, kinds)
-    return replace(judged, trigger=_fire(settings, trigger, champ, run_id, reasons, kinds, figures, waiting))
+    waiting = waiting_for_labels(config, window, kinds) if reasons else None
+    event, cohort = _trigger(
+        settings, config, engine, trigger, champ, run_id, reasons, kinds, figures, waiting
+    )
+    if cohort is None and event is not None and event.status == WAITING:  # this window is the cohort
+        cohort = Cohort(
+            event.id,
+            run_id,
+            judged.window_start,
+            judged.window_end,
+            len(window),
+            int(window["label"].notna().sum()) if "label" in window else 0,
+            config.retrain_min_labels,
+            reasons,
+            kinds,
+        )
+        return replace(judged, trigger=event, cohort=cohort)
+    return replace(judged, reason=judged.reason + _cohort_reason(cohort), trigger=event, cohort=cohort)
+
+
+def _trigger(
+    settings: MonitorSettings,
+    config: DatasetConfig,
+    engine: sa.Engine,
+    trigger: RetrainTrigger | None,
+    champ: Champion,
+    run_id: int,
+    reasons: list[str],
+    kinds: list[str],
+    figures: dict[str, Any],
+    waiting: str | None = None,
+) -> tuple[TriggerEvent | None, Cohort | None]:
+    """The check's trigger and the drifted cohort it waited for. What this check found fires as it is
+    (a retrain; a `waiting_labels` row with `waiting`). Unless it fired a retrain, the pending cohort
+    (`pending_cohort`) is counted, and when its records are labelled its retrain fires first, with the
+    original alarm's reasons and kinds and its monitoring run (the window the retrain is for)."""
+    if reasons and not waiting:
+        return _fire(settings, trigger, champ, run_id, reasons, kinds, figures), None
+    cohort = pending_cohort(engine, settings.model_name, champ.version, config.retrain_min_labels)
+    event = None
+    if cohort is not None and cohort.ready and cohort.reasons:
+        event = _fire(
+            settings,
+            trigger,
+            champ,
+            cohort.run_id,
+            [*cohort.reasons, cohort.labelled()],
+            cohort.kinds,
+            {**cohort.figures, "cohort_run_id": cohort.run_id, "cohort_labels": cohort.have},
+        )
+        cohort.fired = event.fired
+    if reasons:  # this check's own alarm waits too: kept after the cohort's retrain, so it stays pending
+        noted = _fire(settings, trigger, champ, run_id, reasons, kinds, figures, waiting)
+        event = event or noted
+    return event, cohort
+
+
+def _cohort_reason(cohort: Cohort | None) -> str:
+    if cohort is None:
+        return ""
+    if cohort.fired:
+        return f" -- retrain for run {cohort.run_id}'s cohort: {cohort.labelled()}"
+    if cohort.ready:
+        return f" -- run {cohort.run_id}'s cohort is labelled ({cohort.have} of {cohort.size}), retrain held"
+    return " -- " + cohort.waiting()
 
 
 def run_check(

@@ -106,7 +106,16 @@ model_version = Gauge(
 )
 labels_since_training = Gauge(
     "monitor_labelled_since_training",
-    "Labelled production records since the champion was trained (the retrain.new_labels bound counts these)",
+    "Labelled production records since the champion was trained (monitor_new_rows_since_training: those a "
+    "retrain would add)",
+    LABELS,
+    registry=REGISTRY,
+)
+new_rows_since_training = Gauge(
+    "monitor_new_rows_since_training",
+    "Of the labelled records since the champion was trained, the rows a retrain would add (not already "
+    "in the champion's data, within the schema and the missing shares; the retrain.new_labels bound "
+    "counts these when the champion's snapshot is readable)",
     LABELS,
     registry=REGISTRY,
 )
@@ -120,6 +129,13 @@ source_changed = Gauge(
     "monitor_source_changed",
     "1 when the data source's content differs from the champion's source snapshot",
     LABELS,
+    registry=REGISTRY,
+)
+waiting_cohort = Gauge(
+    "monitor_waiting_cohort_labels",
+    "A drift or quality alarm's retrain waiting for its window's labels: figure=labelled (come back), "
+    "need (retrain.min_labels), records (in the drifted window); absent when nothing waits",
+    [*LABELS, "figure"],
     registry=REGISTRY,
 )
 triggers = Counter(

@@ -26,7 +26,7 @@ def scheduled_retrain(
     now=None,
 ) -> TriggerEvent | None:
     """The scheduled retrain: fire (reason `schedule`) only when there is new data since the champion was
-    trained -- any labelled record, or a changed source (`retrain.on_source_change`) -- and otherwise
+    trained -- any labelled record a retrain would add (core.newdata), or a changed source (`retrain.on_source_change`) -- and otherwise
     record `nothing_new`. None when there is no champion. Cooldown and dedupe apply as to any trigger."""
     config = config or load_config(settings.dataset_config)
     engine = store.engine_for(settings.database_url)
@@ -39,6 +39,8 @@ def scheduled_retrain(
     fresh = check.check_freshness(settings, config, champ, engine, now, label_bound=1)
     if not fresh.reasons:
         labels = "unknown" if fresh.new_labels is None else str(fresh.new_labels)
+        if fresh.new_rows is not None:
+            labels += f", {fresh.new_rows} a retrain would add"
         return trigger.note(
             f"schedule: nothing new since v{champ.version} was trained ({labels} labelled records, "
             f"source {'unchanged' if fresh.source_hash else 'not checked'})",

@@ -56,7 +56,7 @@ class JenkinsSettings:
 class MonitorSettings(Settings):
     """The monitor (drift, live quality), the retrain trigger and rollback."""
 
-    state_paths: ClassVar[dict[str, str]] = {"retrain_log_dir": "logs/retrain"}
+    state_paths: ClassVar[dict[str, str]] = {"retrain_log_dir": "logs/retrain", "data_dir": "data"}
     derived_defaults: ClassVar[dict[str, str]] = {
         **Settings.derived_defaults,
         "reports_uri": "$STATE_DIR/reports/monitoring",
@@ -142,6 +142,12 @@ class MonitorSettings(Settings):
     )
     retrain_command_env: str | None = env_field("RETRAIN_COMMAND", None, "what the local backend runs")
     retrain_log_dir: RepoPath | None = env_field("RETRAIN_LOG_DIR", None, "the local backend's logs")
+    data_dir: RepoPath | None = env_field(
+        "DATA_DIR",
+        None,
+        "training's snapshots: the new-data count reads the champion's data from here (unreadable: "
+        "every labelled record counts)",
+    )
     interval_seconds: float = env_field("MONITOR_INTERVAL_SECONDS", 300.0, "period of `monitor loop`", gt=0)
     schedule_seconds: float = env_field(
         "RETRAIN_SCHEDULE_SECONDS",

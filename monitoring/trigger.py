@@ -229,8 +229,17 @@ class RetrainTrigger:
         )
         return TriggerEvent(event_id, status, self.backend, detail, parameters)
 
-    def note(self, reason: str, *, source: str, status: str = "nothing_new") -> TriggerEvent:
-        """Record a decision not to retrain (the schedule found nothing new): a row, no backend call."""
+    def note(
+        self,
+        reason: str,
+        *,
+        source: str,
+        status: str = "nothing_new",
+        monitoring_run_id: int | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> TriggerEvent:
+        """Record a decision not to retrain (the schedule found nothing new; an alarm waiting for labels,
+        with its monitoring run and what a later retrain needs in `parameters`): a row, no backend call."""
         t = store.trigger_events
         with self.engine.begin() as conn:
             event_id = conn.execute(
@@ -240,13 +249,14 @@ class RetrainTrigger:
                     source=source,
                     dedupe_key=f"{source}:{status}",
                     reason=reason[:1000],
+                    monitoring_run_id=monitoring_run_id,
                     status=status,
                     detail="no retrain",
-                    parameters={},
+                    parameters=parameters or {},
                 )
             ).inserted_primary_key[0]
         log.info("retrain trigger %s (%s, event %s): %s", status, self.backend, event_id, reason)
-        return TriggerEvent(event_id, status, self.backend, "no retrain", {})
+        return TriggerEvent(event_id, status, self.backend, "no retrain", parameters or {})
 
     def _decide(self, event_id: int, key: str, now) -> tuple[str, str]:
         t = store.trigger_events

@@ -24,24 +24,18 @@ from core.dataset import ConfigError, DatasetConfig, load_config
 from core.features import prepare
 from core.logs import setup_logging
 from core.settings import load_or_exit
-from core.source import DataError, content_hash, read_source
+
+# reading snapshots lives in core.snapshot (the monitor reads the champion's data too); re-exported
+from core.snapshot import Snapshot as Snapshot
+from core.snapshot import latest_snapshot as latest_snapshot
+from core.snapshot import lineage_root as lineage_root
+from core.snapshot import open_snapshot as open_snapshot
+from core.source import DataError as DataError
+from core.source import content_hash
+from core.source import read_source as read_source
 from training.settings import TrainingSettings
 
 log = logging.getLogger("training.data")  # not __name__: `python -m` runs this as __main__
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    hash: str
-    path: Path
-    manifest: dict
-
-    @property
-    def data_file(self) -> Path:
-        return self.path / "data.parquet"
-
-    def load(self) -> pd.DataFrame:
-        return pd.read_parquet(self.data_file)
 
 
 def write_snapshot(
@@ -81,36 +75,6 @@ def write_snapshot(
             tmp.rmdir()
     (data_dir / f"LATEST-{config.name}").write_text(digest[:16] + "\n")
     return open_snapshot(digest[:16], data_dir)
-
-
-def open_snapshot(ref: str, data_dir: Path) -> Snapshot:
-    folder = data_dir / "snapshots" / ref[:16]
-    manifest_file = folder / "manifest.json"
-    if not manifest_file.is_file():
-        raise DataError(f"no snapshot '{ref}' under {data_dir / 'snapshots'}")
-    manifest = json.loads(manifest_file.read_text())
-    return Snapshot(hash=manifest["hash"], path=folder, manifest=manifest)
-
-
-def lineage_root(snapshot: Snapshot) -> Snapshot:
-    """The snapshot ingested from the source that `snapshot` descends from (itself when ingested):
-    retrains write children (base + production records) with the base as `parent`."""
-    data_dir = snapshot.path.parent.parent
-    seen = set()
-    while snapshot.manifest.get("parent") and snapshot.hash not in seen:
-        seen.add(snapshot.hash)
-        try:
-            snapshot = open_snapshot(snapshot.manifest["parent"], data_dir)
-        except DataError:
-            break
-    return snapshot
-
-
-def latest_snapshot(config: DatasetConfig, data_dir: Path) -> Snapshot:
-    pointer = data_dir / f"LATEST-{config.name}"
-    if not pointer.is_file():
-        raise DataError(f"no snapshot of '{config.name}' yet: run `make ingest` first")
-    return open_snapshot(pointer.read_text().strip(), data_dir)
 
 
 def ingest(config: DatasetConfig, data_dir: Path) -> Snapshot:

@@ -8,7 +8,7 @@
    `feedback` on request id and record index, DATABASE_URL), mapped back to the raw columns of the
    data set config: features from the logged record, the target from the label (1 -> positive class),
    dropped columns (e.g. the row id) continued after the base's.
-   Left out, and counted: records outside the declared schema (an unseen category, a value out of range),
+   Left out, and counted (core.newdata: the monitor counts new data by the same rules): records outside the declared schema (an unseen category, a value out of range),
    records identical (features and label) to a row already in the data (replayed held-out records add
    nothing new), and records with a missing value the config does not allow: in a feature without
    `max_missing_share`, or beyond it (the new snapshot keeps every column within its declared missing
@@ -32,25 +32,23 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from core import registry, retention, store
 from core.dataset import ConfigError, DatasetConfig, load_config
-from core.features import category_string
 from core.logs import setup_logging
+
+# the rules, shared with the monitor's new-data count (MISSING_LEFT_OUT, to_raw and
+# within_missing_shares re-exported: they lived here)
+from core.newdata import MISSING_LEFT_OUT as MISSING_LEFT_OUT
+from core.newdata import new_rows
+from core.newdata import to_raw as to_raw
+from core.newdata import within_missing_shares as within_missing_shares
 from core.objects import ObjectStore
 from core.settings import load_or_exit
+from core.snapshot import Snapshot, champion_snapshot, lineage_root
 from training import gate, reference
-from training.data import (
-    DataError,
-    Snapshot,
-    ingest,
-    latest_snapshot,
-    lineage_root,
-    open_snapshot,
-    write_snapshot,
-)
+from training.data import DataError, ingest, write_snapshot
 from training.settings import TrainingSettings
 from training.train import train
 
@@ -87,11 +85,7 @@ def current_base(settings: TrainingSettings, config: DatasetConfig) -> tuple[Sna
     champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
     data_hash = champion.tags.get("data_hash") if champion is not None else None
     try:
-        snap = (
-            open_snapshot(data_hash, settings.data_dir)
-            if data_hash
-            else latest_snapshot(config, settings.data_dir)
-        )
+        snap = champion_snapshot(data_hash, config, settings.data_dir)
     except DataError:
         snap = ingest(config, settings.data_dir)
     root = lineage_root(snap)
@@ -114,103 +108,12 @@ def labelled_records(database_url: str, archive: ObjectStore | None = None) -> p
     return store.labelled_predictions(store.engine_for(database_url), archive)
 
 
-def _negative_class(base: pd.DataFrame, config: DatasetConfig):
-    values = [v for v in base[config.target].dropna().unique() if str(v) != str(config.positive_class)]
-    if len(values) != 1:
-        raise DataError(f"cannot tell the negative class of '{config.target}' from the base data: {values}")
-    return values[0]
-
-
-def to_raw(
-    records: pd.DataFrame, base: pd.DataFrame, config: DatasetConfig
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Production records (feature dicts + `__label__`) as raw rows of the data set, schema-checked."""
-    left_out = {"outside the declared schema": 0}
-    if records.empty:
-        return base.iloc[0:0].copy(), left_out
-    ok = pd.Series(True, index=records.index)
-    for feature in config.features:
-        col = records[feature.name] if feature.name in records else pd.Series(np.nan, index=records.index)
-        present = col.notna()
-        if feature.type == "categorical":
-            ok &= ~present | col.astype(str).isin(feature.categories)
-        else:
-            num = pd.to_numeric(col, errors="coerce")
-            ok &= ~present | num.notna()
-            if feature.type == "binary":
-                ok &= ~present | num.isin([0, 1])
-            if feature.min is not None:
-                ok &= ~present | (num >= feature.min)
-            if feature.max is not None:
-                ok &= ~present | (num <= feature.max)
-    left_out["outside the declared schema"] = int((~ok).sum())
-    kept = records[ok]
-    out = pd.DataFrame(index=range(len(kept)))
-    positive, negative = config.positive_class, _negative_class(base, config)
-    for column in base.columns:
-        dtype = base[column].dtype
-        if column == config.target:
-            out[column] = np.where(kept["__label__"].to_numpy() == 1, positive, negative)
-        elif column in config.feature_names:
-            values = (
-                kept[column].reset_index(drop=True) if column in kept else pd.Series(np.nan, index=out.index)
-            )
-            if config.feature(column).type == "categorical":  # missing stays missing (None), not "None"
-                out[column] = pd.Series(
-                    [None if pd.isna(v) else category_string(v) for v in values],
-                    index=out.index,
-                    dtype=object,
-                )
-            else:
-                num = pd.to_numeric(values, errors="coerce")
-                if pd.api.types.is_integer_dtype(dtype) and (num.round() == num).all():
-                    out[column] = num.round().astype(dtype)
-                else:
-                    out[column] = num.astype("float64")
-        elif pd.api.types.is_numeric_dtype(dtype) and len(base):  # a row id: continue the numbering
-            start = int(pd.to_numeric(base[column], errors="coerce").max()) + 1
-            out[column] = np.arange(start, start + len(kept)).astype(dtype)
-        else:
-            out[column] = None
-    return out, left_out
-
-
-MISSING_LEFT_OUT = "with a missing value beyond the declared max_missing_share"
-
-
-def within_missing_shares(base: pd.DataFrame, new: pd.DataFrame, config: DatasetConfig) -> np.ndarray:
-    """Which `new` rows (in order) the snapshot base + kept rows can hold with every feature's share of
-    missing values at most its `max_missing_share` (validation's rule). Complete rows are always kept;
-    a row with missing values is kept while every column it lacks has room (0 share: never)."""
-    names = [n for n in config.feature_names if n in new]
-    missing = new[names].isna().to_numpy() if names else np.zeros((len(new), 0), dtype=bool)
-    keep = ~missing.any(axis=1)
-    total = len(base) + int(keep.sum())
-    counts = np.array([int(base[n].isna().sum()) if n in base else 0 for n in names], dtype=np.int64)
-    shares = np.array([config.feature(n).max_missing_share for n in names], dtype=np.float64)
-    for i in np.flatnonzero(~keep):
-        cols = missing[i]
-        if ((counts[cols] + 1) <= shares[cols] * (total + 1) + 1e-9).all():
-            keep[i] = True
-            total += 1
-            counts[cols] += 1
-    return keep
-
-
 def build_training_data(settings: TrainingSettings, config: DatasetConfig, database_url: str) -> RetrainData:
     base, source_changed = current_base(settings, config)
     base_frame = base.load()
     records = labelled_records(database_url, retention.archive_of(settings))
-    raw, left_out = to_raw(records, base_frame, config)
-    key = [*config.feature_names, config.target]
-    combined = pd.concat([base_frame, raw], ignore_index=True)
-    dup = combined[key].astype(str).duplicated(keep="first").to_numpy()[len(base_frame) :]
-    left_out["already in the data (same features and label)"] = int(dup.sum())
-    unique = raw[~dup].reset_index(drop=True)
-    within = within_missing_shares(base_frame, unique, config)
-    left_out[MISSING_LEFT_OUT] = int((~within).sum())
-    new_rows = unique[within]
-    frame = pd.concat([base_frame, new_rows], ignore_index=True)
+    added = new_rows(records, base_frame, config)
+    frame = pd.concat([base_frame, added.rows], ignore_index=True)
     for column in base_frame.columns:  # keep the base's dtypes where the new rows allow it
         if frame[column].dtype != base_frame[column].dtype and not frame[column].isna().any():
             with contextlib.suppress(TypeError, ValueError):
@@ -218,9 +121,9 @@ def build_training_data(settings: TrainingSettings, config: DatasetConfig, datab
     return RetrainData(
         frame,
         base,
-        labelled=len(records),
-        added=len(new_rows),
-        left_out=left_out,
+        labelled=added.labelled,
+        added=added.added,
+        left_out=added.left_out,
         source_changed=source_changed,
     )
 

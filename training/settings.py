@@ -16,7 +16,11 @@ class TrainingSettings(Settings):
         "artifact_root": "mlflow/artifacts",
     }
 
-    data_dir: RepoPath | None = env_field("DATA_DIR", None, "snapshots (parquet + manifest) live here")
+    data_dir: RepoPath | None = env_field(
+        "DATA_DIR",
+        None,
+        "snapshots (parquet + manifest) live here; the monitor reads the champion's data here",
+    )
     reports_dir: RepoPath | None = env_field("REPORTS_DIR", None, "validation and gate reports")
     artifact_root: RepoPath | None = env_field(
         "MLFLOW_ARTIFACT_ROOT", None, "artifact folder of a local (non-HTTP) tracking store"

@@ -18,12 +18,13 @@ from prometheus_client import generate_latest
 from core import registry, store
 from core.dataset import ConfigError, load_config
 from core.features import prepare
+from core.newdata import DUPLICATE_LEFT_OUT
 from core.source import read_source, source_hash
 from monitoring import check, metrics, monitor, schedule
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
 from tests.support.loop_helpers import log_predictions
-from training.data import assign_split
+from training.data import assign_split, write_snapshot
 from training.settings import TrainingSettings
 
 THRESHOLD = 0.3
@@ -56,6 +57,7 @@ def env(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MONITOR_WINDOW_SIZE", "300")
     monkeypatch.setenv("MONITOR_MIN_WINDOW", "200")
     monkeypatch.setenv("MONITOR_WINDOW_MINUTES", "60")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))  # no snapshot: every labelled record counts
     settings = MonitorSettings.from_env()
     # the source: a CSV copy of the data set, so a test can change it
     csv = tmp_path / "source.csv"
@@ -266,3 +268,113 @@ def test_the_loop_runs_the_schedule_when_due(env, monkeypatch):
     assert monitor.loop(settings, iterations=1) == 0
     [event] = [e for e in events(settings) if e["source"] == "schedule"]
     assert event["status"] == "fired" and event["reason"].startswith("schedule: new data: 5 labelled")
+
+
+# --------------------------------------------------------------------------- the drifted cohort's labels
+def give_labels(engine, keys: list[tuple[str, int]], frame: pd.DataFrame) -> None:
+    """Feedback arriving now for records logged earlier without it (a label horizon)."""
+    with engine.begin() as conn:
+        conn.execute(
+            store.feedback.insert(),
+            [
+                {"request_id": r, "record_index": i, "label": int(y), "received_at": datetime.now(UTC)}
+                for (r, i), y in zip(keys, frame["label"], strict=True)
+            ],
+        )
+
+
+def test_a_waiting_alarm_fires_when_its_own_cohort_is_labelled(env):
+    settings, config, test, engine, _, _ = env
+    config = dataclasses.replace(
+        config, retrain={"new_labels": 0, "on_source_change": False, "min_labels": 100}
+    )
+    drifted = apply(test.sample(300, random_state=4), Scenario("covariate"), config, reference=test)
+    earlier = datetime.now(UTC) - timedelta(minutes=20)
+    drifted_keys = log(engine, drifted, config, settings, at=earlier, feedback=False)
+    alarm = check.run_check(settings, config, summary_table=False)
+    assert alarm.status == "drift" and alarm.trigger.status == check.WAITING
+    [wait] = events(settings)
+    assert wait["monitoring_run_id"] == alarm.run_id  # the wait remembers the drifted window
+    assert alarm.cohort.run_id == alarm.run_id and (alarm.cohort.have, alarm.cohort.need) == (0, 100)
+
+    # the window moves on: newer, quiet records, no labels yet; the alarm is not lost
+    quiet = test.drop(drifted.index).sample(300, random_state=5)
+    quiet_keys = log(engine, quiet, config, settings, feedback=False)
+    later = check.run_check(settings, config, summary_table=False)
+    assert later.status == "ok" and later.trigger is None, later.reason
+    assert later.cohort is not None and later.cohort.run_id == alarm.run_id
+    assert f"waiting for labels of run {alarm.run_id}'s cohort: 0 of 300, need 100" in later.line()
+    gauge = metrics.REGISTRY.get_sample_value
+    assert gauge("monitor_waiting_cohort_labels", {"model_name": "telco-churn", "figure": "need"}) == 100
+
+    # labels for the newer records alone do not start it: they are not the drifted cohort's
+    give_labels(engine, quiet_keys, quiet)
+    newer_only = check.run_check(settings, config, summary_table=False)
+    assert newer_only.trigger is None and newer_only.cohort.have == 0, newer_only.reason
+    assert fired(settings) == []
+
+    # 120 of the drifted records get their label: the next check fires the retrain, naming the cohort
+    give_labels(engine, drifted_keys[:120], drifted.iloc[:120])
+    outcome = check.run_check(settings, config, summary_table=False)
+    assert outcome.status == "ok" and outcome.trigger is not None and outcome.trigger.fired, outcome.reason
+    [event] = fired(settings)
+    assert event["monitoring_run_id"] == alarm.run_id  # the retrain is for the drifted window
+    assert "drift share" in event["reason"]  # the original alarm's reasons
+    assert f"120 of the 300 records of monitoring run {alarm.run_id}" in event["reason"]
+    assert "retrain.min_labels 100" in event["reason"]
+    assert event["parameters"]["TRIGGER_KINDS"] == "drift"
+    assert f"retrain for run {alarm.run_id}'s cohort" in outcome.reason
+    assert gauge("monitor_waiting_cohort_labels", {"model_name": "telco-churn", "figure": "need"}) is None
+    # the fired retrain settles the wait: nothing pending, nothing fired again
+    settled = check.run_check(settings, config, summary_table=False)
+    assert settled.trigger is None and settled.cohort is None
+    assert len(fired(settings)) == 1
+
+
+# --------------------------------------------------------------------------- new data a retrain would add
+def test_new_data_counts_the_rows_a_retrain_would_add(env, data):
+    settings, config, test, engine, _, trained_at = env
+    raw = data[1]
+    write_snapshot(raw, config, settings.data_dir)  # the champion's data: the whole source
+    # 150 labels on replayed held-out records: rows already in the data, a retrain adds none
+    log(engine, test.iloc[:150], config, settings)
+    replayed = check.run_check(settings, config, summary_table=False)
+    f = replayed.freshness
+    assert (f.new_labels, f.new_rows) == (150, 0) and f.error is None, f.error
+    assert f.left_out[DUPLICATE_LEFT_OUT] == 150
+    assert replayed.trigger is None and events(settings) == []
+    # the same number of labels on new records (charges a cent off): a retrain adds them, it fires
+    new = test.iloc[150:300].assign(monthly_charges=test["monthly_charges"].iloc[150:300] + 0.01)
+    log(engine, new, config, settings)
+    outcome = check.run_check(settings, config, summary_table=False)
+    f = outcome.freshness
+    assert (f.new_labels, f.new_rows) == (300, 150)
+    assert outcome.trigger is not None and outcome.trigger.fired, outcome.reason
+    [event] = fired(settings)
+    assert event["reason"].startswith(
+        "new data: 150 new labelled records a retrain would add (of 300 labelled since v3 was trained; "
+        "150 already in the data (same features and label)) (retrain.new_labels 100)"
+    )
+    row = next(r for r in runs(settings) if r["id"] == outcome.run_id)
+    figures = row["details"]["freshness"]
+    assert figures["new_labels"] == 300 and figures["new_rows"] == 150
+    assert figures["left_out"] == {
+        "outside the declared schema": 0,
+        DUPLICATE_LEFT_OUT: 150,
+        "with a missing value beyond the declared max_missing_share": 0,
+    }
+
+
+def test_new_data_without_a_readable_snapshot_counts_every_label_and_says_so(env):
+    settings, config, test, engine, _, _ = env
+    log(engine, test.iloc[:120], config, settings)
+    champ = check.champion(settings)
+    f = check.check_freshness(settings, config, champ, engine)
+    assert f.new_labels == 120 and f.new_rows is None and f.kinds == ["new_labels"]
+    assert f.error.startswith("new data counted as every labelled record: no snapshot of 'telco_churn'")
+
+
+def runs(settings) -> list[dict]:
+    with store.engine_for(settings.database_url).connect() as conn:
+        r = store.monitoring_runs
+        return [dict(x) for x in conn.execute(sa.select(r).order_by(r.c.id)).mappings().all()]
