@@ -18,6 +18,7 @@ to load is retried at most every `FAILED_RETRY_SECONDS`, not on every check.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from core.fastpath import (
 from core.feature_schema import FieldSpec, Validated, field_specs
 from model_service import metrics as m
 from model_service.explain import Explainer, build_explainer
+from model_service.heap import settle_heap
 from model_service.request_schema import RecordValidator, record_schema
 from model_service.settings import ServiceSettings
 
@@ -251,17 +253,20 @@ class ModelManager:
             self._failed.pop(version, None)
             self.last_error = self.last_error_at = self.public_error = None
             self._publish(previous, loaded)
+            settled = settle_heap()
             m.RELOADS.labels("success", "").inc()
             m.RELOAD_FAILING.set(0)
             m.CHAMPION_MISSING.set(0)
             log.info(
-                "serving %s v%s (%s; %s) after %.1fs%s",
+                "serving %s v%s (%s; %s) after %.1fs%s; %d objects frozen in %.2fs",
                 loaded.name,
                 loaded.version,
                 loaded.predictor.kind,
                 loaded.fast_path_note,
                 time.perf_counter() - started,
                 f", replacing v{previous}" if previous else "",
+                gc.get_freeze_count(),
+                settled,
             )
             return {
                 "changed": version != previous,

@@ -117,7 +117,7 @@ def top_functions(raw: Path, n: int = 6) -> list[tuple[str, float]]:
     total = 0
     if not raw.exists():
         return []
-    for line in raw.read_text().splitlines():
+    for line in raw.read_text(errors="replace").splitlines():
         stack, sep, count = line.rstrip().rpartition(" ")
         if not sep or not count.isdigit():
             continue
@@ -130,12 +130,55 @@ def top_functions(raw: Path, n: int = 6) -> list[tuple[str, float]]:
     return [(k, v / total) for k, v in own.most_common(n)] if total else []
 
 
+# (label, function name) of a request worker's stages: their inclusive share of the GIL samples
+STAGES = (
+    ("Flask app", "wsgi_app"),
+    ("predict view", "predict"),
+    ("validation", "validated_batch"),
+    ("model", "score"),
+    ("prediction log append", "submit"),
+    ("response hooks (metrics, headers)", "process_response"),
+)
+
+
+def stage_shares(raw: Path) -> list[tuple[str, float]]:
+    """From py-spy's raw output: the share of samples whose stack passes through each of STAGES'
+    functions (inclusive time); stages never seen are left out."""
+    if not raw.exists():
+        return []
+    counts: collections.Counter = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, sep, count = line.rstrip().rpartition(" ")
+        if not sep or not count.isdigit():
+            continue
+        total += int(count)
+        names = {frame.partition(" (")[0] for frame in stack.split(";")}
+        for label, name in STAGES:
+            if name in names:
+                counts[label] += int(count)
+    return [(label, counts[label] / total) for label, _ in STAGES if counts[label]] if total else []
+
+
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         return None
     return subprocess.Popen(
-        [str(spy), "record", "--gil", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
+        [
+            str(spy),
+            "record",
+            "--gil",
+            "--nonblocking",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "100",
+            "-f",
+            "raw",
+        ]
         + ["-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -184,6 +227,8 @@ def measure(
             if spy is not None:
                 spy.wait(seconds + 30)
                 r.setdefault("profile", {})[role] = top_functions(out)
+                if role == "worker":
+                    r.setdefault("stages", stage_shares(out))
         rows[name] = r
     return rows
 
@@ -289,12 +334,54 @@ def profiles(results: dict[str, dict]) -> str:
                 if top:
                     cells = "; ".join(f"{fn} {share:.0%}" for fn, share in top)
                     lines.append(f"- {db}, {name} records, {role}: {cells}")
+            if isinstance(r, dict) and r.get("stages"):
+                cells = "; ".join(f"{label} {share:.0%}" for label, share in r["stages"])
+                lines.append(f"- {db}, {name} records, worker, inclusive: {cells}")
     if not lines:
         return "py-spy was not available: no profile."
     return (
-        "Where the time goes (py-spy `--gil`: the thread holding the GIL, 100 Hz; the functions with the "
-        "most samples of their own, as a share of the samples):\n\n" + "\n".join(lines)
+        "Where the time goes (py-spy `--gil --nonblocking`: the thread holding the GIL, 100 Hz; the "
+        "functions with the most samples of their own, as a share of the samples; for the workers also the "
+        "share of the samples inside each stage of a request):\n\n" + "\n".join(lines)
     )
+
+
+DECIDED = """What was measured and decided (2026-12-07, issue 26 item 3).
+
+- **The 100-record tail was the garbage collector.** Callbacks on `gc` in every process under wrk: a
+  request worker holds about 364k objects once mlflow, pandas, scikit-learn and the model are loaded, and
+  the objects of 100-record requests that outlive two young collections set off a full collection every
+  1-3 s in each worker, 80-400 ms each with the GIL held; the writer process did the same every ~1.3 s
+  (85-120 ms). That was the p99 (245-364 ms against a p50 of 31 ms in the runs before the fix). Fixed in
+  `model_service/heap.py`: after each model load (and in the writer at start) one collection, then
+  `gc.freeze()`: the libraries' and the model's objects go to the permanent generation and a full
+  collection walks only what the requests left. Measured on the same server and load: the writer's full
+  collections 1.0-1.5 ms instead of 85-120 ms, none of the workers' during the 100-record row; 100-record
+  p99 80 ms at p50 27 ms (2.9x); single records 1,484 requests/s against 1,210-1,296 before. A reload
+  thaws and collects the previous model first (one full collection, ~0.24 s, per reload).
+- **Not the JSON round trip.** The writer reads each spool line back into Python objects and encodes
+  each record's features again for the database; spool lines carrying the features already encoded
+  were measured in process: the writer would save 2.6 ms per 1,000 records, the worker would spend
+  0.9 ms more. Not done: 3-4% of the CPU per record.
+- **The 1,000-record target is past this machine's CPU.** With the log caught up, every record costs
+  the worker's request (parse, validate, predict, answer, spool line), the writer's insert and, on
+  PostgreSQL, the server's own work, on the same 2 cores as wrk. The table's CPU per 1,000 records gives
+  the ceiling: at the measured ~50-60 ms (SQLite) and ~80-95 ms (PostgreSQL) per 1,000 records in the
+  runs of that day, 2 cores cannot sustain more than ~34-42k and ~21-25k records/s before wrk and the
+  kernel; 100k would need 20 ms. The writer's share is the database's (SQLite's executemany and commit,
+  PostgreSQL's COPY and the insert from its staging table) and reading the spool lines back.
+  More cores, or replicas on more hosts (docs/scaling.md), are the way; the burst rate (answered) is
+  higher because the writer catches up after the row.
+- **Single records against /health** (27-43% in the runs of that day, 53% in issue 26's): a predict costs
+  the worker 1.1-1.7 ms of CPU against 0.5 ms for `/health`. The GIL samples of a worker: granian's own
+  Python (`_runner`) 14-16%, the Flask app 71-73%, of which the predict view 34-37% (validation 9-10%,
+  the fast path's XGBoost call 7-9%, the spool append 2-5%, the rest building the answer and counting)
+  and the response hooks (request metrics, security headers) 14-15%; the remainder is Flask's and
+  flask-smorest's dispatch. `/health` runs the same server, dispatch and hooks without the view: the
+  view itself is about half of a predict. 75% would need the view to cost about a third of what it
+  does, with the model call already at the C function (core/fastpath.py); not reachable without
+  dropping work a prediction needs (validation, the durable log line, the metrics).
+"""
 
 
 def report(results: dict[str, dict], run: dict, load: dict) -> str:
@@ -310,6 +397,7 @@ def report(results: dict[str, dict], run: dict, load: dict) -> str:
             table(results),
             "Against issue 26's targets:\n\n" + "\n".join(verdicts(results)),
             profiles(results),
+            DECIDED,
         ]
     )
 

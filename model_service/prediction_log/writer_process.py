@@ -218,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format)
     from model_service import metrics as m  # after PROMETHEUS_MULTIPROC_DIR is known (inherited)
+    from model_service.heap import settle_heap
 
     writer = SegmentWriter(settings.database_url, settings.spool_dir, metrics=m.LogMetrics())
+    settle_heap()  # the imports and the engine live as long as the process (model_service/heap.py)
     stop = threading.Event()
     if args.once:
         stop.set()

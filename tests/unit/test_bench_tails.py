@@ -54,6 +54,22 @@ def test_top_functions_counts_own_samples_of_the_last_frame(tmp_path):
     assert tails.top_functions(tmp_path / "missing.txt") == []
 
 
+def test_stage_shares_count_every_sample_passing_through_a_stage(tmp_path):
+    raw = tmp_path / "spy.txt"
+    raw.write_text(
+        "_runner (granian/wsgi.py:62);wsgi_app (flask/app.py:1479);predict (api/predict.py:42);"
+        "submit (prediction_log/writer.py:134);append (spool.py:200) 30\n"
+        "_runner (granian/wsgi.py:62);wsgi_app (flask/app.py:1479);predict (api/predict.py:42) 20\n"
+        "_runner (granian/wsgi.py:62) 50\n"
+    )
+    assert tails.stage_shares(raw) == [
+        ("Flask app", 0.5),
+        ("predict view", 0.5),
+        ("prediction log append", 0.3),
+    ]
+    assert tails.stage_shares(tmp_path / "missing.txt") == []
+
+
 def test_ceiling_is_the_cores_over_the_cpu_per_record(monkeypatch):
     monkeypatch.setattr(tails, "cores", lambda: 2)
     # 10 + 5 + 5 ms per 1,000 records = 20 us a record: 2 cores serve 100,000 a second
@@ -95,6 +111,7 @@ def test_the_writer_is_named_only_when_pausing_it_shrinks_the_tail():
 def test_the_report_has_one_row_per_measurement_and_the_profiles():
     results = _results()
     results["SQLite"]["1000"]["profile"] = {"writer": [("executemany (store.py:1)", 0.4)]}
+    results["SQLite"]["single"]["stages"] = [("Flask app", 0.6), ("model", 0.1)]
     text = tails.report(
         results,
         {"seconds": 15, "connections": 8, "threads": 2, "workers": 2, "version": "3", "flavor": "xgboost"},
@@ -104,4 +121,5 @@ def test_the_report_has_one_row_per_measurement_and_the_profiles():
     assert len(table) == 5
     assert "| SQLite | 1000 | 120 | 120,000 |" in text
     assert "- SQLite, 1000 records, writer: executemany (store.py:1) 40%" in text
+    assert "- SQLite, single records, worker, inclusive: Flask app 60%; model 10%" in text
     assert "champion v3 (xgboost)" in text
