@@ -59,7 +59,18 @@ class DatasetConfig:
     drift: dict[str, Any] = field(default_factory=lambda: dict(DRIFT_DEFAULTS))
     guard: dict[str, Any] = field(default_factory=lambda: dict(GUARD_DEFAULTS))
     estimate: dict[str, Any] = field(default_factory=lambda: dict(ESTIMATE_DEFAULTS))
+    labels: dict[str, Any] = field(default_factory=lambda: dict(LABELS_DEFAULTS))
     path: Path | None = None
+
+    @property
+    def label_horizon_days(self) -> float:
+        """Days after a score before its label is known (0: labels come back at once)."""
+        return float(self.labels.get("horizon_days", 0))
+
+    @property
+    def label_never_share(self) -> float:
+        """Share of scored records whose label never comes back (customers lost from view)."""
+        return float(self.labels.get("never_share", 0))
 
     @property
     def retrain_new_labels(self) -> int:
@@ -264,6 +275,27 @@ def _estimate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return {"max_drop": dict(drops), "drift_needs_harm": out["drift_needs_harm"]}
 
 
+# When the outcome of a score is known (docs/dataset.md, "Labels"): churn within 30 days of a score is
+# known 30 days later. Read by the simulator (when it sends labels back), the monitor (which cohorts'
+# labels are due, and how many are missing) and the late-label demo.
+LABELS_DEFAULTS: dict[str, Any] = {
+    "horizon_days": 0,  # days after a score before its label is known (0: at once)
+    "never_share": 0.0,  # share of labels that never come back (customers lost from view)
+}
+
+
+def _labels(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    out = _section(raw, "labels", LABELS_DEFAULTS, where)
+    horizon, never = out["horizon_days"], out["never_share"]
+    if isinstance(horizon, bool) or not isinstance(horizon, int | float) or not 0 <= horizon <= 3660:
+        raise ConfigError(
+            f"{where}: labels.horizon_days must be a number of days from 0 to 3660, got {horizon!r}"
+        )
+    if isinstance(never, bool) or not isinstance(never, int | float) or not 0 <= never < 1:
+        raise ConfigError(f"{where}: labels.never_share must be a number from 0 to below 1, got {never!r}")
+    return {"horizon_days": float(horizon), "never_share": float(never)}
+
+
 YES = {"yes", "y", "true", "1", "1.0", "positive"}
 
 
@@ -403,5 +435,6 @@ def load_config(path: str | Path) -> DatasetConfig:
         drift=_drift(raw, where, len(features)),
         guard=_guard(raw, where),
         estimate=_estimate(raw, where),
+        labels=_labels(raw, where),
         path=path,
     )

@@ -48,12 +48,25 @@ def _write(tmp_path: Path, mutate) -> Path:
             "example_record.tenure is null, but features.tenure declares no max_missing_share",
         ),
         (lambda r: r.update(model_name="my model"), "model_name must be a non-empty name"),
+        (lambda r: r["labels"].update(horizon_days=-1), "labels.horizon_days must be a number of days"),
+        (lambda r: r["labels"].update(horizon_days="30d"), "labels.horizon_days must be a number of days"),
+        (
+            lambda r: r["labels"].update(never_share=1),
+            "labels.never_share must be a number from 0 to below 1",
+        ),
+        (lambda r: r["labels"].update(late=True), "labels has unknown key(s) ['late']"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, mutate, message):
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, mutate))
     assert message in str(err.value)
+
+
+def test_the_label_horizon_is_read_and_defaults_to_labels_at_once(tmp_path):
+    config = load_config(TELCO)
+    assert (config.label_horizon_days, config.label_never_share) == (30.0, 0.2)
+    assert load_config(_write(tmp_path, lambda r: r.pop("labels"))).label_horizon_days == 0
 
 
 def test_missing_config_file(tmp_path):
