@@ -77,7 +77,7 @@ def post_feedback():
             event_at = parse_event_time(data["event_time"], now())
         except ValueError as exc:
             m.FEEDBACK.labels("invalid").inc()
-            refuse_event_time(exc)
+            refuse_event_time(str(exc))
     try:
         received, event_at = services().feedback.record(rid, index, label, event_at)
     except FeedbackNotFound as exc:
@@ -85,8 +85,7 @@ def post_feedback():
         abort(404, message=str(exc))
     except FeedbackBeforeRecord as exc:
         m.FEEDBACK.labels("invalid").inc()
-        msg = str(exc)
-        abort(422, message=f"event_time: {msg}", errors={"json": {"event_time": [msg]}})
+        refuse_event_time(str(exc))
     except DuplicateFeedback as exc:
         m.FEEDBACK.labels("duplicate").inc()
         abort(409, message=str(exc))

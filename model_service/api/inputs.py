@@ -8,7 +8,7 @@ Every rejection is counted in `model_service_validation_errors_total`."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import request
 from flask_smorest import abort
@@ -103,9 +103,8 @@ def parse_event_time(value: Any, received: datetime) -> datetime:
     return at
 
 
-def refuse_event_time(error: ValueError) -> None:
-    """422 for a bad `event_time` (message `event_time: ...`)."""
-    msg = str(error)
+def refuse_event_time(msg: str) -> NoReturn:
+    """422 for a bad `event_time` (message `event_time: <msg>`)."""
     abort(422, message=f"event_time: {msg}", errors={"json": {"event_time": [msg]}})
 
 
@@ -141,7 +140,7 @@ def validated_batch(model: LoadedModel) -> tuple[Validated, datetime | None]:
             event_at = parse_event_time(body["event_time"], now())
         except ValueError as exc:
             m.VALIDATION_ERRORS.labels("shape", "").inc()
-            refuse_event_time(exc)
+            refuse_event_time(str(exc))
     if len(records) > max_batch_size:
         m.VALIDATION_ERRORS.labels("too_large", "").inc()
         abort(
