@@ -9,8 +9,9 @@ hive-partitioned Parquet, one folder per table and day:
     feedback/day=2026-11-01/part-....parquet
 
 readable by `pd.read_parquet(folder)`, Spark (`spark.read.parquet`, `day` as a partition column) and
-pyarrow datasets. A part's columns are the table's (features as its JSON text); its name is the first
-row id it holds, so parts of one day never overlap.
+pyarrow datasets. A part's columns are the table's (features as its JSON text; parts written before
+migration 0006 lack `event_at`, which `read_archive` fills from created_at / received_at); its name is
+the first row id it holds, so parts of one day never overlap.
 
 Then the archived rows are deleted by primary key, `batch` ids per transaction (each a short write lock:
 the service's inserts wait at most one batch).
@@ -38,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, Table, delete, func, select
 
@@ -262,6 +264,39 @@ def run_from_settings(settings: Any, now: datetime | None = None) -> RetentionRe
 # ---------------------------------------------------------------- readers
 
 
+EVENT_TIME_TABLES = ("predictions", "feedback")  # tables with an `event_at` (business time) column
+_EVENT_AT = pa.field("event_at", pa.timestamp("us", tz="UTC"), nullable=True)
+
+
+def _read_part(
+    data: bytes, name: str, columns: list[str] | None, filters: list[tuple[str, str, Any]] | None
+) -> pa.Table:
+    """One Parquet part's rows. Its `event_at` is read as COALESCE(event_at, created_at / received_at),
+    in a part written before the column existed (migration 0006) too: there it is the processing time.
+    `filters`: (column, op, value) conditions, all to hold."""
+    if name not in EVENT_TIME_TABLES or (columns is not None and "event_at" not in columns):
+        return pq.read_table(io.BytesIO(data), columns=columns, filters=filters)
+    processed = tables()[name][1]
+    present = "event_at" in pq.read_schema(io.BytesIO(data)).names
+    wanted = None
+    if columns is not None:
+        wanted = list(dict.fromkeys([*(c for c in columns if present or c != "event_at"), processed]))
+    # a filter on event_at applies to the coalesced value (once made); the others while reading
+    later = [f for f in filters or [] if f[0] == "event_at"]
+    early = [f for f in filters or [] if f[0] != "event_at"] or None
+    table = pq.read_table(io.BytesIO(data), columns=wanted, filters=early)
+    if present:
+        at = table.schema.get_field_index("event_at")
+        table = table.set_column(
+            at, _EVENT_AT, pc.coalesce(table.column("event_at"), table.column(processed))
+        )
+    else:
+        table = table.append_column(_EVENT_AT, table.column(processed))  # the table's last column
+    if later:
+        table = table.filter(pq.filters_to_expression(later))
+    return table if columns is None else table.select(columns)
+
+
 def read_archive(
     archive: ObjectStore | None,
     name: str,
@@ -270,7 +305,9 @@ def read_archive(
     filters: list[tuple[str, str, Any]] | None = None,
 ) -> pd.DataFrame:
     """The archived rows of table `name` (only `days` when given; `filters`: pyarrow row filters),
-    `created_at`/`received_at` as UTC timestamps, `features` as JSON text. Empty frame: nothing archived."""
+    `created_at`/`received_at` as UTC timestamps, `features` as JSON text, `event_at` (predictions and
+    feedback) coalesced with the processing time, parts archived before it existed included. Empty
+    frame: nothing archived."""
     wanted = None if days is None else set(days)
     pieces = []
     if archive is not None:
@@ -279,7 +316,7 @@ def read_archive(
                 continue
             if wanted is not None and _day_of(part) not in wanted:
                 continue
-            data = pq.read_table(io.BytesIO(archive.get(part)), columns=columns, filters=filters)
+            data = _read_part(archive.get(part), name, columns, filters)
             if data.num_rows:
                 pieces.append(data)
     if not pieces:

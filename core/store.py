@@ -3,8 +3,15 @@
 One database holds the whole loop (SQLite on the embedded default, PostgreSQL on the stack):
 
 - `predictions`: one row per accepted record: request id, record index, time, model name and version,
-  the record as validated (JSON), probability, label and the request's latency (the service writes).
-- `feedback`: the true label of a record, by request id and record index (one per record).
+  the record as validated (JSON), probability, label, the request's latency (the service writes) and
+  its event time (`event_at`, business time: when the scored event happened).
+- `feedback`: the true label of a record, by request id and record index (one per record), when it
+  was received and its event time (`event_at`: when the outcome became known).
+
+Two clocks: `created_at` / `received_at` are processing time (when the service got it); `event_at` is
+business time (a replay's simulated clock, a label known 30 days after its score). Rows stored before
+migration 0006 have no `event_at`: readers take COALESCE(event_at, created_at / received_at)
+(`event_time`).
 - `monitoring_runs`: one row per monitor check (drift, live quality, alarm, report).
 - `trigger_events`: every retrain trigger decision (for cooldown and dedupe).
 - `rollbacks`: who moved the champion back, when, why, from and to (a person or the guard).
@@ -76,6 +83,9 @@ predictions = Table(
     Column("score", Float, nullable=False),
     Column("label", Integer, nullable=False),
     Column("latency_ms", Float, nullable=False),
+    # business time: when the scored event happened (the request's `event_time`, else created_at, the
+    # processing time); NULL on rows logged before migration 0006: read COALESCE(event_at, created_at)
+    Column("event_at", DateTime(timezone=True)),
     UniqueConstraint("request_id", "record_index", name="uq_predictions_request_record"),
 )
 
@@ -87,6 +97,9 @@ feedback = Table(
     Column("record_index", Integer, nullable=False),
     Column("label", Integer, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # business time: when the outcome became known (the feedback's `event_time`, else received_at); NULL
+    # on labels stored before migration 0006: read COALESCE(event_at, received_at)
+    Column("event_at", DateTime(timezone=True)),
     UniqueConstraint("request_id", "record_index", name="uq_feedback_request_record"),
 )
 
@@ -331,6 +344,25 @@ def _features(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
+def event_time(table: Table = predictions):
+    """A row's business time: its `event_at`, or its processing time for a row logged before event
+    times existed (predictions: created_at; feedback: received_at)."""
+    processed = table.c.received_at if table is feedback else table.c.created_at
+    return func.coalesce(table.c.event_at, processed)
+
+
+def event_watermark(engine: Engine, model_name: str) -> datetime | None:
+    """The newest event time of the model's logged predictions (any version): the business "now" of
+    the log, which a replay's simulated clock moves; None when nothing is logged."""
+    p = predictions
+    query = select(func.max(event_time(p))).where(p.c.model_name == model_name)
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar()
+    if isinstance(value, str):  # SQLite: MAX over COALESCE loses the column type (ISO text)
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
+
+
 def labelled_predictions(
     engine: Engine, archive: Any = None, *, model_name: str | None = None, since: datetime | None = None
 ) -> pd.DataFrame:
@@ -428,7 +460,8 @@ def recent_predictions(
     archive: Any = None,
 ) -> pd.DataFrame:
     """The most recent predictions of a version (at most `size`, within `minutes`; 0: any age), each with
-    its record's features, score and feedback label (NaN where none came). `bounded`: none after `now`.
+    its record's features, score, feedback label (NaN where none came) and event time (`event_at`:
+    business time, created_at where the row has none). `bounded`: none after `now`.
     With `archive` (core.retention), archived records make up what the database lacks."""
     p, f = predictions, feedback
     upper, now = now, now or utcnow()
@@ -437,6 +470,7 @@ def recent_predictions(
             p.c.request_id,
             p.c.record_index,
             p.c.created_at,
+            event_time(p).label("event_at"),
             p.c.features,
             p.c.score,
             f.c.label.label("feedback_label"),
@@ -462,13 +496,14 @@ def recent_predictions(
             filters.append(("created_at", ">=", pd.Timestamp(now - timedelta(minutes=minutes))))
         if upper is not None and bounded:
             filters.append(("created_at", "<=", pd.Timestamp(upper)))
-        old = archived_with_labels(engine, archive, ["features", "score"], filters)
+        old = archived_with_labels(engine, archive, ["features", "score", "event_at"], filters)
         old = old.sort_values(["created_at", "id"], ascending=False).head(size - len(rows))
         rows += [
             {
                 "request_id": r.request_id,
                 "record_index": int(r.record_index),
                 "created_at": r.created_at.to_pydatetime(),
+                "event_at": r.event_at.to_pydatetime(),
                 "features": r.features,
                 "score": r.score,
                 "feedback_label": None if pd.isna(r.label_fb) else r.label_fb,
@@ -476,13 +511,16 @@ def recent_predictions(
             for r in old.itertuples()
         ]
     if not rows:
-        return pd.DataFrame(columns=["request_id", "record_index", "created_at", "score", "label"])
+        return pd.DataFrame(
+            columns=["request_id", "record_index", "created_at", "event_at", "score", "label"]
+        )
     features = pd.DataFrame([_features(r["features"]) for r in rows])
     meta = pd.DataFrame(
         {
             "request_id": [r["request_id"] for r in rows],
             "record_index": [r["record_index"] for r in rows],
             "created_at": [as_utc(r["created_at"]) for r in rows],
+            "event_at": [as_utc(r["event_at"]) for r in rows],
             "score": [float(r["score"]) for r in rows],
             "label": [
                 float("nan") if r["feedback_label"] is None else float(r["feedback_label"]) for r in rows

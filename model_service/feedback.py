@@ -6,8 +6,14 @@ database is read again after the spool, for a segment the writer moved meanwhile
 when its day is past LOG_RETENTION_DAYS, in the prediction-log archive, core.retention: a late label is
 stored in `feedback` and joined with the archived record by its readers) and stores the label once. An
 unknown id is answered at once (no polling). It raises `FeedbackNotFound` (no such request id and record
-index), `DuplicateFeedback` (the record already has a label) or `FeedbackUnavailable` (the database is
-down); anything else is a bug and propagates.
+index), `DuplicateFeedback` (the record already has a label), `FeedbackBeforeRecord` (an event time
+before the record's own) or `FeedbackUnavailable` (the database is down); anything else is a bug and
+propagates.
+
+Event time: a label given an `event_at` (business time: when the outcome became known) is checked
+against its record's event time (COALESCE(event_at, created_at), one indexed lookup, only when an event
+time is given; a record only in the archive is not checked) and stored in `feedback.event_at`; without
+one, `event_at` is the time it was received.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class DuplicateFeedback(FeedbackError):
     pass
 
 
+class FeedbackBeforeRecord(FeedbackError):
+    """The label's event time is before its record's event time (the outcome known before the event)."""
+
+
 class FeedbackUnavailable(FeedbackError):
     """The prediction log database cannot answer now (retry later)."""
 
@@ -44,8 +54,11 @@ class FeedbackStore:
         self.archive = archive if retention_days > 0 else None
         self.retention_days = retention_days
 
-    def record(self, request_id: str, record_index: int, label: int) -> datetime:
-        """Store the label; returns when it was received."""
+    def record(
+        self, request_id: str, record_index: int, label: int, event_at: datetime | None = None
+    ) -> tuple[datetime, datetime]:
+        """Store the label; returns when it was received and its event time (`event_at`, UTC, or the
+        time it was received)."""
         try:
             found = self._prediction_exists(request_id, record_index)
         except SQLAlchemyError as exc:
@@ -56,12 +69,23 @@ class FeedbackStore:
             )
         received = now()
         try:
-            stored = self.plog.store.insert_feedback(request_id, record_index, label, received)
+            if event_at is not None:
+                self._check_event_time(request_id, record_index, event_at)
+            stored = self.plog.store.insert_feedback(request_id, record_index, label, received, event_at)
         except SQLAlchemyError as exc:
             raise FeedbackUnavailable(str(exc)) from exc
         if not stored:
             raise DuplicateFeedback(f"record {record_index} of request {request_id} already has a label")
-        return received
+        return received, event_at or received
+
+    def _check_event_time(self, request_id: str, record_index: int, event_at: datetime) -> None:
+        """Raise `FeedbackBeforeRecord` when `event_at` is before the record's event time (read from the
+        database, where the existence check left the record; an archived record is not checked)."""
+        record_at = self.plog.store.prediction_event_time(request_id, record_index)
+        if record_at is not None and event_at < record_at:
+            raise FeedbackBeforeRecord(
+                f"before the record's event time ({event_at.isoformat()} < {record_at.isoformat()})"
+            )
 
     def _prediction_exists(self, request_id: str, record_index: int) -> bool:
         """In the database; or in a spool segment on disk (any worker's, not yet moved by the writer

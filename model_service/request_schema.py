@@ -128,6 +128,15 @@ def predict_request_schema(specs: list[FieldSpec], max_batch: int) -> type[Schem
             validate=validate.Length(min=1, max=max_batch),
             metadata={"description": f"1 to {max_batch} records (more: 413)", **example},
         )
+        event_time = fields.DateTime(
+            format="iso",
+            metadata={
+                "description": "when the scored event happened, in business time, for every record of the "
+                "request: an RFC 3339 date-time with a UTC offset or Z (e.g. 2026-12-01T09:30:00Z), at most "
+                "1 day after the server's clock (else 422). Stored as the records' event time. Default: "
+                "the time the request is received."
+            },
+        )
 
     return PredictRequest
 

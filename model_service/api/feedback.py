@@ -1,5 +1,5 @@
 """POST /v1/feedback: the true label of a scored record (201, 404 unknown record, 409 already labelled,
-503 while the prediction log database is down)."""
+422 invalid, an `event_time` included, 503 while the prediction log database is down)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ from flask_smorest import abort
 from marshmallow import ValidationError
 
 from model_service import metrics as m
-from model_service.api.inputs import read_json
+from model_service.api.inputs import parse_event_time, read_json, refuse_event_time
 from model_service.api.schemas import FeedbackRequest, FeedbackResponse
 from model_service.api.spec import API_KEY, errors, json_body
 from model_service.api.v1 import blp
 from model_service.auth import require_api_key
-from model_service.feedback import DuplicateFeedback, FeedbackNotFound, FeedbackUnavailable
+from model_service.feedback import (
+    DuplicateFeedback,
+    FeedbackBeforeRecord,
+    FeedbackNotFound,
+    FeedbackUnavailable,
+)
+from model_service.prediction_log.store import now
 from model_service.state import services
 
 log = logging.getLogger("model_service")
@@ -65,11 +71,21 @@ def post_feedback():
             errors={"json": msgs},
         )
     rid, index, label = str(data["request_id"]), data["record_index"], as_label(data["label"])
+    event_at = None
+    if "event_time" in data:
+        try:
+            event_at = parse_event_time(data["event_time"], now())
+        except ValueError as exc:
+            m.FEEDBACK.labels("invalid").inc()
+            refuse_event_time(str(exc))
     try:
-        received = services().feedback.record(rid, index, label)
+        received, event_at = services().feedback.record(rid, index, label, event_at)
     except FeedbackNotFound as exc:
         m.FEEDBACK.labels("not_found").inc()
         abort(404, message=str(exc))
+    except FeedbackBeforeRecord as exc:
+        m.FEEDBACK.labels("invalid").inc()
+        refuse_event_time(str(exc))
     except DuplicateFeedback as exc:
         m.FEEDBACK.labels("duplicate").inc()
         abort(409, message=str(exc))
@@ -84,7 +100,13 @@ def post_feedback():
     m.FEEDBACK.labels("stored").inc()
     return Response(
         json.dumps(
-            {"request_id": rid, "record_index": index, "label": label, "received_at": received.isoformat()}
+            {
+                "request_id": rid,
+                "record_index": index,
+                "label": label,
+                "received_at": received.isoformat(),
+                "event_time": event_at.isoformat(),
+            }
         ),
         status=201,
         mimetype="application/json",

@@ -1,11 +1,14 @@
 """Reading a request: the JSON body (415 not JSON, 400 malformed, incomplete or a repeated key, 413 too large, 408 not
 received in time, 503 too many bodies awaited: model_service.bodies), the served model (503 when none is
-loaded) and a validated batch of records (413 over MAX_BATCH_SIZE, 422 naming the record index and field).
+loaded) and a validated batch of records (413 over MAX_BATCH_SIZE, 422 naming the record index and field)
+with its optional `event_time` (business time; 422 `event_time: ...` when it is not a date-time with a UTC
+offset, or more than a day ahead of the server's clock).
 Every rejection is counted in `model_service_validation_errors_total`."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 from flask import request
 from flask_smorest import abort
@@ -14,6 +17,7 @@ from core.feature_schema import Validated
 from model_service import jsonfast
 from model_service import metrics as m
 from model_service.bodies import BodyRefused
+from model_service.prediction_log.store import now
 from model_service.request_schema import MAX_ERRORS, RecordErrors
 from model_service.served_model import LoadedModel
 from model_service.state import services
@@ -70,9 +74,47 @@ def _first_error(errors: dict[int, dict[str, list[str]]]) -> str:
     return f"records[{i}].{name}: {msgs[0]}"
 
 
-def validated_batch(model: LoadedModel) -> Validated:
+EVENT_TIME_EXAMPLE = "2026-12-01T09:30:00Z"
+FUTURE_SLACK = timedelta(days=1)  # an event time this far past the server's clock is refused (clock skew)
+
+
+def parse_event_time(value: Any, received: datetime) -> datetime:
+    """A body's `event_time` (business time: when the event happened) as a UTC datetime: an RFC 3339 /
+    ISO 8601 date-time with a UTC offset (or Z), at most FUTURE_SLACK after `received` (the server's
+    clock). Raises ValueError with the message a 422 gives (after `event_time: `)."""
+    if type(value) is not str:
+        raise ValueError(f"must be a string: an RFC 3339 date-time, e.g. {EVENT_TIME_EXAMPLE}")
+    try:
+        parsed = datetime.fromisoformat(value) if len(value) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"{value[:64]!r} is not an RFC 3339 date-time, e.g. {EVENT_TIME_EXAMPLE}")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"{value!r} needs a UTC offset, e.g. Z ({EVENT_TIME_EXAMPLE})")
+    try:
+        at = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range") from None
+    if at > received + FUTURE_SLACK:
+        raise ValueError(
+            f"{value!r} is in the future: more than 1 day after the server's clock ({received.isoformat()})"
+        )
+    return at
+
+
+def refuse_event_time(msg: str) -> NoReturn:
+    """422 for a bad `event_time` (message `event_time: <msg>`)."""
+    abort(422, message=f"event_time: {msg}", errors={"json": {"event_time": [msg]}})
+
+
+BODY_KEYS = frozenset(("records", "event_time"))
+
+
+def validated_batch(model: LoadedModel) -> tuple[Validated, datetime | None]:
     """The request body of /v1/predict and /v1/explain, checked: 400 malformed JSON, 413 over a limit,
-    422 naming the record index and field; validation errors counted in the metrics."""
+    422 naming the record index and field (or `event_time`); validation errors counted in the metrics.
+    Returns the batch and the body's event time (UTC; None when the body has none)."""
     max_batch_size = services().settings.max_batch_size
     body = read_json()
     if type(body) is not dict or "records" not in body:
@@ -82,7 +124,7 @@ def validated_batch(model: LoadedModel) -> Validated:
             message="body must be a JSON object with a 'records' list",
             errors={"json": {"records": ["Missing data for required field."]}},
         )
-    extra = sorted(k for k in body if k != "records")
+    extra = sorted(k for k in body if k not in BODY_KEYS) if len(body) > 1 else ()
     records = body["records"]
     if extra or type(records) is not list or not records:
         m.VALIDATION_ERRORS.labels("shape", "").inc()
@@ -92,6 +134,13 @@ def validated_batch(model: LoadedModel) -> Validated:
         elif not records:
             errs["records"] = ["Shorter than minimum length 1."]
         abort(422, message="; ".join(f"{k}: {v[0]}" for k, v in errs.items()), errors={"json": errs})
+    event_at = None
+    if len(body) > 1:  # the only other key left: event_time
+        try:
+            event_at = parse_event_time(body["event_time"], now())
+        except ValueError as exc:
+            m.VALIDATION_ERRORS.labels("shape", "").inc()
+            refuse_event_time(str(exc))
     if len(records) > max_batch_size:
         m.VALIDATION_ERRORS.labels("too_large", "").inc()
         abort(
@@ -108,7 +157,7 @@ def validated_batch(model: LoadedModel) -> Validated:
             message=f"{exc.count} invalid value(s); first: {_first_error(exc.messages)}",
             errors={"json": {"records": {str(i): e for i, e in exc.messages.items()}}},
         )
-    return batch
+    return batch, event_at
 
 
 def unknown_by_row(batch: Validated) -> dict[int, list[str]]:

@@ -42,7 +42,7 @@ REQUEST_ID_HEADER = {"X-Request-ID": {"description": "the request id", "schema":
 def predict():
     started = time.perf_counter()
     model = current_model()
-    batch = validated_batch(model)
+    batch, event_at = validated_batch(model)
     try:
         scores = model.predict(batch)
     except Exception:
@@ -62,7 +62,7 @@ def predict():
     latency_ms = (time.perf_counter() - started) * 1000.0
     try:  # durable (on disk) before the 200 leaves
         services().plog.submit(
-            rid, now(), model.name, model.version, batch.records, scores, labels, latency_ms
+            rid, now(), model.name, model.version, batch.records, scores, labels, latency_ms, event_at
         )
     except LogBacklogged as exc:
         abort(503, message=str(exc), headers={"Retry-After": "5"})
@@ -99,7 +99,8 @@ def predict():
         "the base value and one additive contribution per input feature (one-hot columns summed), "
         "in log-odds, with base_value + sum(contributions) = logit(probability). XGBoost: exact tree "
         "SHAP (XGBoost's pred_contribs); logistic regression: coef * x with base = intercept. "
-        "Explain requests are not written to the prediction log (no feedback on them)."
+        "Explain requests are not written to the prediction log (no feedback on them): an `event_time` "
+        "is checked as on /v1/predict, then ignored."
     ),
     requestBody=json_body("PredictRequest", "1 to {max_batch_size} records"),
 )
@@ -114,7 +115,7 @@ def predict():
 @require_api_key
 def explain():
     model = current_model()
-    batch = validated_batch(model)
+    batch, _event_at = validated_batch(model)  # the same body as /v1/predict: event_time checked, unused
     explainer = model.explainer
     if explainer is None:
         abort(501, message=f"no explanations for {model.name} v{model.version}: {model.explain_note}")

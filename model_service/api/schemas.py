@@ -46,6 +46,16 @@ class FeedbackRequest(Schema):
             ],
         },
     )
+    # checked by the route (model_service.api.inputs.parse_event_time): one parser and message for both bodies
+    event_time = fields.Raw(
+        metadata={
+            "type": "string",
+            "format": "date-time",
+            "description": "when the outcome became known, in business time: an RFC 3339 date-time with a "
+            "UTC offset or Z (e.g. 2026-12-01T09:30:00Z); not before the record's event time, at most "
+            "1 day after the server's clock (else 422). Default: the time the label is received.",
+        },
+    )
 
 
 class FeedbackResponse(Schema):
@@ -53,6 +63,10 @@ class FeedbackResponse(Schema):
     record_index = fields.Integer(required=True)
     label = fields.Integer(required=True)
     received_at = fields.String(required=True)
+    event_time = fields.String(
+        required=True,
+        metadata={"description": "the label's event time (business time, ISO 8601; default received_at)"},
+    )
 
 
 class FeatureImportance(Schema):

@@ -50,38 +50,50 @@ def row_to_json(row: Row) -> str:
     """A spool line: the row as a JSON object keyed by column (the format older spool files have too)."""
     data = dict(zip(COLUMNS, row, strict=True))
     data["created_at"] = data["created_at"].isoformat()
+    data["event_at"] = data["event_at"].isoformat()
     return jsonfast.dumps(data)
 
 
-def row_from_json(line: str) -> Row:
-    data = jsonfast.loads(line)
+def _row(data: dict[str, Any]) -> Row:
+    """A row line's values (its times parsed); a line written before event times has no `event_at`:
+    the record's event time is its created_at, as the service writes it."""
     data["created_at"] = datetime.fromisoformat(data["created_at"])
+    event = data.get("event_at")
+    data["event_at"] = data["created_at"] if event is None else datetime.fromisoformat(event)
     return tuple(data[c] for c in COLUMNS)
 
 
+def row_from_json(line: str) -> Row:
+    return _row(jsonfast.loads(line))
+
+
 def item_to_json(item: Item) -> str:
-    """A spool line for a whole request (one serialisation per request, not per record)."""
-    return jsonfast.dumps(
-        {
-            "request_id": item.request_id,
-            "created_at": item.created_at.isoformat(),
-            "model_name": item.model_name,
-            "model_version": item.model_version,
-            "latency_ms": item.latency_ms,
-            "records": item.records,
-            "scores": item.scores.tolist(),
-            "labels": item.labels.tolist(),
-        }
-    )
+    """A spool line for a whole request (one serialisation per request, not per record). `event_at` is
+    written only when the request gave an event time (else it is created_at)."""
+    data = {
+        "request_id": item.request_id,
+        "created_at": item.created_at.isoformat(),
+        "model_name": item.model_name,
+        "model_version": item.model_version,
+        "latency_ms": item.latency_ms,
+        "records": item.records,
+        "scores": item.scores.tolist(),
+        "labels": item.labels.tolist(),
+    }
+    if item.event_at is not None:
+        data["event_at"] = item.event_at.isoformat()
+    return jsonfast.dumps(data)
 
 
 def rows_from_line(line: str) -> list[Row]:
-    """The rows of a spool line: a request's line (`records`), or one row's (older spool files)."""
+    """The rows of a spool line: a request's line (`records`), or one row's (older spool files). A line
+    without `event_at` (no event time given, or written before event times existed) gets created_at."""
     data = jsonfast.loads(line)
     if "records" not in data:
-        data["created_at"] = datetime.fromisoformat(data["created_at"])
-        return [tuple(data[c] for c in COLUMNS)]
+        return [_row(data)]
     created = datetime.fromisoformat(data["created_at"])
+    event = data.get("event_at")
+    event = created if event is None else datetime.fromisoformat(event)
     records, scores, labels = data["records"], data["scores"], data["labels"]
     if not (len(records) == len(scores) == len(labels)):
         raise ValueError("records, scores and labels differ in length")
@@ -92,7 +104,7 @@ def rows_from_line(line: str) -> list[Row]:
         data["latency_ms"],
     )
     return [
-        (rid, i, created, name, version, rec, score, label, latency)
+        (rid, i, created, name, version, rec, score, label, latency, event)
         for i, (rec, score, label) in enumerate(zip(records, scores, labels, strict=True))
     ]
 

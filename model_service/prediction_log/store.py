@@ -30,7 +30,15 @@ import numpy as np
 from sqlalchemy import Engine, insert, make_url, select
 from sqlalchemy.exc import IntegrityError
 
-from core.store import create_tables, feedback, insert_ignoring_duplicates, make_engine, predictions
+from core.store import (
+    as_utc,
+    create_tables,
+    event_time,
+    feedback,
+    insert_ignoring_duplicates,
+    make_engine,
+    predictions,
+)
 from model_service import jsonfast
 
 COLUMNS = (
@@ -43,8 +51,9 @@ COLUMNS = (
     "score",
     "label",
     "latency_ms",
+    "event_at",
 )
-Row = tuple  # one record's values in COLUMNS order (features a dict, created_at a datetime)
+Row = tuple  # one record's values in COLUMNS order (features a dict, created_at and event_at datetimes)
 
 
 def now() -> datetime:
@@ -63,6 +72,7 @@ class Item:
     scores: np.ndarray
     labels: np.ndarray
     latency_ms: float
+    event_at: datetime | None = None  # business time of the records (UTC); None: created_at
 
     def rows(self) -> list[Row]:
         n = len(self.records)
@@ -80,6 +90,7 @@ class Item:
                 scores,
                 labels,
                 repeat(self.latency_ms, n),
+                repeat(self.event_at or self.created_at, n),
                 strict=True,
             )
         )
@@ -167,8 +178,9 @@ class LogStore:
                 repr(float(score)),
                 int(label),
                 repr(float(latency)),
+                event.isoformat(),
             )
-            for rid, idx, created, name, version, features, score, label, latency in rows
+            for rid, idx, created, name, version, features, score, label, latency, event in rows
         )
         buf.seek(0)
         with self.engine.begin() as conn:
@@ -195,7 +207,8 @@ class LogStore:
     def _insert_sqlite(self, rows: list[Row]) -> None:
         """SQLite: one DBAPI executemany of tuples, each value bound by its column's own SQLAlchemy type
         processor (so rows read back exactly as Core would have written them; unit-tested), applied column
-        by column: a column of repeated values (created_at, names) is processed once per distinct value."""
+        by column: a column of repeated values (created_at, event_at, names) is processed once per
+        distinct value."""
         if not rows:
             return
         dialect = self.engine.dialect
@@ -221,14 +234,37 @@ class LogStore:
             ).first()
         return row is not None
 
+    def prediction_event_time(self, request_id: str, record_index: int) -> datetime | None:
+        """The record's event time (business time: COALESCE(event_at, created_at), UTC); None when the
+        database has no such prediction."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(event_time(predictions)).where(
+                    predictions.c.request_id == request_id, predictions.c.record_index == record_index
+                )
+            ).scalar()
+        return as_utc(value)
+
     # ---- feedback
-    def insert_feedback(self, request_id: str, record_index: int, label: int, received_at: datetime) -> bool:
-        """Store a record's true label; False when the record already has one (nothing written)."""
+    def insert_feedback(
+        self,
+        request_id: str,
+        record_index: int,
+        label: int,
+        received_at: datetime,
+        event_at: datetime | None = None,
+    ) -> bool:
+        """Store a record's true label (`event_at`: when the outcome became known in business time;
+        None: received_at); False when the record already has one (nothing written)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(feedback).values(
-                        request_id=request_id, record_index=record_index, label=label, received_at=received_at
+                        request_id=request_id,
+                        record_index=record_index,
+                        label=label,
+                        received_at=received_at,
+                        event_at=event_at or received_at,
                     )
                 )
         except IntegrityError:

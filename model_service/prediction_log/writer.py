@@ -141,10 +141,12 @@ class PredictionLog:
         scores: np.ndarray,
         labels: np.ndarray,
         latency_ms: float,
+        event_at: datetime | None = None,
     ) -> None:
         """Make a request's records durable (spool segment; fdatasync with LOG_SYNC=fsync): the writer
-        process moves them into the database. Raises `LogUnavailable` when they cannot be written to
-        disk (`LogBacklogged` past the spool's bound)."""
+        process moves them into the database. `event_at`: the records' business time (UTC; None: the
+        same as `created_at`). Raises `LogUnavailable` when they cannot be written to disk
+        (`LogBacklogged` past the spool's bound)."""
         n = len(records)
         behind = self.backlogged()
         if behind is not None:
@@ -152,7 +154,9 @@ class PredictionLog:
             raise LogBacklogged(behind)
         if len(scores) != n or len(labels) != n:
             raise ValueError(f"{n} records but {len(scores)} scores and {len(labels)} labels")
-        item = Item(request_id, created_at, model_name, model_version, records, scores, labels, latency_ms)
+        item = Item(
+            request_id, created_at, model_name, model_version, records, scores, labels, latency_ms, event_at
+        )
         try:
             segment, seq = self.spool.append(item_to_json(item), n)
             self.spool.sync(segment, seq)

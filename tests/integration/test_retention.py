@@ -38,10 +38,14 @@ def uuid7(at: datetime) -> str:
     return str(uuid.UUID(int=value))
 
 
+EVENT_LAG = timedelta(days=1)  # the records' event time (business time): a day before they were logged
+
+
 def rows_at(at: datetime, n: int, version: str = "1", request_id: str | None = None) -> list[tuple]:
     rid = request_id or uuid7(at)
+    features = {"Contract": "Month-to-month"}
     return [
-        (rid, i, at, "telco-churn", version, {"tenure": i, "Contract": "Month-to-month"}, i / n, i % 2, 3.5)
+        (rid, i, at, "telco-churn", version, {"tenure": i, **features}, i / n, i % 2, 3.5, at - EVENT_LAG)
         for i in range(n)
     ]
 
@@ -104,6 +108,7 @@ def test_past_days_archived_and_deleted_the_rest_kept(log_store, archive, tmp_pa
     assert str(old["created_at"].dt.tz) == "UTC" and old["created_at"].min() == NOW - timedelta(
         days=40, hours=1
     )
+    assert (old["event_at"] == old["created_at"] - EVENT_LAG).all()  # new parts carry the event time
     # DB + archive equals what was there: the retrain's labelled records are the same, same order
     after = store.labelled_predictions(log_store.engine, archive)
     pd.testing.assert_frame_equal(after, before)
@@ -363,3 +368,43 @@ def test_a_monitoring_runs_window_is_read_back_from_the_archive(tmp_path):
     pd.testing.assert_frame_equal(
         after.sort_values(key).reset_index(drop=True), before.sort_values(key).reset_index(drop=True)
     )
+
+
+def test_parts_archived_before_event_times_read_with_their_processing_time(tmp_path):
+    """A part written before migration 0006 has no `event_at` column: it reads as created_at (feedback:
+    received_at), beside newer parts that carry it, in every reader."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    log = LogStore(f"sqlite:///{tmp_path / 'service.db'}")
+    log.ensure_tables()
+    folder = ObjectStore(str(tmp_path / "archive"))
+    old_at, new_at = NOW - timedelta(days=45), NOW - timedelta(days=40)
+    old_rows = rows_at(old_at, 3)
+    log.insert(old_rows)
+    log.insert_feedback(old_rows[0][0], 0, 1, old_at + timedelta(minutes=5))
+    retention.run_retention(log.engine, folder, 30, now=NOW - timedelta(days=3))
+    for name in folder.names():  # as the archive job wrote them before the column existed
+        part = pq.read_table(io.BytesIO(folder.get(name)))
+        folder.put(name, retention._parquet(part.drop_columns(["event_at"])))
+    log.insert(rows_at(new_at, 2))
+    retention.run_retention(log.engine, folder, 30, now=NOW)
+
+    frame = retention.read_archive(folder, "predictions")
+    assert list(frame.columns) == COLUMNS and len(frame) == 5
+    old = frame[frame["created_at"] == old_at]
+    new = frame[frame["created_at"] == new_at]
+    assert len(old) == 3 and (old["event_at"] == old_at).all()  # no event time archived: created_at
+    assert len(new) == 2 and (new["event_at"] == new_at - EVENT_LAG).all()
+    some = retention.read_archive(
+        folder, "predictions", ["request_id", "event_at"], filters=[("record_index", "=", 0)]
+    )
+    assert list(some.columns) == ["request_id", "event_at"] and sorted(some["event_at"]) == [
+        old_at,
+        new_at - EVENT_LAG,
+    ]
+    fb = retention.read_archive(folder, "feedback")
+    assert fb["event_at"].tolist() == [old_at + timedelta(minutes=5)]
+    window = store.recent_predictions(log.engine, "telco-churn", "1", 10, 0, archive=folder)
+    assert sorted(window["event_at"]) == [old_at] * 3 + [new_at - EVENT_LAG] * 2

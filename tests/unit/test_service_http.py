@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -1178,3 +1178,151 @@ def test_ensure_sync_answers_as_flask_does_and_remembers_plain_functions(app):
             app.ensure_sync(coroutine)
     else:
         assert app.ensure_sync(coroutine) is not coroutine and app.ensure_sync(coroutine)() == "async"
+
+
+# --------------------------------------------------------------------------- event time (business time)
+def _stored_times(state, rid: str) -> list[tuple[datetime, datetime | None]]:
+    """(created_at, event_at) of a request's logged records, by record index, once the writer moved them."""
+    from core.store import as_utc, predictions
+
+    assert state.plog.flush(10)
+    p = predictions
+    with state.plog.engine.connect() as conn:
+        rows = conn.execute(
+            select(p.c.created_at, p.c.event_at).where(p.c.request_id == rid).order_by(p.c.record_index)
+        ).all()
+    return [(as_utc(c), as_utc(e)) for c, e in rows]
+
+
+def test_predict_stores_the_requests_event_time_on_every_record(client, writing):
+    body = {"records": [RECORD, RECORD], "event_time": "2026-09-01T08:30:00+02:00"}
+    resp = post(client, "/v1/predict", body)
+    assert resp.status_code == 200, resp.text
+    stored = _stored_times(writing, resp.get_json()["request_id"])
+    assert [e for _, e in stored] == [datetime(2026, 9, 1, 6, 30, tzinfo=UTC)] * 2  # in UTC
+    assert all(c > e for c, e in stored)  # created_at stays the processing time
+
+
+def test_predict_without_an_event_time_stores_the_time_it_was_received(client, writing):
+    rid = predicted(client)
+    stored = _stored_times(writing, rid)
+    assert len(stored) == 2 and all(c is not None and e == c for c, e in stored)
+
+
+def _in(days: float) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+EVENT_TIME_CASES = {
+    "number": (1764579000, "must be a string"),
+    "null": (None, "must be a string"),
+    "not-a-date": ("yesterday", "is not an RFC 3339 date-time"),
+    "impossible-date": ("2026-02-30T00:00:00Z", "is not an RFC 3339 date-time"),
+    "too-long": ("2026-09-01T08:30:00Z" + " " * 60, "is not an RFC 3339 date-time"),
+    "no-offset": ("2026-09-01T08:30:00", "needs a UTC offset, e.g. Z"),
+    "date-only": ("2026-09-01", "needs a UTC offset, e.g. Z"),
+    "out-of-range": ("0001-01-01T00:00:00+01:00", "is out of range"),
+    "future": ("<in 2 days>", "is in the future"),
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+@pytest.mark.parametrize(("value", "error"), EVENT_TIME_CASES.values(), ids=EVENT_TIME_CASES.keys())
+def test_a_bad_event_time_is_422_and_nothing_is_logged(client, state, path, value, error):
+    value = _in(2) if value == "<in 2 days>" else value
+    before = counter(m.VALIDATION_ERRORS, "shape", "")
+    resp = post(client, path, {"records": [RECORD], "event_time": value})
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["message"].startswith("event_time: ") and error in body["message"]
+    assert list(body["errors"]) == ["json"] and list(body["errors"]["json"]) == ["event_time"]
+    assert error in body["errors"]["json"]["event_time"][0]
+    assert counter(m.VALIDATION_ERRORS, "shape", "") == before + 1
+    assert state.plog.queued() == 0
+
+
+def test_an_event_time_up_to_a_day_ahead_and_on_explain_is_accepted(client, state):
+    assert post(client, "/v1/predict", {"records": [RECORD], "event_time": _in(0.9)}).status_code == 200
+    resp = post(client, "/v1/explain", {"records": [RECORD], "event_time": "2026-09-01T08:30:00Z"})
+    assert resp.status_code == 200, resp.text
+    assert state.plog.queued() == 1  # the prediction only: explain logs nothing
+
+
+def test_the_openapi_document_describes_event_time(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    for name in ("PredictRequest", "FeedbackRequest"):
+        prop = schemas[name]["properties"]["event_time"]
+        assert (
+            prop["type"] == "string" and prop["format"] == "date-time" and "UTC offset" in prop["description"]
+        )
+        assert "event_time" not in schemas[name].get("required", [])
+    assert "event_time" in schemas["FeedbackResponse"]["properties"]
+
+
+def _feedback_rows(state, rid: str) -> list[tuple]:
+    from core.store import as_utc
+
+    with state.plog.engine.connect() as conn:
+        rows = conn.execute(
+            select(feedback.c.record_index, feedback.c.received_at, feedback.c.event_at).where(
+                feedback.c.request_id == rid
+            )
+        ).all()
+    return [(i, as_utc(r), as_utc(e)) for i, r, e in rows]
+
+
+def test_feedback_stores_its_event_time_and_defaults_to_when_it_was_received(client, writing):
+    rid = post(
+        client, "/v1/predict", {"records": [RECORD, RECORD], "event_time": "2026-09-01T00:00:00Z"}
+    ).get_json()["request_id"]
+    resp = post(
+        client,
+        "/v1/feedback",
+        {"request_id": rid, "record_index": 0, "label": 1, "event_time": "2026-10-01T12:00:00-04:00"},
+    )
+    assert resp.status_code == 201, resp.text
+    known = datetime(2026, 10, 1, 16, 0, tzinfo=UTC)
+    assert datetime.fromisoformat(resp.get_json()["event_time"]) == known
+    resp = post(client, "/v1/feedback", {"request_id": rid, "record_index": 1, "label": 0})
+    assert resp.status_code == 201, resp.text
+    body = resp.get_json()
+    assert body["event_time"] == body["received_at"]
+    rows = sorted(_feedback_rows(writing, rid))
+    assert rows[0][2] == known and rows[0][1] > known
+    assert rows[1][2] == rows[1][1] == datetime.fromisoformat(body["received_at"])
+
+
+@pytest.mark.parametrize("where", ["database", "spool"])
+def test_feedback_before_its_records_event_time_is_422_and_nothing_stored(client, writing, where):
+    rid = post(client, "/v1/predict", {"records": [RECORD], "event_time": "2026-09-01T12:00:00Z"}).get_json()[
+        "request_id"
+    ]
+    if where == "database":
+        assert writing.plog.flush(10)
+    before = counter(m.FEEDBACK, "invalid")
+    early = {"request_id": rid, "label": 1, "event_time": "2026-09-01T11:59:59Z"}
+    resp = post(client, "/v1/feedback", early)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["message"].startswith("event_time: before the record's event time (")
+    assert body["errors"]["json"]["event_time"][0].startswith("before the record's event time (")
+    assert counter(m.FEEDBACK, "invalid") == before + 1
+    assert _feedback_rows(writing, rid) == []
+    same = post(client, "/v1/feedback", {**early, "event_time": "2026-09-01T14:00:00+02:00"})
+    assert same.status_code == 201, same.text  # the record's own event time is not before it
+
+
+@pytest.mark.parametrize(("value", "error"), EVENT_TIME_CASES.values(), ids=EVENT_TIME_CASES.keys())
+def test_a_bad_feedback_event_time_is_422_and_nothing_stored(client, writing, value, error):
+    rid = predicted(client)
+    value = _in(2) if value == "<in 2 days>" else value
+    before = counter(m.FEEDBACK, "invalid")
+    resp = post(client, "/v1/feedback", {"request_id": rid, "label": 1, "event_time": value})
+    assert resp.status_code == 422
+    body = resp.get_json()
+    if value is None:  # the schema's own null check
+        error = "Field may not be null."
+    assert body["message"].startswith("event_time: ") and error in body["message"]
+    assert list(body["errors"]["json"]) == ["event_time"] and error in body["errors"]["json"]["event_time"][0]
+    assert counter(m.FEEDBACK, "invalid") == before + 1
+    assert _feedback_rows(writing, rid) == []

@@ -3,6 +3,7 @@ records kept in the spool while the database is down, replay (of a killed proces
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -529,3 +530,61 @@ def test_a_request_line_round_trips_its_rows_and_old_row_lines_still_read():
     item = sample_item()
     assert rows_from_line(item_to_json(item)) == item.rows()
     assert [r for row in item.rows() for r in rows_from_line(row_to_json(row))] == item.rows()
+
+
+def test_an_event_time_round_trips_through_the_spool_and_is_only_written_when_given():
+    item = sample_item()
+    assert '"event_at"' not in item_to_json(item)  # no event time given: the line is as before
+    assert {r[-1] for r in rows_from_line(item_to_json(item))} == {item.created_at}
+    item.event_at = datetime(2026, 9, 1, 6, 30, tzinfo=UTC)
+    rows = rows_from_line(item_to_json(item))
+    assert rows == item.rows() and {r[COLUMNS.index("event_at")] for r in rows} == {item.event_at}
+    assert {r[COLUMNS.index("created_at")] for r in rows} == {item.created_at}
+    assert [row_from_json(row_to_json(r)) for r in rows] == rows
+
+
+def test_spool_lines_written_before_event_times_replay_with_created_at(tmp_path):
+    """Segments left by a service older than the event time (request lines and row lines without
+    `event_at`) are moved into the database; their records' event time is their created_at."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    log = PredictionLog(url, tmp_path / "spool")
+    created = datetime(2026, 11, 30, 23, 59, 1, 250_000, tzinfo=UTC)
+    at = created.isoformat()
+    request_line = json.dumps(
+        {
+            "request_id": "r-old",
+            "created_at": at,
+            "model_name": "m",
+            "model_version": "1",
+            "latency_ms": 2.0,
+            "records": [{"a": 1}, {"a": 2}],
+            "scores": [0.1, 0.9],
+            "labels": [0, 1],
+        }
+    )
+    row_line = json.dumps(
+        {
+            "request_id": "r-row",
+            "record_index": 0,
+            "created_at": at,
+            "model_name": "m",
+            "model_version": "1",
+            "features": {"a": 3},
+            "score": 0.5,
+            "label": 1,
+            "latency_ms": 1.0,
+        }
+    )
+    log.spool_dir.mkdir(parents=True)
+    (log.spool_dir / "spool-1-1.jsonl").write_text(request_line + "\n" + row_line + "\n")
+    assert log.flush(10)
+    assert not list(log.spool_dir.glob("*.jsonl"))
+    with log.engine.connect() as conn:
+        stored = conn.execute(
+            select(predictions.c.request_id, predictions.c.created_at, predictions.c.event_at).order_by(
+                predictions.c.id
+            )
+        ).all()
+    naive = created.replace(tzinfo=None)  # SQLite returns UTC as naive datetimes
+    assert stored == [("r-old", naive, naive), ("r-old", naive, naive), ("r-row", naive, naive)]
+    log.close(timeout=5)

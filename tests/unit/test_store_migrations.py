@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -71,3 +72,42 @@ def test_processes_starting_together_migrate_once(tmp_path: Path):
     engine = store.make_engine(url)
     assert store.schema_revision(engine) == head()
     assert differences(engine) == []
+
+
+def test_0006_adds_the_event_times_to_a_store_at_0005_keeping_its_rows(tmp_path: Path):
+    """A store logged before event times: the upgrade adds the nullable columns, its rows keep NULL
+    (readers coalesce with created_at / received_at), and the tables then agree with core.store."""
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'at5.db'}")
+    config = store.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+    at = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        assert "event_at" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions (request_id, record_index, created_at, model_name, model_version, "
+                "features, score, label, latency_ms) VALUES ('r-1', 0, :at, 'm', '1', '{}', 0.5, 1, 1.0)"
+            ),
+            {"at": at.replace(tzinfo=None)},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO feedback (request_id, record_index, label, received_at) VALUES ('r-1', 0, 1, :at)"
+            ),
+            {"at": at.replace(tzinfo=None)},
+        )
+    store.create_tables(engine)
+    assert store.schema_revision(engine) == head() == "0006"
+    assert differences(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(
+            sa.select(store.predictions.c.request_id, store.predictions.c.event_at)
+        ).all() == [("r-1", None)]
+        assert conn.execute(sa.select(store.feedback.c.event_at)).scalars().all() == [None]
+        read = [
+            conn.execute(sa.select(store.event_time(t))).scalar_one()
+            for t in (store.predictions, store.feedback)
+        ]
+    assert [store.as_utc(v) for v in read] == [at, at]
