@@ -24,7 +24,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,7 @@ class CheckOutcome:
     harm: Harm | None = None  # the estimate judged against the reference's (None: not judged)
     warning: str | None = None  # why a drift alarm was kept a warning (estimate.drift_needs_harm)
     cohort: Cohort | None = None  # the drifted cohort whose labels a retrain waits for (or just got)
+    scored: tuple[datetime, datetime] | None = None  # the window's event times: first and last (business)
 
     @property
     def alarmed(self) -> bool:
@@ -243,6 +244,8 @@ class CheckOutcome:
             details["warning"] = self.warning
         if self.cohort is not None:
             details["cohort"] = self.cohort.as_dict()
+        if self.scored is not None:
+            details["scored"] = {"from": self.scored[0].isoformat(), "to": self.scored[1].isoformat()}
         if details:
             row["details"] = _clean(details)
         if self.trigger is not None:
@@ -308,6 +311,8 @@ class Cohort:
     kinds: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     fired: bool = False  # this check started its retrain
+    scored: tuple[datetime, datetime] | None = None  # its records' first and last event time
+    horizon_days: float = 0.0  # labels.horizon_days: when its labels are due
 
     @property
     def ready(self) -> bool:
@@ -315,15 +320,21 @@ class Cohort:
 
     @property
     def span(self) -> str:
+        if self.scored is not None:
+            return f"scored {self.scored[0]:%Y-%m-%d %H:%M}Z to {self.scored[1]:%Y-%m-%d %H:%M}Z"
         if self.window_start is None or self.window_end is None:
             return "no window"
         return f"{self.window_start:%Y-%m-%d %H:%M}Z to {self.window_end:%Y-%m-%d %H:%M}Z"
 
     def waiting(self) -> str:
-        return (
+        out = (
             f"waiting for labels of run {self.run_id}'s cohort: {self.have} of {self.size}, "
             f"need {self.need} (retrain.min_labels)"
         )
+        if self.scored is not None and self.horizon_days > 0:
+            due = self.scored[0] + timedelta(days=self.horizon_days)
+            out += f"; its first labels are due {due:%Y-%m-%d} (labels.horizon_days {self.horizon_days:g})"
+        return out
 
     def labelled(self) -> str:
         return (
@@ -342,6 +353,7 @@ class Cohort:
             "need": self.need,
             "kinds": self.kinds,
             "fired": self.fired,
+            "scored": None if self.scored is None else [t.isoformat() for t in self.scored],
         }
 
 
@@ -369,7 +381,9 @@ def _waits(engine: sa.Engine, model_name: str, version: str) -> list[Any]:
     return [w for w in (newest, oldest) if w is not None][: 1 if newest == oldest else 2]
 
 
-def pending_cohort(engine: sa.Engine, model_name: str, version: str, need: int) -> Cohort | None:
+def pending_cohort(
+    engine: sa.Engine, model_name: str, version: str, need: int, horizon_days: float = 0.0
+) -> Cohort | None:
     """The drifted cohort a retrain waits for, with the labels that have come back for its records
     (`store.run_window`: the records its monitoring run judged), or None when no alarm waits.
 
@@ -378,13 +392,13 @@ def pending_cohort(engine: sa.Engine, model_name: str, version: str, need: int) 
     champion (since the last fired retrain and the last champion move) the newest and the oldest are
     counted (two windows read, however long the wait): the newest when it is ready, else the oldest
     when it is, else the newest, still waiting."""
-    cohorts = []
+    found = []
     for wait in _waits(engine, model_name, version):
         window = store.run_window(engine, int(wait.monitoring_run_id))
         if window is None:
             continue
         params = wait.parameters if isinstance(wait.parameters, dict) else {}
-        cohorts.append(
+        found.append(
             Cohort(
                 event_id=int(wait.id),
                 run_id=int(wait.monitoring_run_id),
@@ -396,9 +410,11 @@ def pending_cohort(engine: sa.Engine, model_name: str, version: str, need: int) 
                 reasons=list(params.get("reasons") or []),
                 kinds=list(params.get("kinds") or []),
                 figures=dict(params.get("figures") or {}),
+                scored=cohorts.event_span(window),
+                horizon_days=horizon_days,
             )
         )
-    return next((c for c in cohorts if c.ready), cohorts[0] if cohorts else None)
+    return next((c for c in found if c.ready), found[0] if found else None)
 
 
 def drift_without_harm(config: DatasetConfig, result: DriftResult, harm: Harm) -> str | None:
@@ -718,6 +734,7 @@ def _check(
         window_start=window["created_at"].min() if len(window) else None,
         window_end=window["created_at"].max() if len(window) else None,
         freshness=fresh,
+        scored=cohorts.event_span(window),
     )
     if len(window) < settings.min_window:
         span = f"the last {settings.window_minutes:g} min" if settings.window_minutes > 0 else "all time"
@@ -790,6 +807,8 @@ def _check(
             config.retrain_min_labels,
             reasons,
             kinds,
+            scored=judged.scored,
+            horizon_days=config.label_horizon_days,
         )
         return replace(judged, trigger=event, cohort=cohort)
     return replace(judged, reason=judged.reason + _cohort_reason(cohort), trigger=event, cohort=cohort)
@@ -813,7 +832,9 @@ def _trigger(
     original alarm's reasons and kinds and its monitoring run (the window the retrain is for)."""
     if reasons and not waiting:
         return _fire(settings, trigger, champ, run_id, reasons, kinds, figures), None
-    cohort = pending_cohort(engine, settings.model_name, champ.version, config.retrain_min_labels)
+    cohort = pending_cohort(
+        engine, settings.model_name, champ.version, config.retrain_min_labels, config.label_horizon_days
+    )
     event = None
     if cohort is not None and cohort.ready and cohort.reasons:
         event = _fire(
@@ -873,11 +894,13 @@ def run_check(
             runs.update().where(runs.c.id == run_id).values(finished_at=store.utcnow(), **outcome.row())
         )
     _export(settings, outcome)
-    look_at_cohorts(settings, engine, now)
+    look_at_cohorts(settings, engine, now, config)
     return outcome
 
 
-def look_at_cohorts(settings: MonitorSettings, engine: sa.Engine, now=None) -> list[cohorts.Cohort]:
+def look_at_cohorts(
+    settings: MonitorSettings, engine: sa.Engine, now=None, config: DatasetConfig | None = None
+) -> list[cohorts.Cohort]:
     """The cohorts' estimated and realized quality (monitoring.cohorts), logged and exported; a failure
     here is logged and costs the check nothing."""
     if settings.cohorts <= 0:
@@ -891,6 +914,7 @@ def look_at_cohorts(settings: MonitorSettings, engine: sa.Engine, now=None) -> l
             settings.quality_min_labelled,
             retention.archive_of(settings),
             now,
+            None if config is None else config.labels,
         )
     except Exception:
         log.exception("cohorts: could not be read")

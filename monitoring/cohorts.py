@@ -10,6 +10,13 @@ QUALITY_MIN_LABELLED have, the realized ROC AUC, recall and precision at the sam
 estimate. The difference (realized minus estimated) is the estimate's own error: CBPE assumes that
 P(label | score) did not change, so a large error is the sign of concept shift, where estimates cannot
 be trusted and only labels tell (docs/monitoring.md, "Cohorts").
+
+Time is business time where the log has it: a cohort's period is that of its records' event time (the
+`event_time` a client or the simulator sent; the time scored otherwise), and its labels are due the data
+set config's `labels.horizon_days` after its records' event times. "Now" is the log's watermark (its
+newest event time), so a replay or a simulated clock moves the cohorts' ages as it moves the data. A
+cohort whose labels are due but missing beyond the share that never comes back (`labels.never_share`)
+is overdue: the labels' feed is broken or late (gauge `monitor_labels_overdue_share`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,15 @@ class Cohort:
     threshold: float | None
     estimated: dict[str, float] = field(default_factory=dict)  # at the check, no labels
     realized: dict[str, float] = field(default_factory=dict)  # from its labels (enough of them only)
+    scored_from: datetime | None = None  # its records' first and last event time (business time)
+    scored_to: datetime | None = None
+    labels_due: float = 0.0  # share of its records whose label is due by the watermark (0 to 1)
+    expected_labelled: float = 0.0  # labels_due net of labels.never_share: what should be in by now
+
+    @property
+    def overdue(self) -> float:
+        """Labelled share missing against what should be in by now (0 when on time)."""
+        return max(0.0, self.expected_labelled - self.labelled_share)
 
     @property
     def error(self) -> dict[str, float]:
@@ -59,9 +75,11 @@ class Cohort:
 
     def line(self) -> str:
         est = ", ".join(f"{m} {v:.3f}" for m, v in self.estimated.items()) or "none"
+        first, last = self.scored_from or self.window_start, self.scored_to or self.window_end
         out = (
-            f"cohort of run {self.run_id} (v{self.version}, scored {self.window_start:%Y-%m-%d %H:%M}-"
-            f"{self.window_end:%H:%M}): {self.labelled} of {self.records} labelled; estimated {est}"
+            f"cohort of run {self.run_id} (v{self.version}, scored {first:%Y-%m-%d %H:%M} to "
+            f"{last:%Y-%m-%d %H:%M}): {self.labelled} of {self.records} labelled "
+            f"({self.labels_due:.0%} due); estimated {est}"
         )
         if self.realized:
             out += "; realized " + ", ".join(
@@ -76,7 +94,11 @@ class Cohort:
             "version": self.version,
             "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(),
+            "scored_from": None if self.scored_from is None else self.scored_from.isoformat(),
+            "scored_to": None if self.scored_to is None else self.scored_to.isoformat(),
             "records": self.records,
+            "labels_due": self.labels_due,
+            "overdue": self.overdue,
             "labelled": self.labelled,
             "estimated": self.estimated,
             "realized": self.realized,
@@ -95,13 +117,31 @@ def _estimated(details: Any) -> tuple[dict[str, float], float | None]:
     return values, float(threshold) if threshold is not None else None
 
 
+def event_span(window) -> tuple[datetime, datetime] | None:
+    """The first and last event time of a window's records (`event_at`; None: no records or no column)."""
+    if not len(window) or "event_at" not in window:
+        return None
+    times = window["event_at"].dropna()
+    if not len(times):
+        return None
+    return store.as_utc(times.min().to_pydatetime()), store.as_utc(times.max().to_pydatetime())
+
+
+def scored_end(run: dict) -> datetime:
+    """When a run's window was scored in business time: the last event time its check recorded
+    (`details.scored.to`), else the window's last record's time."""
+    scored = ((run.get("details") or {}).get("scored") or {}).get("to")
+    return datetime.fromisoformat(scored) if scored else store.as_utc(run["window_end"])
+
+
 def pick_runs(runs: list[dict], period_minutes: float, limit: int) -> list[dict]:
-    """Of judged runs (newest first), the newest of each scoring period (its window's end, in periods of
-    `period_minutes` since the epoch), at most `limit` periods: one cohort per period."""
+    """Of judged runs (newest first), the newest of each scoring period (its window's end in business
+    time, `scored_end`, in periods of `period_minutes` since the epoch), at most `limit` periods: one
+    cohort per period."""
     seen: set[int] = set()
     out = []
     for run in runs:
-        bucket = int(store.as_utc(run["window_end"]).timestamp() // (period_minutes * 60.0))
+        bucket = int(scored_end(run).timestamp() // (period_minutes * 60.0))
         if bucket in seen:
             continue
         seen.add(bucket)
@@ -119,15 +159,20 @@ def cohorts(
     min_labelled: int,
     archive: Any = None,
     now: datetime | None = None,
+    label_policy: dict[str, float] | None = None,
 ) -> list[Cohort]:
     """The judged cohorts of `model_name` of the last `limit` periods of `period_minutes` (one per
     period: its newest judged window), newest first, each with its estimate and, once `min_labelled` of
-    its records have a label, its realized quality."""
+    its records have a label, its realized quality. `label_policy` (the data set config's `labels`: horizon_days,
+    never_share) says which of their labels are due by the log's watermark."""
     r = store.monitoring_runs
     now = store.as_utc(now) if now is not None else store.utcnow()
     since = now - timedelta(minutes=period_minutes * limit)
+    horizon = timedelta(days=float((label_policy or {}).get("horizon_days", 0)))
+    keep = 1.0 - float((label_policy or {}).get("never_share", 0))
+    watermark = store.event_watermark(engine, model_name) or now
     query = (
-        sa.select(r.c.id, r.c.model_version, r.c.window_start, r.c.window_end)
+        sa.select(r.c.id, r.c.model_version, r.c.window_start, r.c.window_end, r.c.details)
         .where(
             r.c.model_name == model_name,
             r.c.status.in_(JUDGED),
@@ -139,12 +184,9 @@ def cohorts(
     )
     with engine.connect() as conn:
         runs = pick_runs([dict(x) for x in conn.execute(query).mappings()], period_minutes, limit)
-        details = dict(
-            conn.execute(sa.select(r.c.id, r.c.details).where(r.c.id.in_([x["id"] for x in runs]))).all()
-        )
     out = []
     for run in runs:
-        estimated, threshold = _estimated(details.get(run["id"]))
+        estimated, threshold = _estimated(run["details"])
         window = store.run_window(engine, int(run["id"]), archive)
         if window is None or not len(window):
             continue
@@ -160,6 +202,14 @@ def cohorts(
             threshold,
             estimated,
         )
+        span = event_span(window)
+        if span is not None:
+            cohort.scored_from, cohort.scored_to = span
+            due = (window["event_at"] + horizon <= watermark).to_numpy(bool)
+        else:
+            due = (window["created_at"] + horizon <= watermark).to_numpy(bool)
+        cohort.labels_due = float(due.mean())
+        cohort.expected_labelled = cohort.labels_due * keep
         if labels is not None and threshold is not None and labelled >= min_labelled:
             q = live_quality(labels, window["score"], threshold)
             cohort.realized = {m: float(q[m]) for m in METRICS if q.get(m) is not None}
@@ -175,9 +225,10 @@ def export(model_name: str, found: list[Cohort]) -> None:
     metrics.cohort_labelled.clear()
     metrics.estimate_error.clear()
     errors: dict[str, list[float]] = {m: [] for m in METRICS}
+    metrics.labels_overdue.labels(model_name).set(max((c.overdue for c in found), default=0.0))
     for c in found:
         cohort = str(c.run_id)
-        scored = f"{c.window_start:%Y-%m-%d %H:%M}"
+        scored = f"{c.scored_from or c.window_start:%Y-%m-%d %H:%M}"
         metrics.cohort_labelled.labels(model_name, cohort, scored).set(c.labelled_share)
         for m, v in c.estimated.items():
             metrics.cohort_quality.labels(model_name, cohort, scored, m, "estimated").set(v)

@@ -88,6 +88,13 @@ cohort_labelled = Gauge(
     ["model_name", "cohort", "scored"],
     registry=REGISTRY,
 )
+labels_overdue = Gauge(
+    "monitor_labels_overdue_share",
+    "Largest share of a cohort's records whose label is due by the log's watermark (labels.horizon_days) "
+    "but missing, beyond the share that never comes back (labels.never_share); 0 when on time",
+    ["model_name"],
+    registry=REGISTRY,
+)
 estimate_error = Gauge(
     "monitor_estimate_error",
     "The estimate's error over the cohorts with enough labels, realized minus estimated: mean_abs, mean "

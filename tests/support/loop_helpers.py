@@ -57,8 +57,10 @@ def log_predictions(
     feedback: bool = True,
     at: datetime | None = None,
     per_request: int = 10,
+    event_at: datetime | None = None,
 ) -> list[tuple[str, int]]:
-    """Write `frame`'s records as logged predictions (and their `label` as feedback when asked)."""
+    """Write `frame`'s records as logged predictions (and their `label` as feedback when asked); with
+    `event_at`, the records' business time ends there as their processing time ends at `at`."""
     at = at or datetime.now(UTC)
     preds, fbs, keys = [], [], []
     request_id = None
@@ -78,6 +80,7 @@ def log_predictions(
                 "score": float(scores[i]),
                 "label": int(scores[i] >= 0.5),
                 "latency_ms": 1.0,
+                "event_at": None if event_at is None else event_at - timedelta(seconds=len(frame) - i),
             }
         )
         keys.append((request_id, index))

@@ -5,6 +5,7 @@ blind) shows a large error. The champion and the reference are stubbed as in tes
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -105,6 +106,48 @@ def test_cohorts_need_enough_labels_and_stay_within_their_periods(monitor, monke
     assert check.look_at_cohorts(settings, engine, NOW) == []
     monkeypatch.setattr(settings, "cohorts", 0)
     assert check.look_at_cohorts(settings, engine, NOW) == []
+
+
+def test_cohorts_follow_business_time_and_say_which_labels_are_overdue(monitor):
+    """Two windows checked within the same hour but scored 10 business days apart are two cohorts; their
+    labels are due 30 days after their event times by the log's newest event time (not the wall clock),
+    and due labels that do not come back, beyond the never share, are overdue."""
+    settings, config, test, engine = monitor
+    config = dataclasses.replace(config, labels={"horizon_days": 30.0, "never_share": 0.2})
+    day0 = NOW - timedelta(days=60)
+    a, b, c = test.iloc[:300], test.iloc[300:600], test.iloc[600:700]
+    keys_a = log_predictions(
+        engine, a, fake_score(a), config, settings.model_name, "3", feedback=False,
+        at=NOW - timedelta(hours=2), event_at=day0,
+    )  # fmt: skip
+    run_a = check.run_check(settings, config, summary_table=False, now=NOW - timedelta(hours=2))
+    log_predictions(
+        engine, b, fake_score(b), config, settings.model_name, "3", feedback=False,
+        at=NOW - timedelta(hours=1), event_at=day0 + timedelta(days=10),
+    )  # fmt: skip
+    run_b = check.run_check(settings, config, summary_table=False, now=NOW - timedelta(hours=1))
+    found = check.look_at_cohorts(settings, engine, NOW, config)
+    assert [x.run_id for x in found] == [run_b.run_id, run_a.run_id]  # one processing day, two business days
+    cohort_a = found[1]
+    assert cohort_a.scored_to == day0 - timedelta(seconds=1)
+    assert cohort_a.scored_from == day0 - timedelta(seconds=300)
+    assert cohort_a.labels_due == 0 and gauge("monitor_labels_overdue_share") == 0
+    assert f"scored {day0 - timedelta(seconds=300):%Y-%m-%d %H:%M}" in cohort_a.line()
+
+    # records scored on business day 35 move the watermark: cohort A's labels (day 0 + 30) are due now,
+    # B's (day 10 + 30) not yet; none came back: 80% of A's records are overdue (20% never come back)
+    log_predictions(
+        engine, c, fake_score(c), config, settings.model_name, "3", feedback=False,
+        at=NOW - timedelta(minutes=30), event_at=day0 + timedelta(days=35),
+    )  # fmt: skip
+    by_run = {x.run_id: x for x in check.look_at_cohorts(settings, engine, NOW, config)}
+    assert by_run[run_a.run_id].labels_due == 1.0 and by_run[run_b.run_id].labels_due == 0.0
+    assert by_run[run_a.run_id].overdue == pytest.approx(0.8)
+    assert gauge("monitor_labels_overdue_share") == pytest.approx(0.8)
+    # 85% of A's labels come back: within the never share, nothing is overdue
+    give_labels(engine, keys_a[:255], a["label"].iloc[:255], NOW)
+    by_run = {x.run_id: x for x in check.look_at_cohorts(settings, engine, NOW, config)}
+    assert by_run[run_a.run_id].overdue == 0 and gauge("monitor_labels_overdue_share") == 0
 
 
 def test_one_cohort_per_period_the_newest_judged_window():
