@@ -25,8 +25,10 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Response, abort, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug import serving
@@ -35,6 +37,7 @@ from werkzeug.exceptions import HTTPException
 from core import registry, store
 from core.dataset import DatasetConfig
 from monitoring import check, metrics
+from monitoring.cohorts import JUDGED
 from monitoring.settings import MonitorSettings
 from monitoring.trigger import RetrainTrigger, TriggerEvent
 
@@ -90,7 +93,7 @@ def handle_alerts(
     payload: Any,
     trigger: RetrainTrigger,
     model_name: str,
-    waiting: Callable[[], str | None] | None = None,
+    waiting: Callable[[], LabelWait | str | None] | None = None,
 ) -> list[TriggerEvent]:
     """Alertmanager webhook (version 4): one trigger call per firing alert; resolved alerts are ignored.
     `waiting()` says why no retrain can start yet (too few labels: `check.waiting_for_labels`); the
@@ -98,7 +101,8 @@ def handle_alerts(
     labels are in. A payload of another shape raises PayloadError before any alert is acted on."""
     alerts = alerts_of(payload)
     events = []
-    why_wait = waiting() if waiting is not None and alerts else None
+    wait = waiting() if waiting is not None and alerts else None
+    why_wait, cohort_run = (wait.reason, wait.run_id) if isinstance(wait, LabelWait) else (wait, None)
     for alert in alerts:
         status = alert.get("status") or payload.get("status") or "firing"
         metrics.alerts_received.labels(status).inc()
@@ -117,7 +121,16 @@ def handle_alerts(
             + ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
         )
         if why_wait:
-            event = trigger.note(f"{reason} -- {why_wait}", source="alertmanager", status=check.WAITING)
+            # with the checked window's run: the monitor's checks count that cohort's labels and fire
+            # this alert's retrain once they are in (check.pending_cohort), as for their own alarms
+            cohort = {"reasons": [reason], "kinds": [f"alert:{name}"]} if cohort_run is not None else None
+            event = trigger.note(
+                f"{reason} -- {why_wait}",
+                source="alertmanager",
+                status=check.WAITING,
+                monitoring_run_id=cohort_run,
+                parameters=cohort,
+            )
         else:
             event = trigger.fire(reason, source="alertmanager", dedupe_key=key)
         metrics.triggers.labels(model_name, event.backend, event.status, "alertmanager").inc()
@@ -125,11 +138,34 @@ def handle_alerts(
     return events
 
 
-def alert_waiting(settings: MonitorSettings, config: DatasetConfig) -> Callable[[], str | None]:
-    """`waiting_for_labels` for an alert, on the window the monitor checks, looked up when the alert
-    arrives (None when the lookup fails: the alert then fires as it would without the rule; logged)."""
+@dataclass(frozen=True)
+class LabelWait:
+    """Why an alert's retrain waits for labels, and the monitoring run whose window is its cohort (the
+    champion's newest judged window; None: none judged yet, the alert then waits on the checked window's
+    labels as they come)."""
 
-    def why() -> str | None:
+    reason: str
+    run_id: int | None = None
+
+
+def newest_judged_run(engine: sa.Engine, model_name: str, version: str) -> int | None:
+    r = store.monitoring_runs
+    query = (
+        sa.select(r.c.id)
+        .where(r.c.model_name == model_name, r.c.model_version == str(version), r.c.status.in_(JUDGED))
+        .order_by(r.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def alert_waiting(settings: MonitorSettings, config: DatasetConfig) -> Callable[[], LabelWait | None]:
+    """`waiting_for_labels` for an alert, on the window the monitor checks, looked up when the alert
+    arrives, with the champion's newest judged run as the alert's cohort (None when nothing waits or the
+    lookup fails: the alert then fires as it would without the rule; logged)."""
+
+    def why() -> LabelWait | None:
         try:
             registry.connect(settings.tracking_uri)
             champ = check.champion(settings)
@@ -139,7 +175,10 @@ def alert_waiting(settings: MonitorSettings, config: DatasetConfig) -> Callable[
             window = check.read_window(
                 engine, settings.model_name, champ.version, settings.window_size, settings.window_minutes
             )
-            return check.waiting_for_labels(config, window, [])
+            reason = check.waiting_for_labels(config, window, [])
+            if reason is None:
+                return None
+            return LabelWait(reason, newest_judged_run(engine, settings.model_name, champ.version))
         except Exception as exc:  # noqa: BLE001 - an alert is never dropped because of a lookup
             log.warning("alert: cannot count the labels of the checked window: %s", exc)
             return None
@@ -170,7 +209,7 @@ def _body() -> Any:
 def create_app(
     settings: MonitorSettings,
     trigger: RetrainTrigger,
-    waiting: Callable[[], str | None] | None = None,
+    waiting: Callable[[], LabelWait | str | None] | None = None,
 ) -> Flask:
     """The app: POST /alerts calls `trigger` for each firing alert (`waiting`: see handle_alerts)."""
     app = Flask("monitoring.webhook")

@@ -20,6 +20,8 @@ from core.features import prepare
 from monitoring import check, metrics
 from monitoring.scenarios import Scenario, apply
 from monitoring.settings import MonitorSettings
+from monitoring.trigger import RetrainTrigger
+from monitoring.webhook import alert_waiting, handle_alerts
 from tests.support.loop_helpers import log_predictions
 from training.data import assign_split, read_source
 from training.settings import TrainingSettings
@@ -254,3 +256,51 @@ def test_harmful_drift_with_the_rule_retrains_naming_both(setup):
     assert outcome.trigger is not None and outcome.trigger.fired
     kinds = outcome.trigger.parameters["TRIGGER_KINDS"].split(",")
     assert "estimated harm" in kinds and "drift" in kinds
+
+
+def test_an_alertmanager_alert_waits_for_its_cohorts_labels_then_fires(setup):
+    """An alert (Alertmanager's webhook) with too few labels waits with the champion's newest judged
+    window as its cohort; labels of newer records do not fire it, its own cohort's labels do."""
+    settings, config, test, engine = setup
+    first, newer = test.iloc[:300], test.iloc[300:600]
+    scored = datetime.now(UTC) - timedelta(minutes=20)  # apart from the newer records' minutes
+    keys = log_predictions(
+        engine, first, fake_score(first), config, settings.model_name, "3", feedback=False, at=scored
+    )
+    judged = check.run_check(settings, config, summary_table=False, now=scored)
+    assert judged.status == "ok"
+    trigger = RetrainTrigger(settings)
+    payload = {
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "ChurnLiveRecallLow"},
+                "annotations": {"summary": "live recall under its floor"},
+            }
+        ]
+    }
+    [held] = handle_alerts(payload, trigger, settings.model_name, alert_waiting(settings, config))
+    assert held.status == check.WAITING
+    with engine.connect() as conn:
+        run_of_wait = conn.execute(
+            sa.select(store.trigger_events.c.monitoring_run_id).where(store.trigger_events.c.id == held.id)
+        ).scalar()
+    assert run_of_wait == judged.run_id
+    # newer records come with their labels: the alert's cohort still has none, nothing fires
+    log_predictions(engine, newer, fake_score(newer), config, settings.model_name, "3", feedback=True)
+    later = check.run_check(settings, config, summary_table=False)
+    assert later.cohort is not None and later.cohort.run_id == judged.run_id and later.cohort.have == 0
+    assert later.trigger is None or not later.trigger.fired
+    # the alert's own cohort is labelled: the next check fires the alert's retrain for that window
+    with engine.begin() as conn:
+        conn.execute(
+            store.feedback.insert(),
+            [
+                {"request_id": rid, "record_index": i, "label": int(y), "received_at": datetime.now(UTC)}
+                for (rid, i), y in zip(keys, first["label"], strict=True)
+            ],
+        )
+    fired = check.run_check(settings, config, summary_table=False)
+    assert fired.trigger is not None and fired.trigger.fired, fired.line()
+    assert fired.cohort.run_id == judged.run_id and fired.cohort.kinds == ["alert:ChurnLiveRecallLow"]
+    assert "alert ChurnLiveRecallLow: live recall under its floor" in fired.trigger.parameters["REASON"]
