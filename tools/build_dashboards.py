@@ -343,6 +343,12 @@ def drift() -> dashboard.Dashboard:
                 w=6,
                 h=4,
             ),
+            prom(
+                timeseries.Panel().min(0).max(1),
+                "Labels due but missing, beyond the share that never comes back (alert past 0.2 for 1 h)",
+                ("monitor_labels_overdue_share", "largest overdue share of a cohort"),
+                w=24,
+            ),
             sql(
                 table.Panel(),
                 "Monitoring history",
