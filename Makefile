@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages lint test test-unit test-data test-model test-integration ingest validate train gate \
-        settings-doc model-card demo monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve mlserver-venv bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
+        settings-doc model-card demo demo-late-labels monitor retrain retrain-scheduled simulate rollback history retention backup restore bench bench-train bench-serve mlserver-venv bench-drift bench-estimate bench-shadow bench-slow-clients serve clean clean-state \
         score install-spark bench-score bench-retention bench-soak bench-tails
 
 help: ## list the targets
@@ -78,6 +78,9 @@ model-card: $(STAMP) ## rewrite the measured tables of the champion's model card
 
 demo: $(STAMP) ## the main job on the embedded default
 	$(PY) -m operations demo
+
+demo-late-labels: $(STAMP) ## the loop when labels come back 30 days late (simulated clock)
+	$(PY) -m operations demo --late-labels
 
 monitor: $(STAMP) ## one drift + live-quality check of the recent predictions (history row, report, trigger)
 	$(PY) -m monitoring.monitor run

@@ -18,13 +18,30 @@ The demo is a list of named phases (PHASES, at the end of this module), run in o
                  monitoring runs, trigger decisions, and the champion timeline (`churnops history`):
                  every move the demo made, with who, why and the records each version served
 
+`churnops demo --late-labels` (`make demo-late-labels`) runs the loop as it works when churn is known
+only after the data set config's label horizon (30 days; 20% of labels never come back). The traffic
+runs on a simulated clock (operations.simulate.SimulatedClock: DEMO_RECORDS records make 5 business
+days; every record and label carries its event time), so months pass in minutes:
+
+1. v1, serve     as above
+2. normal        10 days of held-out traffic, no label back yet; a check with no alarm
+3. harmless      5 days with `female` moved (a feature the model barely uses): drift the check reports,
+                 no estimated harm, no retrain (estimate.drift_needs_harm: drift needs harm to retrain)
+4. harmful       5 days with `contract` and `tenure` shifted (top features): the check alarms on the
+                 quality estimated without labels (CBPE) and the retrain waits for this cohort's labels
+5. labels        the same shift goes on; checks every 2.5 days; the drifted cohort's labels come back
+                 30 days after its scores, and the waiting alarm fires the retrain that learns from them
+6. heal          the retrain, the gate, v2 served
+7. guard         a bad model forced past the gate, rolled back by the guard with no label in its watch
+8. summary       business days and seconds from the harm alarm to its labels, to v2 serving, and more
+
 Every step is printed with its time and recorded in STATE_DIR/demo-timeline.json (rewritten after every
 step, so a failed demo leaves its record too): `passed`, `failure`, `events` (phase, event, text,
 detail and the step's facts: versions, statuses, ids) and `summary` (the figures above). Stops what it
 started; exits non-zero if any step fails.
 
 State goes to DEMO_DIR (default var/demo, emptied first), so the demo never touches `make train`'s
-state. Settings (environment): DEMO_DIR, DEMO_PORT (default: a free port), DEMO_RECORDS (records per
+state (the late-label demo: var/demo-late-labels). Settings (environment): DEMO_DIR, DEMO_PORT (default: a free port), DEMO_RECORDS (records per
 traffic phase, 300), DEMO_RATE (records/s, 150), DEMO_TIMEOUT (seconds for the retrain + reload, 240),
 OPTUNA_TRIALS (3), CV_FOLDS (2) and TRAIN_THREADS (1) for both trainings.
 """
@@ -132,8 +149,24 @@ class Timeline:
         return "\n".join(lines)
 
 
-def configure_environment() -> dict[str, str]:
-    state = Path(os.environ.get("DEMO_DIR") or REPO / "var" / "demo").resolve()
+LATE_LABELS_CONFIG = "dataset-late-labels.yaml"
+
+
+def late_labels_config(state: Path) -> Path:
+    """The telco config as a team with late labels runs it: a drift alarm retrains only when the quality
+    estimated without labels dropped too (estimate.drift_needs_harm), since labels cannot say for weeks."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "telco_churn.yaml").read_text())
+    raw.setdefault("estimate", {})["drift_needs_harm"] = True
+    path = state / LATE_LABELS_CONFIG
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def configure_environment(late_labels: bool = False) -> dict[str, str]:
+    default = REPO / "var" / ("demo-late-labels" if late_labels else "demo")
+    state = Path(os.environ.get("DEMO_DIR") or default).resolve()
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True)
@@ -167,6 +200,8 @@ def configure_environment() -> dict[str, str]:
         "GUARD_INTERVAL_SECONDS": "2",
         "PYTHONUNBUFFERED": "1",
     }
+    if late_labels:
+        env["DATASET_CONFIG"] = str(late_labels_config(state))
     os.environ.update(env)
     return env
 
@@ -210,6 +245,8 @@ class Demo:
     scenario: Any = None
     onset: float = 0.0
     retrain: dict[str, Any] = field(default_factory=dict)  # the fired trigger's detail
+    clock: Any = None  # the late-label demo's simulated clock (operations.simulate.SimulatedClock)
+    harm_run: int | None = None  # the late-label demo's harm alarm (its monitoring run)
 
     @property
     def state(self) -> Path:
@@ -279,6 +316,7 @@ class Demo:
             feedback_share=feedback_share,
             seed=seed,
             reference=self.pool,
+            clock=self.clock if feedback_share > 0 else None,
             log=lambda line: self.mark("traffic_done", "traffic done", line),
         )
 
@@ -406,7 +444,13 @@ def retrain_serves_v2(demo: Demo) -> None:
     def retrain_ended() -> None:
         code = json.loads(status_file.read_text())["exit_code"]
         lines, gate_line = gate_verdict(log)
-        demo.mark("retrain_ended", "retrain + gate finished", f"exit {code}; {gate_line}", exit_code=code)
+        learned = next((ln.split("): ")[-1] for ln in lines if "labelled production records" in ln), "")
+        demo.mark(
+            "retrain_ended",
+            "retrain + gate finished",
+            f"exit {code}; {gate_line}" + (f"; learned from {learned}" if learned else ""),
+            exit_code=code,
+        )
         if code != 0:
             tail = "\n    ".join(lines[-15:])
             raise DemoFailure(f"the retrain failed (exit {code}, log {log}):\n    {tail}")
@@ -471,6 +515,7 @@ def guard_drill(demo: Demo) -> None:
     from core import registry, store
 
     py = sys.executable
+    good = demo.served_version() or "1"  # what the guard must bring back
     demo.guard = guard = subprocess.Popen(
         [py, "-m", "monitoring.guard", "loop"],
         cwd=REPO,
@@ -517,8 +562,8 @@ def guard_drill(demo: Demo) -> None:
     demo.mark(
         "served",
         f"v{bad} served (bad)",
-        "normal traffic, no label comes back: the guard scores the same records with v1 (shadow) and "
-        "compares the two",
+        f"normal traffic, no label comes back: the guard scores the same records with v{good} (shadow) "
+        "and compares the two",
         version=bad,
     )
     sent = threading.Thread(target=demo.traffic, args=(demo.sample(1), 4, None, 0.0), daemon=True)
@@ -547,8 +592,8 @@ def guard_drill(demo: Demo) -> None:
     )
     if guard.poll() is not None:
         raise DemoFailure(f"the guard exited with {guard.returncode} (log: {demo.logs / 'guard.log'})")
-    demo.wait_every_worker("1")
-    healed = demo.mark("served", "v1 served again: rolled back by the guard", version="1")
+    demo.wait_every_worker(good)
+    healed = demo.mark("served", f"v{good} served again: rolled back by the guard", version=good)
     demo.timeline.summary["bad_to_good_s"] = round(healed - forced_at, 1)
     sent.join(timeout=30)
     row = guard_rollback()
@@ -595,7 +640,15 @@ def summarize(demo: Demo) -> None:
     print(demo.timeline.table())
     print(f"\nchampion timeline (churnops history; the registry: {verdict.line})")
     print(table(moves))
-    print(f"\ndrift onset -> v2 serving: {summary['onset_to_v2_s']:.1f} s")
+    if "harm_alarm_day" in summary:  # the late-label demo
+        alarm, fired = summary["harm_alarm_day"], summary["retrain_day"]
+        print(
+            f"\nharm alarmed by estimation on business day {alarm:g}, before any of its labels; its cohort's "
+            f"labels fired the retrain on day {fired:g} ({fired - alarm:g} days later)"
+        )
+        print(f"harmful shift onset -> v2 serving: {summary['onset_to_v2_s']:.1f} s")
+    else:
+        print(f"\ndrift onset -> v2 serving: {summary['onset_to_v2_s']:.1f} s")
     print(
         f"bad model forced -> good model serving again (the guard, by itself): {summary['bad_to_good_s']:.1f} s"
     )
@@ -619,11 +672,181 @@ PHASES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
 )
 
 
+# ---- the late-label demo's phases (churnops demo --late-labels) -----------------------------------------
+
+DAYS_PER_TRAFFIC = 5  # DEMO_RECORDS records make this many business days
+LATE_CHECK_DAYS = 2.5  # business days between the checks while the labels come back
+LATE_MAX_DAYS = 45  # the shift's labels must fire a retrain within this many days of the harm alarm
+
+
+def start_clock(demo: Demo) -> None:
+    from datetime import timedelta
+
+    from operations.simulate import SimulatedClock
+
+    per_day = demo.records / DAYS_PER_TRAFFIC
+    horizon, never = demo.config.label_horizon_days, demo.config.label_never_share
+    if horizon <= 0:
+        raise DemoFailure(f"{demo.config.path}: labels.horizon_days is 0: there is no late label to wait for")
+    # far enough back that no event time of the story (scores and labels) lies in the future
+    back = 20 + LATE_MAX_DAYS + horizon + 5
+    day0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=back)
+    demo.clock = SimulatedClock(day0, per_day, horizon, never, seed=7)
+    demo.mark(
+        "clock",
+        f"simulated clock starts on {day0:%Y-%m-%d}",
+        f"{per_day:g} records make a business day; a label comes back {horizon:g} days after its score, "
+        f"{never:.0%} never",
+        per_day=per_day,
+        horizon_days=horizon,
+        never_share=never,
+    )
+
+
+def business_days(demo: Demo, days: float, seed: int, scenario=None) -> None:
+    """`days` business days of traffic on the clock (labels due meanwhile sent back with their time)."""
+    n = round(days * demo.clock.per_day)
+    frame = demo.pool.sample(n, replace=n > len(demo.pool), random_state=seed).reset_index(drop=True)
+    stats = demo.traffic(frame, seed, scenario)
+    if stats.rejected or stats.accepted < n or stats.feedback_failed:
+        raise DemoFailure(f"{demo.timeline.phase} traffic: {stats.line()}")
+
+
+def on_day(demo: Demo) -> str:
+    return f" on day {demo.clock.day:g} ({demo.clock.now:%Y-%m-%d})"
+
+
+def late_normal(demo: Demo) -> None:
+    start_clock(demo)
+    business_days(demo, 2 * DAYS_PER_TRAFFIC, seed=11)
+    outcome = demo.check(on_day(demo))
+    if outcome.status != "ok":
+        raise DemoFailure(f"the check on normal traffic should raise no alarm: {outcome.line()}")
+
+
+def harmless_shift(demo: Demo) -> None:
+    """`female` moved: drift the check sees, on a feature the model barely uses (the gate's invariance
+    test holds its effect under 0.03): no estimated harm, so no retrain."""
+    from monitoring.scenarios import Scenario
+
+    demo.mark(
+        "harmless_onset",
+        "harmless shift",
+        f"{DAYS_PER_TRAFFIC} days with half the customers moved to female = its rarer value "
+        "(a feature the model barely uses)",
+    )
+    business_days(demo, DAYS_PER_TRAFFIC, seed=12, scenario=Scenario("move", ("female",), share=0.5))
+    outcome = demo.check(on_day(demo))
+    if outcome.result is None or outcome.harm is None:
+        raise DemoFailure(f"the check on the harmless shift judged nothing: {outcome.line()}")
+    drifted = [f.feature for f in outcome.result.features if f.drifted]
+    if "female" not in drifted:
+        raise DemoFailure(f"the check should see the shift of female (drifted: {drifted}): {outcome.line()}")
+    if outcome.harm.kinds or (
+        outcome.trigger is not None and outcome.trigger.status in ("fired", "waiting_labels")
+    ):
+        raise DemoFailure(f"a harmless shift must retrain nothing: {outcome.line()}")
+    drops = ", ".join(f"{m} {d:+.3f}" for m, d in outcome.harm.drops.items())
+    demo.mark(
+        "harmless_judged",
+        "harmless: drift seen, no harm estimated, nothing retrained",
+        f"drifted {', '.join(drifted)}; estimated drop {drops} (bounds {outcome.harm.bounds})"
+        + (f"; {outcome.warning}" if outcome.warning else ""),
+        drifted=drifted,
+        estimated_drop=outcome.harm.drops,
+        trigger_status=None if outcome.trigger is None else outcome.trigger.status,
+    )
+
+
+def harmful_shift(demo: Demo) -> None:
+    """`contract` and `tenure` shifted: the estimate (no labels) drops past its bound: an alarm, and the
+    retrain waits for this cohort's labels (30 days away)."""
+    from monitoring.scenarios import Scenario
+
+    demo.onset = demo.mark(
+        "harm_onset",
+        "harmful shift",
+        f"{DAYS_PER_TRAFFIC} days with contract and tenure shifted (the model's top features)",
+        day=demo.clock.day,
+    )
+    demo.scenario = Scenario("covariate", ("contract", "tenure"), strength=1.5)
+    business_days(demo, DAYS_PER_TRAFFIC, seed=13, scenario=demo.scenario)
+    outcome = demo.check(on_day(demo))
+    if outcome.harm is None or not outcome.harm.kinds:
+        raise DemoFailure(f"the harmful shift should alarm on the estimate: {outcome.line()}")
+    if outcome.trigger is None or outcome.trigger.status != "waiting_labels" or outcome.cohort is None:
+        raise DemoFailure(f"the harm alarm should wait for its cohort's labels: {outcome.line()}")
+    demo.timeline.summary["harm_alarm_day"] = demo.clock.day
+    demo.harm_run = outcome.run_id
+    demo.mark(
+        "harm_alarm",
+        f"alarm by estimation{on_day(demo)}, {outcome.cohort.have} labels in its window",
+        "; ".join(outcome.harm.reasons) + f"; the retrain waits for {outcome.cohort.need} of this cohort's "
+        f"labels, due {demo.clock.horizon_days:g} days after their scores",
+        run_id=outcome.run_id,
+        kinds=outcome.harm.kinds,
+        labelled=outcome.cohort.have,
+        day=demo.clock.day,
+    )
+
+
+def labels_come_back(demo: Demo) -> None:
+    """The shift goes on; the cohort's labels come back after the horizon and fire the waiting retrain."""
+    alarm_day = demo.timeline.summary["harm_alarm_day"]
+    seed = 20
+    while demo.clock.day < alarm_day + LATE_MAX_DAYS:
+        seed += 1
+        business_days(demo, LATE_CHECK_DAYS, seed=seed, scenario=demo.scenario)
+        outcome = demo.check(on_day(demo))
+        if outcome.trigger is not None and outcome.trigger.fired:
+            break
+    else:
+        raise DemoFailure(f"no retrain fired within {LATE_MAX_DAYS} business days of the harm alarm")
+    cohort = outcome.cohort
+    if cohort is None or cohort.run_id != demo.harm_run:
+        raise DemoFailure(
+            f"the retrain should fire on the harm alarm's cohort (run {demo.harm_run}): {outcome.line()}"
+        )
+    detail = json.loads(outcome.trigger.detail)
+    demo.retrain_pid, demo.retrain = detail["pid"], detail
+    demo.timeline.summary["retrain_day"] = demo.clock.day
+    demo.mark(
+        "retrain_triggered",
+        f"the cohort's labels are back{on_day(demo)}: retrain triggered (event {outcome.trigger.id})",
+        f"{cohort.have} of the {cohort.size} records of run {cohort.run_id} labelled "
+        f"({demo.clock.day - alarm_day:g} days after the alarm); log {detail['log']}",
+        trigger_id=outcome.trigger.id,
+        run_id=cohort.run_id,
+        labelled=cohort.have,
+        kinds=cohort.kinds,
+        day=demo.clock.day,
+    )
+
+
+LATE_PHASES: tuple[tuple[str, Callable[[Demo], None]], ...] = (
+    ("v1", train_v1),
+    ("serve", serve),
+    ("normal", late_normal),
+    ("harmless", harmless_shift),
+    ("harmful", harmful_shift),
+    ("labels", labels_come_back),
+    ("heal", retrain_serves_v2),
+    ("guard", guard_drill),
+    ("summary", summarize),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="churnops demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args(argv)
-    env = configure_environment()
+    )
+    parser.add_argument(
+        "--late-labels",
+        action="store_true",
+        help="labels come back only after the data set's label horizon, on a simulated clock",
+    )
+    args = parser.parse_args(argv)
+    env = configure_environment(args.late_labels)
     timeline = Timeline(Path(env["STATE_DIR"]) / TIMELINE_FILE)
     demo = Demo(env, timeline)
     demo.logs.mkdir(parents=True, exist_ok=True)
@@ -634,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         service_url=env["SERVICE_URL"],
     )
     try:
-        for name, phase in PHASES:
+        for name, phase in LATE_PHASES if args.late_labels else PHASES:
             timeline.phase = name
             phase(demo)
         timeline.passed = True

@@ -5,17 +5,12 @@ bad model forced past the gate back by itself."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.support.demo_run import run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,22 +18,7 @@ PHASES = ["start", "v1", "serve", "normal", "drift", "heal", "settle", "rollback
 
 
 def test_make_demo(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATABASE_URL", "DATA_DIR"))}
-    env["DEMO_DIR"] = str(tmp_path / "demo")
-    started = time.time()
-    out = subprocess.run(
-        [sys.executable, "-m", "operations", "demo"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    elapsed = time.time() - started
-    print(out.stdout[-4000:])
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    timeline = json.loads((tmp_path / "demo" / "demo-timeline.json").read_text())
-    assert timeline["passed"] is True and timeline["failure"] is None
+    timeline, elapsed = run_demo(tmp_path / "demo")
     events = timeline["events"]
 
     # every phase ran, in order (the summary phase records no event of its own)
