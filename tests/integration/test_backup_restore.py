@@ -318,6 +318,7 @@ def test_an_archive_from_older_code_restores_at_its_revision_and_the_migrations_
 ):
     """The service database of an archive made before the last migration (0004: no champion_moves)."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     older = tmp_path / "older.sqlite"
     engine = store.make_engine(f"sqlite:///{older}")
@@ -345,7 +346,8 @@ def test_an_archive_from_older_code_restores_at_its_revision_and_the_migrations_
     assert store.schema_revision(restored) == "0004"
     assert "champion_moves" not in sa.inspect(restored).get_table_names()
     store.create_tables(restored)  # what the service runs when it starts
-    assert store.schema_revision(restored) == "0005"
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert store.schema_revision(restored) == head and head > "0004"
     assert "champion_moves" in sa.inspect(restored).get_table_names()
 
 
